@@ -1,0 +1,71 @@
+"""Model registry. Every model is a Flax Linen module with variables {'params', 'batch_stats'} whose
+`__call__(x, train)` returns `(logits, features)`; `features` is an ordered dict of named block outputs, the
+names (`block_names(name)` + 'pre_logits') that transfusion, freezing, activation collection and plots share.
+
+The top level of every parameter tree is a block name, or 'head' (the task head) / 'aux_logits' (Inception's
+auxiliary ImageNet head): a leaf's block is the first component of its path.
+"""
+from typing import Any, Callable, Dict, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from transfusion_jax.models import cbr, inception, resnet
+
+# Top-level parameter groups that belong to a task, not to the transferable body.
+HEAD_NAMES = ("head", "aux_logits")
+
+_RESNET_BLOCKS = ("conv1", "block1", "block2", "block3", "block4")
+
+
+def _cbr_blocks(name):
+    return tuple(f"layer{i + 1}" for i in range(len(cbr.CBR_SPECS[name]["widths"])))
+
+
+# name -> (constructor(num_classes, **overrides), block names, paper input resolution)
+_REGISTRY: Dict[str, Tuple[Callable[..., nn.Module], Tuple[str, ...], int]] = {
+    "resnet50": (resnet.resnet50, _RESNET_BLOCKS, 224),
+    "resnet50_slim": (resnet.resnet50_slim, _RESNET_BLOCKS, 224),
+    "inception_v3": (inception.inception_v3, ("stem", "mixed_5", "mixed_6", "mixed_7"), 299),
+    **{
+        name: (lambda n, _name=name, **kw: cbr.cbr(_name, n, **kw), _cbr_blocks(name), 587)
+        for name in cbr.CBR_SPECS
+    },
+}
+
+MODEL_NAMES = tuple(_REGISTRY)
+
+
+def _lookup(name: str):
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; available models: {', '.join(MODEL_NAMES)}.")
+    return _REGISTRY[name]
+
+
+def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides) -> nn.Module:
+    """Builds a model by name. `dtype` is the computation dtype (bf16 on accelerators); params stay float32.
+
+    `overrides` go to the module, e.g. `variant='keras'`, `widths=(8, 16)` for a CBR, `aux_logits=True`.
+    """
+    make, _, _ = _lookup(name)
+    try:
+        return make(num_classes, dtype=dtype, **overrides)
+    except TypeError as e:
+        raise TypeError(f"Bad override for model {name!r}: {e}") from None
+
+
+def block_names(name: str, **overrides) -> Tuple[str, ...]:
+    """The model's transferable blocks, bottom to top (features add 'pre_logits' after them)."""
+    _, blocks, _ = _lookup(name)
+    if "widths" in overrides:  # CBR depth follows its widths
+        blocks = tuple(f"layer{i + 1}" for i in range(len(overrides["widths"])))
+    return blocks
+
+
+def feature_names(name: str, **overrides) -> Tuple[str, ...]:
+    return block_names(name, **overrides) + ("pre_logits",)
+
+
+def paper_resolution(name: str) -> int:
+    """Input size the paper's tables use: 224 (ResNet on CheXpert), 299 (Inception-v3), 587 (Retina CBRs)."""
+    return _lookup(name)[2]

@@ -1,0 +1,74 @@
+"""Building blocks shared by every architecture: conv-BN-ReLU and pooling with explicit padding.
+
+Padding is explicit (not 'SAME') wherever a reference framework pads symmetrically, so converted torchvision/Keras
+weights give identical activations at any input size, odd ones included.
+"""
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Padding = Union[str, Sequence[Tuple[int, int]]]
+
+# torchvision's ResNet init (kaiming_normal_, mode='fan_out', relu); used for every conv so "random init" means the
+# same thing across architectures.
+HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def symmetric_padding(kernel_size: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+    """torchvision's `padding=k//2` for odd kernels."""
+    return tuple((k // 2, k // 2) for k in kernel_size)
+
+
+class ConvBN(nn.Module):
+    """Conv -> BatchNorm (-> ReLU). The unit every model here is made of.
+
+    Attributes mirror the reference frameworks' knobs: `use_bias` (Keras ResNet50 has conv biases),
+    `bn_scale` (Keras InceptionV3 has no BN gamma), `bn_epsilon` (1e-5 torchvision ResNet, 1e-3 Inception).
+    """
+
+    features: int
+    kernel_size: Tuple[int, int]
+    strides: Tuple[int, int] = (1, 1)
+    padding: Padding = "SAME"
+    use_bias: bool = False
+    bn_scale: bool = True
+    bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.9
+    relu: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(
+            self.features,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            use_bias=self.use_bias,
+            kernel_init=HE_FAN_OUT,
+            dtype=self.dtype,
+            name="conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            use_scale=self.bn_scale,
+            dtype=self.dtype,
+            name="bn",
+        )(x)
+        return nn.relu(x) if self.relu else x
+
+
+def max_pool(x, window: int = 3, stride: int = 2, padding: Padding = "VALID"):
+    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
+
+
+def global_avg_pool(x):
+    return jnp.mean(x, axis=(1, 2))
+
+
+def dense_head(num_classes: int, dtype: Any, name: Optional[str] = "head") -> nn.Dense:
+    """The new task head. Kept in float32 output precision so logits/AUC do not suffer bf16 rounding."""
+    return nn.Dense(num_classes, dtype=dtype, name=name)
