@@ -1,0 +1,60 @@
+"""Data: Retina (diabetic retinopathy) and CheXpert from their real formats, synthetic stand-ins, small-data subsets.
+
+Contract with the training loop
+-------------------------------
+`build_dataset(config, split, *, train) -> Dataset`; `config` is the experiment ConfigDict whose `config.data`
+is `default_data_config()` (or that data ConfigDict itself). `config.data.name` picks the reader:
+
+  retina_folder    Kaggle layout: root/trainLabels.csv + root/train/<image>.jpeg (split 'train'); with
+                   root/retinopathy_solution.csv + root/test/ also 'validation' (Usage Public) and 'test' (Private).
+  retina_tfds      TFDS diabetic_retinopathy_detection/<tfds_config> prepared to ArrayRecord under data_dir
+                   (`python -m transfusion_jax.data prepare ...`); splits train / validation / test.
+  chexpert_folder  the official CheXpert-v1.0-small/ download under root; splits 'train', 'valid'.
+  chexpert_tfds    TFDS chexpert prepared under data_dir; splits train / validation.
+  synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
+                   own seed.
+  image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
+Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]'.
+
+Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
+  Retina: loss 'softmax'. retina_target 'binary' (default) = grade >= retina_threshold (default 2, the paper's
+  "moderate DR"), 2 outputs, AUC from the class-1 probability; 'five_class' = the 0-4 grade, 5 outputs.
+  CheXpert: loss 'sigmoid', 5 outputs in the order Atelectasis, Cardiomegaly, Consolidation, Edema,
+  Pleural Effusion. Blank labels count as negative. Uncertain (-1) labels follow `uncertainty_policy`:
+  u_ones, u_zeros, u_ignore (mask 0: the loss and the AUC must skip them) or u_mixed (default: U-Ones for
+  Atelectasis and Edema, U-Zeros for the rest). u_mixed is the default because it is the only recipe published
+  by overlapping authors (PAPER.md 2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
+  Transfusion's own choice is unknown.
+
+`Dataset`: `len(ds)` = number of examples (after frontal_only and subset_size); `ds.task`; `ds.class_balance`;
+`ds.bad_images` (path -> error, images skipped so far); `ds.num_batches(B)` (eval batches);
+`ds.batches(global_batch_size, *, mesh, seed=0, epoch_start=0, start_step=0)` yields dicts of global jax.Arrays,
+sharded along mesh axis 'data' (`NamedSharding(mesh, P('data'))`), each process decoding only its own
+contiguous share of every global batch:
+  image       float32 [B, H, W, 3], normalised with the `normalization` preset (take it from the checkpoint)
+  label       int32 [B] (softmax tasks) or float32 [B, C] (sigmoid tasks)
+  label_mask  float32 [B, 1] (softmax) or [B, C] (sigmoid): 1 where the label counts; 0 for u_ignore'd labels,
+              padding and skipped images
+  valid       bool [B]: False for eval padding and for images skipped under on_bad_image='skip'
+Weight every per-example loss by `valid` (and per-label by `label_mask`) and count only valid rows in metrics.
+train=True: endless; epoch e is a permutation drawn from (seed, e); batches run across epoch ends without
+gaps, augmentation draws from (seed, epoch, position). Batch s therefore depends only on (seed, epoch_start, s):
+`start_step=s` resumes exactly, by index arithmetic, decoding nothing that is skipped.
+train=False: one pass, every example exactly once in file order, `ceil(N / B)` batches, the last padded with
+valid=False; no augmentation.
+
+Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-cropped to a square, CheXpert
+squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
+`preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
+
+Command line: `python -m transfusion_jax.data generate {chexpert,kaggle_dr,tfds_dr_manual,source} OUT --num N`
+writes miniature datasets in the real formats; `python -m transfusion_jax.data prepare NAME --manual_dir M
+--data_dir D` prepares a TFDS builder (see prepare.py for where the Kaggle / Stanford files go).
+"""
+from transfusion_jax.data.pipeline import DATASET_NAMES, Dataset, build_dataset, default_data_config
+from transfusion_jax.data.preprocess import Normalization, get_normalization
+from transfusion_jax.data.readers import BadImageError, DatasetFormatError
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES, TaskInfo
+
+__all__ = ['DATASET_NAMES', 'Dataset', 'build_dataset', 'default_data_config', 'Normalization', 'get_normalization',
+           'BadImageError', 'DatasetFormatError', 'CHEXPERT_PATHOLOGIES', 'TaskInfo']
