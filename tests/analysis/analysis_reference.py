@@ -1,0 +1,62 @@
+"""Independent float64 NumPy references for the similarity tests, computed from the data rows (not from moments).
+
+Deliberately a different route from the implementation: CCA via QR of the centred data and an SVD of Qx^T Qy;
+PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5).
+"""
+import numpy as np
+
+
+def centred(a):
+    a = np.asarray(a, np.float64)
+    return a - a.mean(axis=0)
+
+
+def cca_qr(x, y):
+    """Canonical correlations (descending) and the x-side canonical variates (unit-norm columns, n x k)."""
+    qx, _ = np.linalg.qr(centred(x))
+    qy, _ = np.linalg.qr(centred(y))
+    u, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    return rho, qx @ u
+
+
+def svcca_svd(x, y, k):
+    def project(a):
+        ac = centred(a)
+        _, _, vt = np.linalg.svd(ac, full_matrices=False)
+        return ac @ vt[:k].T
+    return cca_qr(project(x), project(y))[0].mean()
+
+
+def pwcca_morcos(x, y):
+    """Morcos et al. 2018: alpha_i = sum_j |<h_i, x_j>| with h_i the (whitened) canonical variates of x."""
+    assert x.shape[1] <= y.shape[1]
+    rho, h = cca_qr(x, y)
+    alpha = np.abs(h.T @ centred(x)).sum(axis=1)
+    alpha = alpha / alpha.sum()
+    return float(alpha @ rho[: len(alpha)])
+
+
+def _gram(a):
+    a = np.asarray(a, np.float64)
+    return a @ a.T
+
+
+def cka_gram(x, y):
+    n = len(x)
+    h = np.eye(n) - 1.0 / n
+    k, l = h @ _gram(x) @ h, h @ _gram(y) @ h
+    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+
+
+def hsic_unbiased(k, l):
+    n = len(k)
+    k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+    one = np.ones(n)
+    total = np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+    return total / (n * (n - 3))
+
+
+def cka_debiased_gram(x, y):
+    """Gram matrices of the raw (uncentred) rows: the unbiased estimator does not need centring."""
+    k, l = _gram(x), _gram(y)
+    return hsic_unbiased(k, l) / np.sqrt(hsic_unbiased(k, k) * hsic_unbiased(l, l))

@@ -1,0 +1,155 @@
+"""From model features to similarity: reduce conv features to (datapoints, channels) rows, stream them into moments.
+
+A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images) -> (logits, features)`, where
+`features` maps block names to arrays (the interface of `transfusion_jax.models`; for those pass
+`functools.partial(model.apply, train=False)`). Both models of a pair see the same batch, and each pair of layers
+gets its own accumulator, so memory stays proportional to channels**2 however many images stream through.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from transfusion_jax.analysis import moments, similarity
+
+Model = tuple[Callable[..., Any], Any]  # (apply_fn, variables)
+MODES = ("positions", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reduction:
+    """How [N, H, W, C] features become rows; recorded next to every result (`describe`).
+
+    mode="positions": every spatial position of every image is a datapoint, [N*P, C], as in the SVCCA conv
+      tutorial; `positions` (if set) keeps that many positions per image, drawn without replacement from
+      `seed` (and the batch index), identically for both layers of a pair when their grids match.
+    mode="mean": spatial mean-pooling, [N, C].
+    grid=(h, w): first resize with `jax.image.resize(method=resize_method)`; needed to pair positions of layers
+      whose grids differ. 2-D features [N, C] pass through unchanged.
+    """
+    mode: str = "positions"
+    positions: int | None = None
+    grid: tuple[int, int] | None = None
+    resize_method: str = "linear"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"Reduction mode must be one of {MODES}, got {self.mode!r}")
+        if self.positions is not None and (self.mode != "positions" or self.positions < 1):
+            raise ValueError(f"positions={self.positions} needs mode='positions' and a value >= 1")
+
+    def describe(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["grid"] = list(self.grid) if self.grid else None
+        return out
+
+
+def resize(features: jax.Array, grid: tuple[int, int], method: str = "linear") -> jax.Array:
+    """Resize [N, H, W, C] features to [N, h, w, C]."""
+    n, _, _, c = features.shape
+    return jax.image.resize(features, (n, *grid, c), method=method)
+
+
+def mean_pool(features: jax.Array) -> jax.Array:
+    """[N, H, W, C] -> [N, C]."""
+    return jnp.mean(features, axis=(1, 2))
+
+
+def positions_as_datapoints(features: jax.Array, positions: int | None = None, key: jax.Array | None = None):
+    """[N, H, W, C] -> [N * P, C]: spatial positions as datapoints, P = H*W or `positions` sampled per image.
+
+    Each image gets its own random subset (keys split from `key`), so the same key and grid give the same
+    subset for both layers of a pair.
+    """
+    n, h, w, c = features.shape
+    flat = features.reshape(n, h * w, c)
+    if positions is None:
+        return flat.reshape(n * h * w, c)
+    if positions > h * w:
+        raise ValueError(f"cannot sample {positions} positions per image from a {h}x{w} grid")
+    keys = jax.random.split(key, n)
+    idx = jax.vmap(lambda k: jax.random.choice(k, h * w, (positions,), replace=False))(keys)
+    return jnp.take_along_axis(flat, idx[:, :, None], axis=1).reshape(n * positions, c)
+
+
+def to_datapoints(features: jax.Array, reduction: Reduction, key: jax.Array) -> jax.Array:
+    """Apply `reduction` to one layer's features ([N, C] passes through)."""
+    if features.ndim == 2:
+        return features
+    if features.ndim != 4:
+        raise ValueError(f"features must be [N, C] or [N, H, W, C], got shape {features.shape}")
+    if reduction.grid is not None:
+        features = resize(features, reduction.grid, reduction.resize_method)
+    if reduction.mode == "mean":
+        return mean_pool(features)
+    return positions_as_datapoints(features, reduction.positions, key)
+
+
+def _images(batch):
+    return batch["image"] if isinstance(batch, Mapping) else batch
+
+
+def _layer_rows(model: Model, images, reduction: Reduction, key) -> dict[str, jax.Array]:
+    apply_fn, variables = model
+    _, features = apply_fn(variables, images)
+    return {name: to_datapoints(f, reduction, key) for name, f in features.items()}
+
+
+def collect_pair_moments(model_a: Model, model_b: Model, batches: Iterable,
+                         pairs: Sequence[tuple[str, str]] | None = None,
+                         reduction: Reduction = Reduction()) -> dict[tuple[str, str], moments.Accumulator]:
+    """Run both models over `batches` (arrays [N, H, W, C] or dicts with 'image') and stream layer pairs.
+
+    pairs: (layer of a, layer of b) to compare; default every block name the two models share, in a's order.
+    Returns one accumulator per pair; finish with `moments.finalize` and `similarity.measure`.
+    The whole step (both forwards, reductions, every accumulator update) is one jitted function.
+    """
+    iterator = iter(batches)
+    try:
+        first = _images(next(iterator))
+    except StopIteration:
+        raise ValueError("batches is empty: nothing to compare") from None
+    key0 = jax.random.key(reduction.seed)
+    shapes_a = jax.eval_shape(lambda im: _layer_rows(model_a, im, reduction, key0), first)
+    shapes_b = jax.eval_shape(lambda im: _layer_rows(model_b, im, reduction, key0), first)
+    if pairs is None:
+        pairs = [(name, name) for name in shapes_a if name in shapes_b]
+    pairs = [tuple(p) for p in pairs]
+    for la, lb in pairs:
+        if la not in shapes_a or lb not in shapes_b:
+            raise ValueError(f"layer pair {(la, lb)} not found: model a has {list(shapes_a)}, b has {list(shapes_b)}")
+        if shapes_a[la].shape[0] != shapes_b[lb].shape[0]:
+            raise ValueError(f"layers {la!r} and {lb!r} give {shapes_a[la].shape[0]} vs {shapes_b[lb].shape[0]} "
+                             f"datapoints per batch (different grids?): set Reduction(grid=...) or mode='mean'")
+    accs = [moments.init(shapes_a[la].shape[1], shapes_b[lb].shape[1]) for la, lb in pairs]
+
+    @jax.jit
+    def step(accs, variables_a, variables_b, images, index):
+        key = jax.random.fold_in(key0, index)
+        rows_a = _layer_rows((model_a[0], variables_a), images, reduction, key)
+        rows_b = _layer_rows((model_b[0], variables_b), images, reduction, key)
+        return [moments.accumulate_traced(acc, rows_a[la], rows_b[lb]) for acc, (la, lb) in zip(accs, pairs)]
+
+    images, index = first, 0
+    while True:
+        accs = step(accs, model_a[1], model_b[1], images, index)
+        batch = next(iterator, None)
+        if batch is None:
+            return dict(zip(pairs, accs))
+        images, index = _images(batch), index + 1
+
+
+def compare_models(model_a: Model, model_b: Model, batches: Iterable, method: str = "svcca",
+                   pairs: Sequence[tuple[str, str]] | None = None, reduction: Reduction = Reduction(),
+                   **options) -> dict[str, dict[str, Any]]:
+    """Similarity of each layer pair, as JSON-ready dicts keyed 'layer_a/layer_b', with the reduction recorded."""
+    accs = collect_pair_moments(model_a, model_b, batches, pairs, reduction)
+    out = {}
+    for (la, lb), acc in accs.items():
+        result = similarity.measure(moments.finalize(acc), method, **options).as_dict()
+        out[f"{la}/{lb}"] = {**result, "layer_a": la, "layer_b": lb, "reduction": reduction.describe()}
+    return out
