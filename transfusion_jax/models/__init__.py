@@ -22,13 +22,17 @@ def _cbr_blocks(name):
     return tuple(f"layer{i + 1}" for i in range(len(cbr.CBR_SPECS[name]["widths"])))
 
 
-# name -> (constructor(num_classes, **overrides), block names, paper input resolution)
-_REGISTRY: Dict[str, Tuple[Callable[..., nn.Module], Tuple[str, ...], int]] = {
-    "resnet50": (resnet.resnet50, _RESNET_BLOCKS, 224),
-    "resnet50_slim": (resnet.resnet50_slim, _RESNET_BLOCKS, 224),
-    "inception_v3": (inception.inception_v3, ("stem", "mixed_5", "mixed_6", "mixed_7"), 299),
+# The paper's inputs: CheXpert 224x224, Retina 587x587; Inception-v3's native 299 too (whether the paper resized
+# Retina to 299 for it is unconfirmed, PAPER.md 1.1).
+_PAPER_SIZES = (224, 587)
+
+# name -> (constructor(num_classes, **overrides), block names, input sizes the paper uses)
+_REGISTRY: Dict[str, Tuple[Callable[..., nn.Module], Tuple[str, ...], Tuple[int, ...]]] = {
+    "resnet50": (resnet.resnet50, _RESNET_BLOCKS, _PAPER_SIZES),
+    "resnet50_slim": (resnet.resnet50_slim, _RESNET_BLOCKS, _PAPER_SIZES),
+    "inception_v3": (inception.inception_v3, ("stem", "mixed_5", "mixed_6", "mixed_7"), (224, 299, 587)),
     **{
-        name: (lambda n, _name=name, **kw: cbr.cbr(_name, n, **kw), _cbr_blocks(name), 587)
+        name: (lambda n, _name=name, **kw: cbr.cbr(_name, n, **kw), _cbr_blocks(name), _PAPER_SIZES)
         for name in cbr.CBR_SPECS
     },
 }
@@ -57,7 +61,7 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides
 def block_names(name: str, **overrides) -> Tuple[str, ...]:
     """The model's transferable blocks, bottom to top (features add 'pre_logits' after them)."""
     _, blocks, _ = _lookup(name)
-    if "widths" in overrides:  # CBR depth follows its widths
+    if name in cbr.CBR_SPECS and "widths" in overrides:  # a CBR's depth follows its widths
         blocks = tuple(f"layer{i + 1}" for i in range(len(overrides["widths"])))
     return blocks
 
@@ -66,6 +70,6 @@ def feature_names(name: str, **overrides) -> Tuple[str, ...]:
     return block_names(name, **overrides) + ("pre_logits",)
 
 
-def paper_resolution(name: str) -> int:
-    """Input size the paper's tables use: 224 (ResNet on CheXpert), 299 (Inception-v3), 587 (Retina CBRs)."""
+def paper_resolutions(name: str) -> Tuple[int, ...]:
+    """Input sizes the paper uses with this model: 224 (CheXpert), 587 (Retina), and 299 for Inception-v3."""
     return _lookup(name)[2]

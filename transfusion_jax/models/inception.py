@@ -14,7 +14,7 @@ Variants (`variant=`):
   'keras'        BN without scale (keras.applications.InceptionV3), eps 1e-3; avg-pools exclude the padding
                  ('same' pooling in TF/Keras).
 The final dropout torchvision applies before fc is `dropout_rate` (default 0: the paper names none; set 0.5 for
-torchvision's recipe). The aux head's logits are sown into the 'intermediates' collection as 'aux_logits' when
+torchvision's recipe). The aux head's logits are sown into the 'intermediates' collection as 'aux_output' when
 `aux_logits=True` and `train=True`, as torchvision computes them only in training.
 """
 import functools
@@ -199,7 +199,7 @@ class InceptionV3(nn.Module):
             if stage_name == "mixed_6" and self.aux_logits:
                 aux = AuxHead(self.num_classes, conv, name="aux_logits")(x, train)
                 if train:
-                    self.sow("intermediates", "aux_logits", aux.astype(jnp.float32))
+                    self.sow("intermediates", "aux_output", aux.astype(jnp.float32))
         x = global_avg_pool(x)
         features["pre_logits"] = x
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
