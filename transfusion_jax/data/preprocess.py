@@ -104,7 +104,7 @@ def augment(image: Image.Image, rng: np.random.Generator, cfg) -> Image.Image:
 
 def _inverse_affine(angle: float, scale: float, tx: float, ty: float, size: int) -> tuple:
   """PIL wants the output->input map: invert `rotate(angle) * scale` about the centre, then shift by (tx, ty)."""
-  c = (size - 1) / 2.0
+  c = size / 2.0  # PIL samples output pixel (x, y) at its centre (x + 0.5, y + 0.5)
   cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
   # input = R^-1 / s @ (output - c - t) + c
   a, b, d, e = cos, sin, -sin, cos

@@ -61,7 +61,7 @@ def render_chest_xray(rng: np.random.Generator, raw: dict, size: int) -> np.ndar
   """uint8 [size, size] grayscale chest film. `raw` maps the 5 paper pathologies to 1 / 0 / -1 / nan; a
   positive finding draws its pattern at full strength, an uncertain one at half strength, others nothing:
     Cardiomegaly: wide heart; Pleural Effusion: bright fluid level at a lung base; Edema: bilateral perihilar
-    haze; Consolidation: dense patch in one lung; Atelectasis: thin bright band in a lower lung."""
+    haze; Consolidation: dense patch in an upper lung zone; Atelectasis: thin bright band in a lower lung."""
   def strength(name):
     value = raw.get(name, np.nan)
     return 1.0 if value == 1.0 else 0.5 if value == -1.0 else 0.0
@@ -88,12 +88,12 @@ def render_chest_xray(rng: np.random.Generator, raw: dict, size: int) -> np.ndar
   s = strength('Consolidation')
   if s:
     lung, cx = lungs[rng.integers(2)]
-    img += 110 * s * _blob(yy, xx, rng.uniform(0.35, 0.6), cx + rng.uniform(-0.05, 0.05), 0.045) * lung
+    img += 120 * s * _blob(yy, xx, rng.uniform(0.26, 0.34), cx + rng.uniform(-0.03, 0.03), 0.05) * lung
   s = strength('Atelectasis')
   if s:
     lung, cx = lungs[rng.integers(2)]
     y0 = rng.uniform(0.58, 0.66)
-    img += 90 * s * (np.abs(yy - y0 - 0.15 * (xx - cx)) < 0.012) * lung
+    img += 100 * s * (np.abs(yy - y0 - 0.15 * (xx - cx)) < 0.02) * lung
   img += rng.normal(0, 6, img.shape)
   return np.clip(img, 0, 255).astype(np.uint8)
 
