@@ -1,0 +1,70 @@
+"""A small in-memory dataset that follows transfusion_jax.data's Dataset contract (task, len, batches), with a
+learnable signal, for training tests that must not depend on the data package's internals."""
+import dataclasses
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    label_names: tuple
+    num_outputs: int
+    loss: str
+
+
+class FakeDataset:
+    """`n` images of `size`^2 whose label shifts the mean of some channels: a tiny CNN can learn it quickly.
+
+    softmax: labels int [n] in 0..num_outputs-1. sigmoid: labels float [n, C], with `label_mask` zeroing a fixed
+    pattern of entries. `nan_at_step`: the train batch of that step holds NaN pixels (to test the NaN stop).
+    """
+
+    def __init__(self, n, size=8, loss="softmax", num_outputs=2, train=True, seed=0, nan_at_step=None):
+        rng = np.random.default_rng(seed)
+        self.train, self.nan_at_step = train, nan_at_step
+        self.task = Task("fake", tuple(f"c{i}" for i in range(num_outputs)), num_outputs, loss)
+        self.images = rng.normal(size=(n, size, size, 3)).astype(np.float32)
+        if loss == "softmax":
+            self.labels = (np.arange(n) % num_outputs).astype(np.int32)
+            rng.shuffle(self.labels)
+            self.images[..., 0] += 1.5 * self.labels[:, None, None] / max(num_outputs - 1, 1)
+            self.masks = np.ones((n, 1), np.float32)
+        else:
+            self.labels = (rng.uniform(size=(n, num_outputs)) < 0.5).astype(np.float32)
+            for c in range(min(num_outputs, 3)):
+                self.images[..., c] += 1.5 * self.labels[:, c, None, None]
+            self.masks = (rng.uniform(size=(n, num_outputs)) < 0.8).astype(np.float32)
+
+    def __len__(self):
+        return len(self.images)
+
+    def _batch(self, rows, valid, sharding):
+        batch = {
+            "image": self.images[rows],
+            "label": self.labels[rows],
+            "label_mask": self.masks[rows] * valid.reshape(-1, 1),
+            "valid": valid,
+        }
+        return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+    def batches(self, global_batch_size, *, mesh, seed=0, start_step=0):
+        sharding = NamedSharding(mesh, P("data"))
+        n = len(self)
+        if not self.train:
+            for start in range(0, n, global_batch_size):
+                positions = np.arange(start, start + global_batch_size)
+                yield self._batch(np.minimum(positions, n - 1), positions < n, sharding)
+            return
+        step = start_step
+        while True:
+            positions = np.arange(step * global_batch_size, (step + 1) * global_batch_size)
+            epoch = positions // n
+            rows = np.array([np.random.default_rng([seed, e]).permutation(n)[p % n] for e, p in zip(epoch, positions)])
+            batch = self._batch(rows, np.ones(global_batch_size, bool), sharding)
+            if step == self.nan_at_step:
+                batch["image"] = batch["image"] * np.nan
+            yield batch
+            step += 1

@@ -1,0 +1,145 @@
+"""The data-parallel step: 8-device sharding gives the single-device result; freezing and weight decay."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fake_data import FakeDataset
+from transfusion_jax import models
+from transfusion_jax.train import partition, state as state_lib, steps, trainer
+
+
+def _config(**optimizer):
+    opt = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+               weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
+    opt.update(optimizer)
+    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10,
+                                          optimizer=ml_collections.ConfigDict(opt)))
+
+
+def _model():
+    return models.get_model("cbr_small", 2, widths=(4, 8))
+
+
+def _state_after_one_step(mesh, config, batch_np, model):
+    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state = jax.device_put(state, partition.replicated(mesh))
+    batch = {k: jax.device_put(v, partition.data_sharded(mesh)) for k, v in batch_np.items()}
+    step = steps.make_train_step(model, tx, "softmax", mesh, frozen=tuple(config.freeze))
+    new_state, metrics = step(state, batch, steps.step_rng(0, 0))
+    return jax.device_get(new_state), jax.device_get(metrics)
+
+
+def _numpy_batch(n=16):
+    ds = FakeDataset(n, size=8)
+    return {"image": ds.images, "label": ds.labels, "label_mask": ds.masks, "valid": np.ones(n, bool)}
+
+
+def test_eight_device_step_equals_single_device_step():
+    assert jax.device_count() == 8
+    batch, model, config = _numpy_batch(), _model(), _config()
+    one, m1 = _state_after_one_step(partition.make_data_mesh(jax.devices()[:1]), config, batch, model)
+    eight, m8 = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves((one.params, one.batch_stats)),
+                    jax.tree_util.tree_leaves((eight.params, eight.batch_stats))):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_stats_use_global_batch():
+    """BN running mean after one step = 0.9 * 0 + 0.1 * (mean of layer1's conv output over all 16 examples)."""
+    batch, model, config = _numpy_batch(), _model(), _config()
+    mesh = partition.make_data_mesh()
+    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    after, _ = _state_after_one_step(mesh, config, batch, model)
+    kernel = np.asarray(state0.params["layer1"]["conv"]["kernel"], np.float64)
+    conv = jax.lax.conv_general_dilated(batch["image"].astype(np.float64), kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = 0.1 * np.asarray(conv).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(after.batch_stats["layer1"]["bn"]["mean"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_frozen_blocks_keep_params_and_statistics():
+    batch, model = _numpy_batch(), _model()
+    config = _config()
+    config.freeze = ("layer1",)
+    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    after, _ = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
+    for before, now in zip(jax.tree_util.tree_leaves((state0.params["layer1"], state0.batch_stats["layer1"])),
+                           jax.tree_util.tree_leaves((after.params["layer1"], after.batch_stats["layer1"]))):
+        np.testing.assert_array_equal(before, now)
+    assert not np.allclose(state0.params["layer2"]["conv"]["kernel"], after.params["layer2"]["conv"]["kernel"])
+    assert not np.allclose(state0.batch_stats["layer2"]["bn"]["mean"], after.batch_stats["layer2"]["bn"]["mean"])
+
+
+def test_freeze_of_unknown_block_is_named():
+    config = _config()
+    config.freeze = ("block9",)
+    params = {"layer1": {"w": jnp.zeros(1)}, "head": {"w": jnp.zeros(1)}}
+    with pytest.raises(ValueError, match="block9"):
+        state_lib.make_optimizer(config, params)
+
+
+def test_weight_decay_touches_kernels_only():
+    """Plain SGD (no momentum) with zero gradients: update = -lr * wd * kernel, and zero for biases/BN."""
+    config = _config(momentum=0.0, weight_decay=0.01, learning_rate=0.5)
+    params = {"layer1": {"conv": {"kernel": jnp.full((2, 2), 3.0)}, "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)}},
+              "head": {"kernel": jnp.full((2,), -2.0), "bias": jnp.ones(2)}}
+    tx = state_lib.make_optimizer(config, params)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    np.testing.assert_allclose(updates["layer1"]["conv"]["kernel"], -0.5 * 0.01 * 3.0)
+    np.testing.assert_allclose(updates["head"]["kernel"], -0.5 * 0.01 * -2.0)
+    for leaf in (updates["layer1"]["bn"]["scale"], updates["layer1"]["bn"]["bias"], updates["head"]["bias"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_adam_first_step_matches_closed_form():
+    """Adam's first update is -lr * g / (|g| + eps) elementwise (bias-corrected moments equal g and g^2)."""
+    config = _config(name="adam", learning_rate=1e-3)
+    params = {"head": {"kernel": jnp.array([1.0, -2.0, 3.0])}}
+    grads = {"head": {"kernel": jnp.array([0.5, -4.0, 1e-3])}}
+    tx = state_lib.make_optimizer(config, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    g = np.array([0.5, -4.0, 1e-3])
+    np.testing.assert_allclose(updates["head"]["kernel"], -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-5)
+
+
+def test_warmup_cosine_schedule():
+    config = _config(schedule="cosine", warmup_steps=10, learning_rate=1.0)
+    config.num_train_steps = 110
+    lr = state_lib.learning_rate_fn(config)
+    assert float(lr(5)) == pytest.approx(0.5)
+    assert float(lr(10)) == pytest.approx(1.0)
+    assert float(lr(60)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 50 / 100)))
+
+
+def test_eval_counts_every_example_once_on_odd_sizes():
+    """13 examples, global batch 8 on 8 devices: 2 batches, the last padded; loss and AUC over exactly 13."""
+    model = _model()
+    config = _config()
+    mesh = partition.make_data_mesh()
+    for loss in ("softmax", "sigmoid"):
+        ds = FakeDataset(13, size=8, loss=loss, num_outputs=2 if loss == "softmax" else 3, train=False, seed=5)
+        model = models.get_model("cbr_small", ds.task.num_outputs, widths=(4, 8))
+        state, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
+        state = jax.device_put(state, partition.replicated(mesh))
+        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh)
+        logits = np.asarray(model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images,
+                                        train=False)[0], np.float64)
+        assert out["num_examples"] == 13
+        if loss == "softmax":
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            expected_loss = -np.log(p[np.arange(13), ds.labels]).mean()
+            assert out["auc"] == pytest.approx(roc_auc_score(ds.labels, p[:, 1]), abs=1e-6)
+        else:
+            p = 1 / (1 + np.exp(-logits))
+            bce = -(ds.labels * np.log(p) + (1 - ds.labels) * np.log(1 - p))
+            expected_loss = (bce * ds.masks).sum() / ds.masks.sum()
+            for c in range(3):
+                keep = ds.masks[:, c] > 0
+                assert out[f"auc/c{c}"] == pytest.approx(roc_auc_score(ds.labels[keep, c], p[keep, c]), abs=1e-6)
+        assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)

@@ -1,0 +1,125 @@
+"""Train state, model variables and the optimizer: the single place where init schemes and freezing meet training.
+
+`init_variables` and `make_optimizer` are the only functions that know about transfusion_jax.surgery, so the rest
+of the training code stays the same whatever the init scheme.
+"""
+from typing import Any, Dict, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from transfusion_jax import models
+
+INIT_SCHEMES = ("random", "transfer", "mean_var", "transfusion:<block>", "gabor", "slim")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes; a pytree, so it is jitted, donated, sharded and checkpointed as one."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def compute_dtype(name: str):
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"config.dtype must be one of {sorted(dtypes)}, got {name!r}.")
+    return dtypes[name]
+
+
+def build_model(config, num_outputs: int) -> nn.Module:
+    """The configured architecture with `num_outputs` logits (from the dataset's task) in `config.dtype`."""
+    return models.get_model(
+        config.model.name, num_outputs, dtype=compute_dtype(config.dtype), **dict(config.model.overrides)
+    )
+
+
+def _random_variables(model, rng, sample_input) -> Dict[str, Any]:
+    variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+
+def init_variables(config, model: nn.Module, rng, sample_input) -> Dict[str, Any]:
+    """{'params', 'batch_stats'} for `config.init`: 'random' here, every other scheme from transfusion_jax.surgery."""
+    scheme = config.init
+    if scheme == "random":
+        return _random_variables(model, rng, sample_input)
+    raise NotImplementedError(
+        f"config.init={scheme!r} needs transfusion_jax.surgery, which is not available yet; "
+        f"only 'random' is implemented here. Schemes: {', '.join(INIT_SCHEMES)}."
+    )
+
+
+def learning_rate_fn(config):
+    """Step -> learning rate: constant (the paper names no schedule) or cosine decay, after optional linear warmup."""
+    opt_config, num_steps = config.optimizer, config.num_train_steps
+    lr = opt_config.learning_rate
+    warmup = opt_config.warmup_steps
+    if opt_config.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    elif opt_config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, max(num_steps - warmup, 1))
+    else:
+        raise ValueError(f"config.optimizer.schedule must be 'constant' or 'cosine', got {opt_config.schedule!r}.")
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def _base_optimizer(opt_config, schedule):
+    if opt_config.name == "adam":
+        return optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
+    if opt_config.name == "sgd":
+        return optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
+    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {opt_config.name!r}.")
+
+
+def kernel_mask(params):
+    """True on conv/dense kernels: weight decay skips biases and BatchNorm scales/offsets."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+
+
+def trainable_labels(params, freeze: Sequence[str]):
+    """'frozen' / 'trainable' per leaf by top-level block name (the models' tree convention)."""
+    unknown = sorted(set(freeze) - set(params))
+    if unknown:
+        raise ValueError(f"config.freeze names unknown blocks {unknown}; the model's blocks are {sorted(params)}.")
+    return {name: jax.tree_util.tree_map(lambda _, f=name in freeze: "frozen" if f else "trainable", sub)
+            for name, sub in params.items()}
+
+
+def make_optimizer(config, params) -> optax.GradientTransformation:
+    """Optimizer from `config.optimizer`: L2 weight decay on kernels (added to the gradient, the TF-slim
+    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks named in
+    `config.freeze` get zero updates."""
+    opt_config = config.optimizer
+    parts = []
+    if opt_config.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
+    if opt_config.weight_decay > 0:
+        parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=kernel_mask))
+    parts.append(_base_optimizer(opt_config, learning_rate_fn(config)))
+    tx = optax.chain(*parts)
+    if not config.freeze:
+        return tx
+    labels = trainable_labels(params, list(config.freeze))
+    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def create_train_state(config, model, rng, sample_input):
+    """(step-0 state, optimizer). Host-side values; the trainer places them on the mesh."""
+    variables = init_variables(config, model, rng, sample_input)
+    tx = make_optimizer(config, variables["params"])
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=jax.jit(tx.init)(variables["params"]),
+    )
+    return state, tx

@@ -1,0 +1,61 @@
+"""The jitted train and eval steps. Pure functions of (state, batch); sharding is given at jit time."""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from transfusion_jax.train import losses, partition
+from transfusion_jax.train.state import TrainState
+
+
+def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, state: TrainState, batch, rng):
+    def loss_fn(params):
+        (logits, _), new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats", "intermediates"],
+            rngs={"dropout": rng},
+        )
+        loss = losses.mean_loss(loss_kind, logits, batch)
+        aux = new_vars.get("intermediates", {}).get("aux_logits")
+        if aux is not None and aux_loss_weight:
+            loss = loss + aux_loss_weight * losses.mean_loss(loss_kind, aux[0], batch)
+        return loss, new_vars["batch_stats"]
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Frozen blocks keep their running statistics too: a frozen block is a fixed function.
+    new_stats = {k: state.batch_stats[k] if k in frozen else v for k, v in new_stats.items()}
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree_util.tree_map(jnp.add, state.params, updates)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+    new_state = TrainState(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
+    return new_state, {"loss": loss, "grad_norm": grad_norm}
+
+
+def make_train_step(model, tx, loss_kind: str, mesh, *, frozen=(), aux_loss_weight: float = 0.0):
+    """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'."""
+    step = functools.partial(_train_step, model, tx, loss_kind, frozenset(frozen), aux_loss_weight)
+    rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def _eval_step(model, loss_kind, state: TrainState, batch):
+    logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
+    loss_sum, loss_count = losses.loss_terms(loss_kind, logits, batch)
+    return {"scores": losses.scores(loss_kind, logits), "loss_sum": loss_sum, "loss_count": loss_count}
+
+
+def make_eval_step(model, loss_kind: str, mesh):
+    """jit(state, batch) -> per-example scores (kept sharded) and the batch's loss sum and count."""
+    rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+    return jax.jit(
+        functools.partial(_eval_step, model, loss_kind),
+        in_shardings=(rep, data),
+        out_shardings={"scores": data, "loss_sum": rep, "loss_count": rep},
+    )
+
+
+def step_rng(seed: int, step: int):
+    """RNG of one step from (seed, step) only, so a resumed run draws exactly what an unbroken one would."""
+    return jax.random.fold_in(jax.random.key(seed), step)

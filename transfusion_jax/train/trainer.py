@@ -1,0 +1,172 @@
+"""`train_and_evaluate(config, workdir)`: the training loop with periodic evaluation, checkpoints and resume.
+
+Resume is exact: state comes from the latest checkpoint, the data stream restarts at that step (`start_step`), each
+step's RNG is a function of (seed, step), and metrics/best checkpoints written after that step by the killed run are
+dropped and recomputed.
+"""
+import itertools
+import json
+import logging
+import math
+import time
+from typing import Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from transfusion_jax import data as data_lib
+from transfusion_jax.train import metrics as metrics_lib
+from transfusion_jax.train import partition, state as state_lib, steps
+from transfusion_jax.train.checkpoint import Checkpointer
+from transfusion_jax.train.writer import MetricWriter
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops rather than train on garbage."""
+
+
+def _to_host(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> Dict[str, float]:
+    """Loss and AUCs over the whole split: every example exactly once (padding rows are dropped by `valid`)."""
+    task = dataset.task
+    parts: Dict[str, List[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
+    loss_sum, loss_count = 0.0, 0.0
+    for batch in dataset.batches(batch_size, mesh=mesh):
+        out = eval_step(state, batch)
+        loss_sum += float(out["loss_sum"])
+        loss_count += float(out["loss_count"])
+        parts["scores"].append(_to_host(out["scores"]))
+        for key in ("label", "label_mask", "valid"):
+            parts[key].append(_to_host(batch[key]))
+    host = {k: np.concatenate(v) for k, v in parts.items()}
+    valid = host["valid"].astype(bool)
+    scores, labels, mask = host["scores"][valid], host["label"][valid], host["label_mask"][valid]
+    result = {"loss": loss_sum / max(loss_count, 1.0), "num_examples": float(valid.sum())}
+    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
+    if task.loss == "softmax":
+        result.update(metrics_lib.accuracy_metrics(scores, labels))
+    return result
+
+
+def _check_finite(pending: List[Tuple[int, dict]]) -> Dict[str, float]:
+    """Mean of the pending train metrics; raises at the first step whose loss is not finite."""
+    host = jax.device_get([m for _, m in pending])
+    for (step, _), m in zip(pending, host):
+        if not np.isfinite(m["loss"]):
+            raise NonFiniteLossError(
+                f"Training loss is {float(m['loss'])} at step {step}; stopping. Lower the learning rate, try "
+                f"--config.optimizer.grad_clip_norm, or check the data for bad values."
+            )
+    return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _write_config(config, workdir: epath.Path) -> None:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def _summary(records: List[dict], threshold: float) -> dict:
+    evals = [r for r in records if r["split"] == "eval"]
+    finite = [r for r in evals if _finite_auc(r) is not None]
+    best = max(finite, key=lambda r: r["auc"]) if finite else None
+    return {
+        "final_eval": evals[-1] if evals else None,
+        "best_auc": best["auc"] if best else None,
+        "best_step": best["step"] if best else None,
+        "auc_threshold": threshold,
+        "steps_to_threshold": metrics_lib.first_step_reaching(evals, "auc", threshold),
+    }
+
+
+def _finite_auc(record: dict) -> Optional[float]:
+    value = record.get("auc")
+    return value if isinstance(value, float) and math.isfinite(value) else None
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint if any); returns the run summary."""
+    workdir = epath.Path(workdir)
+    lead = jax.process_index() == 0
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _write_config(config, workdir)
+    mesh = partition.make_data_mesh()
+    partition.check_batch_size(config.batch_size, mesh)
+    eval_batch_size = config.eval_batch_size or config.batch_size
+    partition.check_batch_size(eval_batch_size, mesh)
+
+    train_ds = data_lib.build_dataset(config, config.train_split, train=True)
+    eval_ds = data_lib.build_dataset(config, config.eval_split, train=False)
+    task = train_ds.task
+    model = state_lib.build_model(config, task.num_outputs)
+    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_best=1)
+    start = ckpt.latest_step() or 0
+    batches = train_ds.batches(config.batch_size, mesh=mesh, seed=config.seed, start_step=start)
+    first = next(batches)
+    sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
+    batches = itertools.chain([first], batches)
+    state, tx = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
+    state = jax.device_put(state, partition.replicated(mesh))
+
+    writer = MetricWriter(workdir, enabled=lead)
+    if start:
+        logging.info("Resuming from the checkpoint at step %d in %s", start, workdir)
+        state = ckpt.restore(start, like=state)
+        writer.truncate_after(start)
+        ckpt.forget_best_after(start)
+    records = writer.records()
+    best_auc = max([_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None],
+                   default=-math.inf)
+
+    train_step = steps.make_train_step(
+        model, tx, task.loss, mesh, frozen=tuple(config.freeze), aux_loss_weight=config.aux_loss_weight
+    )
+    eval_step = steps.make_eval_step(model, task.loss, mesh)
+    lr_fn = state_lib.learning_rate_fn(config)
+    bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
+    pending: List[Tuple[int, dict]] = []
+    tick, tick_step = time.perf_counter(), start
+    for step in range(start, config.num_train_steps):
+        state, train_metrics = train_step(state, next(batches), steps.step_rng(config.seed, step))
+        done = step + 1
+        pending.append((done, train_metrics))
+        bar.update(1)
+        is_last = done == config.num_train_steps
+        is_eval = done % config.eval_every_steps == 0 or is_last
+        is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
+        if done % config.log_every_steps == 0 or is_eval or is_ckpt:
+            summary = _check_finite(pending)
+            now = time.perf_counter()
+            summary.update(learning_rate=float(lr_fn(step)), steps_per_second=(done - tick_step) / (now - tick))
+            tick, tick_step, pending = now, done, []
+            writer.write(done, "train", summary)
+            bar.set_postfix(loss=f"{summary['loss']:.4f}")
+        if is_eval:
+            eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh)
+            writer.write(done, "eval", eval_metrics)
+            records.append({"step": done, "split": "eval", **eval_metrics})
+            reached = metrics_lib.first_step_reaching(records, "auc", config.auc_threshold)
+            if reached == done:
+                logging.info("Eval AUC reached %s at step %d.", config.auc_threshold, done)
+            logging.info("step %d eval %s", done, {k: round(v, 4) for k, v in eval_metrics.items()})
+            if np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc:
+                best_auc = eval_metrics["auc"]
+                ckpt.save_best(done, state, best_auc)
+        if is_ckpt:
+            ckpt.save(done, state)
+    bar.close()
+    ckpt.close()
+    writer.close()
+    summary = _summary(records, config.auc_threshold)
+    if lead:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logging.info("Run summary: %s", summary)
+    return summary
