@@ -24,7 +24,7 @@ class Reduction:
     """How [N, H, W, C] features become rows; recorded next to every result (`describe`).
 
     mode="positions": every spatial position of every image is a datapoint, [N*P, C], as in the SVCCA conv
-      tutorial; `positions` (if set) keeps that many positions per image, drawn without replacement from
+      tutorial; `positions` (if set) keeps at most that many positions per image, drawn without replacement from
       `seed` (and the batch index), identically for both layers of a pair when their grids match.
     mode="mean": spatial mean-pooling, [N, C].
     grid=(h, w): first resize with `jax.image.resize(method=resize_method)`; needed to pair positions of layers
@@ -62,15 +62,15 @@ def mean_pool(features: jax.Array) -> jax.Array:
 def positions_as_datapoints(features: jax.Array, positions: int | None = None, key: jax.Array | None = None):
     """[N, H, W, C] -> [N * P, C]: spatial positions as datapoints, P = H*W or `positions` sampled per image.
 
+    Grids with at most `positions` positions are used whole (one setting serves every layer of a network).
+
     Each image gets its own random subset (keys split from `key`), so the same key and grid give the same
     subset for both layers of a pair.
     """
     n, h, w, c = features.shape
     flat = features.reshape(n, h * w, c)
-    if positions is None:
+    if positions is None or positions >= h * w:
         return flat.reshape(n * h * w, c)
-    if positions > h * w:
-        raise ValueError(f"cannot sample {positions} positions per image from a {h}x{w} grid")
     keys = jax.random.split(key, n)
     idx = jax.vmap(lambda k: jax.random.choice(k, h * w, (positions,), replace=False))(keys)
     return jnp.take_along_axis(flat, idx[:, :, None], axis=1).reshape(n * positions, c)
