@@ -38,7 +38,7 @@ contiguous share of every global batch:
   valid       bool [B]: False for eval padding and for images skipped under on_bad_image='skip'
 Weight every per-example loss by `valid` (and per-label by `label_mask`) and count only valid rows in metrics.
 train=True: endless; epoch e is a permutation drawn from (seed, e); batches run across epoch ends without
-gaps, augmentation draws from (seed, epoch, position). Batch s therefore depends only on (seed, epoch_start, s):
+gaps, augmentation draws from (seed, epoch, position in epoch). Batch s therefore depends only on (seed, epoch_start, s):
 `start_step=s` resumes exactly, by index arithmetic, decoding nothing that is skipped.
 train=False: one pass, every example exactly once in file order, `ceil(N / B)` batches, the last padded with
 valid=False; no augmentation.

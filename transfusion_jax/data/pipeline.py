@@ -70,7 +70,7 @@ class _Decode:
 
 def _load_pixels(source, decode: _Decode, index: int, aug_key: tuple):
   """(uint8 [H, W, 3], None) or (None, message) for a bad image. Augmentation draws from rng(aug_key), a
-  function of (seed, epoch, position) only, so output does not depend on worker scheduling."""
+  function of (seed, epoch, position in the epoch) only, so output does not depend on worker scheduling."""
   try:
     image = source.load(index, decode.image_size)
     image = preprocess.resize(image, decode.image_size, decode.resize_mode)
@@ -139,7 +139,7 @@ class Dataset:
             perms[epoch] = self._permutation(seed, epoch)
             if len(perms) > 2:
               perms.popitem(last=False)
-          share.append((p, int(perms[epoch][p % n]), (seed, epoch, p)))
+          share.append((p, int(perms[epoch][p % n]), (seed, epoch, p % n)))
         else:
           share.append((p, p if p < n else -1, ()))
       yield share
