@@ -1,0 +1,256 @@
+"""Init schemes: which leaves come from the checkpoint, Mean-Var statistics, Gabor placement, parsing, entry point."""
+import jax
+import ml_collections
+import numpy as np
+import pytest
+import scipy.stats
+
+from helpers import TINY, TINY_BLOCKS, filled_shapes, flat, random_like, tiny_init, tiny_random
+from transfusion_jax.models import block_names
+from transfusion_jax.surgery import schemes, tree
+
+
+def assert_origins(result, init, source, from_source):
+    """Every leaf equals the source's iff `from_source(key)`, else the init's; params and batch_stats alike."""
+    out, src, ini = flat(result), flat(source), flat(init)
+    assert out.keys() == ini.keys()
+    for key in out:
+        expected = src[key] if from_source(key) else ini[key]
+        np.testing.assert_array_equal(np.asarray(out[key]), np.asarray(expected), err_msg=key)
+
+
+def tiny_pair():
+    init = tiny_init(0)
+    return init, random_like(init, seed=1)
+
+
+# ----- transfer / transfusion / slim ------------------------------------------------------------------------------
+
+def test_transfer_loads_everything_but_the_head():
+    init, source = tiny_pair()
+    out, provenance = schemes.transfer(init, source)
+    assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
+    assert provenance["params/head/kernel"] == "init" and provenance["batch_stats/layer4/bn/mean"] == "checkpoint"
+
+
+def test_transfer_ignores_a_head_of_another_size():
+    init = tiny_init(0)
+    source = tiny_random(1, num_classes=1000)
+    out, _ = schemes.transfer(init, source)
+    assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
+
+
+@pytest.mark.parametrize("k", range(len(TINY_BLOCKS)))
+def test_transfusion_up_to_each_block(k):
+    init, source = tiny_pair()
+    out, _ = schemes.transfusion(init, source, TINY_BLOCKS, TINY_BLOCKS[k])
+    transfused = {f"layer{i + 1}" for i in range(k + 1)}  # by hand: layer1..layer(k+1)
+    assert_origins(out, init, source, lambda key: key.split("/")[1] in transfused)
+
+
+def resnet_like(name, value, size=64, **overrides):
+    """Full-size trees without running init: every leaf a constant, so origins are told apart by value."""
+    return filled_shapes(name, size, lambda k, s: np.full(s, value, np.float32), **overrides)
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("inception_v3", 75)])
+def test_transfusion_prefixes_of_full_size_models(name, size):
+    init, source = resnet_like(name, 0.0, size), resnet_like(name, 1.0, size)
+    blocks = block_names(name)
+    for k, upto in enumerate(blocks):
+        out, provenance = schemes.transfusion(init, source, blocks, upto)
+        for key, value in flat(out).items():
+            block = key.split("/")[1]
+            expected = 1.0 if block in blocks[: k + 1] else 0.0
+            assert float(np.asarray(value).reshape(-1)[0]) == expected, (upto, key)
+            assert provenance[key] == ("checkpoint" if expected else "init")
+
+
+def test_slim_takes_conv1_to_block2_from_a_resnet50():
+    init, source = resnet_like("resnet50_slim", 0.0), resnet_like("resnet50", 1.0, num_classes=1000)
+    out, _ = schemes.slim(init, source)
+    for key, value in flat(out).items():
+        expected = 1.0 if key.split("/")[1] in ("conv1", "block1", "block2") else 0.0
+        assert float(np.asarray(value).reshape(-1)[0]) == expected, key
+    # The slimmed top really differs, so a full transfer into it must fail loudly.
+    with pytest.raises(tree.TreeMismatchError, match=r"params/block3/unit1/conv1/conv/kernel: source \(1, 1, 512, 256\)"):
+        schemes.transfer(init, source)
+
+
+# ----- Mean-Var ---------------------------------------------------------------------------------------------------
+
+def structured_source(init, seed=3):
+    """Smooth, strongly correlated tensors with a nonzero mean, so structure and moments are both measurable."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, value in flat(init).items():
+        n = int(np.size(value))
+        x = rng.uniform(-1, 1) + rng.uniform(0.2, 2) * np.sin(0.7 * np.arange(n) + rng.uniform(0, 6))
+        x = np.abs(x) + 0.5 if key.endswith("/var") else x
+        out[key] = x.reshape(np.shape(value)).astype(np.float32)
+    return tree.unflatten(out)
+
+
+def test_mean_var_keeps_moments_and_destroys_structure():
+    init = tiny_init(0)
+    source = structured_source(init)
+    out, provenance = schemes.mean_var(init, source, jax.random.key(0))
+    src, res = flat(source), flat(out)
+    drawn = [k for k in res if k.endswith("conv/kernel")]
+    assert drawn and all(provenance[k] == "mean_var" for k in drawn)
+    for key in drawn:
+        x, y = np.asarray(src[key], np.float64).ravel(), np.asarray(res[key], np.float64).ravel()
+        n = x.size
+        # Sampling error of the mean is std/sqrt(n), of the std about std/sqrt(2n): allow 5 of each.
+        assert abs(y.mean() - x.mean()) < 5 * x.std() / np.sqrt(n), key
+        assert abs(y.std() / x.std() - 1) < 5 / np.sqrt(2 * n), key
+        assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(n), key  # no trace of the source's pattern
+        # iid normal with the source's moments (the source itself is far from normal).
+        assert scipy.stats.kstest(y, "norm", args=(x.mean(), x.std())).pvalue > 1e-4, key
+        assert scipy.stats.kstest(x, "norm", args=(x.mean(), x.std())).pvalue < 1e-4, key
+    # Different tensors get independent draws.
+    a, b = (np.asarray(res[f"params/layer{i}/conv/kernel"]).ravel() for i in (3, 4))
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
+    assert_origins({"params": {"head": out["params"]["head"]}}, {"params": {"head": init["params"]["head"]}},
+                   source, lambda k: False)
+
+
+@pytest.mark.parametrize("bn", schemes.MEAN_VAR_BN)
+def test_mean_var_batchnorm_modes(bn):
+    init = tiny_init(0)
+    source = structured_source(init)
+    out, provenance = schemes.mean_var(init, source, jax.random.key(0), bn=bn)
+    res, src, ini = flat(out), flat(source), flat(init)
+    bn_params = [k for k in res if k.startswith("params/") and "/bn/" in k]
+    stats = [k for k in res if k.startswith("batch_stats/")]
+    assert len(bn_params) == 8 and len(stats) == 8
+    expect_params = {"default": "init", "copy": "checkpoint", "mean_var": "mean_var"}[bn]
+    expect_stats = "checkpoint" if bn == "copy" else "init"
+    for key in bn_params + stats:
+        expected = expect_params if key in bn_params else expect_stats
+        assert provenance[key] == expected, key
+        if expected != "mean_var":
+            reference = src[key] if expected == "checkpoint" else ini[key]
+            np.testing.assert_array_equal(np.asarray(res[key]), np.asarray(reference), err_msg=key)
+        else:
+            x, y = np.asarray(src[key], np.float64), np.asarray(res[key], np.float64)
+            assert not np.allclose(x, y) and abs(y.mean() - x.mean()) < 6 * x.std() / np.sqrt(x.size), key
+
+
+def test_mean_var_rejects_a_mismatched_checkpoint_and_bad_modes():
+    init = tiny_init(0)
+    with pytest.raises(tree.TreeMismatchError, match="shape mismatch"):
+        schemes.mean_var(init, tiny_random(1, widths=(4, 8, 16, 8)), jax.random.key(0))
+    with pytest.raises(ValueError, match="mean_var, default, copy"):
+        schemes.mean_var(init, init, jax.random.key(0), bn="gamma")
+
+
+# ----- Gabor ------------------------------------------------------------------------------------------------------
+
+def test_gabor_replaces_only_the_first_conv_at_the_init_scale():
+    init = tiny_init(0)
+    out, provenance = schemes.gabor(init, TINY_BLOCKS)
+    key = "params/layer1/conv/kernel"
+    for k, v in flat(out).items():
+        if k != key:
+            np.testing.assert_array_equal(np.asarray(v), np.asarray(flat(init)[k]), err_msg=k)
+    kernel = np.asarray(flat(out)[key], np.float64)
+    assert provenance[key] == "gabor" and kernel.shape == (7, 7, 3, 4)
+    np.testing.assert_allclose(kernel.std(), np.asarray(flat(init)[key], np.float64).std(), rtol=1e-5)
+    # The He fan_out init it matches: std sqrt(2 / (7 * 7 * 4)), within sampling error of 588 draws.
+    assert abs(kernel.std() / np.sqrt(2 / (49 * 4)) - 1) < 0.15
+    np.testing.assert_array_equal(kernel[:, :, 0], kernel[:, :, 2])  # grayscale across RGB
+
+
+def test_gabor_takes_its_scale_from_a_checkpoint():
+    init = tiny_init(0)
+    source = random_like(init, seed=1)  # std about 1, far from the He init's 0.1
+    out, _ = schemes.gabor(init, TINY_BLOCKS, source)
+    key = "params/layer1/conv/kernel"
+    np.testing.assert_allclose(np.std(np.asarray(flat(out)[key], np.float64)),
+                               np.std(np.asarray(flat(source)[key], np.float64)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,size,key,shape", [
+    ("resnet50", 64, "params/conv1/conv/kernel", (7, 7, 3, 64)),
+    ("inception_v3", 75, "params/stem/Conv2d_1a_3x3/conv/kernel", (3, 3, 3, 32)),
+    ("cbr_tiny", 32, "params/layer1/conv/kernel", (5, 5, 3, 64)),
+])
+def test_gabor_finds_the_first_conv_of_every_architecture(name, size, key, shape):
+    rng = np.random.default_rng(0)
+    init = filled_shapes(name, size, lambda k, s: rng.normal(size=s).astype(np.float32))
+    out, provenance = schemes.gabor(init, block_names(name))
+    assert [k for k, v in provenance.items() if v == "gabor"] == [key]
+    assert np.shape(flat(out)[key]) == shape
+
+
+# ----- parsing and the config entry point -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,hint", [
+    ("transfusion:blok2", "Did you mean 'block2'"),
+    ("mean-var", "Did you mean 'mean_var'"),
+    ("transfusion", "transfusion:conv1"),
+    ("random:conv1", "Valid choices"),
+    ("Transfer", "Did you mean 'transfer'"),
+])
+def test_parse_rejects_typos_naming_choices_and_blocks(spec, hint):
+    blocks = block_names("resnet50")
+    with pytest.raises(ValueError) as e:
+        schemes.parse_init(spec, blocks)
+    assert hint in str(e.value)
+    assert "conv1, block1, block2, block3, block4" in str(e.value) and "mean_var" in str(e.value)
+
+
+def test_parse_accepts_every_scheme():
+    blocks = block_names("resnet50")
+    assert schemes.parse_init("transfusion:block3", blocks) == schemes.InitSpec("transfusion", "block3")
+    for name in ("random", "transfer", "mean_var", "gabor", "slim"):
+        assert schemes.parse_init(name, blocks) == schemes.InitSpec(name)
+
+
+def make_config(**fields):
+    defaults = dict(model="cbr_small", init="random", pretrained="", mean_var_bn="", model_overrides=dict(TINY))
+    return ml_collections.ConfigDict({**defaults, **fields})
+
+
+class FakeLoader:
+    """Stands in for transfusion_jax.pretrained.load: records the path, returns (variables, metadata)."""
+
+    def __init__(self, variables, architecture="cbr_small"):
+        self.variables, self.architecture, self.paths = variables, architecture, []
+
+    def __call__(self, path):
+        self.paths.append(path)
+        return self.variables, {"architecture": self.architecture, "variant": None, "num_classes": 1000,
+                                "preprocessing": {}}
+
+
+def test_config_entry_point_dispatches_and_loads_lazily():
+    init, source = tiny_pair()
+    loader = FakeLoader(source)
+    out, _ = schemes.initialize_from_config(make_config(init="transfusion:layer2", pretrained="/ckpt"), init,
+                                            loader=loader)
+    assert loader.paths == ["/ckpt"]
+    assert_origins(out, init, source, lambda k: k.split("/")[1] in ("layer1", "layer2"))
+    out, provenance = schemes.initialize_from_config(make_config(init="random", pretrained="/ckpt"), init,
+                                                     loader=loader)
+    assert loader.paths == ["/ckpt"] and set(provenance.values()) == {"init"}  # random never reads the file
+    out, provenance = schemes.initialize_from_config(make_config(init="mean_var", pretrained="/ckpt",
+                                                                 mean_var_bn="copy"), init, jax.random.key(0),
+                                                     loader=loader)
+    assert provenance["batch_stats/layer1/bn/mean"] == "checkpoint"
+
+
+def test_config_entry_point_errors():
+    init, source = tiny_pair()
+    with pytest.raises(ValueError, match="config.pretrained"):
+        schemes.initialize_from_config(make_config(init="transfer"), init, loader=FakeLoader(source))
+    with pytest.raises(ValueError, match="holds a 'resnet50' model but 'cbr_small'"):
+        schemes.initialize_from_config(make_config(init="transfer", pretrained="/p"), init,
+                                       loader=FakeLoader(source, architecture="resnet50"))
+    with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
+        schemes.initialize_from_config(make_config(init="slim", pretrained="/p"), init, loader=FakeLoader(source))
+    with pytest.raises(ValueError, match="layer9"):
+        schemes.initialize_from_config(make_config(init="transfusion:layer9"), init)
+    with pytest.raises(ValueError, match="pass rng"):
+        schemes.initialize_from_config(make_config(init="mean_var", pretrained="/p"), init, loader=FakeLoader(source))

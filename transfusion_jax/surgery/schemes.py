@@ -1,0 +1,237 @@
+"""The paper's initialisation schemes, as pure functions from (fresh random variables, checkpoint variables).
+
+`init` strings (config.init):
+  random               the architectures' own initialisers, untouched: He normal fan_out (torchvision's
+                       kaiming_normal_, untruncated) for every conv kernel, Flax Dense defaults for the head
+                       (LeCun normal kernel, zero bias), BN gamma=1, beta=0, running mean 0, running var 1.
+  transfer             every weight and BN statistic from the checkpoint except the task head and aux_logits.
+  transfusion:<block>  the blocks up to and including <block> (a prefix of `block_names(model)`) from the
+                       checkpoint, the rest random (paper 6.2); transfusion:<last block> equals transfer.
+  mean_var             every body tensor replaced by iid draws from N(mean, var) of the same pretrained tensor
+                       (paper 6.1, per tensor); BN handled per `mean_var_bn` (below); head random.
+  gabor                the first conv (the one that reads the image) filled with a synthetic Gabor bank
+                       (gabor_filters.py), the rest random (paper 6.4).
+  slim                 `resnet50_slim` with conv1..block2 from a ResNet-50 checkpoint, block3/block4 random (6.3).
+
+`mean_var_bn` (the paper does not say how BN was treated):
+  'mean_var' (default)  BN gamma/beta get per-tensor Mean-Var draws like every other weight; running statistics
+                        are reset (mean 0, var 1). Why the default: with BN after every conv, the scale of a conv
+                        kernel is normalised away in training, so the pretrained *scaling* the paper credits for the
+                        speed-up lives mostly in gamma/beta; running statistics describe the pretrained features,
+                        which Mean-Var destroys (and an iid draw could make a variance negative).
+  'default'             BN parameters and statistics at their standard init (gamma 1, beta 0, mean 0, var 1).
+  'copy'                BN parameters and running statistics copied from the checkpoint unchanged.
+
+Every function returns (variables, provenance) where provenance maps each flattened key to 'init', 'checkpoint',
+'mean_var' or 'gabor'; `tree.summary(variables, provenance)` prints it per block.
+"""
+import difflib
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transfusion_jax.models import HEAD_NAMES, block_names
+from transfusion_jax.surgery import gabor_filters
+from transfusion_jax.surgery.tree import block_of, check_match, flatten, merge, path_of, unflatten
+
+SCHEMES = ("random", "transfer", "transfusion", "mean_var", "gabor", "slim")
+NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
+MEAN_VAR_BN = ("mean_var", "default", "copy")
+DEFAULT_MEAN_VAR_BN = "mean_var"
+SLIM_MODEL, SLIM_SOURCE, SLIM_UPTO = "resnet50_slim", "resnet50", "block2"
+
+Variables = dict
+Provenance = dict
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    scheme: str
+    upto: Optional[str] = None  # the last transfused block, for 'transfusion'
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def parse_init(spec: str, blocks: Sequence[str]) -> InitSpec:
+    """Parses config.init strictly against the model's block names; typos raise naming the valid choices."""
+    choices = [s for s in SCHEMES if s != "transfusion"] + [f"transfusion:{b}" for b in blocks]
+    help_text = f"Valid choices: {', '.join(choices)} (the model's blocks are {', '.join(blocks)})."
+    if not isinstance(spec, str):
+        raise ValueError(f"config.init must be a string, got {spec!r}. {help_text}")
+    scheme, sep, upto = spec.partition(":")
+    if scheme == "transfusion" and sep:
+        if upto not in blocks:
+            raise ValueError(f"Unknown block {upto!r} in init {spec!r}.{_suggest(upto, blocks)} {help_text}")
+        return InitSpec("transfusion", upto)
+    if sep or scheme not in SCHEMES or scheme == "transfusion":
+        raise ValueError(f"Unknown init {spec!r}.{_suggest(spec, choices)} {help_text}")
+    return InitSpec(scheme)
+
+
+def _all_init(variables: Mapping) -> Tuple[Variables, Provenance]:
+    return dict(variables), {k: "init" for k in flatten(variables)}
+
+
+def is_body(key: str) -> bool:
+    """Everything but the task heads: what 'transfer' loads."""
+    return block_of(key) not in HEAD_NAMES
+
+
+def transfer(init: Mapping, source: Mapping) -> Tuple[Variables, Provenance]:
+    return merge(source, init, is_body)
+
+
+def transfusion(init: Mapping, source: Mapping, blocks: Sequence[str], upto: str) -> Tuple[Variables, Provenance]:
+    """Blocks[0..upto] from the source, the rest as initialised."""
+    if upto not in blocks:
+        raise ValueError(f"Block {upto!r} is not one of the model's blocks {tuple(blocks)}.")
+    return merge(source, init, blocks[: list(blocks).index(upto) + 1])
+
+
+def batchnorm_param_keys(flat: Mapping) -> set:
+    """Params keys of modules that also hold batch_stats, i.e. BatchNorm's scale and bias."""
+    bn_modules = {path_of(k).rsplit("/", 1)[0] for k in flat if k.startswith("batch_stats/")}
+    return {k for k in flat if k.startswith("params/") and path_of(k).rsplit("/", 1)[0] in bn_modules}
+
+
+def _mean_var_draw(rng, tensor) -> jnp.ndarray:
+    x = np.asarray(tensor, dtype=np.float64)
+    z = jax.random.normal(rng, x.shape, dtype=jnp.float32)
+    return (x.mean() + x.std() * z).astype(jnp.asarray(tensor).dtype)
+
+
+def mean_var(
+    init: Mapping, source: Mapping, rng: jax.Array, bn: str = DEFAULT_MEAN_VAR_BN
+) -> Tuple[Variables, Provenance]:
+    """Paper 6.1: each body tensor -> iid N(mean, var) of its pretrained counterpart; BN per `bn`; head random."""
+    if bn not in MEAN_VAR_BN:
+        raise ValueError(f"Unknown mean_var_bn {bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
+    src, tgt = flatten(source), flatten(init)
+    check_match(src, tgt, is_body)
+    bn_params = batchnorm_param_keys(tgt)
+    out, provenance = {}, {}
+    for i, (key, value) in enumerate(tgt.items()):
+        is_bn = key in bn_params or key.startswith("batch_stats/")
+        if not is_body(key) or (is_bn and bn == "default") or (key.startswith("batch_stats/") and bn == "mean_var"):
+            out[key], provenance[key] = value, "init"
+        elif is_bn and bn == "copy":
+            out[key], provenance[key] = jnp.asarray(src[key], dtype=jnp.asarray(value).dtype), "checkpoint"
+        else:
+            out[key], provenance[key] = _mean_var_draw(jax.random.fold_in(rng, i), src[key]), "mean_var"
+    return unflatten(out), provenance
+
+
+def first_conv_key(flat: Mapping, blocks: Sequence[str]) -> str:
+    """The kernel of the conv that reads the image: the 4-D kernel of the first block with the fewest inputs.
+
+    conv1/conv/kernel (ResNet), layer1/conv/kernel (CBR), stem/Conv2d_1a_3x3/conv/kernel (Inception).
+    """
+    kernels = [k for k in flat if k.startswith(f"params/{blocks[0]}/") and k.endswith("/kernel") and np.ndim(flat[k]) == 4]
+    if not kernels:
+        raise ValueError(f"No 4-D conv kernel under block {blocks[0]!r}; keys: {list(flat)[:5]}...")
+    fewest = min(np.shape(flat[k])[2] for k in kernels)
+    found = [k for k in kernels if np.shape(flat[k])[2] == fewest]
+    if len(found) != 1:
+        raise ValueError(f"Cannot tell the first conv of block {blocks[0]!r} apart: {found}.")
+    return found[0]
+
+
+def gabor(init: Mapping, blocks: Sequence[str], source: Optional[Mapping] = None) -> Tuple[Variables, Provenance]:
+    """Paper 6.4: the first conv's kernel := a Gabor bank, rescaled so the whole tensor's std equals that of the
+    pretrained first conv when a source is given, else that of the freshly initialised kernel (He fan_out).
+
+    Only a multiplicative rescale: shifting to a mean would add a DC component to the zero-mean filters.
+    """
+    flat = flatten(init)
+    key = first_conv_key(flat, blocks)
+    reference = flat[key]
+    if source is not None:
+        src = flatten(source)
+        if key not in src:
+            raise ValueError(f"The checkpoint has no {key!r} to take the Gabor bank's scale from.")
+        reference = src[key]
+    bank = gabor_filters.gabor_bank(np.shape(flat[key]))
+    scale = float(np.std(np.asarray(reference, np.float64))) / float(bank.std())
+    flat[key] = jnp.asarray(bank * scale, dtype=jnp.asarray(flat[key]).dtype)
+    provenance = {k: ("gabor" if k == key else "init") for k in flat}
+    return unflatten(flat), provenance
+
+
+def slim(init: Mapping, source: Mapping) -> Tuple[Variables, Provenance]:
+    """Paper 6.3: `resnet50_slim` variables with conv1..block2 from a ResNet-50 checkpoint, the slimmed top random."""
+    blocks = block_names(SLIM_MODEL)
+    return transfusion(init, source, blocks, SLIM_UPTO)
+
+
+def initialize(
+    spec: str,
+    model_name: str,
+    variables: Mapping,
+    *,
+    rng: Optional[jax.Array] = None,
+    pretrained: Optional[str] = None,
+    mean_var_bn: str = DEFAULT_MEAN_VAR_BN,
+    model_overrides: Optional[Mapping] = None,
+    loader: Optional[Callable] = None,
+) -> Tuple[Variables, Provenance]:
+    """Applies init scheme `spec` to the freshly initialised `variables` of model `model_name`.
+
+    `pretrained` is a checkpoint path read by `loader` (default `transfusion_jax.pretrained.load`, returning
+    (variables, metadata)); 'random' ignores it, 'gabor' uses it only for the filters' scale. `rng` is needed by
+    'mean_var' only.
+    """
+    blocks = block_names(model_name, **dict(model_overrides or {}))
+    parsed = parse_init(spec, blocks)
+    if parsed.scheme == "slim" and model_name != SLIM_MODEL:
+        raise ValueError(f"init='slim' needs model {SLIM_MODEL!r} (got {model_name!r}); set config.model accordingly.")
+    if parsed.scheme in NEEDS_CHECKPOINT and not pretrained:
+        raise ValueError(f"init={spec!r} needs a checkpoint: set config.pretrained to a checkpoint path.")
+    if parsed.scheme == "mean_var" and rng is None:
+        raise ValueError("init='mean_var' draws random weights: pass rng.")
+    source = None
+    if pretrained and parsed.scheme != "random":
+        source = _load_checkpoint(pretrained, SLIM_SOURCE if parsed.scheme == "slim" else model_name, loader)
+    if parsed.scheme == "random":
+        return _all_init(variables)
+    if parsed.scheme == "transfer":
+        return transfer(variables, source)
+    if parsed.scheme == "transfusion":
+        return transfusion(variables, source, blocks, parsed.upto)
+    if parsed.scheme == "mean_var":
+        return mean_var(variables, source, rng, bn=mean_var_bn)
+    if parsed.scheme == "gabor":
+        return gabor(variables, blocks, source)
+    return slim(variables, source)
+
+
+def _load_checkpoint(path: str, expected_architecture: str, loader: Optional[Callable]) -> Variables:
+    if loader is None:
+        from transfusion_jax.pretrained import load as loader  # lazy: only runs that use a checkpoint need it
+    variables, metadata = loader(path)
+    architecture = (metadata or {}).get("architecture")
+    if architecture is not None and architecture != expected_architecture:
+        raise ValueError(
+            f"Checkpoint {path!r} holds a {architecture!r} model but {expected_architecture!r} is needed here."
+        )
+    return variables
+
+
+def initialize_from_config(config, variables: Mapping, rng: Optional[jax.Array] = None, *, loader=None):
+    """`initialize` driven by a config with fields model, init, and optionally pretrained, mean_var_bn,
+    model_overrides (ml_collections.ConfigDict or anything with attribute access and .get)."""
+    return initialize(
+        config.init,
+        config.model,
+        variables,
+        rng=rng,
+        pretrained=config.get("pretrained") or None,
+        mean_var_bn=config.get("mean_var_bn") or DEFAULT_MEAN_VAR_BN,
+        model_overrides=config.get("model_overrides") or None,
+        loader=loader,
+    )
