@@ -134,37 +134,39 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
     pending: List[Tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
-    for step in range(start, config.num_train_steps):
-        state, train_metrics = train_step(state, next(batches), steps.step_rng(config.seed, step))
-        done = step + 1
-        pending.append((done, train_metrics))
-        bar.update(1)
-        is_last = done == config.num_train_steps
-        is_eval = done % config.eval_every_steps == 0 or is_last
-        is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
-        if done % config.log_every_steps == 0 or is_eval or is_ckpt:
-            summary = _check_finite(pending)
-            now = time.perf_counter()
-            summary.update(learning_rate=float(lr_fn(step)), steps_per_second=(done - tick_step) / (now - tick))
-            tick, tick_step, pending = now, done, []
-            writer.write(done, "train", summary)
-            bar.set_postfix(loss=f"{summary['loss']:.4f}")
-        if is_eval:
-            eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh)
-            writer.write(done, "eval", eval_metrics)
-            records.append({"step": done, "split": "eval", **eval_metrics})
-            reached = metrics_lib.first_step_reaching(records, "auc", config.auc_threshold)
-            if reached == done:
-                logging.info("Eval AUC reached %s at step %d.", config.auc_threshold, done)
-            logging.info("step %d eval %s", done, {k: round(v, 4) for k, v in eval_metrics.items()})
-            if np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc:
-                best_auc = eval_metrics["auc"]
-                ckpt.save_best(done, state, best_auc)
-        if is_ckpt:
-            ckpt.save(done, state)
-    bar.close()
-    ckpt.close()
-    writer.close()
+    try:
+        for step in range(start, config.num_train_steps):
+            state, train_metrics = train_step(state, next(batches), steps.step_rng(config.seed, step))
+            done = step + 1
+            pending.append((done, train_metrics))
+            bar.update(1)
+            is_last = done == config.num_train_steps
+            is_eval = done % config.eval_every_steps == 0 or is_last
+            is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
+            if done % config.log_every_steps == 0 or is_eval or is_ckpt:
+                logged = _check_finite(pending)
+                now = time.perf_counter()
+                logged.update(learning_rate=float(lr_fn(step)), steps_per_second=(done - tick_step) / (now - tick))
+                tick, tick_step, pending = now, done, []
+                writer.write(done, "train", logged)
+                bar.set_postfix(loss=f"{logged['loss']:.4f}")
+            if is_eval:
+                eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh)
+                writer.write(done, "eval", eval_metrics)
+                records.append({"step": done, "split": "eval", **eval_metrics})
+                reached = metrics_lib.first_step_reaching(records, "auc", config.auc_threshold)
+                if reached == done:
+                    logging.info("Eval AUC reached %s at step %d.", config.auc_threshold, done)
+                logging.info("step %d eval %s", done, {k: round(v, 4) for k, v in eval_metrics.items()})
+                if np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc:
+                    best_auc = eval_metrics["auc"]
+                    ckpt.save_best(done, state, best_auc)
+            if is_ckpt:
+                ckpt.save(done, state)
+    finally:  # an error (e.g. a NaN loss) still finalises the checkpoints already started
+        bar.close()
+        ckpt.close()
+        writer.close()
     summary = _summary(records, config.auc_threshold)
     if lead:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

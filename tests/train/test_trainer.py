@@ -1,0 +1,120 @@
+"""train_and_evaluate end to end on small data: learning, metrics files, NaN stop, and exact resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from fake_data import FakeDataset
+from transfusion_jax.train import NonFiniteLossError, config_lib, metrics, trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tiny_config(**changes):
+    c = config_lib.base_config()
+    c.model.name = "cbr_small"
+    c.model.overrides.widths = (4, 8)
+    c.batch_size = 16
+    c.num_train_steps = 40
+    c.log_every_steps = 5
+    c.eval_every_steps = 5
+    c.checkpoint_every_steps = 20
+    c.progress_bar = False
+    c.auc_threshold = 0.8
+    c.update(changes)
+    return c
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    """Routes build_dataset to FakeDataset; returns a setter for the dataset's kwargs."""
+    kwargs = {}
+
+    def build(config, split, *, train):
+        return FakeDataset(64 if train else 40, size=8, train=train, seed=0 if train else 1, **kwargs)
+
+    monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
+    return kwargs
+
+
+def _records(workdir, split):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
+    workdir = str(tmp_path)
+    summary = trainer.train_and_evaluate(_tiny_config(), workdir)
+    train, evals = _records(workdir, "train"), _records(workdir, "eval")
+    assert [r["step"] for r in evals] == list(range(5, 41, 5))
+    assert np.mean([r["loss"] for r in train[-2:]]) < 0.7 * np.mean([r["loss"] for r in train[:2]])
+    assert evals[-1]["auc"] > evals[0]["auc"] + 0.1 and evals[-1]["auc"] > 0.9
+    assert evals[-1]["num_examples"] == 40
+    reached = next(r["step"] for r in evals if r["auc"] >= 0.8)
+    assert summary["steps_to_threshold"] == reached
+    assert summary["best_auc"] == max(r["auc"] for r in evals)
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["steps_to_threshold"] == reached
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["model"]["overrides"]["widths"] == [4, 8]
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest")))[-1] == "40"
+
+
+def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):
+    fake_data["nan_at_step"] = 6  # the 7th update sees NaN pixels
+    config = _tiny_config(log_every_steps=100, eval_every_steps=100, checkpoint_every_steps=3)
+    with pytest.raises(NonFiniteLossError, match="at step 7;"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    # The checkpoint due at step 9 was never written; the one at step 6 (before the NaN) was.
+    assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints" / "latest") if s.isdigit()) == [3, 6]
+
+
+def _cli(workdir, env):
+    args = [sys.executable, "-m", "transfusion_jax.main", "--config=configs/retina.py:cbr_small,random,local",
+            f"--workdir={workdir}", "--config.num_train_steps=30", "--config.checkpoint_every_steps=5",
+            "--config.progress_bar=False", "--config.keep_checkpoints=10"]
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _final_params(workdir):
+    state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "latest", "30", "default"))
+    return state
+
+
+def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
+    reference = _cli(unbroken, env)
+    victim = _cli(killed, env)
+    first_ckpt = os.path.join(killed, "checkpoints", "latest", "5")
+    deadline = time.time() + 240
+    while not os.path.exists(first_ckpt) and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run finished before it could be killed:\n" + victim.stdout.read()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed = _cli(killed, env)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "Resuming from the checkpoint at step" in out
+    ref_out, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_out
+
+    a, b = _final_params(unbroken), _final_params(killed)
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(x, y)
+    drop_timing = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rs]  # noqa: E731
+    for split in ("train", "eval"):
+        assert drop_timing(_records(unbroken, split)) == drop_timing(_records(killed, split))
+    with open(os.path.join(unbroken, "summary.json")) as f1, open(os.path.join(killed, "summary.json")) as f2:
+        assert json.load(f1) == json.load(f2)
