@@ -103,3 +103,20 @@ def test_augment_identity_flip_and_determinism():
   other = np.asarray(preprocess.augment(image, np.random.default_rng(8), full))
   np.testing.assert_array_equal(one, two)
   assert not np.array_equal(one, other)
+
+
+@pytest.mark.parametrize('name', sorted(preprocess.PRESETS))
+def test_device_normalisation_matches_host(name):
+  import jax.numpy as jnp
+  x = _pixels(4)
+  norm = preprocess.get_normalization(name)
+  np.testing.assert_allclose(np.asarray(norm(x, xp=jnp)), norm(x), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('b, c', [(1.3, 0.7), (0.8, 1.25), (1.0, 1.0)])
+def test_brightness_contrast_table_matches_image_enhance(b, c):
+  from PIL import ImageEnhance
+  image = Image.fromarray(_pixels(5, (20, 24, 3)))
+  want = np.asarray(ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(b)).enhance(c), np.int64)
+  got = np.asarray(preprocess.brightness_contrast(image, b, c), np.int64)
+  assert np.abs(got - want).max() <= 2  # PIL truncates each blend, we round

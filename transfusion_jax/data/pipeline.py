@@ -6,7 +6,10 @@ import logging
 import multiprocessing
 import zlib
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -202,10 +205,11 @@ class Dataset:
     mask = self.masks[rows] * valid[:, None]
     label = self.targets[rows]
     label = np.where(valid, label, 0) if label.ndim == 1 else label * valid[:, None]
-    local = {'image': self.normalize(pixels), 'label': label, 'label_mask': mask.astype(np.float32),
-             'valid': valid}
-    return {k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
-            for k, v in local.items()}
+    local = {'image': pixels, 'label': label, 'label_mask': mask.astype(np.float32), 'valid': valid}
+    batch = {k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
+             for k, v in local.items()}
+    batch['image'] = _normalize_on_device(self.normalize, batch['image'])
+    return batch
 
   def _bad_image(self, index, error):
     if self.on_bad_image == 'raise':
@@ -218,6 +222,11 @@ class Dataset:
   def num_batches(self, global_batch_size: int) -> int:
     """Batches in one eval pass (the last one padded)."""
     return -(-len(self) // global_batch_size)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _normalize_on_device(normalization, pixels):
+  return normalization(pixels, xp=jnp)
 
 
 class _InlineExecutor:

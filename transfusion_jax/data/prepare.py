@@ -106,6 +106,9 @@ def prepare(name: str, manual_dir: str, data_dir: str, use_tensorflow: bool | No
     raise ValueError(f'cannot prepare {name!r}: use chexpert or diabetic_retinopathy_detection/<config>')
   if use_tensorflow is None:
     use_tensorflow = have_tensorflow()
+  elif use_tensorflow and not have_tensorflow():
+    raise ImportError('the official builder needs TensorFlow: pip install transfusion_jax[prepare] '
+                      '(tensorflow-cpu, opencv-python-headless), or prepare without it (--tensorflow no).')
   if use_tensorflow:
     builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
   else:

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +36,10 @@ class Normalization:
     if any(s <= 0 for s in self.std):
       raise ValueError(f'std must be positive, got {self.std}')
 
-  def __call__(self, pixels: np.ndarray) -> np.ndarray:
-    """Normalises uint8 (or 0..255 float) RGB pixels [..., H, W, 3] to float32."""
-    x = np.asarray(pixels, np.float32)
+  def __call__(self, pixels, xp=np):
+    """Normalises uint8 (or 0..255 float) RGB pixels [..., H, W, 3] to float32; `xp=jax.numpy` runs it on
+    device (the pipeline ships uint8, 4x fewer bytes, and normalises there in one fused pass)."""
+    x = xp.asarray(pixels).astype(xp.float32)
     if self.channel_order == 'BGR':
       x = x[..., ::-1]
     x = x * np.float32(self.scale / 255.0)
@@ -82,7 +83,8 @@ def augment(image: Image.Image, rng: np.random.Generator, cfg) -> Image.Image:
   """Random train-time transform of a square RGB image; `cfg` is `config.data.augment`.
 
   Small affine (rotation, translation, isotropic scale) about the centre, optional flips, then brightness and
-  contrast jitter by factors in [1 - b, 1 + b]. All draws come from `rng`, so a seeded stream is reproducible.
+  contrast jitter by factors in [1 - b, 1 + b] (as PIL's ImageEnhance). All draws
+  come from `rng`, so a seeded stream is reproducible.
   """
   size = image.size[0]
   if cfg.hflip and rng.random() < 0.5:
@@ -95,11 +97,20 @@ def augment(image: Image.Image, rng: np.random.Generator, cfg) -> Image.Image:
   if angle or scale != 1.0 or tx or ty:
     image = image.transform((size, size), Image.AFFINE, _inverse_affine(angle, scale, tx, ty, size),
                             resample=Image.BILINEAR)
-  if cfg.brightness:
-    image = ImageEnhance.Brightness(image).enhance(rng.uniform(1 - cfg.brightness, 1 + cfg.brightness))
-  if cfg.contrast:
-    image = ImageEnhance.Contrast(image).enhance(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast))
+  if cfg.brightness or cfg.contrast:
+    b = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    c = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    image = brightness_contrast(image, b, c)
   return image
+
+
+def brightness_contrast(image: Image.Image, b: float, c: float) -> Image.Image:
+  """PIL's Brightness(b) then Contrast(c) as two lookup-table passes (faster than ImageEnhance's blends):
+  v -> clip(b v), then v -> clip(c v + (1 - c) m), m the brightened image's mean gray level."""
+  v = np.arange(256, dtype=np.float64)
+  image = image.point(np.clip(np.rint(b * v), 0, 255).astype(int).tolist() * 3)
+  mean = int(np.dot(image.convert('L').histogram(), v) / (image.size[0] * image.size[1]) + 0.5)
+  return image.point(np.clip(np.rint(c * v + (1 - c) * mean), 0, 255).astype(int).tolist() * 3)
 
 
 def _inverse_affine(angle: float, scale: float, tx: float, ty: float, size: int) -> tuple:
