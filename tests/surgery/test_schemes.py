@@ -73,7 +73,8 @@ def test_slim_takes_conv1_to_block2_from_a_resnet50():
         expected = 1.0 if key.split("/")[1] in ("conv1", "block1", "block2") else 0.0
         assert float(np.asarray(value).reshape(-1)[0]) == expected, key
     # The slimmed top really differs, so a full transfer into it must fail loudly.
-    with pytest.raises(tree.TreeMismatchError, match=r"params/block3/unit1/conv1/conv/kernel: source \(1, 1, 512, 256\)"):
+    slimmed = r"params/block3/unit1/conv1/conv/kernel: source \(1, 1, 512, 256\) vs target \(1, 1, 512, 128\)"
+    with pytest.raises(tree.TreeMismatchError, match=slimmed):
         schemes.transfer(init, source)
 
 
@@ -254,3 +255,37 @@ def test_config_entry_point_errors():
         schemes.initialize_from_config(make_config(init="transfusion:layer9"), init)
     with pytest.raises(ValueError, match="pass rng"):
         schemes.initialize_from_config(make_config(init="mean_var", pretrained="/p"), init, loader=FakeLoader(source))
+
+
+def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):
+    pretrained = pytest.importorskip("transfusion_jax.pretrained")
+    if not hasattr(pretrained, "save"):
+        pytest.skip("transfusion_jax.pretrained.save is not there yet")
+    init, source = tiny_pair()
+    path = str(tmp_path / "tiny.npz")
+    pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2,
+                                   "preprocessing": {}})
+    out, provenance = schemes.initialize_from_config(make_config(init="transfer", pretrained=path), init)
+    assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
+    assert provenance["params/layer4/conv/kernel"] == "checkpoint"
+
+
+def test_random_is_the_documented_initializers():
+    init = tiny_init(0)
+    out, provenance = schemes.initialize("random", "cbr_small", init, model_overrides=TINY)
+    assert set(provenance.values()) == {"init"}
+    f = flat(out)
+    # He normal fan_out: std sqrt(2 / (k*k*out)); layer3 has 7*7*8*8 = 3136 draws (sampling error ~1.3%).
+    assert abs(np.std(np.asarray(f["params/layer3/conv/kernel"])) / np.sqrt(2 / (49 * 8)) - 1) < 0.06
+    for i in range(1, 5):
+        np.testing.assert_array_equal(f[f"params/layer{i}/bn/scale"], 1.0)
+        np.testing.assert_array_equal(f[f"params/layer{i}/bn/bias"], 0.0)
+        np.testing.assert_array_equal(f[f"batch_stats/layer{i}/bn/mean"], 0.0)
+        np.testing.assert_array_equal(f[f"batch_stats/layer{i}/bn/var"], 1.0)
+    np.testing.assert_array_equal(f["params/head/bias"], 0.0)
+
+
+def test_gabor_refuses_a_1x1_first_conv():
+    init = {"params": {"layer1": {"conv": {"kernel": np.ones((1, 1, 3, 4), np.float32)}}}}
+    with pytest.raises(ValueError, match="1x1 kernel"):
+        schemes.gabor(init, ("layer1",))

@@ -56,9 +56,11 @@ def test_missing_and_unexpected_keys_are_listed():
     init = tiny_init(0)
     shallow, deep = tiny_random(1, widths=(4, 8, 8)), tiny_random(1, widths=(4, 8, 8, 8, 8))
     body = lambda k: tree.block_of(k) != "head"
-    with pytest.raises(tree.TreeMismatchError, match=r"(?s)missing from the source.*\[5\].*- params/layer4/conv/kernel"):
+    missing = r"(?s)missing from the source.*\[5\].*- params/layer4/conv/kernel"
+    with pytest.raises(tree.TreeMismatchError, match=missing):
         tree.merge(shallow, init, body)
-    with pytest.raises(tree.TreeMismatchError, match=r"(?s)unexpected in the source.*\[5\].*\+ batch_stats/layer5/bn/mean"):
+    unexpected = r"(?s)unexpected in the source.*\[5\].*\+ batch_stats/layer5/bn/mean"
+    with pytest.raises(tree.TreeMismatchError, match=unexpected):
         tree.merge(deep, init, body)
 
 

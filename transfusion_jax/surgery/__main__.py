@@ -22,7 +22,8 @@ def main(argv=None) -> None:
         parser.error(f"--size and --num must be >= 1 (got {args.size}, {args.num})")
     panels = 2 if args.num >= 16 and args.num % 2 == 0 else 1
     image = save_filter_grid(gabor_bank((args.size, args.size, 3, args.num)), args.out, panels=panels, scale=args.scale)
-    print(f"Wrote {args.out}: {args.num} Gabor filters of {args.size}x{args.size}, {image.shape[1]}x{image.shape[0]} px")
+    height, width = image.shape[:2]
+    print(f"Wrote {args.out}: {args.num} Gabor filters of {args.size}x{args.size}, {width}x{height} px")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 `init` strings (config.init):
   random               the architectures' own initialisers, untouched: He normal fan_out (torchvision's
                        kaiming_normal_, untruncated) for every conv kernel, Flax Dense defaults for the head
-                       (LeCun normal kernel, zero bias), BN gamma=1, beta=0, running mean 0, running var 1.
+                       (LeCun truncated normal kernel, zero bias), BN gamma=1, beta=0, running mean 0, running var 1.
   transfer             every weight and BN statistic from the checkpoint except the task head and aux_logits.
   transfusion:<block>  the blocks up to and including <block> (a prefix of `block_names(model)`) from the
                        checkpoint, the rest random (paper 6.2); transfusion:<last block> equals transfer.
@@ -100,10 +100,11 @@ def batchnorm_param_keys(flat: Mapping) -> set:
     return {k for k in flat if k.startswith("params/") and path_of(k).rsplit("/", 1)[0] in bn_modules}
 
 
-def _mean_var_draw(rng, tensor) -> jnp.ndarray:
+def _mean_var_draw(rng, tensor, dtype) -> jnp.ndarray:
+    """iid N(mean, var) of `tensor`'s own entries (population std), moments taken in float64."""
     x = np.asarray(tensor, dtype=np.float64)
     z = jax.random.normal(rng, x.shape, dtype=jnp.float32)
-    return (x.mean() + x.std() * z).astype(jnp.asarray(tensor).dtype)
+    return (x.mean() + x.std() * z).astype(dtype)
 
 
 def mean_var(
@@ -117,13 +118,14 @@ def mean_var(
     bn_params = batchnorm_param_keys(tgt)
     out, provenance = {}, {}
     for i, (key, value) in enumerate(tgt.items()):
-        is_bn = key in bn_params or key.startswith("batch_stats/")
-        if not is_body(key) or (is_bn and bn == "default") or (key.startswith("batch_stats/") and bn == "mean_var"):
+        is_stat = key.startswith("batch_stats/")
+        is_bn, dtype = is_stat or key in bn_params, jnp.asarray(value).dtype
+        if not is_body(key) or (is_bn and bn == "default") or (is_stat and bn == "mean_var"):
             out[key], provenance[key] = value, "init"
         elif is_bn and bn == "copy":
-            out[key], provenance[key] = jnp.asarray(src[key], dtype=jnp.asarray(value).dtype), "checkpoint"
+            out[key], provenance[key] = jnp.asarray(src[key], dtype=dtype), "checkpoint"
         else:
-            out[key], provenance[key] = _mean_var_draw(jax.random.fold_in(rng, i), src[key]), "mean_var"
+            out[key], provenance[key] = _mean_var_draw(jax.random.fold_in(rng, i), src[key], dtype), "mean_var"
     return unflatten(out), provenance
 
 
@@ -132,7 +134,8 @@ def first_conv_key(flat: Mapping, blocks: Sequence[str]) -> str:
 
     conv1/conv/kernel (ResNet), layer1/conv/kernel (CBR), stem/Conv2d_1a_3x3/conv/kernel (Inception).
     """
-    kernels = [k for k in flat if k.startswith(f"params/{blocks[0]}/") and k.endswith("/kernel") and np.ndim(flat[k]) == 4]
+    prefix = f"params/{blocks[0]}/"
+    kernels = [k for k in flat if k.startswith(prefix) and k.endswith("/kernel") and np.ndim(flat[k]) == 4]
     if not kernels:
         raise ValueError(f"No 4-D conv kernel under block {blocks[0]!r}; keys: {list(flat)[:5]}...")
     fewest = min(np.shape(flat[k])[2] for k in kernels)
@@ -157,6 +160,8 @@ def gabor(init: Mapping, blocks: Sequence[str], source: Optional[Mapping] = None
             raise ValueError(f"The checkpoint has no {key!r} to take the Gabor bank's scale from.")
         reference = src[key]
     bank = gabor_filters.gabor_bank(np.shape(flat[key]))
+    if bank.std() == 0:
+        raise ValueError(f"{key} has shape {np.shape(flat[key])}: a 1x1 kernel cannot hold a zero-mean Gabor.")
     scale = float(np.std(np.asarray(reference, np.float64))) / float(bank.std())
     flat[key] = jnp.asarray(bank * scale, dtype=jnp.asarray(flat[key]).dtype)
     provenance = {k: ("gabor" if k == key else "init") for k in flat}
