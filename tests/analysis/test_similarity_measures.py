@@ -27,9 +27,13 @@ def test_identical_inputs_give_one(method, kw):
 
 
 def test_cca_coefficients_match_qr_reference():
+    """The score to 1e-6; single coefficients to 5e-6 (float32 moments: the small coefficients move by ~2e-6 with
+    a GPU's summation order, H100 measured)."""
     x, y = correlated(1, offset=3.0)
-    ours = similarity.similarity(x, y, "cca").coefficients
-    np.testing.assert_allclose(ours, ref.cca_qr(x, y)[0], atol=1e-6)
+    ours = similarity.similarity(x, y, "cca")
+    rho, _ = ref.cca_qr(x, y)
+    assert ours.score == pytest.approx(rho.mean(), abs=1e-6)
+    np.testing.assert_allclose(ours.coefficients, rho, atol=5e-6)
 
 
 @pytest.mark.parametrize("k", [3, 8])
