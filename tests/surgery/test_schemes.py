@@ -246,15 +246,31 @@ def test_config_entry_point_errors():
     init, source = tiny_pair()
     with pytest.raises(ValueError, match="config.pretrained"):
         schemes.initialize_from_config(make_config(init="transfer"), init, loader=FakeLoader(source))
-    with pytest.raises(ValueError, match="holds a 'resnet50' model but 'cbr_small'"):
+    with pytest.raises(ValueError, match="holds a 'resnet50' model but model 'cbr_small' needs"):
         schemes.initialize_from_config(make_config(init="transfer", pretrained="/p"), init,
                                        loader=FakeLoader(source, architecture="resnet50"))
     with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
         schemes.initialize_from_config(make_config(init="slim", pretrained="/p"), init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="layer9"):
         schemes.initialize_from_config(make_config(init="transfusion:layer9"), init)
+    with pytest.raises(ValueError, match="Unknown mean_var_bn 'copies'"):
+        schemes.initialize_from_config(make_config(init="random", mean_var_bn="copies"), init)
     with pytest.raises(ValueError, match="pass rng"):
         schemes.initialize_from_config(make_config(init="mean_var", pretrained="/p"), init, loader=FakeLoader(source))
+    # A shape mismatch names the checkpoint and the model next to the diff.
+    with pytest.raises(tree.TreeMismatchError, match=r"(?s)shape mismatch.*Checkpoint /p: architecture 'cbr_small'.*"
+                                                     r"model 'cbr_small' with overrides"):
+        schemes.initialize_from_config(make_config(init="transfer", pretrained="/p"), init,
+                                       loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8))))
+
+
+def test_slim_entry_point_takes_a_resnet50_checkpoint():
+    init, source = resnet_like("resnet50_slim", 0.0), resnet_like("resnet50", 1.0, num_classes=1000)
+    for spec in ("slim", "transfusion:block1"):
+        out, provenance = schemes.initialize(spec, "resnet50_slim", init, pretrained="/r50",
+                                             loader=FakeLoader(source, architecture="resnet50"))
+        assert provenance["params/block1/unit1/conv1/conv/kernel"] == "checkpoint"
+        assert provenance["params/block3/unit1/conv1/conv/kernel"] == "init"
 
 
 def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):

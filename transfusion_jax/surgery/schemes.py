@@ -35,7 +35,7 @@ import numpy as np
 
 from transfusion_jax.models import HEAD_NAMES, block_names
 from transfusion_jax.surgery import gabor_filters
-from transfusion_jax.surgery.tree import block_of, check_match, flatten, merge, path_of, unflatten
+from transfusion_jax.surgery.tree import TreeMismatchError, block_of, check_match, flatten, merge, path_of, unflatten
 
 SCHEMES = ("random", "transfer", "transfusion", "mean_var", "gabor", "slim")
 NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
@@ -197,13 +197,23 @@ def initialize(
         raise ValueError(f"init='slim' needs model {SLIM_MODEL!r} (got {model_name!r}); set config.model accordingly.")
     if parsed.scheme in NEEDS_CHECKPOINT and not pretrained:
         raise ValueError(f"init={spec!r} needs a checkpoint: set config.pretrained to a checkpoint path.")
+    if mean_var_bn not in MEAN_VAR_BN:  # checked for every scheme, so a typo never waits for a mean_var run
+        raise ValueError(f"Unknown mean_var_bn {mean_var_bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
     if parsed.scheme == "mean_var" and rng is None:
         raise ValueError("init='mean_var' draws random weights: pass rng.")
-    source = None
-    if pretrained and parsed.scheme != "random":
-        source = _load_checkpoint(pretrained, SLIM_SOURCE if parsed.scheme == "slim" else model_name, loader)
     if parsed.scheme == "random":
         return _all_init(variables)
+    source, metadata = _load_checkpoint(pretrained, model_name, loader) if pretrained else (None, {})
+    try:
+        return _apply(parsed, variables, source, blocks, rng, mean_var_bn)
+    except TreeMismatchError as e:
+        raise TreeMismatchError(
+            f"{e}\nCheckpoint {pretrained}: architecture {metadata.get('architecture')!r}, variant "
+            f"{metadata.get('variant')!r}; model {model_name!r} with overrides {dict(model_overrides or {})}."
+        ) from None
+
+
+def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> Tuple[Variables, Provenance]:
     if parsed.scheme == "transfer":
         return transfer(variables, source)
     if parsed.scheme == "transfusion":
@@ -215,16 +225,19 @@ def initialize(
     return slim(variables, source)
 
 
-def _load_checkpoint(path: str, expected_architecture: str, loader: Optional[Callable]) -> Variables:
+def _load_checkpoint(path: str, model_name: str, loader: Optional[Callable]) -> Tuple[Variables, dict]:
+    """(variables, metadata) of a checkpoint for `model_name`; a resnet50_slim also takes a resnet50's."""
     if loader is None:
         from transfusion_jax.pretrained import load as loader  # lazy: only runs that use a checkpoint need it
     variables, metadata = loader(path)
-    architecture = (metadata or {}).get("architecture")
-    if architecture is not None and architecture != expected_architecture:
+    metadata = dict(metadata or {})
+    accepted = (model_name, SLIM_SOURCE) if model_name == SLIM_MODEL else (model_name,)
+    architecture = metadata.get("architecture")
+    if architecture is not None and architecture not in accepted:
         raise ValueError(
-            f"Checkpoint {path!r} holds a {architecture!r} model but {expected_architecture!r} is needed here."
+            f"Checkpoint {path!r} holds a {architecture!r} model but model {model_name!r} needs one of {accepted}."
         )
-    return variables
+    return variables, metadata
 
 
 def initialize_from_config(config, variables: Mapping, rng: Optional[jax.Array] = None, *, loader=None):
