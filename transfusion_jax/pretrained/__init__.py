@@ -1,0 +1,98 @@
+"""ImageNet weights from torchvision and Keras, converted exactly into our models (see README.md here).
+
+    variables, metadata = convert('torchvision', 'resnet50', 'resnet50.pth', 'resnet50_tv.npz')
+    variables, metadata = load('resnet50_tv.npz')
+    model = model_from_metadata(metadata)          # get_model(arch, num_classes, variant=..., ...)
+    logits, features = model.apply(variables, x, train=False)   # x preprocessed as metadata['preprocessing']
+
+The checkpoint keeps the ImageNet classifier ('head', and Inception's 'aux_logits') so the conversion can be
+checked on ImageNet; transfer drops them (transfusion_jax.surgery).
+"""
+import datetime
+import os
+from typing import Optional, Tuple
+
+from transfusion_jax.models import HEAD_NAMES, get_model
+from transfusion_jax.pretrained import from_keras, from_torch
+from transfusion_jax.pretrained.checkpoint import block_counts, describe, load, save
+from transfusion_jax.pretrained.common import (
+    ARCHITECTURES,
+    DEFAULT_PREPROCESSING,
+    PREPROCESSING,
+    SOURCES,
+    ConversionError,
+    check_tree,
+    expected_shapes,
+    file_digest,
+    infer_num_classes,
+    preprocessing_record,
+    unflatten,
+)
+
+CONVERTER_VERSION = 1
+
+__all__ = ["convert", "load", "save", "describe", "model_from_metadata", "ConversionError", "PREPROCESSING",
+           "ARCHITECTURES", "SOURCES"]
+
+
+def _read(source: str, arch: str, path: str):
+    """(converted flat dict, origin names, unmapped entries, layout description, model overrides)."""
+    if source == "torchvision":
+        converted, origin, unmapped = from_torch.convert_state_dict(arch, from_torch.read_state_dict(path))
+        overrides = {"variant": "torchvision"}
+        if arch == "inception_v3":  # pretrained torchvision Inception has the aux head; keep what the file has
+            overrides["aux_logits"] = any(k.startswith("params/aux_logits/") for k in converted)
+        return converted, origin, unmapped, "torch state_dict", overrides
+    layers, layout = from_keras.read_keras_file(path, arch)
+    converted, origin, unmapped = from_keras.convert_layers(arch, layers)
+    return converted, origin, unmapped, layout, {"variant": "keras"}
+
+
+def convert(
+    source: str, arch: str, in_path: str, out_path: Optional[str] = None, preprocessing: Optional[str] = None
+) -> Tuple[dict, dict]:
+    """Converts a torchvision (`source='torchvision'`) or Keras (`'keras'`) ImageNet checkpoint of `arch`.
+
+    Returns `(variables, metadata)` and, given `out_path`, saves them there. Raises ConversionError listing
+    every missing, unexpected or mis-shaped entry if the file is not a complete `arch` of that source.
+    """
+    if source not in SOURCES:
+        raise ConversionError(f"Unknown source {source!r}; choose one of {SOURCES}.")
+    if arch not in ARCHITECTURES:
+        raise ConversionError(f"No converter for architecture {arch!r}; choose one of {ARCHITECTURES}.")
+    if not os.path.isfile(in_path):
+        raise ConversionError(f"No such file: {in_path}")
+    preprocessing = preprocessing or DEFAULT_PREPROCESSING[(source, arch)]
+    record = preprocessing_record(preprocessing)
+
+    converted, origin, unmapped, layout, overrides = _read(source, arch, in_path)
+    num_classes = infer_num_classes(converted)
+    expected = expected_shapes(arch, num_classes, **overrides)
+    what = f"{arch} (variant {overrides['variant']!r}, {num_classes} classes)"
+    hint = (f"Is {os.path.basename(in_path)} a complete {source} {arch}? Check --source/--arch; the README says how "
+            f"to save each source's weights.")
+    check_tree(converted, expected, origin, unmapped, what, hint)
+
+    sha256, size = file_digest(in_path)
+    variables = unflatten(converted)
+    metadata = {
+        "source": source,
+        "architecture": arch,
+        "variant": overrides["variant"],
+        "model_overrides": overrides,
+        "num_classes": num_classes,
+        "head_names": [h for h in HEAD_NAMES if h in variables["params"]],
+        "preprocessing": record,
+        "converter_version": CONVERTER_VERSION,
+        "original_file": {"name": os.path.basename(in_path), "sha256": sha256, "bytes": size, "layout": layout},
+        "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if out_path:
+        save(out_path, variables, metadata)
+    return variables, metadata
+
+
+def model_from_metadata(metadata: dict, **overrides):
+    """The model a converted checkpoint fits: `get_model(arch, num_classes, **model_overrides, **overrides)`."""
+    return get_model(metadata["architecture"], metadata["num_classes"],
+                     **{**metadata["model_overrides"], **overrides})

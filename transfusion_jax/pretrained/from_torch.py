@@ -1,0 +1,129 @@
+"""torchvision state_dict -> our variables. Our trees use torchvision's module names, so the map is a renaming:
+
+  ResNet-50     conv1, bn1 -> conv1/{conv,bn};  layerK.J.{convI,bnI} -> blockK/unit(J+1)/convI/{conv,bn};
+                layerK.J.downsample.{0,1} -> blockK/unit(J+1)/downsample/{conv,bn};  fc -> head
+  Inception-v3  Conv2d_* -> stem/Conv2d_*;  Mixed_5x/6x/7x -> mixed_5/6/7/Mixed_..;  AuxLogits -> aux_logits;
+                fc -> head;  every BasicConv2d's .conv/.bn -> conv/bn
+
+and a layout change: conv weights OIHW -> HWIO, linear weights (out, in) -> (in, out); BN weight, bias,
+running_mean, running_var -> scale, bias, mean, var. `num_batches_tracked` is a training counter with no use in eval.
+"""
+import re
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from transfusion_jax.pretrained.common import ConversionError, as_float32
+
+_BN_LEAVES = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+_INCEPTION_STAGES = {"Conv2d": "stem", "Mixed_5": "mixed_5", "Mixed_6": "mixed_6", "Mixed_7": "mixed_7"}
+IGNORED_BUFFERS = ("num_batches_tracked",)
+
+
+def _layer(path: str, kind: str, leaf: str) -> Optional[str]:
+    """Our flat key for a torch leaf of a conv ('conv'), BatchNorm ('bn') or Linear ('dense') at `path`."""
+    if kind == "bn":
+        return f"{'params' if leaf in ('weight', 'bias') else 'batch_stats'}/{path}/{_BN_LEAVES[leaf]}" \
+            if leaf in _BN_LEAVES else None
+    names = {"weight": "kernel", "bias": "bias"}
+    return f"params/{path}/{names[leaf]}" if leaf in names else None
+
+
+def resnet_key(key: str) -> Optional[str]:
+    """torchvision resnet50 state_dict key -> our flat key (None: no rule applies)."""
+    module, _, leaf = key.rpartition(".")
+    if module == "conv1":
+        return _layer("conv1/conv", "conv", leaf)
+    if module == "bn1":
+        return _layer("conv1/bn", "bn", leaf)
+    if module == "fc":
+        return _layer("head", "dense", leaf)
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(?:(conv|bn)(\d)|downsample\.([01]))", module)
+    if not m:
+        return None
+    stage, unit, kind, index, ds = m.groups()
+    prefix = f"block{stage}/unit{int(unit) + 1}"
+    if ds is not None:
+        return _layer(f"{prefix}/downsample/{'conv' if ds == '0' else 'bn'}", "conv" if ds == "0" else "bn", leaf)
+    return _layer(f"{prefix}/conv{index}/{kind}", kind, leaf)
+
+
+def inception_key(key: str) -> Optional[str]:
+    """torchvision inception_v3 state_dict key -> our flat key (None: no rule applies)."""
+    parts = key.split(".")
+    if parts[0] == "fc" and len(parts) == 2:
+        return _layer("head", "dense", parts[1])
+    if parts[0] == "AuxLogits":
+        top = "aux_logits"
+    else:
+        top = next((s for p, s in _INCEPTION_STAGES.items() if parts[0].startswith(p)), None)
+        if top is None:
+            return None
+        top = f"{top}/{parts[0]}"
+    if len(parts) < 3:
+        return None
+    *mid, kind, leaf = parts[1:]
+    if kind == "fc" and not mid and top == "aux_logits":
+        return _layer("aux_logits/fc", "dense", leaf)
+    if kind not in ("conv", "bn"):
+        return None
+    return _layer("/".join([top, *mid, kind]), kind, leaf)
+
+
+KEY_MAPS = {"resnet50": resnet_key, "inception_v3": inception_key}
+
+
+def to_layout(key: str, value: np.ndarray) -> np.ndarray:
+    """torch layout -> Flax layout for kernels; other leaves unchanged. Wrong ranks pass through to the diff."""
+    if key.endswith("/kernel") and value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    if key.endswith("/kernel") and value.ndim == 2:
+        return value.T
+    return value
+
+
+def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+    """A torch checkpoint as {key: float32 array}, loaded without running pickled code.
+
+    Accepts a bare state_dict or one wrapped as {'state_dict': ...} / {'model': ...} (timm and training scripts),
+    and strips the 'module.' prefix DataParallel adds.
+    """
+    import torch  # heavy; only this converter needs it
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        raise ConversionError(
+            f"Cannot read {path} as a torch checkpoint ({type(e).__name__}: {e}). Is the file complete, and was it "
+            f"written by torch.save(model.state_dict(), ...)?"
+        ) from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a state_dict (a dict of tensors).")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a "
+                                  f"state_dict.")
+        key = key[len("module."):] if key.startswith("module.") else key
+        out[key] = value.detach().cpu()
+    return out
+
+
+def convert_state_dict(arch: str, state: Dict) -> Tuple[Dict[str, np.ndarray], Dict[str, str], Dict[str, tuple]]:
+    """(converted flat dict, our key -> torch key, unmapped torch key -> shape)."""
+    key_map = KEY_MAPS[arch]
+    converted, origin, unmapped = {}, {}, {}
+    for key, tensor in state.items():
+        if key.rpartition(".")[2] in IGNORED_BUFFERS:
+            continue
+        ours = key_map(key)
+        if ours is None:
+            unmapped[key] = tuple(tensor.shape)
+            continue
+        converted[ours] = as_float32(to_layout(ours, tensor.float().numpy()))
+        origin[ours] = key
+    return converted, origin, unmapped
