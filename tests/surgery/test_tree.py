@@ -82,7 +82,8 @@ def test_a_selection_that_matches_nothing_raises():
 def test_summary_counts_per_block_and_origins():
     init, source = tiny_init(0), random_like(tiny_init(0), seed=1)
     merged, provenance = tree.merge(source, init, ["layer1", "layer2"])
-    text = tree.summary(merged, provenance)
+    text = tree.summary(merged, provenance, blocks=TINY_BLOCKS)
+    assert [line.split()[0] for line in text.splitlines()] == ["block", *TINY_BLOCKS, "head", "total"]
     rows = {line.split()[0]: line for line in text.splitlines()[1:]}
     # Conv (7x7, no bias) + BN gamma/beta per layer, by hand; head 8 -> 2 with bias.
     widths, expected = (3, 4, 8, 8, 8), {}

@@ -131,10 +131,17 @@ def merge(
     return unflatten(merged), provenance
 
 
-def summary(variables: Mapping, provenance: Optional[Mapping[str, str]] = None) -> str:
-    """A per-block table: parameter count, number of batch_stats leaves, and where the leaves came from."""
+def summary(
+    variables: Mapping, provenance: Optional[Mapping[str, str]] = None, blocks: Iterable[str] = ()
+) -> str:
+    """A per-block table: parameter count, number of batch_stats leaves, and where the leaves came from.
+
+    Rows follow `blocks` (e.g. `block_names(model)`, bottom to top), then any other top-level names in tree order.
+    """
     flat = flatten(variables)
-    blocks = list(dict.fromkeys(block_of(k) for k in flat))
+    present = dict.fromkeys(block_of(k) for k in flat)
+    ordered = [b for b in blocks if b in present]
+    blocks = ordered + [b for b in present if b not in ordered]
     rows = [("block", "#params", "#batch_stats", "origin (leaves)")]
     total_params = total_stats = 0
     for block in blocks:
