@@ -36,10 +36,11 @@ contiguous share of every global batch:
   label_mask  float32 [B, 1] (softmax) or [B, C] (sigmoid): 1 where the label counts; 0 for u_ignore'd labels,
               padding and skipped images
   valid       bool [B]: False for eval padding and for images skipped under on_bad_image='skip'
-Weight every per-example loss by `valid` (and per-label by `label_mask`) and count only valid rows in metrics.
+Weight every per-example loss by `valid` (and per-label by `label_mask`) and count only valid rows in
+metrics. Images travel to the devices as uint8 and are normalised there (a jitted elementwise op).
 train=True: endless; epoch e is a permutation drawn from (seed, e); batches run across epoch ends without
-gaps, augmentation draws from (seed, epoch, position in epoch). Batch s therefore depends only on (seed, epoch_start, s):
-`start_step=s` resumes exactly, by index arithmetic, decoding nothing that is skipped.
+gaps, augmentation draws from (seed, epoch, position in epoch). Batch s therefore depends only on
+(seed, epoch_start, s): `start_step=s` resumes exactly, by index arithmetic, decoding nothing skipped.
 train=False: one pass, every example exactly once in file order, `ceil(N / B)` batches, the last padded with
 valid=False; no augmentation.
 

@@ -82,9 +82,9 @@ def resize(image: Image.Image, size: int, mode: str) -> Image.Image:
 def augment(image: Image.Image, rng: np.random.Generator, cfg) -> Image.Image:
   """Random train-time transform of a square RGB image; `cfg` is `config.data.augment`.
 
-  Small affine (rotation, translation, isotropic scale) about the centre, optional flips, then brightness and
-  contrast jitter by factors in [1 - b, 1 + b] (as PIL's ImageEnhance). All draws
-  come from `rng`, so a seeded stream is reproducible.
+  Optional flips, a small affine (rotation, translation, isotropic scale) about the centre, then brightness
+  and contrast jitter by factors in [1 - b, 1 + b] (as PIL's ImageEnhance). All draws come from `rng`, so a
+  seeded stream is reproducible.
   """
   size = image.size[0]
   if cfg.hflip and rng.random() < 0.5:
