@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import TINY, flat, tiny_init
+from surgery_helpers import TINY, flat, tiny_init
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import freezing as fz
 

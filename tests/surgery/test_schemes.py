@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from helpers import TINY, TINY_BLOCKS, filled_shapes, flat, random_like, tiny_init, tiny_random
+from surgery_helpers import TINY, TINY_BLOCKS, filled_shapes, flat, random_like, tiny_init, tiny_random
 from transfusion_jax.models import block_names
 from transfusion_jax.surgery import schemes, tree
 

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from helpers import TINY_BLOCKS, flat, random_like, tiny_init, tiny_random
+from surgery_helpers import TINY_BLOCKS, flat, random_like, tiny_init, tiny_random
 from transfusion_jax.surgery import tree
 
 
