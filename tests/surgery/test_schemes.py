@@ -53,7 +53,8 @@ def resnet_like(name, value, size=64, **overrides):
     return filled_shapes(name, size, lambda k, s: np.full(s, value, np.float32), **overrides)
 
 
-@pytest.mark.parametrize("name,size", [("resnet50", 64), ("inception_v3", 75)])
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("resnet50_slim", 64), ("inception_v3", 75),
+                                       ("cbr_larget", 64), ("cbr_tiny", 64)])
 def test_transfusion_prefixes_of_full_size_models(name, size):
     init, source = resnet_like(name, 0.0, size), resnet_like(name, 1.0, size)
     blocks = block_names(name)
