@@ -15,7 +15,8 @@ def _config(**optimizer):
     opt = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
                weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
     opt.update(optimizer)
-    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10,
+    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10, pretrained="",
+                                          mean_var_bn="mean_var", model=dict(name="cbr_small", overrides=dict(widths=(4, 8))),
                                           optimizer=ml_collections.ConfigDict(opt)))
 
 
@@ -27,7 +28,7 @@ def _state_after_one_step(mesh, config, batch_np, model):
     state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     state = jax.device_put(state, partition.replicated(mesh))
     batch = {k: jax.device_put(v, partition.data_sharded(mesh)) for k, v in batch_np.items()}
-    step = steps.make_train_step(model, tx, "softmax", mesh, frozen=tuple(config.freeze))
+    step = steps.make_train_step(model, tx, "softmax", mesh, frozen=state_lib.frozen_blocks(config, state.params))
     new_state, metrics = step(state, batch, steps.step_rng(0, 0))
     return jax.device_get(new_state), jax.device_get(metrics)
 

@@ -3,7 +3,8 @@
 `init_variables` and `make_optimizer` are the only functions that know about transfusion_jax.surgery, so the rest
 of the training code stays the same whatever the init scheme.
 """
-from typing import Any, Dict, Sequence
+import logging
+from typing import Any, Dict
 
 import flax
 import flax.linen as nn
@@ -11,9 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from transfusion_jax import models
-
-INIT_SCHEMES = ("random", "transfer", "mean_var", "transfusion:<block>", "gabor", "slim")
+from transfusion_jax import models, surgery
 
 
 @flax.struct.dataclass
@@ -46,14 +45,22 @@ def _random_variables(model, rng, sample_input) -> Dict[str, Any]:
 
 
 def init_variables(config, model: nn.Module, rng, sample_input) -> Dict[str, Any]:
-    """{'params', 'batch_stats'} for `config.init`: 'random' here, every other scheme from transfusion_jax.surgery."""
-    scheme = config.init
-    if scheme == "random":
-        return _random_variables(model, rng, sample_input)
-    raise NotImplementedError(
-        f"config.init={scheme!r} needs transfusion_jax.surgery, which is not available yet; "
-        f"only 'random' is implemented here. Schemes: {', '.join(INIT_SCHEMES)}."
+    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
+    'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
+    """
+    init_rng, scheme_rng = jax.random.split(rng)
+    fresh = _random_variables(model, init_rng, sample_input)
+    variables, provenance = surgery.initialize(
+        config.init,
+        config.model.name,
+        fresh,
+        rng=scheme_rng,
+        pretrained=config.pretrained or None,
+        mean_var_bn=config.mean_var_bn,
+        model_overrides=dict(config.model.overrides),
     )
+    logging.info("init %r:\n%s", config.init, surgery.summary(variables, provenance))
+    return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def learning_rate_fn(config):
@@ -85,19 +92,10 @@ def kernel_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
-def trainable_labels(params, freeze: Sequence[str]):
-    """'frozen' / 'trainable' per leaf by top-level block name (the models' tree convention)."""
-    unknown = sorted(set(freeze) - set(params))
-    if unknown:
-        raise ValueError(f"config.freeze names unknown blocks {unknown}; the model's blocks are {sorted(params)}.")
-    return {name: jax.tree_util.tree_map(lambda _, f=name in freeze: "frozen" if f else "trainable", sub)
-            for name, sub in params.items()}
-
-
 def make_optimizer(config, params) -> optax.GradientTransformation:
     """Optimizer from `config.optimizer`: L2 weight decay on kernels (added to the gradient, the TF-slim
-    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks named in
-    `config.freeze` get zero updates."""
+    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks (or
+    path regexes) named in `config.freeze` get zero updates (surgery.freeze)."""
     opt_config = config.optimizer
     parts = []
     if opt_config.grad_clip_norm > 0:
@@ -105,11 +103,12 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
     if opt_config.weight_decay > 0:
         parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=kernel_mask))
     parts.append(_base_optimizer(opt_config, learning_rate_fn(config)))
-    tx = optax.chain(*parts)
-    if not config.freeze:
-        return tx
-    labels = trainable_labels(params, list(config.freeze))
-    return optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, labels)
+    return surgery.freeze(optax.chain(*parts), params, list(config.freeze))
+
+
+def frozen_blocks(config, params) -> tuple:
+    """Top-level blocks named in `config.freeze`, whose BatchNorm running statistics the train step keeps fixed."""
+    return tuple(name for name in config.freeze if name in params)
 
 
 def create_train_state(config, model, rng, sample_input):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
 from transfusion_jax.train import metrics as metrics_lib
-from transfusion_jax.train import partition, state as state_lib, steps
+from transfusion_jax.train import export, partition, state as state_lib, steps
 from transfusion_jax.train.checkpoint import Checkpointer
 from transfusion_jax.train.writer import MetricWriter
 
@@ -127,7 +127,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    default=-math.inf)
 
     train_step = steps.make_train_step(
-        model, tx, task.loss, mesh, frozen=tuple(config.freeze), aux_loss_weight=config.aux_loss_weight
+        model, tx, task.loss, mesh, frozen=state_lib.frozen_blocks(config, state.params),
+        aux_loss_weight=config.aux_loss_weight,
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
     lr_fn = state_lib.learning_rate_fn(config)
@@ -167,6 +168,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.close()
         ckpt.close()
         writer.close()
+    if config.export_pretrained and lead:
+        export.export_pretrained(
+            str(workdir / "pretrained.npz"), {"params": state.params, "batch_stats": state.batch_stats},
+            architecture=config.model.name, model_overrides=dict(config.model.overrides),
+            num_classes=task.num_outputs, normalization=config.data.normalization, source=f"trained:{workdir}",
+        )
     summary = _summary(records, config.auc_threshold)
     if lead:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,44 @@
+"""ImageNet pretraining of the CBR models (the paper trained them itself to get transfer weights and Table 1's top-5).
+
+Launch (arg 'MODEL[,local]'; MODEL in cbr_larget, cbr_largew, cbr_small, cbr_tiny, cbr_tiny_alt):
+  python -m transfusion_jax.main --config=configs/imagenet.py:cbr_small --workdir=$WORKDIR \
+      --config.data.root=/path/to/imagenet_folders
+The run ends by writing $WORKDIR/pretrained.npz (transfusion_jax.pretrained format): pass it as
+--config.pretrained to configs/retina.py / chexpert.py / hybrid.py with INIT transfer, mean_var or transfusion:*.
+Data: the pipeline has no TFDS imagenet2012 reader (preparing it needs TensorFlow and the manual ILSVRC2012 tars), so
+this uses data.name='image_folder': root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (the usual extracted
+layout; the val images must be sorted into class folders, e.g. with the common valprep.sh). Eval split 'val'.
+Recipe (paper UNCONFIRMED; the standard ResNet one): SGD momentum 0.9, lr 0.1 x batch/256 with 5-epoch warmup and
+cosine decay, weight decay 1e-4 on kernels, batch 1024, 90 epochs (112,590 steps), 224 px. Eval reports top-1 and
+top-5 accuracy (and one-vs-rest AUC). Target: the paper reports CBRs "much worse on ImageNet" than ResNet-50
+(top-5 numbers UNCONFIRMED).
+"""
+from transfusion_jax.train import config_lib
+
+MODELS = ("cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny", "cbr_tiny_alt")
+IMAGES_PER_EPOCH = 1_281_167
+
+
+def get_config(arg: str = "cbr_small"):
+    a = config_lib.parse_arg(arg, names=("model",))
+    config_lib.check_choice("model", a["model"], MODELS, "configs/imagenet.py")
+    c = config_lib.base_config()
+    c.model.name = a["model"]
+    c.data.name = "image_folder"
+    c.data.image_size = 224
+    c.data.normalization = "torchvision"
+    c.train_split = "train"
+    c.eval_split = "val"
+    c.batch_size = 1024
+    steps_per_epoch = IMAGES_PER_EPOCH // c.batch_size
+    c.num_train_steps = 90 * steps_per_epoch
+    c.optimizer.name = "sgd"
+    c.optimizer.momentum = 0.9
+    c.optimizer.learning_rate = 0.1 * c.batch_size / 256
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 5 * steps_per_epoch
+    c.optimizer.weight_decay = 1e-4
+    c.eval_every_steps = 5 * steps_per_epoch
+    c.checkpoint_every_steps = steps_per_epoch
+    c.export_pretrained = True
+    return config_lib.apply_runlocal(c) if a["local"] else c
