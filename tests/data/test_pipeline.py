@@ -5,6 +5,7 @@ import os
 import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -179,6 +180,8 @@ def test_subset_through_config_logs_its_balance(caplog):
   assert ds.class_balance == {'grade < 2': int((ds.targets == 0).sum()), 'grade >= 2': int(ds.targets.sum())}
   assert 'class balance' in caplog.text and 'subset seed 7' in caplog.text
   np.testing.assert_array_equal(build_dataset(c, 'train', train=False).indices, ds.indices)
+  experiment = ml_collections.ConfigDict({'data': c})  # the experiment config, fields under config.data
+  np.testing.assert_array_equal(build_dataset(experiment, 'train', train=False).indices, ds.indices)
 
 
 # ------------------------------------------------------------------------------------------------- bad input

@@ -48,6 +48,10 @@ Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-crop
 squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
 `preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
 
+Decoding runs in a thread or process pool (config.data.num_workers / worker_type) rather than grain's loader:
+grain 0.2.18's multi-worker loader needs absl flags parsed first, and a plain pool keeps the (seed, epoch,
+position) -> batch arithmetic explicit. TFDS sources are read with `tfds.data_source` (ArrayRecord), no TF.
+
 Command line: `python -m transfusion_jax.data generate {chexpert,kaggle_dr,tfds_dr_manual,source} OUT --num N`
 writes miniature datasets in the real formats; `python -m transfusion_jax.data prepare NAME --manual_dir M
 --data_dir D` prepares a TFDS builder (see prepare.py for where the Kaggle / Stanford files go).
