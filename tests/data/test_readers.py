@@ -61,6 +61,17 @@ def test_chexpert_frontal_only_and_valid_split(chexpert_root):
   assert len(build_dataset(make_config('chexpert_folder', root=chexpert_root), 'valid', train=False)) == 9
 
 
+def test_chexpert_slices_split_by_patient(chexpert_root):
+  def patients(split):
+    ds = build_dataset(make_config('chexpert_folder', root=chexpert_root), split, train=False)
+    return [p.split(os.sep)[-3] for p in ds.source.paths]
+
+  every = patients('train')
+  assert every[14] == every[15]  # so a plain cut at 50 % (row 15) would split a patient
+  head, tail = patients('train[:50%]'), patients('train[50%:]')
+  assert head + tail == every and not set(head) & set(tail) and len(head) > 15
+
+
 def test_chexpert_images_are_gray_replicated_and_resized(chexpert_root):
   ds = build_dataset(make_config('chexpert_folder', root=chexpert_root), 'valid', train=False)
   mesh = jax.make_mesh((8,), ('data',))
@@ -88,7 +99,8 @@ def test_retina_folder_labels_and_splits(kaggle_root):
     assert len(part) == sum(r['Usage'] == usage for r in solution)
   head = build_dataset(make_config('retina_folder', root=kaggle_root), 'train[:50%]', train=False)
   tail = build_dataset(make_config('retina_folder', root=kaggle_root), 'train[50%:]', train=False)
-  assert len(head) == len(tail) == 13
+  assert (len(head), len(tail)) == (14, 12)  # row 13 is 16_right, so the cut moves past patient 16
+  assert not {n.split('_')[0] for n in head.source.names} & {n.split('_')[0] for n in tail.source.names}
   np.testing.assert_array_equal(np.concatenate([head.targets, tail.targets]), ds.targets)
 
 

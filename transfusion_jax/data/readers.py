@@ -71,20 +71,26 @@ class Source:
     raise NotImplementedError
 
 
-def select_split(names: list, split: str, where: str) -> tuple:
+def select_split(groups: list, split: str, where: str) -> tuple:
   """`split` may carry a TFDS-style slice: 'train[:90%]', 'train[90%:]', 'train[10:50]'. Returns (base name,
-  slice object over `names`). Rows keep file order, so a slice is deterministic."""
+  slice over the rows). `groups` holds each row's patient: both bounds move forward to the next patient's first
+  row, so complementary slices ('[:90%]', '[90%:]') never share a patient (rows are grouped by patient in
+  the real CSVs). Rows keep file order, so a slice is deterministic."""
   m = re.fullmatch(r'(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?', split)
   if not m:
     raise ValueError(f"{where}: cannot parse split {split!r}; use e.g. 'train' or 'train[:90%]'")
   base, lo, lo_pct, hi, hi_pct = m.groups()
-  n = len(names)
+  n = len(groups)
 
   def bound(value, pct, default):
     if value in (None, ''):
       return default
     value = int(value)
-    return round(n * value / 100) if pct else value
+    index = round(n * value / 100) if pct else value
+    index = min(max(index + n if index < 0 else index, 0), n)
+    while 0 < index < n and groups[index] == groups[index - 1]:
+      index += 1
+    return index
 
   return base, slice(bound(lo, lo_pct, 0), bound(hi, hi_pct, n))
 
@@ -131,7 +137,7 @@ class RetinaFolderSource(Source):
     rows = read_csv(csv_path, ('image', 'level') + (('Usage',) if usage else ()))
     if usage:
       rows = [r for r in rows if r['Usage'] == usage]
-    _, part = select_split(rows, split, root)
+    _, part = select_split([r['image'].split('_')[0] for r in rows], split, root)  # '<patient>_<eye>'
     rows = rows[part]
     grades = []
     for i, r in enumerate(rows):
@@ -227,7 +233,7 @@ class ChexpertFolderSource(Source):
                                f"expected 'Frontal' or 'Lateral'")
     if frontal_only:
       rows = [r for r in rows if r['Frontal/Lateral'] == 'Frontal']
-    _, part = select_split(rows, split, root)
+    _, part = select_split([os.path.dirname(os.path.dirname(r['Path'])) for r in rows], split, root)  # patient
     rows = rows[part]
     _check_nonempty(len(rows), f'{csv_path} split {split!r} (frontal_only={frontal_only})')
     raw = np.array([[tasks.parse_chexpert_value(r[p], p, f'{csv_path} row Path={r["Path"]}')
