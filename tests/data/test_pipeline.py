@@ -132,7 +132,7 @@ def test_process_shares_partition_each_global_batch(monkeypatch):
   for p in range(2):
     monkeypatch.setattr(jax, 'process_count', lambda: 2)
     monkeypatch.setattr(jax, 'process_index', lambda p=p: p)
-    shares.append([[row for _, row, _ in share] for share in ds._plan(8, 0, 0, 0)])
+    shares.append([[row for row, _ in share] for share in ds._plan(8, 0, 0, 0)])
   np.testing.assert_array_equal(shares[0], [[0, 1, 2, 3], [8, 9, 10, 11]])
   np.testing.assert_array_equal(shares[1], [[4, 5, 6, 7], [12, -1, -1, -1]])
 

@@ -14,7 +14,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
-Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]'.
+Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]', cut at patient
+boundaries so that no patient is on both sides (TFDS slices follow TFDS's own order and do not).
 
 Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Retina: loss 'softmax'. retina_target 'binary' (default) = grade >= retina_threshold (default 2, the paper's

@@ -125,8 +125,8 @@ class Dataset:
     return np.random.default_rng([seed, epoch]).permutation(len(self))
 
   def _plan(self, batch_size: int, seed: int, epoch_start: int, start_step: int):
-    """Yields, per global batch, (rows of this process's share: list of (position, subset row or -1 for
-    padding, augmentation key)). Train: position p of the endless stream is row perm(seed, epoch)[p mod n] of
+    """Yields, per global batch, this process's share: a list of (subset row or -1 for padding,
+    augmentation key). Train: position p of the endless stream is row perm(seed, epoch)[p mod n] of
     epoch epoch_start + p // n, so step s starts at p = s * batch_size with no decoding of what came before."""
     n = len(self)
     per_process = batch_size // jax.process_count()
@@ -142,9 +142,9 @@ class Dataset:
             perms[epoch] = self._permutation(seed, epoch)
             if len(perms) > 2:
               perms.popitem(last=False)
-          share.append((p, int(perms[epoch][p % n]), (seed, epoch, p % n)))
+          share.append((int(perms[epoch][p % n]), (seed, epoch, p % n)))
         else:
-          share.append((p, p if p < n else -1, ()))
+          share.append((p if p < n else -1, ()))
       yield share
       step += 1
 
@@ -164,7 +164,7 @@ class Dataset:
     with self._executor(decode) as pool:
       pending = collections.deque()
       for share in plan:
-        pending.append((share, [self._submit(pool, decode, row, key) for _, row, key in share]))
+        pending.append((share, [self._submit(pool, decode, row, key) for row, key in share]))
         if len(pending) < self.prefetch:
           continue
         yield self._assemble(*pending.popleft(), global_batch_size, sharding)
@@ -193,7 +193,7 @@ class Dataset:
     n_local = len(share)
     pixels = np.zeros((n_local, size, size, 3), np.uint8)
     valid = np.zeros((n_local,), bool)
-    for j, ((_, row, _), future) in enumerate(zip(share, futures)):
+    for j, ((row, _), future) in enumerate(zip(share, futures)):
       if future is None:
         continue
       image, error = future.result()
@@ -201,7 +201,7 @@ class Dataset:
         self._bad_image(int(self.indices[row]), error)
         continue
       pixels[j], valid[j] = image, True
-    rows = np.array([max(row, 0) for _, row, _ in share])
+    rows = np.array([max(row, 0) for row, _ in share])
     mask = self.masks[rows] * valid[:, None]
     label = self.targets[rows]
     label = np.where(valid, label, 0) if label.ndim == 1 else label * valid[:, None]
