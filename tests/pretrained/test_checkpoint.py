@@ -1,5 +1,9 @@
 """The converted-checkpoint file and the conventions it records (no reference framework needed; fast)."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,6 +11,8 @@ import pytest
 from transfusion_jax import pretrained
 from transfusion_jax.pretrained import checkpoint
 from transfusion_jax.pretrained.common import DEFAULT_PREPROCESSING, ConversionError, check_tree
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def tiny_variables():
@@ -94,3 +100,16 @@ def test_unknown_arch_source_and_file_are_rejected(tmp_path):
         pretrained.convert("caffe", "resnet50", str(tmp_path))
     with pytest.raises(ConversionError, match="No such file"):
         pretrained.convert("keras", "resnet50", str(tmp_path / "absent.h5"))
+
+
+def test_inspect_command_line(tmp_path):
+    """`python -m transfusion_jax.pretrained inspect` as a user runs it, in a fresh interpreter."""
+    path = tmp_path / "c.npz"
+    pretrained.save(str(path), tiny_variables(), {"architecture": "resnet50"})
+    run = dict(capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    done = subprocess.run([sys.executable, "-m", "transfusion_jax.pretrained", "inspect", str(path)], **run)
+    assert done.returncode == 0, done.stderr
+    assert '"architecture": "resnet50"' in done.stdout and "params/head/kernel (4, 2)" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "transfusion_jax.pretrained", "inspect", str(tmp_path / "no.npz")],
+                         **run)
+    assert bad.returncode == 2 and "No such file" in bad.stderr

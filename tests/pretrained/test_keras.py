@@ -35,18 +35,50 @@ def randomise(model, seed: int) -> None:
         layer.set_weights([a.astype(np.float32) for a in new])
 
 
-def save_all_layouts(model, directory):
-    """The layouts Keras reads: Keras 3 .weights.h5, .keras archive, and the legacy .h5 that keras.applications
-    downloads (weights only, written by Keras' own legacy writer)."""
+def save_layouts(model, directory, layouts):
+    """Writes `model` in each of `layouts`: 'weights.h5' (Keras 3 save_weights), 'keras' (.keras archive),
+    'legacy' (legacy .h5 weights, as keras.applications downloads, by Keras' own legacy writer), 'legacy_model'
+    (legacy full-model .h5), 'keras2' (the legacy file renamed as Keras 2 wrote it)."""
     from keras.src.legacy.saving import legacy_h5_format
     import h5py
 
-    paths = {"weights.h5": directory / "m.weights.h5", "keras": directory / "m.keras", "legacy": directory / "m.h5"}
-    model.save_weights(paths["weights.h5"])
-    model.save(paths["keras"])
-    with h5py.File(paths["legacy"], "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    paths = {}
+    for layout in layouts:
+        paths[layout] = path = directory / {"weights.h5": "m.weights.h5", "keras": "m.keras", "legacy": "m.h5",
+                                            "legacy_model": "full.h5", "keras2": "keras2.h5"}[layout]
+        if layout == "weights.h5":
+            model.save_weights(path)
+        elif layout in ("keras", "legacy_model"):
+            model.save(path)
+        elif layout == "legacy":
+            with h5py.File(path, "w") as f:
+                legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        else:
+            keras2_copy(paths["legacy"], path)
     return paths
+
+
+def keras2_copy(src, dst):
+    """The real ImageNet files were written by Keras 2: auto-named layers counted from 1 ('conv2d_1') and weight
+    names ending in ':0'. Rewrite a legacy file that way, in the same layer order."""
+    import h5py
+
+    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+        names = [n.decode() if isinstance(n, bytes) else n for n in fin.attrs["layer_names"]]
+        auto = [n for n in names if re.fullmatch(r"(conv2d|batch_normalization)(_\d+)?", n)]
+        rank = {}
+        for prefix in ("conv2d", "batch_normalization"):
+            mine = sorted((n for n in auto if re.fullmatch(prefix + r"(_\d+)?", n)), key=_serial)
+            rank.update({n: f"{prefix}_{i + 1}" for i, n in enumerate(mine)})
+        fout.attrs["layer_names"] = [rank.get(n, n).encode() for n in names]
+        for n in names:
+            new = rank.get(n, n)
+            group = fout.create_group(new)
+            old_weights = [w.decode() if isinstance(w, bytes) else w for w in fin[n].attrs["weight_names"]]
+            new_weights = [f"{new}/{w.split('/')[-1]}:0" for w in old_weights]
+            group.attrs["weight_names"] = [w.encode() for w in new_weights]
+            for old, w in zip(old_weights, new_weights):
+                group.create_dataset(w, data=fin[n][old][()])
 
 
 def keras_outputs(model, layer_names, x):
@@ -72,6 +104,11 @@ def check_sizes(build, weights, names, variables, model, sizes, preset, seed):
             assert rel_err(got, ref_out[keras_name]) < TOL, (size, ours_name)
 
 
+LAYOUT_READ = {"weights.h5": "Keras 3 .weights.h5", "keras": ".keras archive (Keras 3 weights layout)",
+               "legacy": "legacy Keras .h5 weights", "legacy_model": "legacy Keras .h5 full model",
+               "keras2": "legacy Keras .h5 weights"}
+
+
 def convert_layouts(paths, arch, out_dir):
     """Every layout through the CLI; all must give the same arrays. Returns the .weights.h5 conversion."""
     results = {}
@@ -81,7 +118,7 @@ def convert_layouts(paths, arch, out_dir):
         results[layout] = pretrained.load(str(out))
     first = results["weights.h5"]
     for layout, (variables, metadata) in results.items():
-        assert metadata["original_file"]["layout"]  # names what was read
+        assert metadata["original_file"]["layout"] == LAYOUT_READ[layout]  # each reader path was taken
         for c in ("params", "batch_stats"):
             a, b = (pretrained.checkpoint.traverse_util.flatten_dict(v[c], sep="/")
                     for v in (variables, first[0]))
@@ -108,7 +145,8 @@ def resnet(tmp_path_factory):
     ref = build_resnet((224, 224))
     randomise(ref, seed=1)
     directory = tmp_path_factory.mktemp("keras_resnet")
-    variables, metadata = convert_layouts(save_all_layouts(ref, directory), "resnet50", directory)
+    paths = save_layouts(ref, directory, ["weights.h5", "keras", "legacy", "legacy_model"])
+    variables, metadata = convert_layouts(paths, "resnet50", directory)
     return ref, directory, variables, metadata
 
 
@@ -146,7 +184,7 @@ def test_inception_file_given_as_resnet_is_rejected(inception, tmp_path):
 def test_missing_layer_is_named(resnet, tmp_path):
     import h5py
 
-    legacy = resnet[1] / "m.h5"
+    legacy = resnet[1] / "m.h5"  # the layout keras.applications downloads
     cut = tmp_path / "missing.h5"
     cut.write_bytes(legacy.read_bytes())
     with h5py.File(cut, "a") as f:
@@ -186,8 +224,8 @@ def inception(tmp_path_factory):
     ref = build_inception((299, 299))
     randomise(ref, seed=2)
     directory = tmp_path_factory.mktemp("keras_inception")
-    paths = save_all_layouts(ref, directory)
-    del paths["keras"]  # the archive holds the same weights layout as .weights.h5 (tested on ResNet50)
+    # (the .keras archive and the full-model .h5 are tested on ResNet50: they hold the layouts tested here)
+    paths = save_layouts(ref, directory, ["weights.h5", "legacy", "keras2"])
     variables, metadata = convert_layouts(paths, "inception_v3", directory)
     return ref, paths, variables, metadata
 

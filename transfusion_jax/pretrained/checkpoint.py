@@ -34,6 +34,8 @@ def save(path: str, variables: dict, metadata: dict) -> None:
 
 def load(path: str) -> Tuple[dict, dict]:
     """(variables {'params', 'batch_stats'} of NumPy arrays, metadata dict) from a file written by `save`."""
+    if not os.path.isfile(path):
+        raise ConversionError(f"No such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
             if METADATA_KEY not in data.files:
