@@ -1,7 +1,7 @@
-"""Miniature datasets in the real formats, generated once per session, and a config helper."""
+"""Miniature datasets in the real formats, generated once per session."""
 import pytest
 
-from transfusion_jax.data import default_data_config, generate, prepare
+from transfusion_jax.data import generate, prepare
 
 
 @pytest.fixture(scope='session')
@@ -25,19 +25,3 @@ def tfds_dir(tmp_path_factory, chexpert_root, kaggle_root):
   prepare.prepare('chexpert', chexpert_root, data_dir, use_tensorflow=False)
   prepare.prepare('diabetic_retinopathy_detection/original', kaggle_root, data_dir, use_tensorflow=False)
   return data_dir
-
-
-def make_config(name, **fields):
-  """A data config for tests: small images, decoding in the calling thread unless asked otherwise."""
-  c = default_data_config()
-  c.name = name
-  c.image_size = 32
-  c.num_workers = 0
-  c.normalization = 'none'
-  for key, value in fields.items():
-    target = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return c

@@ -9,7 +9,7 @@ from PIL import Image, ImageFilter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_config
+from data_helpers import make_config
 from transfusion_jax.data import build_dataset, synthetic, tasks
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 

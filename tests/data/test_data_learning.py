@@ -13,7 +13,7 @@ import optax
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_config
+from data_helpers import make_config
 from transfusion_jax.data import build_dataset
 
 pytestmark = pytest.mark.skipif(os.environ.get('TRANSFUSION_SLOW_TESTS') != '1',

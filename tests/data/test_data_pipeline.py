@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 
-from conftest import make_config
+from data_helpers import make_config
 from transfusion_jax.data import BadImageError, DatasetFormatError, build_dataset, generate, pipeline, readers
 from transfusion_jax.data import subsets, tasks
 
