@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from transfusion_jax.models import HEAD_NAMES, get_model
 from transfusion_jax.pretrained import from_keras, from_torch
-from transfusion_jax.pretrained.checkpoint import block_counts, describe, load, save
+from transfusion_jax.pretrained.checkpoint import describe, load, save
 from transfusion_jax.pretrained.common import (
     ARCHITECTURES,
     DEFAULT_PREPROCESSING,
