@@ -38,27 +38,34 @@ def _numpy_batch(n=16):
     return {"image": ds.images, "label": ds.labels, "label_mask": ds.masks, "valid": np.ones(n, bool)}
 
 
-def test_eight_device_step_equals_single_device_step():
-    assert jax.device_count() == 8
+@pytest.fixture(scope="module")
+def one_step():
+    """The same first step on a 1-device and on the 8-device mesh, from the same initial state."""
     batch, model, config = _numpy_batch(), _model(), _config()
-    one, m1 = _state_after_one_step(partition.make_data_mesh(jax.devices()[:1]), config, batch, model)
-    eight, m8 = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
+    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    one = _state_after_one_step(partition.make_data_mesh(jax.devices()[:1]), config, batch, model)
+    eight = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
+    return batch, jax.device_get(state0), one, eight
+
+
+def test_eight_device_step_equals_single_device_step(one_step):
+    assert jax.device_count() == 8
+    _, _, (one, m1), (eight, m8) = one_step
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves((one.params, one.batch_stats)),
                     jax.tree_util.tree_leaves((eight.params, eight.batch_stats))):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_batch_stats_use_global_batch():
-    """BN running mean after one step = 0.9 * 0 + 0.1 * (mean of layer1's conv output over all 16 examples)."""
-    batch, model, config = _numpy_batch(), _model(), _config()
-    mesh = partition.make_data_mesh()
-    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-    after, _ = _state_after_one_step(mesh, config, batch, model)
-    kernel = np.asarray(state0.params["layer1"]["conv"]["kernel"], np.float64)
-    conv = jax.lax.conv_general_dilated(batch["image"].astype(np.float64), kernel, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    expected = 0.1 * np.asarray(conv).mean(axis=(0, 1, 2))
+def test_batch_stats_use_global_batch(one_step):
+    """BN running mean after one step = 0.9 * 0 + 0.1 * (mean of layer1's conv output over all 16 examples),
+    computed here in float64 from the initial kernel: a per-device mean would differ."""
+    batch, state0, _, (after, _) = one_step
+    kernel = np.asarray(state0.params["layer1"]["conv"]["kernel"], np.float64)  # [k, k, 3, C]
+    k, (h, w) = kernel.shape[0], batch["image"].shape[1:3]
+    padded = np.pad(batch["image"].astype(np.float64), ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+    conv = sum(padded[:, dy:dy + h, dx:dx + w, :] @ kernel[dy, dx] for dy in range(k) for dx in range(k))
+    expected = 0.1 * conv.mean(axis=(0, 1, 2))
     np.testing.assert_allclose(after.batch_stats["layer1"]["bn"]["mean"], expected, rtol=1e-4, atol=1e-6)
 
 

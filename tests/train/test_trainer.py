@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import CACHE_DIR
 from fake_data import FakeDataset
 from transfusion_jax.train import NonFiniteLossError, config_lib, metrics, trainer
 
@@ -84,13 +85,13 @@ def _cli(workdir, env):
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _final_params(workdir):
-    state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "latest", "30", "default"))
-    return state
+def _final_state(workdir):
+    return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "latest", "30", "default"))
 
 
 def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
     unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
     reference = _cli(unbroken, env)
     victim = _cli(killed, env)
@@ -108,7 +109,7 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
     ref_out, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, ref_out
 
-    a, b = _final_params(unbroken), _final_params(killed)
+    a, b = _final_state(unbroken), _final_state(killed)
     leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     assert len(leaves_a) == len(leaves_b) > 0
     for x, y in zip(leaves_a, leaves_b):
