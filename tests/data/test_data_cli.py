@@ -37,7 +37,8 @@ def test_prepare_command_without_tensorflow(tmp_path):
 
 
 def test_prepare_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"lacks \['trainLabels.csv', 'train', 'test', 'retinopathy_solution"):
+  lacks = r"lacks \['trainLabels.csv', 'train', 'test', 'retinopathy_solution.csv', 'sample'\]"
+  with pytest.raises(FileNotFoundError, match=lacks):
     prepare.prepare('diabetic_retinopathy_detection/original', str(tmp_path), str(tmp_path / 'd'))
   with pytest.raises(ValueError, match='give a config'):
     prepare.prepare('diabetic_retinopathy_detection', str(tmp_path), str(tmp_path / 'd'))

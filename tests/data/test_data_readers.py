@@ -5,6 +5,7 @@ import os
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image, ImageFilter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -144,6 +145,12 @@ def test_tfds_retina_prepared_without_tf_matches_folder(kaggle_root, tfds_dir):
     np.testing.assert_array_equal(ds.targets, [by_name[n] for n in names])
   image = np.asarray(next(ds.batches(8, mesh=jax.make_mesh((8,), ('data',))))['image'])
   assert image.shape == (8, 32, 32, 3) and image.max() > 0.3
+  sample = tfds.data_source('diabetic_retinopathy_detection/original', split='sample', data_dir=tfds_dir)
+  assert sorted(r['name'].decode() for r in sample) == sorted(f[:-5] for f in os.listdir(
+      os.path.join(kaggle_root, 'sample')))
+  assert {int(r['label']) for r in sample} == {-1} and len(sample) == 10
+  with pytest.raises(ValueError, match='DR grade -1 at row 0 is outside 0-4'):  # unlabelled: not for training
+    build_dataset(make_config('retina_tfds', data_dir=tfds_dir, tfds_config='original'), 'sample', train=False)
 
 
 def test_missing_tfds_preparation_says_how(tmp_path):

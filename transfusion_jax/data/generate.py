@@ -2,8 +2,8 @@
 
   chexpert        OUT/CheXpert-v1.0-small/{train,valid}.csv + {train,valid}/patientNNNNN/studyN/viewN_<view>.jpg
   kaggle_dr       OUT/trainLabels.csv (image,level) + OUT/train/<image>.jpeg
-  tfds_dr_manual  kaggle_dr plus OUT/test/<image>.jpeg and OUT/retinopathy_solution.csv (image,level,Usage): the
-                  manual dir of TFDS `diabetic_retinopathy_detection`
+  tfds_dr_manual  kaggle_dr plus OUT/test/<image>.jpeg, OUT/retinopathy_solution.csv (image,level,Usage) and
+                  OUT/sample/<image>.jpeg: the manual dir of TFDS `diabetic_retinopathy_detection`
   source          OUT/{train,test}/class_NN/NNNNNN.jpeg: a natural-image stand-in for offline pretraining
 """
 import csv
@@ -101,7 +101,8 @@ def write_kaggle_dr(out: str, num: int, seed: int = 0, size: int = 96) -> str:
 
 def write_tfds_dr_manual(out: str, num: int, seed: int = 0, size: int = 96, num_test: int | None = None) -> str:
   """The TFDS DR manual dir: the Kaggle train tree plus `num_test` test images labelled in
-  retinopathy_solution.csv, the first ~30 % Usage=Public (TFDS 'validation'), the rest Private ('test')."""
+  retinopathy_solution.csv, the first ~30 % Usage=Public (TFDS 'validation'), the rest Private ('test'), and
+  sample/ with up to 10 unlabelled images (TFDS 'sample')."""
   num_test = max(8, num // 4) if num_test is None else num_test
   write_kaggle_dr(out, num, seed, size)
   rng = np.random.default_rng([seed, 1])
@@ -113,6 +114,8 @@ def write_tfds_dr_manual(out: str, num: int, seed: int = 0, size: int = 96, num_
     writer.writerow(['image', 'level', 'Usage'])
     for i, (name, grade) in enumerate(zip(names, grades)):
       writer.writerow([name, grade, 'Public' if i < max(1, round(0.3 * num_test)) else 'Private'])
+  sample = _eye_names(10 + num + num_test, min(10, num))  # Kaggle's sample.zip: 10 unlabelled images
+  _retina_images(out, 'sample', sample, synthetic.sample_retina_grades(rng, len(sample)), rng, size)
   return out
 
 

@@ -9,15 +9,15 @@ of downloaded: features, example keys, labels and image bytes are the builder's 
 Where to put the files (MANUAL_DIR):
   chexpert:  MANUAL_DIR/CheXpert-v1.0-small/{train.csv, valid.csv, train/, valid/}  (the official download)
   diabetic_retinopathy_detection/<config>:  MANUAL_DIR/{trainLabels.csv, train/*.jpeg, test/*.jpeg,
-             retinopathy_solution.csv}  (Kaggle's train.zip.* and test.zip.* unpacked; the solution CSV is the
-             one TFDS downloads from the Kaggle forum, image,level,Usage)
+             sample/*.jpeg, retinopathy_solution.csv}  (Kaggle's train.zip.*, test.zip.* and sample.zip
+             unpacked; the solution CSV, image,level,Usage, is the one TFDS downloads from the Kaggle forum)
 """
 import importlib.util
 import io
 import os
 
 DR_CONFIGS = ('original', '1M', '250K', 'btgraham-300')
-_DR_MANUAL = ('trainLabels.csv', 'train', 'test', 'retinopathy_solution.csv')
+_DR_MANUAL = ('trainLabels.csv', 'train', 'test', 'retinopathy_solution.csv', 'sample')
 _CHEXPERT_MANUAL = ('CheXpert-v1.0-small/train.csv', 'CheXpert-v1.0-small/valid.csv',
                     'CheXpert-v1.0-small/train', 'CheXpert-v1.0-small/valid')
 
@@ -35,7 +35,6 @@ def _check_manual_dir(manual_dir: str, expected: tuple, name: str):
 
 def _tf_free_builder(name: str, config: str | None, data_dir: str):
   """The official builder class with its TensorFlow file I/O swapped for plain Python (no registration)."""
-  import numpy as np
   import tensorflow_datasets as tfds
   from etils import epath
   from tensorflow_datasets.image_classification import chexpert, diabetic_retinopathy_detection as dr
@@ -64,14 +63,25 @@ def _tf_free_builder(name: str, config: str | None, data_dir: str):
         def _split_generators(self, dl_manager):
           path = dl_manager.manual_dir
           solution = os.path.join(path, 'retinopathy_solution.csv')
-          # The 'sample' split (10 unlabelled images) needs tf.io.gfile.listdir; it is left out here.
-          return [tfds.core.SplitGenerator(name=split, gen_kwargs=kwargs) for split, kwargs in (
+          splits = [
+              ('sample', dict(images_dir_path=os.path.join(path, 'sample'))),
               ('train', dict(images_dir_path=os.path.join(path, 'train'),
                              csv_path=os.path.join(path, 'trainLabels.csv'), csv_usage=None)),
               ('validation', dict(images_dir_path=os.path.join(path, 'test'), csv_path=solution,
                                   csv_usage='Public')),
               ('test', dict(images_dir_path=os.path.join(path, 'test'), csv_path=solution,
-                            csv_usage='Private')))]
+                            csv_usage='Private'))]
+          return [tfds.core.SplitGenerator(name=split, gen_kwargs=kwargs) for split, kwargs in splits]
+
+        def _generate_examples(self, images_dir_path, csv_path=None, csv_usage=None):
+          if csv_path:
+            yield from super()._generate_examples(images_dir_path, csv_path, csv_usage)
+            return
+          # 'sample': unlabelled images listed from the folder (the official code lists with tf.io.gfile)
+          for fname in sorted(os.listdir(images_dir_path)):
+            if fname.endswith('.jpeg'):
+              yield fname[:-5], {'name': fname[:-5], 'label': -1,
+                                 'image': self._process_image(os.path.join(images_dir_path, fname))}
 
         def _process_image(self, filepath):
           with open(filepath, 'rb') as f:
@@ -83,7 +93,6 @@ def _tf_free_builder(name: str, config: str | None, data_dir: str):
                                            crop_to_radius=True)
           return dr._resize_image_if_necessary(fobj, self.builder_config.target_pixels)
 
-    del np
     return Builder(config=config, data_dir=data_dir, file_format='array_record')
 
 
