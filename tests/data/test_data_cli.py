@@ -58,3 +58,24 @@ def test_resized_dr_configs_need_opencv(tmp_path):
   cli.main(['generate', 'tfds_dr_manual', str(tmp_path), '--num', '2', '--num_eval', '2', '--size', '16'])
   with pytest.raises(ImportError, match='opencv-python-headless'):
     prepare.prepare('diabetic_retinopathy_detection/btgraham-300', str(tmp_path), str(tmp_path / 'd'))
+
+
+def test_resized_dr_config_prepared_without_tf(tmp_path):
+  """btgraham-300 runs the builder's own OpenCV processing: radius scaled to 300 px, cropped to 90 % -> 540."""
+  pytest.importorskip('cv2')
+  import io
+
+  import numpy as np
+  import tensorflow_datasets as tfds
+  from PIL import Image
+  cli.main(['generate', 'tfds_dr_manual', str(tmp_path / 'm'), '--num', '4', '--num_eval', '2', '--size', '40'])
+  prepare.prepare('diabetic_retinopathy_detection/btgraham-300', str(tmp_path / 'm'), str(tmp_path / 'd'))
+  ds = tfds.data_source('diabetic_retinopathy_detection/btgraham-300', split='train', data_dir=str(tmp_path / 'd'),
+                        decoders={'image': tfds.decode.SkipDecoding()})
+  with open(tmp_path / 'm' / 'trainLabels.csv') as f:
+    levels = {r['image']: int(r['level']) for r in csv.DictReader(f)}
+  assert {r['name'].decode(): int(r['label']) for r in ds} == levels
+  for r in ds:
+    image = np.asarray(Image.open(io.BytesIO(r['image'])))
+    assert image.shape == (540, 540, 3)
+    assert abs(int(image[0, 0, 0]) - 128) <= 3  # outside the 90 % radius: the builder's gray 128
