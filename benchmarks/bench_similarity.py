@@ -170,9 +170,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in rows_out:
-        print(f"{r['case']:9} {r['shape']:>15} {r['impl']:8} {r['device']:6} {r['moments_s']:9.2f} {r['compile_s']:9.2f} "
-              f"{r['finish_s']:8.2f} "
-              f"{r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} {r['pwcca']:9.6f} {r['cka']:9.6f}")
+        print(f"{r['case']:9} {r['shape']:>15} {r['impl']:8} {r['device']:6} {r['moments_s']:9.2f} "
+              f"{r['compile_s']:9.2f} {r['finish_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} {r['pwcca']:9.6f} {r['cka']:9.6f}")
 
 
 if __name__ == "__main__":

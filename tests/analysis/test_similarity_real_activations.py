@@ -9,7 +9,8 @@ import analysis_reference as ref
 from transfusion_jax.analysis import moments, similarity
 
 ACTIVATIONS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "activations"
-PAIRS = {"svhn_fc": ("svhn_model0_fc", "svhn_model1_fc"), "mnist_logits": ("mnist_model0_logits", "mnist_model1_logits")}
+PAIRS = {"svhn_fc": ("svhn_model0_fc", "svhn_model1_fc"),
+         "mnist_logits": ("mnist_model0_logits", "mnist_model1_logits")}
 
 pytestmark = pytest.mark.skipif(not ACTIVATIONS.is_dir(),
                                 reason=f"real activations not found at {ACTIVATIONS} (the repo's parent lacks shared/)")

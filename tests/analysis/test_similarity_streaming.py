@@ -22,7 +22,7 @@ def test_streaming_equals_one_shot(method, kw):
     one_shot = similarity.similarity(x, y, method, **kw)
     streamed = similarity.similarity(x, y, method, batch_size=64, **kw)  # 10 batches, the last one partial
     assert streamed.score == pytest.approx(one_shot.score, abs=1e-6)
-    if one_shot.coefficients is not None:  # single small coefficients: float32 resolution (see test_similarity_measures)
+    if one_shot.coefficients is not None:  # single small coefficients: float32 resolution (test_similarity_measures)
         np.testing.assert_allclose(streamed.coefficients, one_shot.coefficients, atol=5e-6)
 
 

@@ -9,5 +9,5 @@ from transfusion_jax.analysis.activations import Reduction, collect_pair_moments
 from transfusion_jax.analysis.similarity import METHODS, Similarity, measure
 from transfusion_jax.analysis.weights import relative_weight_change
 
-__all__ = ["activations", "moments", "paper", "similarity", "weights", "Reduction", "collect_pair_moments", "compare_models",
-           "METHODS", "Similarity", "measure", "relative_weight_change"]
+__all__ = ["activations", "moments", "paper", "similarity", "weights", "Reduction", "collect_pair_moments",
+           "compare_models", "METHODS", "Similarity", "measure", "relative_weight_change"]
