@@ -150,7 +150,6 @@ class RetinaFolderSource(Source):
     self.names = [r['image'] for r in rows]
     self.paths = [os.path.join(root, image_dir, f'{name}.jpeg') for name in self.names]
     self.labels = softmax_labels(tasks.retina_targets(np.array(grades), task, csv_path))
-    self.grades = np.array(grades)
 
   def load(self, index, target_size):
     return decode_image(self.paths[index], self.paths[index], target_size)
@@ -197,7 +196,6 @@ class RetinaTfdsSource(TfdsSource):
     super().__init__(f'diabetic_retinopathy_detection/{config_name}', split, data_dir)
     grades = np.array([int(r['label']) for r in self._records(range(len(self._ds)))])
     self.task = task
-    self.grades = grades
     self.labels = softmax_labels(tasks.retina_targets(grades, task, self.describe(0).rsplit('[', 1)[0]))
 
 
