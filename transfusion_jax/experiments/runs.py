@@ -1,0 +1,142 @@
+"""One experiment = many training runs, one workdir each: ROOT/<group>/<model>/<init>/seed_<k>.
+
+A run is finished when the trainer has written its `summary.json` (it does so only after the last step), so rerunning
+a sweep skips finished runs and resumes unfinished ones from their latest checkpoint (the trainer's own resume).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+from typing import Callable, Iterable, List, Optional
+
+import ml_collections
+
+SUMMARY = "summary.json"
+FAILED = "FAILED"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Where a run lives and what it is; `group` is the config file's stem (retina, retina_small, hybrid, ...)."""
+
+    group: str
+    model: str
+    init: str
+    seed: int
+
+    def workdir(self, root: str) -> str:
+        return os.path.join(root, self.group, self.model, init_dirname(self.init), f"seed_{self.seed}")
+
+    def label(self) -> str:
+        return f"{self.group} {self.model} {self.init} seed {self.seed}"
+
+
+def init_dirname(init: str) -> str:
+    """'transfusion:block2' -> 'transfusion-block2' (':' is awkward in paths and not allowed on some filesystems)."""
+    return init.replace(":", "-")
+
+
+def init_from_dirname(name: str) -> str:
+    return name.replace("-", ":", 1) if name.startswith("transfusion-") else name
+
+
+def is_finished(workdir: str) -> bool:
+    return os.path.exists(os.path.join(workdir, SUMMARY))
+
+
+def load_config_module(path: str):
+    """A configs/*.py file as a module (configs/ is a folder of files, not a package)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Config file {path!r} not found; pass e.g. --config configs/retina.py.")
+    name = "transfusion_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"Config file {path!r} has no get_config(arg) function.")
+    return module
+
+
+def _parse_value(text: str, current):
+    """A command-line value in the type of the field it replaces (bool / int / float / tuple / str)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"Expected true/false, got {text!r}.")
+        return text.lower() in ("true", "1")
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        return type(current)(ast.literal_eval(text))
+    if isinstance(current, (tuple, list)):
+        value = ast.literal_eval(text) if text.strip() else ()
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Applies 'a.b=value' overrides (the `--config.a.b=value` flags of the sweep command) in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like field.sub=value.")
+        key, text = item.split("=", 1)
+        node, parts = config, key.split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise ValueError(f"Unknown config field {key!r} (no {part!r}); see transfusion_jax/train/config_lib.py.")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"Unknown config field {key!r}; see transfusion_jax/train/config_lib.py.")
+        with node.ignore_type():
+            node[parts[-1]] = _parse_value(text, node[parts[-1]])
+    return config
+
+
+def parse_pretrained(value: str) -> Callable[[str], str]:
+    """'path.npz' (every model) or 'cbr_small=a.npz,resnet50=b.npz' (per model) -> model -> path ('' if none)."""
+    if not value:
+        return lambda model: ""
+    if "=" not in value:
+        return lambda model: value
+    mapping = dict(item.split("=", 1) for item in value.split(",") if item)
+    return lambda model: mapping.get(model, mapping.get("resnet50", "") if model == "resnet50_slim" else "")
+
+
+def plan(group: str, models: List[str], inits: List[str], seeds: List[int]) -> List[RunSpec]:
+    return [RunSpec(group, m, i, s) for m in models for i in inits for s in seeds]
+
+
+def run(config, workdir: str, train_fn: Optional[Callable] = None) -> dict:
+    """Trains `config` in `workdir` unless already finished; returns the summary plus 'skipped' and 'seconds'.
+
+    A run that raises leaves a FAILED marker with the error and re-raises; a later call retries it (resuming).
+    """
+    if is_finished(workdir):
+        with open(os.path.join(workdir, SUMMARY)) as f:
+            return {**json.load(f), "skipped": True, "seconds": 0.0}
+    if train_fn is None:
+        from transfusion_jax.train import train_and_evaluate as train_fn  # noqa: PLC0415 (jax import is slow)
+    start = time.perf_counter()
+    try:
+        summary = train_fn(config, workdir)
+    except Exception as e:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, FAILED), "w") as f:
+            f.write(f"{type(e).__name__}: {e}\n")
+        raise
+    failed = os.path.join(workdir, FAILED)
+    if os.path.exists(failed):
+        os.remove(failed)
+    return {**summary, "skipped": False, "seconds": time.perf_counter() - start}
+
+
+def describe(summary: dict) -> str:
+    """One progress line's worth of a run summary."""
+    final = (summary.get("final_eval") or {}).get("auc")
+    auc = f"{final:.4f}" if isinstance(final, float) else "n/a"
+    reached = summary.get("steps_to_threshold")
+    threshold = summary.get("auc_threshold")
+    when = f"step {reached}" if reached is not None else "not reached"
+    took = "skipped (finished before)" if summary.get("skipped") else f"{summary.get('seconds', 0.0):.1f}s"
+    return f"final AUC {auc}, AUC >= {threshold}: {when}, {took}"
