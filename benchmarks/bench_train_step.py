@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -41,15 +42,24 @@ def default_size(name: str) -> int:
 # ---------------------------------------------------------------------------------------------------------- JAX
 
 
+def bench_config(name, dtype, num_steps):
+    """The fields of config_lib.base_config() that building a train step reads, without ml_collections or the data
+    stack (so this also runs on a bare accelerator image): Adam lr 1e-3, random init, nothing frozen."""
+    ns = types.SimpleNamespace
+    optimizer = ns(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
+                   weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
+    return ns(model=ns(name=name, overrides={}), dtype=dtype, init="random", pretrained="", mean_var_bn="mean_var",
+              freeze=(), num_train_steps=num_steps, optimizer=optimizer)
+
+
+
 def jax_images_per_second(name, size, args):
     import jax
     import jax.numpy as jnp
 
-    from transfusion_jax.train import config_lib, partition, state as state_lib, steps
+    from transfusion_jax.train import partition, state as state_lib, steps
 
-    config = config_lib.base_config()
-    config.model.name, config.dtype = name, args.dtype
-    config.num_train_steps = args.steps + args.warmup
+    config = bench_config(name, args.dtype, args.steps + args.warmup)
     mesh = partition.make_data_mesh()
     model = state_lib.build_model(config, 2)
     state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, size, size, 3)))
@@ -145,7 +155,11 @@ def torch_images_per_second(name, size, args):
 def main(argv=None):
     args = parse_args(argv)
     import jax
-    import torch
+
+    try:
+        import torch
+    except ImportError:  # a bare accelerator image: report ours alone
+        torch = None
 
     if args.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
@@ -153,14 +167,15 @@ def main(argv=None):
     for name in [m for m in args.models.split(",") if m]:
         size = args.size or default_size(name)
         ours, compile_s = jax_images_per_second(name, size, args)
-        theirs, torch_device = torch_images_per_second(name, size, args)
+        theirs, torch_device = torch_images_per_second(name, size, args) if torch else (float("nan"), "n/a")
         rows.append((name, size, ours, compile_s, theirs))
         print(f"{name}@{size}: jax {ours:.2f} img/s (compile {compile_s:.1f} s), torch {theirs:.2f} img/s", flush=True)
     jax_dev = jax.devices()[0]
     print()
     print(f"jax {jax.__version__} on {jax.device_count()} x {jax_dev.device_kind} ({jax_dev.platform}); "
-          f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); "
-          f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, {args.steps} timed steps, "
+          + (f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); " if torch else
+             "torch not installed; ")
+          + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, {args.steps} timed steps, "
           f"Adam, BatchNorm in train mode")
     print()
     print("| model | size | batch | dtype | ours (JAX) img/s | PyTorch img/s | ours / PyTorch | JAX compile s |")

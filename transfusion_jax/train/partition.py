@@ -7,7 +7,7 @@ devices and a multi-host TPU slice (after `maybe_initialize_distributed`).
 import os
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -25,8 +25,11 @@ def maybe_initialize_distributed(mode: str) -> bool:
 
 
 def make_data_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh with an Auto axis: the step is global-view code and XLA propagates the shardings. (Newer JAX
+    defaults make_mesh to Explicit axes, under which e.g. optax's take_along_axis on a batch-sharded label refuses
+    to pick an output sharding.)"""
     devices = list(jax.devices() if devices is None else devices)
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh) -> NamedSharding:
