@@ -236,3 +236,18 @@ def test_inception_v3_matches_keras(inception):
     model = pretrained.model_from_metadata(metadata)
     check_sizes(build_inception, ref.get_weights(), inception_names, variables, model,
                 [(299, 299), (320, 299)], "inception", seed=3)
+
+
+def test_missing_inception_layer_is_named(inception, tmp_path):
+    """Inception's layers are matched by construction number, so a gap must be named, not shift later layers.
+    Keras' inception_v3.py builds the stem's 5 convs, then Mixed_5b's branch1x1, branch5x5_1, branch5x5_2,
+    branch3x3dbl_1, _2, _3: the 11th conv (#10 counted from 0) is branch3x3dbl_3."""
+    import h5py
+
+    cut = tmp_path / "gap.h5"
+    keras2_copy(inception[1]["legacy"], cut)  # conv2d_1 .. conv2d_94
+    with h5py.File(cut, "a") as f:
+        f.attrs["layer_names"] = [n for n in f.attrs["layer_names"] if n not in (b"conv2d_11", "conv2d_11")]
+    with pytest.raises(pretrained.ConversionError) as e:
+        pretrained.convert("keras", "inception_v3", str(cut))
+    assert "missing #11 -> mixed_5/Mixed_5b/branch3x3dbl_3/conv" in str(e.value)

@@ -168,12 +168,27 @@ def _serial(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _check_contiguous(names: List[str], order: List[str], kind: str) -> None:
+    """One model's auto names count up without gaps; a gap is a missing layer, which would shift every later
+    layer onto the wrong module, so name it (and the module it belongs to) instead."""
+    if not names:
+        return
+    present = {_serial(n) for n in names}
+    first = min(present)
+    gaps = [i for i in range(first, max(present) + 1) if i not in present]
+    if gaps:
+        where = ", ".join(f"#{i} -> {order[i - first]}/{kind}" if i - first < len(order) else f"#{i}" for i in gaps)
+        raise ConversionError(f"The Keras file's {kind} layers skip construction numbers ({names[0]} ... "
+                              f"{names[-1]}): missing {where}. Is the file complete?")
+
+
 def _inception_layer_paths(layers: Layers) -> Dict[str, str]:
     order = convbn_call_order("inception_v3", variant="keras")
     paths = {}
-    for kind, sub in (("conv", "conv"), ("bn", "bn")):
+    for kind in ("conv", "bn"):
         names = sorted((n for n, r in layers.items() if _kind(r) == kind), key=_serial)
-        paths.update({n: f"{p}/{sub}" for n, p in zip(names, order)})
+        _check_contiguous(names, order, kind)
+        paths.update({n: f"{p}/{kind}" for n, p in zip(names, order)})
     paths.update({n: "head" for n, r in layers.items() if _kind(r) == "dense" and n == "predictions"})
     return paths
 
