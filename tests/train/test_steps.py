@@ -15,7 +15,7 @@ def _config(**optimizer):
     opt = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
                weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
     opt.update(optimizer)
-    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10, pretrained="",
+    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10, pretrained="", dtype="float32",
                                           mean_var_bn="mean_var", model=dict(name="cbr_small", overrides=dict(widths=(4, 8))),
                                           optimizer=ml_collections.ConfigDict(opt)))
 
@@ -151,3 +151,23 @@ def test_eval_counts_every_example_once_on_odd_sizes():
                 keep = ds.masks[:, c] > 0
                 assert out[f"auc/c{c}"] == pytest.approx(roc_auc_score(ds.labels[keep, c], p[keep, c]), abs=1e-6)
         assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    config = _config()
+    config.dtype = "bfloat16"
+    model = state_lib.build_model(config, 2)
+    after, metrics = _state_after_one_step(partition.make_data_mesh(), config, _numpy_batch(), model)
+    assert np.isfinite(metrics["loss"])
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves((after.params, after.batch_stats))} == {np.dtype(np.float32)}
+
+
+def test_distributed_mode_and_batch_size_checks(monkeypatch):
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    assert partition.maybe_initialize_distributed("auto") is False  # single host: nothing to start
+    assert partition.maybe_initialize_distributed("false") is False
+    with pytest.raises(ValueError, match="maybe"):
+        partition.maybe_initialize_distributed("maybe")
+    with pytest.raises(ValueError, match="divisible by the 8 devices"):
+        partition.check_batch_size(12, partition.make_data_mesh())
