@@ -106,7 +106,8 @@ def test_collector_errors_name_the_culprit():
 
 
 def test_collector_with_registry_cbr():
-    models = pytest.importorskip("transfusion_jax.models")
+    from transfusion_jax import models
+
     module = models.get_model("cbr_small", 2, widths=(4, 8, 8, 8))
     x = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
     init = jax.jit(functools.partial(module.init, train=False))

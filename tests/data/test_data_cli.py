@@ -52,9 +52,9 @@ def test_prepare_errors(tmp_path):
       prepare.prepare('chexpert', str(tmp_path / 'cx'), str(tmp_path / 'd'), use_tensorflow=True)
 
 
-def test_resized_dr_configs_need_opencv(tmp_path):
-  if importlib.util.find_spec('cv2') is not None:
-    pytest.skip('opencv is installed')
+def test_resized_dr_configs_need_opencv(tmp_path, monkeypatch):
+  real_find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'cv2' else real_find_spec(name, *a))
   cli.main(['generate', 'tfds_dr_manual', str(tmp_path), '--num', '2', '--num_eval', '2', '--size', '16'])
   with pytest.raises(ImportError, match='opencv-python-headless'):
     prepare.prepare('diabetic_retinopathy_detection/btgraham-300', str(tmp_path), str(tmp_path / 'd'))
@@ -62,7 +62,6 @@ def test_resized_dr_configs_need_opencv(tmp_path):
 
 def test_resized_dr_config_prepared_without_tf(tmp_path):
   """btgraham-300 runs the builder's own OpenCV processing: radius scaled to 300 px, cropped to 90 % -> 540."""
-  pytest.importorskip('cv2')
   import io
 
   import numpy as np

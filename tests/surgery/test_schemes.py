@@ -275,9 +275,8 @@ def test_slim_entry_point_takes_a_resnet50_checkpoint():
 
 
 def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):
-    pretrained = pytest.importorskip("transfusion_jax.pretrained")
-    if not hasattr(pretrained, "save"):
-        pytest.skip("transfusion_jax.pretrained.save is not there yet")
+    from transfusion_jax import pretrained
+
     init, source = tiny_pair()
     path = str(tmp_path / "tiny.npz")
     pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2,
