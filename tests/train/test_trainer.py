@@ -13,7 +13,8 @@ import pytest
 
 from conftest import CACHE_DIR
 from fake_data import FakeDataset
-from transfusion_jax.train import NonFiniteLossError, config_lib, metrics, trainer
+from transfusion_jax import pretrained
+from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,7 +53,7 @@ def _records(workdir, split):
 
 def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     workdir = str(tmp_path)
-    summary = trainer.train_and_evaluate(_tiny_config(), workdir)
+    summary = trainer.train_and_evaluate(_tiny_config(export_pretrained=True), workdir)
     train, evals = _records(workdir, "train"), _records(workdir, "eval")
     assert [r["step"] for r in evals] == list(range(5, 41, 5))
     assert np.mean([r["loss"] for r in train[-2:]]) < 0.7 * np.mean([r["loss"] for r in train[:2]])
@@ -67,6 +68,12 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
         assert json.load(f)["model"]["overrides"]["widths"] == [4, 8]
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest")))[-1] == "40"
+    # The exported weights are the final state's, in the format transfer/transfusion read.
+    variables, meta = pretrained.load(os.path.join(workdir, "pretrained.npz"))
+    final = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", "latest", "40", "default"))
+    assert meta["architecture"] == "cbr_small" and meta["num_classes"] == 2
+    for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), jax.tree_util.tree_leaves(final["params"])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):
