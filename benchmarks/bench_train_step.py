@@ -27,8 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--size", type=int, default=0, help="input resolution; 0 = each model's paper resolution")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup untimed ones)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per framework (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                    help="auto: JAX's default backend and CUDA for torch when available")
     return p.parse_args(argv)
@@ -53,7 +53,8 @@ def bench_config(name, dtype, num_steps):
 
 
 
-def jax_images_per_second(name, size, args):
+def jax_stepper(name, size, args):
+    """(one synchronized train step as a callable, first-call compile seconds)."""
     import jax
     import jax.numpy as jnp
 
@@ -72,20 +73,17 @@ def jax_images_per_second(name, size, args):
         "valid": np.ones(args.batch, bool),
     }
     batch = jax.device_put(batch, partition.data_sharded(mesh))
-    step = steps.make_train_step(model, tx, "softmax", mesh)
+    train_step = steps.make_train_step(model, tx, "softmax", mesh)
     key = jax.random.key(0)
+    holder = {"state": state}
+
+    def step():
+        holder["state"], metrics = train_step(holder["state"], batch, key)
+        jax.block_until_ready(metrics)
+
     t0 = time.perf_counter()
-    state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    for _ in range(args.warmup - 1):
-        state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    return args.batch * args.steps / (time.perf_counter() - t0), compile_s
+    step()
+    return step, time.perf_counter() - t0
 
 
 # -------------------------------------------------------------------------------------------------------- torch
@@ -119,7 +117,8 @@ def torch_model(name):
     return torch_cbr(name)
 
 
-def torch_images_per_second(name, size, args):
+def torch_stepper(name, size, args):
+    """(one synchronized train step as a callable, device name)."""
     import torch
 
     device = "cuda" if args.device in ("auto", "gpu") and torch.cuda.is_available() else "cpu"
@@ -131,22 +130,32 @@ def torch_images_per_second(name, size, args):
     y = torch.from_numpy(rng.integers(0, 2, args.batch)).to(device)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast:
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
+        sync()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    return args.batch * args.steps / (time.perf_counter() - t0), device
+    return step, device
+
+
+def interleaved_images_per_second(steppers, batch, warmup, steps):
+    """Images/s of each stepper from the median step time, the steppers taking turns step by step so that a load
+    change on a shared machine hits both alike."""
+    for step in steppers:
+        for _ in range(warmup):
+            step()
+    times = [[] for _ in steppers]
+    for _ in range(steps):
+        for step, record in zip(steppers, times):
+            t0 = time.perf_counter()
+            step()
+            record.append(time.perf_counter() - t0)
+    return [batch / float(np.median(record)) for record in times]
 
 
 # --------------------------------------------------------------------------------------------------------- main
@@ -166,8 +175,12 @@ def main(argv=None):
     rows, torch_device = [], "cpu"
     for name in [m for m in args.models.split(",") if m]:
         size = args.size or default_size(name)
-        ours, compile_s = jax_images_per_second(name, size, args)
-        theirs, torch_device = torch_images_per_second(name, size, args) if torch else (float("nan"), "n/a")
+        ours_step, compile_s = jax_stepper(name, size, args)
+        if torch:
+            theirs_step, torch_device = torch_stepper(name, size, args)
+            ours, theirs = interleaved_images_per_second([ours_step, theirs_step], args.batch, args.warmup, args.steps)
+        else:
+            (ours,), theirs = interleaved_images_per_second([ours_step], args.batch, args.warmup, args.steps), np.nan
         rows.append((name, size, ours, compile_s, theirs))
         print(f"{name}@{size}: jax {ours:.2f} img/s (compile {compile_s:.1f} s), torch {theirs:.2f} img/s", flush=True)
     jax_dev = jax.devices()[0]
@@ -175,7 +188,8 @@ def main(argv=None):
     print(f"jax {jax.__version__} on {jax.device_count()} x {jax_dev.device_kind} ({jax_dev.platform}); "
           + (f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); " if torch else
              "torch not installed; ")
-          + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, {args.steps} timed steps, "
+          + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, median of {args.steps} "
+          f"interleaved steps, "
           f"Adam, BatchNorm in train mode")
     print()
     print("| model | size | batch | dtype | ours (JAX) img/s | PyTorch img/s | ours / PyTorch | JAX compile s |")
