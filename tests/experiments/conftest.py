@@ -1,16 +1,17 @@
-"""One persistent JAX compilation cache for every test here: the quickstart and the three notebook kernels compile
-the same tiny programs, so only the first compiles them (subprocesses and kernels inherit the variable)."""
+"""Environment for the processes these tests start (the quickstart CLI, notebook kernels): one persistent JAX
+compilation cache shared by all of them (they compile the same tiny programs, so only the first pays), a single CPU
+device as a user's laptop has (not the 8 fake devices of the in-process tests), and the checkout on PYTHONPATH."""
 import os
 
 import pytest
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-@pytest.fixture(scope="session", autouse=True)
-def shared_compile_cache(tmp_path_factory):
-    old = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    yield
-    if old is None:
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR")
-    else:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = old
+
+@pytest.fixture(scope="session")
+def child_env(tmp_path_factory):
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
+    }

@@ -19,18 +19,14 @@ def test_notebooks_match_their_builder():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_at_mini_scale(name, tmp_path):
+def test_notebook_runs_at_mini_scale(name, tmp_path, child_env, monkeypatch):
     nb = nbformat.read(os.path.join(COLABS, name), as_version=4)
     assert "MINI = True" in nb.cells[2].source  # the committed notebooks default to the CPU-sized run
     # Run from a scratch copy of the checkout's layout: cwd tmp_path, with the package and configs reachable.
     os.symlink(os.path.join(REPO, "configs"), tmp_path / "configs")
-    env_path = os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])
-    os.environ["PYTHONPATH"], old = env_path, os.environ.get("PYTHONPATH")
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)
+    for key, value in child_env.items():  # the kernel inherits this process's environment
+        monkeypatch.setenv(key, value)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]

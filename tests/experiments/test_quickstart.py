@@ -10,8 +10,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _quickstart(workdir):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+def _quickstart(workdir, child_env):
+    env = {**os.environ, **child_env}
     result = subprocess.run([sys.executable, "-m", "transfusion_jax.experiments.quickstart", "--workdir",
                              str(workdir), "--mini"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -19,9 +19,9 @@ def _quickstart(workdir):
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
+def mini(tmp_path_factory, child_env):
     workdir = tmp_path_factory.mktemp("quickstart")
-    return workdir, _quickstart(workdir)
+    return workdir, _quickstart(workdir, child_env)
 
 
 def test_report_sections_and_figures(mini):
@@ -58,9 +58,9 @@ def test_report_numbers_come_from_the_runs(mini):
     assert len(set(round(s, 6) for s in scores)) > 1  # computed, not a constant
 
 
-def test_rerun_skips_finished_work(mini):
+def test_rerun_skips_finished_work(mini, child_env):
     workdir, _ = mini
     before = (workdir / "runs" / "random" / "seed_0" / "metrics.jsonl").read_text()
-    out = _quickstart(workdir)
+    out = _quickstart(workdir, child_env)
     assert out.count("skipped (finished before)") == 3
     assert (workdir / "runs" / "random" / "seed_0" / "metrics.jsonl").read_text() == before
