@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
 
 
@@ -71,7 +72,9 @@ def test_chexpert_table_per_pathology(tmp_path):
     assert "80.00 / 79.52" in line and "83.00 / 88.34 **differs**" in line
 
 
-def test_unfinished_runs_are_left_out_and_empty_root_is_an_error(tmp_path):
+def test_unfinished_runs_are_left_out_and_empty_root_is_an_error(tmp_path, capsys):
     os.makedirs(runs.RunSpec("retina", "cbr_small", "random", 0).workdir(str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="No finished runs"):
         report.render(str(tmp_path))
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "No finished runs" in capsys.readouterr().err

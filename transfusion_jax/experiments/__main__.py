@@ -46,7 +46,11 @@ def main(argv=None) -> int:
         return 1 if failed else 0
     if overrides:
         parser.error(f"--config.* overrides only apply to 'sweep', got {overrides}")
-    text = report.render(args.root)
+    try:
+        text = report.render(args.root)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -339,12 +339,10 @@ def write_report(workdir: str, s: Settings, trained: dict, analysis: dict, filte
     main_inits = [i for i in ("random", "transfer", "mean_var", "gabor") if i in s.inits]
     prefix_inits = ["random"] + [i for i in s.inits if i.startswith("transfusion:")] + ["transfer"]
     prefix_inits = [i for i in prefix_inits if i in s.inits]
-    figures = {
-        "auc_curves": plots.auc_curves({i: curves[i] for i in main_inits}, os.path.join(fig_dir, "auc_curves.png"),
-                                       THRESHOLD, "Eval AUC (mean over seeds, min-max shaded)"),
-    }
+    plots.auc_curves({i: curves[i] for i in main_inits}, os.path.join(fig_dir, "auc_curves.png"), THRESHOLD,
+                     "Eval AUC (mean over seeds, min-max shaded)")
     layers = analysis["layers"]
-    lines = [f"# Transfusion quickstart report", "",
+    lines = ["# Transfusion quickstart report", "",
              f"Everything below was computed from the runs in `{os.path.abspath(workdir)}` by "
              f"`python -m transfusion_jax.experiments.quickstart` (nothing is hard-coded; rerun to regenerate).", "",
              "## Setup", "",
@@ -379,9 +377,9 @@ def write_report(workdir: str, s: Settings, trained: dict, analysis: dict, filte
                      _steps_cell(by_init[init])])
     lines += ["## Final AUC and convergence per init (paper Table 1, Fig. 6, PAPER.md 4.4)", "",
               *_table(["init", "runs", "final AUC (mean ± std)", "best AUC", f"steps to AUC {THRESHOLD}"], rows),
-              "", f"![AUC curves](figures/auc_curves.png)", ""]
+              "", "![AUC curves](figures/auc_curves.png)", ""]
     if len(prefix_inits) > 2:
-        figures["auc_transfusion"] = plots.auc_curves(
+        plots.auc_curves(
             {i: curves[i] for i in prefix_inits}, os.path.join(fig_dir, "auc_curves_transfusion.png"), THRESHOLD,
             "Weight transfusion: pretrained prefix up to each block")
         rows = []
@@ -396,7 +394,7 @@ def write_report(workdir: str, s: Settings, trained: dict, analysis: dict, filte
     if analysis["rand_imnet"] and analysis["rand_rand"]:
         ri = _layer_stats([d["per_layer"] for d in analysis["rand_imnet"]], layers)
         rr = _layer_stats([d["per_layer"] for d in analysis["rand_rand"]], layers)
-        figures["cca"] = plots.grouped_bars(
+        plots.grouped_bars(
             {"CCA(Rand, ImNet)": {l: np.mean(ri[l]) for l in layers},
              "CCA(Rand, Rand)": {l: np.mean(rr[l]) for l in layers}},
             os.path.join(fig_dir, "cca_per_layer.png"), "SVCCA similarity", "Trained networks compared per layer",
@@ -417,7 +415,7 @@ def write_report(workdir: str, s: Settings, trained: dict, analysis: dict, filte
                   "", "![CCA per layer](figures/cca_per_layer.png)", ""]
     if analysis["to_init"]:
         stats = {init: _layer_stats(items, layers) for init, items in analysis["to_init"].items()}
-        figures["to_init"] = plots.grouped_bars(
+        plots.grouped_bars(
             {init: {l: np.mean(v[l]) for l in layers} for init, v in stats.items()},
             os.path.join(fig_dir, "similarity_to_init.png"), "SVCCA(init, final)",
             "Similarity of each layer to its initialisation")
@@ -427,7 +425,7 @@ def write_report(workdir: str, s: Settings, trained: dict, analysis: dict, filte
                   "", "![Similarity to init](figures/similarity_to_init.png)", ""]
     change = analysis["weight_change"]
     names = list(dict.fromkeys(k for items in change.values() for d in items for k in d))
-    figures["weight_change"] = plots.grouped_bars(
+    plots.grouped_bars(
         {init: {k: np.mean([d[k] for d in items]) for k in names} for init, items in change.items()
          if init in ("random", "transfer", "mean_var", "gabor")},
         os.path.join(fig_dir, "weight_change.png"), "||W_T - W_0|| / ||W_0||", "Relative weight change per block")
