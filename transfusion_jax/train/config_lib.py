@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.auc_threshold = 0.91
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
-    c.runlocal = False
+    c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run
     return c
 
 
