@@ -14,15 +14,15 @@ import sys
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Where Colab clones the project from (the install cell runs only when transfusion_jax is not importable).
-REPO_URL = "https://github.com/transfusion-jax/transfusion_jax.git"
-
-INSTALL = f'''\
+INSTALL = '''\
 # Colab: fetch the project (its configs/ are needed too) and install it; skipped when transfusion_jax is importable.
+REPO_URL = ""  # the git URL of your transfusion_jax clone (or upload the repo as ./transfusion_jax_repo)
 import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("transfusion_jax") is None:
     if not os.path.exists("transfusion_jax_repo"):
-        subprocess.check_call(["git", "clone", "--depth", "1", "{REPO_URL}", "transfusion_jax_repo"])
+        if not REPO_URL:
+            raise SystemExit("Set REPO_URL to the git URL of transfusion_jax, or upload the repo as transfusion_jax_repo/.")
+        subprocess.check_call(["git", "clone", "--depth", "1", REPO_URL, "transfusion_jax_repo"])
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "transfusion_jax_repo"])
     os.chdir("transfusion_jax_repo")
     sys.path.insert(0, os.getcwd())'''
