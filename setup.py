@@ -25,8 +25,8 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.10",
         "importlib_resources>=6",
         "pillow>=10",
-        "grain>=0.2.18",
-        "array_record>=0.8",
+        "array_record>=0.8",  # tfds.data_source reads prepared datasets from ArrayRecord files
+        "etils>=1.5",
     ],
     extras_require={
         "test": ["pytest>=8", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],

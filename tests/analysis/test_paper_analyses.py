@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from test_activation_collector import images, tiny_models
 from transfusion_jax.analysis import Reduction, paper
 

@@ -1,5 +1,6 @@
 """Batching contract: sharding, exact-once padded eval, seeded epochs, restart by index arithmetic, subsets,
 parallel workers, multi-host shares, and every bad-input error."""
+
 import logging
 import os
 import shutil
@@ -19,169 +20,188 @@ MESH = None
 
 
 def mesh():
-  global MESH
-  if MESH is None:
-    MESH = jax.make_mesh((8,), ('data',))
-  return MESH
+    global MESH
+    if MESH is None:
+        MESH = jax.make_mesh((8,), ("data",))
+    return MESH
 
 
 class IndexSource(readers.Source):
-  """Image i is constant with red = i % 256 and green = i // 256, so a batch tells which examples it holds."""
+    """Image i is constant with red = i % 256 and green = i // 256, so a batch tells which examples it holds."""
 
-  def __init__(self, n, sigmoid=False, bad=()):
-    self.calls, self.bad = 0, set(bad)
-    if sigmoid:
-      rng = np.random.default_rng(n)
-      self.task = tasks.chexpert_task()
-      self.labels = readers.sigmoid_labels(rng.integers(0, 2, (n, 5)).astype(np.float32),
-                                           rng.integers(0, 2, (n, 5)).astype(np.float32))
-    else:
-      self.task = tasks.retina_task('five_class', 2)
-      self.labels = readers.softmax_labels(np.arange(n) % 5)
+    def __init__(self, n, sigmoid=False, bad=()):
+        self.calls, self.bad = 0, set(bad)
+        if sigmoid:
+            rng = np.random.default_rng(n)
+            self.task = tasks.chexpert_task()
+            self.labels = readers.sigmoid_labels(
+                rng.integers(0, 2, (n, 5)).astype(np.float32), rng.integers(0, 2, (n, 5)).astype(np.float32)
+            )
+        else:
+            self.task = tasks.retina_task("five_class", 2)
+            self.labels = readers.softmax_labels(np.arange(n) % 5)
 
-  def load(self, index, target_size):
-    self.calls += 1
-    if index in self.bad:
-      raise BadImageError(f'{self.describe(index)}: cannot read image (test)')
-    return Image.new('RGB', (8, 8), (index % 256, index // 256, 0))
+    def load(self, index, target_size):
+        self.calls += 1
+        if index in self.bad:
+            raise BadImageError(f"{self.describe(index)}: cannot read image (test)")
+        return Image.new("RGB", (8, 8), (index % 256, index // 256, 0))
 
-  def describe(self, index):
-    return f'index/{index}.jpeg'
+    def describe(self, index):
+        return f"index/{index}.jpeg"
 
 
-def index_dataset(n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image='raise', indices=None,
-                  prefetch=2):
-  decode = pipeline._Decode(8, 'squash', augment)
-  return pipeline.Dataset(IndexSource(n, sigmoid, bad), train=train, decode=decode, normalization='none',
-                          on_bad_image=on_bad_image, indices=indices, num_workers=0, prefetch=prefetch)
+def index_dataset(n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2):
+    decode = pipeline._Decode(8, "squash", augment)
+    return pipeline.Dataset(
+        IndexSource(n, sigmoid, bad),
+        train=train,
+        decode=decode,
+        normalization="none",
+        on_bad_image=on_bad_image,
+        indices=indices,
+        num_workers=0,
+        prefetch=prefetch,
+    )
 
 
 def held(batch):
-  """Example ids in a batch (from the constant image), -1 for rows with valid=False."""
-  image = np.rint(np.asarray(batch['image'])[:, 0, 0] * 255).astype(int)
-  ids = image[:, 0] + 256 * image[:, 1]
-  return np.where(np.asarray(batch['valid']), ids, -1)
+    """Example ids in a batch (from the constant image), -1 for rows with valid=False."""
+    image = np.rint(np.asarray(batch["image"])[:, 0, 0] * 255).astype(int)
+    ids = image[:, 0] + 256 * image[:, 1]
+    return np.where(np.asarray(batch["valid"]), ids, -1)
 
 
 def test_eval_covers_each_example_once_and_pads_last_batch():
-  ds = index_dataset(13, train=False)
-  batches = list(ds.batches(8, mesh=mesh()))
-  assert len(batches) == ds.num_batches(8) == 2
-  np.testing.assert_array_equal(np.concatenate([held(b) for b in batches]), list(range(13)) + [-1] * 3)
-  last = batches[1]
-  np.testing.assert_array_equal(np.asarray(last['valid']), [True] * 5 + [False] * 3)
-  np.testing.assert_array_equal(np.asarray(last['label']), [8 % 5, 9 % 5, 10 % 5, 11 % 5, 12 % 5, 0, 0, 0])
-  np.testing.assert_array_equal(np.asarray(last['label_mask'])[:, 0], [1] * 5 + [0] * 3)
-  for key, (shape, dtype) in {'image': ((8, 8, 8, 3), np.float32), 'label': ((8,), np.int32),
-                              'label_mask': ((8, 1), np.float32), 'valid': ((8,), np.bool_)}.items():
-    array = last[key]
-    assert (array.shape, array.dtype) == (shape, dtype), key
-    assert array.sharding.is_equivalent_to(NamedSharding(mesh(), P('data')), array.ndim), key
-    assert [s.data.shape[0] for s in array.addressable_shards] == [1] * 8
+    ds = index_dataset(13, train=False)
+    batches = list(ds.batches(8, mesh=mesh()))
+    assert len(batches) == ds.num_batches(8) == 2
+    np.testing.assert_array_equal(np.concatenate([held(b) for b in batches]), list(range(13)) + [-1] * 3)
+    last = batches[1]
+    np.testing.assert_array_equal(np.asarray(last["valid"]), [True] * 5 + [False] * 3)
+    np.testing.assert_array_equal(np.asarray(last["label"]), [8 % 5, 9 % 5, 10 % 5, 11 % 5, 12 % 5, 0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(last["label_mask"])[:, 0], [1] * 5 + [0] * 3)
+    for key, (shape, dtype) in {
+        "image": ((8, 8, 8, 3), np.float32),
+        "label": ((8,), np.int32),
+        "label_mask": ((8, 1), np.float32),
+        "valid": ((8,), np.bool_),
+    }.items():
+        array = last[key]
+        assert (array.shape, array.dtype) == (shape, dtype), key
+        assert array.sharding.is_equivalent_to(NamedSharding(mesh(), P("data")), array.ndim), key
+        assert [s.data.shape[0] for s in array.addressable_shards] == [1] * 8
 
 
 def test_eval_sigmoid_labels_and_masks():
-  ds = index_dataset(5, train=False, sigmoid=True)
-  batch = next(ds.batches(8, mesh=mesh()))
-  assert batch['label'].dtype == np.float32 and batch['label'].shape == (8, 5)
-  np.testing.assert_array_equal(np.asarray(batch['label'])[:5], ds.source.labels.targets)
-  np.testing.assert_array_equal(np.asarray(batch['label_mask'])[:5], ds.source.labels.mask)
-  assert not np.asarray(batch['label_mask'])[5:].any() and not np.asarray(batch['label'])[5:].any()
+    ds = index_dataset(5, train=False, sigmoid=True)
+    batch = next(ds.batches(8, mesh=mesh()))
+    assert batch["label"].dtype == np.float32 and batch["label"].shape == (8, 5)
+    np.testing.assert_array_equal(np.asarray(batch["label"])[:5], ds.source.labels.targets)
+    np.testing.assert_array_equal(np.asarray(batch["label_mask"])[:5], ds.source.labels.mask)
+    assert not np.asarray(batch["label_mask"])[5:].any() and not np.asarray(batch["label"])[5:].any()
 
 
 def _take(iterator, k):
-  return [next(iterator) for _ in range(k)]
+    return [next(iterator) for _ in range(k)]
 
 
 def test_train_epochs_are_seeded_permutations():
-  ds = index_dataset(12, train=True)
-  ids = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=3), 3)])
-  first, second = ids[:12], ids[12:]
-  assert sorted(first) == sorted(second) == list(range(12))  # each epoch holds every example once
-  assert not np.array_equal(first, second)
-  np.testing.assert_array_equal(first, np.random.default_rng([3, 0]).permutation(12))
-  again = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=3), 3)])
-  other = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=4), 3)])
-  np.testing.assert_array_equal(ids, again)
-  assert not np.array_equal(ids, other)
+    ds = index_dataset(12, train=True)
+    ids = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=3), 3)])
+    first, second = ids[:12], ids[12:]
+    assert sorted(first) == sorted(second) == list(range(12))  # each epoch holds every example once
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, np.random.default_rng([3, 0]).permutation(12))
+    again = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=3), 3)])
+    other = np.concatenate([held(b) for b in _take(ds.batches(8, mesh=mesh(), seed=4), 3)])
+    np.testing.assert_array_equal(ids, again)
+    assert not np.array_equal(ids, other)
 
 
 def _augment():
-  return pipeline.Augment(hflip=True, vflip=False, rotate_deg=20.0, translate=0.1, scale_min=0.9, scale_max=1.1,
-                          brightness=0.3, contrast=0.3)
+    return pipeline.Augment(
+        hflip=True,
+        vflip=False,
+        rotate_deg=20.0,
+        translate=0.1,
+        scale_min=0.9,
+        scale_max=1.1,
+        brightness=0.3,
+        contrast=0.3,
+    )
 
 
 def test_restart_at_step_reproduces_the_stream_without_decoding_skipped_images():
-  full = index_dataset(16, train=True, augment=_augment(), prefetch=1)
-  reference = _take(full.batches(8, mesh=mesh(), seed=5), 6)
-  resumed = index_dataset(16, train=True, augment=_augment(), prefetch=1)
-  tail = _take(resumed.batches(8, mesh=mesh(), seed=5, start_step=3), 3)
-  assert resumed.source.calls == 3 * 8  # the 24 skipped positions were never decoded
-  for want, got in zip(reference[3:], tail):
-    for key in want:
-      np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
-  # epoch_start=1 begins where epoch 1 begins in the stream (16 examples = 2 steps per epoch)
-  later = _take(index_dataset(16, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5, epoch_start=1), 2)
-  for want, got in zip(reference[2:4], later):
-    np.testing.assert_array_equal(np.asarray(got['image']), np.asarray(want['image']))
+    full = index_dataset(16, train=True, augment=_augment(), prefetch=1)
+    reference = _take(full.batches(8, mesh=mesh(), seed=5), 6)
+    resumed = index_dataset(16, train=True, augment=_augment(), prefetch=1)
+    tail = _take(resumed.batches(8, mesh=mesh(), seed=5, start_step=3), 3)
+    assert resumed.source.calls == 3 * 8  # the 24 skipped positions were never decoded
+    for want, got in zip(reference[3:], tail):
+        for key in want:
+            np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
+    # epoch_start=1 begins where epoch 1 begins in the stream (16 examples = 2 steps per epoch)
+    later = _take(index_dataset(16, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5, epoch_start=1), 2)
+    for want, got in zip(reference[2:4], later):
+        np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
 
 
 def test_process_shares_partition_each_global_batch(monkeypatch):
-  ds = index_dataset(13, train=False)
-  shares = []
-  for p in range(2):
-    monkeypatch.setattr(jax, 'process_count', lambda: 2)
-    monkeypatch.setattr(jax, 'process_index', lambda p=p: p)
-    shares.append([[row for row, _ in share] for share in ds._plan(8, 0, 0, 0)])
-  np.testing.assert_array_equal(shares[0], [[0, 1, 2, 3], [8, 9, 10, 11]])
-  np.testing.assert_array_equal(shares[1], [[4, 5, 6, 7], [12, -1, -1, -1]])
+    ds = index_dataset(13, train=False)
+    shares = []
+    for p in range(2):
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+        monkeypatch.setattr(jax, "process_index", lambda p=p: p)
+        shares.append([[row for row, _ in share] for share in ds._plan(8, 0, 0, 0)])
+    np.testing.assert_array_equal(shares[0], [[0, 1, 2, 3], [8, 9, 10, 11]])
+    np.testing.assert_array_equal(shares[1], [[4, 5, 6, 7], [12, -1, -1, -1]])
 
 
-@pytest.mark.parametrize('worker_type', ['thread', 'process'])
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
 def test_parallel_workers_match_inline_decoding(worker_type):
-  c = make_config('synthetic_retina', **{'synthetic.num_examples': 16, 'synthetic.native_size': 24,
-                                         'image_size': 16})
-  inline = _take(build_dataset(c, 'train', train=True).batches(8, mesh=mesh(), seed=1), 3)
-  c.num_workers, c.worker_type = 2, worker_type
-  parallel = _take(build_dataset(c, 'train', train=True).batches(8, mesh=mesh(), seed=1), 3)
-  for want, got in zip(inline, parallel):
-    np.testing.assert_array_equal(np.asarray(got['image']), np.asarray(want['image']))
+    c = make_config("synthetic_retina", **{"synthetic.num_examples": 16, "synthetic.native_size": 24, "image_size": 16})
+    inline = _take(build_dataset(c, "train", train=True).batches(8, mesh=mesh(), seed=1), 3)
+    c.num_workers, c.worker_type = 2, worker_type
+    parallel = _take(build_dataset(c, "train", train=True).batches(8, mesh=mesh(), seed=1), 3)
+    for want, got in zip(inline, parallel):
+        np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
 
 
 # ---------------------------------------------------------------------------------------------------- subsets
 
 
 def test_allocate_largest_remainder_by_hand():
-  np.testing.assert_array_equal(subsets.allocate(np.array([5, 3, 2]), 5), [3, 1, 1])  # 2.5, 1.5, 1.0
-  np.testing.assert_array_equal(subsets.allocate(np.array([70, 30]), 10), [7, 3])
-  np.testing.assert_array_equal(subsets.allocate(np.array([1, 1, 1]), 2), [1, 1, 0])
+    np.testing.assert_array_equal(subsets.allocate(np.array([5, 3, 2]), 5), [3, 1, 1])  # 2.5, 1.5, 1.0
+    np.testing.assert_array_equal(subsets.allocate(np.array([70, 30]), 10), [7, 3])
+    np.testing.assert_array_equal(subsets.allocate(np.array([1, 1, 1]), 2), [1, 1, 0])
 
 
 def test_subsets_are_seeded_and_stratified():
-  strata = np.array([0] * 70 + [1] * 30)
-  a = subsets.select_subset(strata, 10, seed=1, stratified=True)
-  np.testing.assert_array_equal(a, subsets.select_subset(strata, 10, seed=1, stratified=True))
-  assert not np.array_equal(a, subsets.select_subset(strata, 10, seed=2, stratified=True))
-  assert len(set(a)) == 10 and np.bincount(strata[a]).tolist() == [7, 3]
-  plain = subsets.select_subset(strata, 10, seed=1, stratified=False)
-  assert len(set(plain)) == 10 and np.all(np.diff(plain) > 0)
-  with pytest.raises(ValueError, match=r'subset_size must be in 1\.\.100'):
-    subsets.select_subset(strata, 101, seed=0, stratified=True)
+    strata = np.array([0] * 70 + [1] * 30)
+    a = subsets.select_subset(strata, 10, seed=1, stratified=True)
+    np.testing.assert_array_equal(a, subsets.select_subset(strata, 10, seed=1, stratified=True))
+    assert not np.array_equal(a, subsets.select_subset(strata, 10, seed=2, stratified=True))
+    assert len(set(a)) == 10 and np.bincount(strata[a]).tolist() == [7, 3]
+    plain = subsets.select_subset(strata, 10, seed=1, stratified=False)
+    assert len(set(plain)) == 10 and np.all(np.diff(plain) > 0)
+    with pytest.raises(ValueError, match=r"subset_size must be in 1\.\.100"):
+        subsets.select_subset(strata, 101, seed=0, stratified=True)
 
 
 def test_subset_through_config_logs_its_balance(caplog):
-  c = make_config('synthetic_retina', subset_size=20, subset_seed=7, **{'synthetic.num_examples': 60})
-  with caplog.at_level(logging.INFO):
-    ds = build_dataset(c, 'train', train=False)
-  full = build_dataset(make_config('synthetic_retina', **{'synthetic.num_examples': 60}), 'train', train=False)
-  assert len(ds) == 20
-  positives = int(full.targets.sum())
-  assert int(ds.targets.sum()) in (positives * 20 // 60, -(-positives * 20 // 60))  # proportion kept
-  assert ds.class_balance == {'grade < 2': int((ds.targets == 0).sum()), 'grade >= 2': int(ds.targets.sum())}
-  assert 'class balance' in caplog.text and 'subset seed 7' in caplog.text
-  np.testing.assert_array_equal(build_dataset(c, 'train', train=False).indices, ds.indices)
-  experiment = ml_collections.ConfigDict({'data': c})  # the experiment config, fields under config.data
-  np.testing.assert_array_equal(build_dataset(experiment, 'train', train=False).indices, ds.indices)
+    c = make_config("synthetic_retina", subset_size=20, subset_seed=7, **{"synthetic.num_examples": 60})
+    with caplog.at_level(logging.INFO):
+        ds = build_dataset(c, "train", train=False)
+    full = build_dataset(make_config("synthetic_retina", **{"synthetic.num_examples": 60}), "train", train=False)
+    assert len(ds) == 20
+    positives = int(full.targets.sum())
+    assert int(ds.targets.sum()) in (positives * 20 // 60, -(-positives * 20 // 60))  # proportion kept
+    assert ds.class_balance == {"grade < 2": int((ds.targets == 0).sum()), "grade >= 2": int(ds.targets.sum())}
+    assert "class balance" in caplog.text and "subset seed 7" in caplog.text
+    np.testing.assert_array_equal(build_dataset(c, "train", train=False).indices, ds.indices)
+    experiment = ml_collections.ConfigDict({"data": c})  # the experiment config, fields under config.data
+    np.testing.assert_array_equal(build_dataset(experiment, "train", train=False).indices, ds.indices)
 
 
 # ------------------------------------------------------------------------------------------------- bad input
@@ -189,92 +209,92 @@ def test_subset_through_config_logs_its_balance(caplog):
 
 @pytest.fixture
 def small_kaggle(tmp_path):
-  generate.write_kaggle_dr(str(tmp_path), 6, seed=3, size=24)
-  return str(tmp_path)
+    generate.write_kaggle_dr(str(tmp_path), 6, seed=3, size=24)
+    return str(tmp_path)
 
 
 def _write_csv(path, text):
-  with open(path, 'w') as f:
-    f.write(text)
+    with open(path, "w") as f:
+        f.write(text)
 
 
-@pytest.mark.parametrize('damage', ['corrupt', 'missing'])
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_bad_image_raises_or_is_skipped_and_counted(small_kaggle, damage):
-  path = os.path.join(small_kaggle, 'train', '11_left.jpeg')  # the third row
-  if damage == 'corrupt':
-    _write_csv(path, 'not a jpeg')
-  else:
-    os.remove(path)
-  c = make_config('retina_folder', root=small_kaggle)
-  with pytest.raises(BadImageError, match=f"{path}: cannot read image.*on_bad_image='skip'"):
-    list(build_dataset(c, 'train', train=False).batches(8, mesh=mesh()))
-  c.on_bad_image = 'skip'
-  ds = build_dataset(c, 'train', train=False)
-  (batch,) = list(ds.batches(8, mesh=mesh()))
-  np.testing.assert_array_equal(np.asarray(batch['valid']), [1, 1, 0, 1, 1, 1, 0, 0])
-  assert np.asarray(batch['label_mask'])[2, 0] == 0
-  assert list(ds.bad_images) == [path]
+    path = os.path.join(small_kaggle, "train", "11_left.jpeg")  # the third row
+    if damage == "corrupt":
+        _write_csv(path, "not a jpeg")
+    else:
+        os.remove(path)
+    c = make_config("retina_folder", root=small_kaggle)
+    with pytest.raises(BadImageError, match=f"{path}: cannot read image.*on_bad_image='skip'"):
+        list(build_dataset(c, "train", train=False).batches(8, mesh=mesh()))
+    c.on_bad_image = "skip"
+    ds = build_dataset(c, "train", train=False)
+    (batch,) = list(ds.batches(8, mesh=mesh()))
+    np.testing.assert_array_equal(np.asarray(batch["valid"]), [1, 1, 0, 1, 1, 1, 0, 0])
+    assert np.asarray(batch["label_mask"])[2, 0] == 0
+    assert list(ds.bad_images) == [path]
 
 
 def test_bad_image_in_index_source_is_skipped_in_training():
-  ds = index_dataset(8, train=True, bad={3}, on_bad_image='skip')
-  batch = next(ds.batches(8, mesh=mesh(), seed=0))
-  assert sorted(held(batch)) == [-1, 0, 1, 2, 4, 5, 6, 7]
-  assert list(ds.bad_images) == ['index/3.jpeg']
+    ds = index_dataset(8, train=True, bad={3}, on_bad_image="skip")
+    batch = next(ds.batches(8, mesh=mesh(), seed=0))
+    assert sorted(held(batch)) == [-1, 0, 1, 2, 4, 5, 6, 7]
+    assert list(ds.bad_images) == ["index/3.jpeg"]
 
 
 def test_csv_errors_name_the_file_and_the_problem(small_kaggle, chexpert_root, tmp_path):
-  labels = os.path.join(small_kaggle, 'trainLabels.csv')
-  c = make_config('retina_folder', root=small_kaggle)
-  _write_csv(labels, 'image,grade\n10_left,1\n')
-  with pytest.raises(DatasetFormatError, match=r"trainLabels\.csv: missing column\(s\) \['level'\]"):
-    build_dataset(c, 'train', train=False)
-  _write_csv(labels, 'image,level\n10_left,1\n10_right,7\n')
-  with pytest.raises(ValueError, match=r'trainLabels\.csv: DR grade 7 at row 1 is outside 0-4'):
-    build_dataset(c, 'train', train=False)
-  _write_csv(labels, 'image,level\n10_left,mild\n')
-  with pytest.raises(DatasetFormatError, match="level 'mild' of image '10_left'"):
-    build_dataset(c, 'train', train=False)
-  _write_csv(labels, 'image,level\n')
-  with pytest.raises(DatasetFormatError, match=r"trainLabels\.csv split 'train' has no examples"):
-    build_dataset(c, 'train', train=False)
-  with pytest.raises(FileNotFoundError, match='trainLabels.csv with'):
-    build_dataset(make_config('retina_folder', root=str(tmp_path / 'nowhere')), 'train', train=False)
+    labels = os.path.join(small_kaggle, "trainLabels.csv")
+    c = make_config("retina_folder", root=small_kaggle)
+    _write_csv(labels, "image,grade\n10_left,1\n")
+    with pytest.raises(DatasetFormatError, match=r"trainLabels\.csv: missing column\(s\) \['level'\]"):
+        build_dataset(c, "train", train=False)
+    _write_csv(labels, "image,level\n10_left,1\n10_right,7\n")
+    with pytest.raises(ValueError, match=r"trainLabels\.csv: DR grade 7 at row 1 is outside 0-4"):
+        build_dataset(c, "train", train=False)
+    _write_csv(labels, "image,level\n10_left,mild\n")
+    with pytest.raises(DatasetFormatError, match="level 'mild' of image '10_left'"):
+        build_dataset(c, "train", train=False)
+    _write_csv(labels, "image,level\n")
+    with pytest.raises(DatasetFormatError, match=r"trainLabels\.csv split 'train' has no examples"):
+        build_dataset(c, "train", train=False)
+    with pytest.raises(FileNotFoundError, match="trainLabels.csv with"):
+        build_dataset(make_config("retina_folder", root=str(tmp_path / "nowhere")), "train", train=False)
 
-  cx = tmp_path / 'cx'
-  shutil.copytree(os.path.join(chexpert_root, 'CheXpert-v1.0-small'), cx / 'CheXpert-v1.0-small')
-  valid = cx / 'CheXpert-v1.0-small' / 'valid.csv'
-  text = valid.read_text().splitlines()
-  header = text[0].split(',')
-  edema = header.index('Edema')
-  row = text[1].split(',')
-  row[edema] = '2.0'
-  _write_csv(valid, '\n'.join([text[0], ','.join(row)]) + '\n')
-  c = make_config('chexpert_folder', root=str(cx))
-  with pytest.raises(ValueError, match=f"valid.csv row Path={row[0]}: column 'Edema' has '2.0'"):
-    build_dataset(c, 'valid', train=False)
-  _write_csv(valid, ','.join(h for h in header if h != 'Edema') + '\n')
-  with pytest.raises(DatasetFormatError, match=r"valid\.csv: missing column\(s\) \['Edema'\]"):
-    build_dataset(c, 'valid', train=False)
-  row = text[1].split(',')
-  row[header.index('Frontal/Lateral')] = 'Lateral'
-  _write_csv(valid, '\n'.join([text[0], ','.join(row)]) + '\n')
-  c.frontal_only = True
-  with pytest.raises(DatasetFormatError, match=r'\(frontal_only=True\) has no examples'):
-    build_dataset(c, 'valid', train=False)
-  row[header.index('Frontal/Lateral')] = 'Oblique'
-  _write_csv(valid, '\n'.join([text[0], ','.join(row)]) + '\n')
-  with pytest.raises(DatasetFormatError, match="Frontal/Lateral has \\['Oblique'\\]"):
-    build_dataset(c, 'valid', train=False)
+    cx = tmp_path / "cx"
+    shutil.copytree(os.path.join(chexpert_root, "CheXpert-v1.0-small"), cx / "CheXpert-v1.0-small")
+    valid = cx / "CheXpert-v1.0-small" / "valid.csv"
+    text = valid.read_text().splitlines()
+    header = text[0].split(",")
+    edema = header.index("Edema")
+    row = text[1].split(",")
+    row[edema] = "2.0"
+    _write_csv(valid, "\n".join([text[0], ",".join(row)]) + "\n")
+    c = make_config("chexpert_folder", root=str(cx))
+    with pytest.raises(ValueError, match=f"valid.csv row Path={row[0]}: column 'Edema' has '2.0'"):
+        build_dataset(c, "valid", train=False)
+    _write_csv(valid, ",".join(h for h in header if h != "Edema") + "\n")
+    with pytest.raises(DatasetFormatError, match=r"valid\.csv: missing column\(s\) \['Edema'\]"):
+        build_dataset(c, "valid", train=False)
+    row = text[1].split(",")
+    row[header.index("Frontal/Lateral")] = "Lateral"
+    _write_csv(valid, "\n".join([text[0], ",".join(row)]) + "\n")
+    c.frontal_only = True
+    with pytest.raises(DatasetFormatError, match=r"\(frontal_only=True\) has no examples"):
+        build_dataset(c, "valid", train=False)
+    row[header.index("Frontal/Lateral")] = "Oblique"
+    _write_csv(valid, "\n".join([text[0], ",".join(row)]) + "\n")
+    with pytest.raises(DatasetFormatError, match="Frontal/Lateral has \\['Oblique'\\]"):
+        build_dataset(c, "valid", train=False)
 
 
 def test_config_errors():
-  with pytest.raises(ValueError, match="config.data.name must be one of.*'retina_folder'"):
-    build_dataset(make_config('retina'), 'train', train=False)
-  with pytest.raises(ValueError, match="on_bad_image must be 'skip' or 'raise'"):
-    build_dataset(make_config('synthetic_retina', on_bad_image='ignore'), 'train', train=False)
-  ds = index_dataset(4, train=False)
-  with pytest.raises(ValueError, match=r'multiple of the data axis size \(8\)'):
-    next(ds.batches(12, mesh=mesh()))
-  with pytest.raises(ValueError, match='split'):
-    build_dataset(make_config('chexpert_folder', root='.'), 'test', train=False)
+    with pytest.raises(ValueError, match="config.data.name must be one of.*'retina_folder'"):
+        build_dataset(make_config("retina"), "train", train=False)
+    with pytest.raises(ValueError, match="on_bad_image must be 'skip' or 'raise'"):
+        build_dataset(make_config("synthetic_retina", on_bad_image="ignore"), "train", train=False)
+    ds = index_dataset(4, train=False)
+    with pytest.raises(ValueError, match=r"multiple of the data axis size \(8\)"):
+        next(ds.batches(12, mesh=mesh()))
+    with pytest.raises(ValueError, match="split"):
+        build_dataset(make_config("chexpert_folder", root="."), "test", train=False)

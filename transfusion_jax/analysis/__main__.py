@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfusion_jax.analysis import moments, similarity
+from transfusion_jax.analysis import similarity
 
 
 def _keep(text: str) -> int | float | str:

@@ -57,10 +57,21 @@ Command line: `python -m transfusion_jax.data generate {chexpert,kaggle_dr,tfds_
 writes miniature datasets in the real formats; `python -m transfusion_jax.data prepare NAME --manual_dir M
 --data_dir D` prepares a TFDS builder (see prepare.py for where the Kaggle / Stanford files go).
 """
+
 from transfusion_jax.data.pipeline import DATASET_NAMES, Dataset, build_dataset, default_data_config
 from transfusion_jax.data.preprocess import Normalization, get_normalization
 from transfusion_jax.data.readers import BadImageError, DatasetFormatError
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES, TaskInfo
 
-__all__ = ['DATASET_NAMES', 'Dataset', 'build_dataset', 'default_data_config', 'Normalization', 'get_normalization',
-           'BadImageError', 'DatasetFormatError', 'CHEXPERT_PATHOLOGIES', 'TaskInfo']
+__all__ = [
+    "DATASET_NAMES",
+    "Dataset",
+    "build_dataset",
+    "default_data_config",
+    "Normalization",
+    "get_normalization",
+    "BadImageError",
+    "DatasetFormatError",
+    "CHEXPERT_PATHOLOGIES",
+    "TaskInfo",
+]

@@ -3,6 +3,7 @@
 A source knows every label up front (parsed from CSV or scanned from records without decoding images), so that
 subsets, stratification and class balance never touch pixels; `load(i)` decodes one image on demand.
 """
+
 import csv
 import dataclasses
 import io
@@ -16,187 +17,199 @@ from transfusion_jax.data import synthetic, tasks
 
 
 class BadImageError(Exception):
-  """An image that is missing or cannot be decoded; the message starts with its path."""
+    """An image that is missing or cannot be decoded; the message starts with its path."""
 
 
 class DatasetFormatError(ValueError):
-  """A dataset whose files do not have the expected layout, columns or label values."""
+    """A dataset whose files do not have the expected layout, columns or label values."""
 
 
 @dataclasses.dataclass
 class Labels:
-  """targets: int32 [N] (softmax) or float32 [N, C] (sigmoid); mask: float32 [N, C] ([N, 1] for softmax);
-  strata: int [N], the groups a stratified subset keeps in proportion."""
-  targets: np.ndarray
-  mask: np.ndarray
-  strata: np.ndarray
+    """targets: int32 [N] (softmax) or float32 [N, C] (sigmoid); mask: float32 [N, C] ([N, 1] for softmax);
+    strata: int [N], the groups a stratified subset keeps in proportion."""
+
+    targets: np.ndarray
+    mask: np.ndarray
+    strata: np.ndarray
 
 
 def softmax_labels(targets: np.ndarray) -> Labels:
-  targets = np.asarray(targets, np.int32)
-  return Labels(targets, np.ones((len(targets), 1), np.float32), targets.astype(np.int64))
+    targets = np.asarray(targets, np.int32)
+    return Labels(targets, np.ones((len(targets), 1), np.float32), targets.astype(np.int64))
 
 
 def sigmoid_labels(targets: np.ndarray, mask: np.ndarray) -> Labels:
-  """Strata are the pattern of positive pathologies (a bit per pathology)."""
-  bits = (targets > 0.5).astype(np.int64) @ (2 ** np.arange(targets.shape[1], dtype=np.int64))
-  return Labels(targets.astype(np.float32), mask.astype(np.float32), bits)
+    """Strata are the pattern of positive pathologies (a bit per pathology)."""
+    bits = (targets > 0.5).astype(np.int64) @ (2 ** np.arange(targets.shape[1], dtype=np.int64))
+    return Labels(targets.astype(np.float32), mask.astype(np.float32), bits)
 
 
 def decode_image(data, path: str, target_size: int) -> Image.Image:
-  """Decodes encoded bytes or a file path; `draft` lets libjpeg decode big JPEGs at a reduced scale (>= the
-  target size) which is several times faster for full-resolution fundus photos."""
-  try:
-    image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-    if image.format == 'JPEG':
-      image.draft(image.mode, (target_size, target_size))
-    image.load()
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise BadImageError(f'{path}: cannot read image ({type(e).__name__}: {e})') from e
-  return image
+    """Decodes encoded bytes or a file path; `draft` lets libjpeg decode big JPEGs at a reduced scale (>= the
+    target size) which is several times faster for full-resolution fundus photos."""
+    try:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        if image.format == "JPEG":
+            image.draft(image.mode, (target_size, target_size))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    return image
 
 
 class Source:
-  """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key)."""
-  task: tasks.TaskInfo
-  labels: Labels
+    """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key)."""
 
-  def __len__(self):
-    return len(self.labels.targets)
+    task: tasks.TaskInfo
+    labels: Labels
 
-  def load(self, index: int, target_size: int) -> Image.Image:
-    raise NotImplementedError
+    def __len__(self):
+        return len(self.labels.targets)
 
-  def describe(self, index: int) -> str:
-    raise NotImplementedError
+    def load(self, index: int, target_size: int) -> Image.Image:
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        raise NotImplementedError
 
 
 def select_split(groups: list, split: str, where: str) -> tuple:
-  """`split` may carry a TFDS-style slice: 'train[:90%]', 'train[90%:]', 'train[10:50]'. Returns (base name,
-  slice over the rows). `groups` holds each row's patient: both bounds move forward to the next patient's first
-  row, so complementary slices ('[:90%]', '[90%:]') never share a patient (rows are grouped by patient in
-  the real CSVs). Rows keep file order, so a slice is deterministic."""
-  m = re.fullmatch(r'(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?', split)
-  if not m:
-    raise ValueError(f"{where}: cannot parse split {split!r}; use e.g. 'train' or 'train[:90%]'")
-  base, lo, lo_pct, hi, hi_pct = m.groups()
-  n = len(groups)
+    """`split` may carry a TFDS-style slice: 'train[:90%]', 'train[90%:]', 'train[10:50]'. Returns (base name,
+    slice over the rows). `groups` holds each row's patient: both bounds move forward to the next patient's first
+    row, so complementary slices ('[:90%]', '[90%:]') never share a patient (rows are grouped by patient in
+    the real CSVs). Rows keep file order, so a slice is deterministic."""
+    m = re.fullmatch(r"(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?", split)
+    if not m:
+        raise ValueError(f"{where}: cannot parse split {split!r}; use e.g. 'train' or 'train[:90%]'")
+    base, lo, lo_pct, hi, hi_pct = m.groups()
+    n = len(groups)
 
-  def bound(value, pct, default):
-    if value in (None, ''):
-      return default
-    value = int(value)
-    index = round(n * value / 100) if pct else value
-    index = min(max(index + n if index < 0 else index, 0), n)
-    while 0 < index < n and groups[index] == groups[index - 1]:
-      index += 1
-    return index
+    def bound(value, pct, default):
+        if value in (None, ""):
+            return default
+        value = int(value)
+        index = round(n * value / 100) if pct else value
+        index = min(max(index + n if index < 0 else index, 0), n)
+        while 0 < index < n and groups[index] == groups[index - 1]:
+            index += 1
+        return index
 
-  return base, slice(bound(lo, lo_pct, 0), bound(hi, hi_pct, n))
+    return base, slice(bound(lo, lo_pct, 0), bound(hi, hi_pct, n))
 
 
 def read_csv(path: str, required: tuple) -> list:
-  """Rows of a CSV as dicts; a missing file or column raises naming both."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path} not found')
-  with open(path, newline='') as f:
-    reader = csv.DictReader(f)
-    columns = reader.fieldnames or []
-    missing = [c for c in required if c not in columns]
-    if missing:
-      raise DatasetFormatError(f'{path}: missing column(s) {missing}; found {columns}')
-    return list(reader)
+    """Rows of a CSV as dicts; a missing file or column raises naming both."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise DatasetFormatError(f"{path}: missing column(s) {missing}; found {columns}")
+        return list(reader)
 
 
 def _check_nonempty(n: int, what: str):
-  if n == 0:
-    raise DatasetFormatError(f'{what} has no examples; check the path, the split name and the filters.')
+    if n == 0:
+        raise DatasetFormatError(f"{what} has no examples; check the path, the split name and the filters.")
 
 
 # ----------------------------------------------------------------------------------------------------- Retina
 
 
 class RetinaFolderSource(Source):
-  """The Kaggle layout: `root/trainLabels.csv` (image,level) with `root/train/<image>.jpeg`. Split 'test' /
-  'validation' read `root/retinopathy_solution.csv` (image,level,Usage) with `root/test/<image>.jpeg`, keeping
-  Usage Private / Public as the TFDS builder does."""
+    """The Kaggle layout: `root/trainLabels.csv` (image,level) with `root/train/<image>.jpeg`. Split 'test' /
+    'validation' read `root/retinopathy_solution.csv` (image,level,Usage) with `root/test/<image>.jpeg`, keeping
+    Usage Private / Public as the TFDS builder does."""
 
-  _SPLITS = {'train': ('trainLabels.csv', 'train', None), 'validation': ('retinopathy_solution.csv', 'test', 'Public'),
-             'test': ('retinopathy_solution.csv', 'test', 'Private')}
+    _SPLITS = {
+        "train": ("trainLabels.csv", "train", None),
+        "validation": ("retinopathy_solution.csv", "test", "Public"),
+        "test": ("retinopathy_solution.csv", "test", "Private"),
+    }
 
-  def __init__(self, root: str, split: str, task: tasks.TaskInfo):
-    base, part = select_split([], split, root)
-    if base not in self._SPLITS:
-      raise ValueError(f'retina_folder split {split!r}: base must be one of {sorted(self._SPLITS)}')
-    csv_name, image_dir, usage = self._SPLITS[base]
-    csv_path = os.path.join(root, csv_name)
-    if not os.path.isfile(csv_path):
-      raise FileNotFoundError(f'{csv_path} not found: the Kaggle DR layout is ROOT/trainLabels.csv with '
-                              f'ROOT/train/<image>.jpeg (and ROOT/retinopathy_solution.csv with ROOT/test/ for '
-                              f'the test splits). Set config.data.root to that folder.')
-    rows = read_csv(csv_path, ('image', 'level') + (('Usage',) if usage else ()))
-    if usage:
-      rows = [r for r in rows if r['Usage'] == usage]
-    _, part = select_split([r['image'].split('_')[0] for r in rows], split, root)  # '<patient>_<eye>'
-    rows = rows[part]
-    grades = []
-    for i, r in enumerate(rows):
-      try:
-        grades.append(int(r['level']))
-      except ValueError:
-        raise DatasetFormatError(f'{csv_path}: level {r["level"]!r} of image {r["image"]!r} is not an integer 0-4')
-    _check_nonempty(len(rows), f'{csv_path} split {split!r}')
-    self.task = task
-    self.names = [r['image'] for r in rows]
-    self.paths = [os.path.join(root, image_dir, f'{name}.jpeg') for name in self.names]
-    self.labels = softmax_labels(tasks.retina_targets(np.array(grades), task, csv_path))
+    def __init__(self, root: str, split: str, task: tasks.TaskInfo):
+        base, part = select_split([], split, root)
+        if base not in self._SPLITS:
+            raise ValueError(f"retina_folder split {split!r}: base must be one of {sorted(self._SPLITS)}")
+        csv_name, image_dir, usage = self._SPLITS[base]
+        csv_path = os.path.join(root, csv_name)
+        if not os.path.isfile(csv_path):
+            raise FileNotFoundError(
+                f"{csv_path} not found: the Kaggle DR layout is ROOT/trainLabels.csv with "
+                f"ROOT/train/<image>.jpeg (and ROOT/retinopathy_solution.csv with ROOT/test/ for "
+                f"the test splits). Set config.data.root to that folder."
+            )
+        rows = read_csv(csv_path, ("image", "level") + (("Usage",) if usage else ()))
+        if usage:
+            rows = [r for r in rows if r["Usage"] == usage]
+        _, part = select_split([r["image"].split("_")[0] for r in rows], split, root)  # '<patient>_<eye>'
+        rows = rows[part]
+        grades = []
+        for i, r in enumerate(rows):
+            try:
+                grades.append(int(r["level"]))
+            except ValueError:
+                raise DatasetFormatError(
+                    f"{csv_path}: level {r['level']!r} of image {r['image']!r} is not an integer 0-4"
+                )
+        _check_nonempty(len(rows), f"{csv_path} split {split!r}")
+        self.task = task
+        self.names = [r["image"] for r in rows]
+        self.paths = [os.path.join(root, image_dir, f"{name}.jpeg") for name in self.names]
+        self.labels = softmax_labels(tasks.retina_targets(np.array(grades), task, csv_path))
 
-  def load(self, index, target_size):
-    return decode_image(self.paths[index], self.paths[index], target_size)
+    def load(self, index, target_size):
+        return decode_image(self.paths[index], self.paths[index], target_size)
 
-  def describe(self, index):
-    return self.paths[index]
+    def describe(self, index):
+        return self.paths[index]
 
 
 class TfdsSource(Source):
-  """Reads a prepared TFDS dataset (ArrayRecord) through `tfds.data_source`, images left encoded (SkipDecoding)
-  so that the label scan at start-up decodes nothing and workers decode with Pillow: no TensorFlow."""
+    """Reads a prepared TFDS dataset (ArrayRecord) through `tfds.data_source`, images left encoded (SkipDecoding)
+    so that the label scan at start-up decodes nothing and workers decode with Pillow: no TensorFlow."""
 
-  def __init__(self, name: str, split: str, data_dir: str | None):
-    import tensorflow_datasets as tfds
-    self._name, self._split = name, split
-    try:
-      self._ds = tfds.data_source(name, split=split, data_dir=data_dir or None,
-                                  decoders={'image': tfds.decode.SkipDecoding()})
-    except Exception as e:  # TFDS raises several types for a missing preparation; say what to do
-      raise FileNotFoundError(
-          f'TFDS dataset {name!r} split {split!r} not found under data_dir={data_dir!r} ({type(e).__name__}: '
-          f'{e}). Prepare it once with `python -m transfusion_jax.data prepare {name} --manual_dir ... '
-          f'--data_dir ...`.') from e
-    _check_nonempty(len(self._ds), f'TFDS {name} split {split!r}')
+    def __init__(self, name: str, split: str, data_dir: str | None):
+        import tensorflow_datasets as tfds
 
-  def _records(self, keys, chunk: int = 1024):
-    """Records in batched reads (ArrayRecord reads a batch in parallel). The start-up label scan reads every
-    record once: seconds for btgraham-300 or CheXpert-small, long for the full-size 'original' DR config."""
-    keys = list(keys)
-    for start in range(0, len(keys), chunk):
-      yield from self._ds.__getitems__(keys[start:start + chunk])
+        self._name, self._split = name, split
+        try:
+            self._ds = tfds.data_source(
+                name, split=split, data_dir=data_dir or None, decoders={"image": tfds.decode.SkipDecoding()}
+            )
+        except Exception as e:  # TFDS raises several types for a missing preparation; say what to do
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} split {split!r} not found under data_dir={data_dir!r} ({type(e).__name__}: "
+                f"{e}). Prepare it once with `python -m transfusion_jax.data prepare {name} --manual_dir ... "
+                f"--data_dir ...`."
+            ) from e
+        _check_nonempty(len(self._ds), f"TFDS {name} split {split!r}")
 
-  def load(self, index, target_size):
-    return decode_image(self._ds[index]['image'], self.describe(index), target_size)
+    def _records(self, keys, chunk: int = 1024):
+        """Records in batched reads (ArrayRecord reads a batch in parallel). The start-up label scan reads every
+        record once: seconds for btgraham-300 or CheXpert-small, long for the full-size 'original' DR config."""
+        keys = list(keys)
+        for start in range(0, len(keys), chunk):
+            yield from self._ds.__getitems__(keys[start : start + chunk])
 
-  def describe(self, index):
-    return f'tfds:{self._name}/{self._split}[{index}]'
+    def load(self, index, target_size):
+        return decode_image(self._ds[index]["image"], self.describe(index), target_size)
+
+    def describe(self, index):
+        return f"tfds:{self._name}/{self._split}[{index}]"
 
 
 class RetinaTfdsSource(TfdsSource):
-  """`diabetic_retinopathy_detection/<config>` with splits train / validation / test (label -1 = unlabelled)."""
+    """`diabetic_retinopathy_detection/<config>` with splits train / validation / test (label -1 = unlabelled)."""
 
-  def __init__(self, config_name: str, split: str, data_dir, task: tasks.TaskInfo):
-    super().__init__(f'diabetic_retinopathy_detection/{config_name}', split, data_dir)
-    grades = np.array([int(r['label']) for r in self._records(range(len(self._ds)))])
-    self.task = task
-    self.labels = softmax_labels(tasks.retina_targets(grades, task, self.describe(0).rsplit('[', 1)[0]))
+    def __init__(self, config_name: str, split: str, data_dir, task: tasks.TaskInfo):
+        super().__init__(f"diabetic_retinopathy_detection/{config_name}", split, data_dir)
+        grades = np.array([int(r["label"]) for r in self._records(range(len(self._ds)))])
+        self.task = task
+        self.labels = softmax_labels(tasks.retina_targets(grades, task, self.describe(0).rsplit("[", 1)[0]))
 
 
 # --------------------------------------------------------------------------------------------------- CheXpert
@@ -205,132 +218,148 @@ _TFDS_CHEXPERT_CODES = np.array([tasks.UNCERTAIN, tasks.POSITIVE, tasks.NEGATIVE
 
 
 def _chexpert_labels(raw: np.ndarray, policy: str) -> Labels:
-  return sigmoid_labels(*tasks.apply_uncertainty_policy(raw, policy))
+    return sigmoid_labels(*tasks.apply_uncertainty_policy(raw, policy))
 
 
 class ChexpertFolderSource(Source):
-  """The official `CheXpert-v1.0-small/` download: train.csv / valid.csv whose Path column is relative to the
-  folder *containing* CheXpert-v1.0-small. `root` may be either that parent or CheXpert-v1.0-small itself."""
+    """The official `CheXpert-v1.0-small/` download: train.csv / valid.csv whose Path column is relative to the
+    folder *containing* CheXpert-v1.0-small. `root` may be either that parent or CheXpert-v1.0-small itself."""
 
-  _SPLITS = {'train': 'train.csv', 'valid': 'valid.csv', 'validation': 'valid.csv'}
+    _SPLITS = {"train": "train.csv", "valid": "valid.csv", "validation": "valid.csv"}
 
-  def __init__(self, root: str, split: str, policy: str, frontal_only: bool):
-    base, _ = select_split([], split, root)
-    if base not in self._SPLITS:
-      raise ValueError(f'chexpert_folder split {split!r}: base must be one of {sorted(self._SPLITS)}')
-    folder = root if os.path.isfile(os.path.join(root, 'train.csv')) else os.path.join(root, 'CheXpert-v1.0-small')
-    if not os.path.isdir(folder):
-      raise FileNotFoundError(f'{folder} not found: set config.data.root to the folder holding '
-                              f'CheXpert-v1.0-small/ (with train.csv, valid.csv, train/, valid/).')
-    csv_path = os.path.join(folder, self._SPLITS[base])
-    required = ('Path', 'Frontal/Lateral') + tasks.CHEXPERT_PATHOLOGIES
-    rows = read_csv(csv_path, required)
-    views = {r['Frontal/Lateral'] for r in rows}
-    if not views <= {'Frontal', 'Lateral'}:
-      raise DatasetFormatError(f'{csv_path}: Frontal/Lateral has {sorted(views - {"Frontal", "Lateral"})}; '
-                               f"expected 'Frontal' or 'Lateral'")
-    if frontal_only:
-      rows = [r for r in rows if r['Frontal/Lateral'] == 'Frontal']
-    _, part = select_split([os.path.dirname(os.path.dirname(r['Path'])) for r in rows], split, root)  # patient
-    rows = rows[part]
-    _check_nonempty(len(rows), f'{csv_path} split {split!r} (frontal_only={frontal_only})')
-    raw = np.array([[tasks.parse_chexpert_value(r[p], p, f'{csv_path} row Path={r["Path"]}')
-                     for p in tasks.CHEXPERT_PATHOLOGIES] for r in rows])
-    parent = os.path.dirname(os.path.abspath(folder))
-    self.task = tasks.chexpert_task()
-    self.raw = raw
-    self.paths = [os.path.join(parent, r['Path']) for r in rows]
-    self.labels = _chexpert_labels(raw, policy)
+    def __init__(self, root: str, split: str, policy: str, frontal_only: bool):
+        base, _ = select_split([], split, root)
+        if base not in self._SPLITS:
+            raise ValueError(f"chexpert_folder split {split!r}: base must be one of {sorted(self._SPLITS)}")
+        folder = root if os.path.isfile(os.path.join(root, "train.csv")) else os.path.join(root, "CheXpert-v1.0-small")
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"{folder} not found: set config.data.root to the folder holding "
+                f"CheXpert-v1.0-small/ (with train.csv, valid.csv, train/, valid/)."
+            )
+        csv_path = os.path.join(folder, self._SPLITS[base])
+        required = ("Path", "Frontal/Lateral") + tasks.CHEXPERT_PATHOLOGIES
+        rows = read_csv(csv_path, required)
+        views = {r["Frontal/Lateral"] for r in rows}
+        if not views <= {"Frontal", "Lateral"}:
+            raise DatasetFormatError(
+                f"{csv_path}: Frontal/Lateral has {sorted(views - {'Frontal', 'Lateral'})}; "
+                f"expected 'Frontal' or 'Lateral'"
+            )
+        if frontal_only:
+            rows = [r for r in rows if r["Frontal/Lateral"] == "Frontal"]
+        _, part = select_split([os.path.dirname(os.path.dirname(r["Path"])) for r in rows], split, root)  # patient
+        rows = rows[part]
+        _check_nonempty(len(rows), f"{csv_path} split {split!r} (frontal_only={frontal_only})")
+        raw = np.array(
+            [
+                [
+                    tasks.parse_chexpert_value(r[p], p, f"{csv_path} row Path={r['Path']}")
+                    for p in tasks.CHEXPERT_PATHOLOGIES
+                ]
+                for r in rows
+            ]
+        )
+        parent = os.path.dirname(os.path.abspath(folder))
+        self.task = tasks.chexpert_task()
+        self.raw = raw
+        self.paths = [os.path.join(parent, r["Path"]) for r in rows]
+        self.labels = _chexpert_labels(raw, policy)
 
-  def load(self, index, target_size):
-    return decode_image(self.paths[index], self.paths[index], target_size)
+    def load(self, index, target_size):
+        return decode_image(self.paths[index], self.paths[index], target_size)
 
-  def describe(self, index):
-    return self.paths[index]
+    def describe(self, index):
+        return self.paths[index]
 
 
 class ChexpertTfdsSource(TfdsSource):
-  """The TFDS `chexpert` builder: `label` is 14 ClassLabel ids (uncertain, positive, negative, unmentioned) in
-  the CSV's observation order; `image_view` 0 = frontal, 1 = lateral. Splits train / validation."""
+    """The TFDS `chexpert` builder: `label` is 14 ClassLabel ids (uncertain, positive, negative, unmentioned) in
+    the CSV's observation order; `image_view` 0 = frontal, 1 = lateral. Splits train / validation."""
 
-  def __init__(self, split: str, data_dir, policy: str, frontal_only: bool):
-    super().__init__('chexpert', split, data_dir)
-    columns = [tasks.CHEXPERT_OBSERVATIONS.index(p) for p in tasks.CHEXPERT_PATHOLOGIES]
-    keep, raw = [], []
-    for i, r in enumerate(self._records(range(len(self._ds)))):
-      label = np.asarray(r['label'])
-      if label.shape != (len(tasks.CHEXPERT_OBSERVATIONS),):
-        raise DatasetFormatError(f'{self.describe(i)}: label has shape {label.shape}, expected '
-                                 f'({len(tasks.CHEXPERT_OBSERVATIONS)},) observations')
-      if frontal_only and int(r['image_view']) != 0:
-        continue
-      keep.append(i)
-      raw.append(_TFDS_CHEXPERT_CODES[label[columns]])
-    _check_nonempty(len(keep), f'TFDS chexpert split {split!r} (frontal_only={frontal_only})')
-    self.task = tasks.chexpert_task()
-    self._keep = np.array(keep)
-    self.raw = np.array(raw)
-    self.labels = _chexpert_labels(self.raw, policy)
+    def __init__(self, split: str, data_dir, policy: str, frontal_only: bool):
+        super().__init__("chexpert", split, data_dir)
+        columns = [tasks.CHEXPERT_OBSERVATIONS.index(p) for p in tasks.CHEXPERT_PATHOLOGIES]
+        keep, raw = [], []
+        for i, r in enumerate(self._records(range(len(self._ds)))):
+            label = np.asarray(r["label"])
+            if label.shape != (len(tasks.CHEXPERT_OBSERVATIONS),):
+                raise DatasetFormatError(
+                    f"{self.describe(i)}: label has shape {label.shape}, expected "
+                    f"({len(tasks.CHEXPERT_OBSERVATIONS)},) observations"
+                )
+            if frontal_only and int(r["image_view"]) != 0:
+                continue
+            keep.append(i)
+            raw.append(_TFDS_CHEXPERT_CODES[label[columns]])
+        _check_nonempty(len(keep), f"TFDS chexpert split {split!r} (frontal_only={frontal_only})")
+        self.task = tasks.chexpert_task()
+        self._keep = np.array(keep)
+        self.raw = np.array(raw)
+        self.labels = _chexpert_labels(self.raw, policy)
 
-  def load(self, index, target_size):
-    return super().load(int(self._keep[index]), target_size)
+    def load(self, index, target_size):
+        return super().load(int(self._keep[index]), target_size)
 
-  def describe(self, index):
-    return super().describe(int(self._keep[index]))
+    def describe(self, index):
+        return super().describe(int(self._keep[index]))
 
 
 # ------------------------------------------------------------------------------------------------- synthetic
 
 
 class SyntheticSource(Source):
-  """In-memory procedural images (synthetic.py): example i is rendered from rng (seed, i); nothing on disk."""
+    """In-memory procedural images (synthetic.py): example i is rendered from rng (seed, i); nothing on disk."""
 
-  def __init__(self, kind: str, num_examples: int, seed: int, native_size: int, task: tasks.TaskInfo,
-               num_classes: int = 10):
-    if num_examples <= 0:
-      raise DatasetFormatError(f'synthetic dataset needs num_examples > 0, got {num_examples}')
-    rng = np.random.default_rng([seed, 0])
-    self.kind, self.seed, self.native_size, self.task = kind, seed, native_size, task
-    if kind == 'retina':
-      self.grades = synthetic.sample_retina_grades(rng, num_examples)
-      self.labels = softmax_labels(tasks.retina_targets(self.grades, task, 'synthetic_retina'))
-    elif kind == 'source':
-      self.classes = rng.integers(num_classes, size=num_examples)
-      self.labels = softmax_labels(self.classes)
-    else:
-      raise ValueError(f'unknown synthetic kind {kind!r}')
+    def __init__(
+        self, kind: str, num_examples: int, seed: int, native_size: int, task: tasks.TaskInfo, num_classes: int = 10
+    ):
+        if num_examples <= 0:
+            raise DatasetFormatError(f"synthetic dataset needs num_examples > 0, got {num_examples}")
+        rng = np.random.default_rng([seed, 0])
+        self.kind, self.seed, self.native_size, self.task = kind, seed, native_size, task
+        if kind == "retina":
+            self.grades = synthetic.sample_retina_grades(rng, num_examples)
+            self.labels = softmax_labels(tasks.retina_targets(self.grades, task, "synthetic_retina"))
+        elif kind == "source":
+            self.classes = rng.integers(num_classes, size=num_examples)
+            self.labels = softmax_labels(self.classes)
+        else:
+            raise ValueError(f"unknown synthetic kind {kind!r}")
 
-  def load(self, index, target_size):
-    rng = np.random.default_rng([self.seed, 1, index])
-    if self.kind == 'retina':
-      return Image.fromarray(synthetic.render_retina(rng, int(self.grades[index]), self.native_size))
-    return Image.fromarray(synthetic.render_source(rng, int(self.classes[index]), self.native_size))
+    def load(self, index, target_size):
+        rng = np.random.default_rng([self.seed, 1, index])
+        if self.kind == "retina":
+            return Image.fromarray(synthetic.render_retina(rng, int(self.grades[index]), self.native_size))
+        return Image.fromarray(synthetic.render_source(rng, int(self.classes[index]), self.native_size))
 
-  def describe(self, index):
-    return f'synthetic_{self.kind}(seed={self.seed})[{index}]'
+    def describe(self, index):
+        return f"synthetic_{self.kind}(seed={self.seed})[{index}]"
 
 
 class ImageFolderSource(Source):
-  """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set); classes in sorted order."""
+    """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set); classes in sorted order."""
 
-  def __init__(self, root: str, split: str):
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-      raise FileNotFoundError(f'{folder} not found: image_folder expects ROOT/<split>/<class>/<image>.jpeg')
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    self.paths, targets = [], []
-    for c, name in enumerate(classes):
-      files = sorted(f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith(('.jpeg', '.jpg',
-                                                                                                 '.png')))
-      self.paths += [os.path.join(folder, name, f) for f in files]
-      targets += [c] * len(files)
-    _check_nonempty(len(self.paths), folder)
-    self.task = tasks.TaskInfo(f'image_folder:{os.path.basename(os.path.normpath(root))}', tuple(classes),
-                               len(classes), 'softmax')
-    self.labels = softmax_labels(np.array(targets))
+    def __init__(self, root: str, split: str):
+        folder = os.path.join(root, split)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder} not found: image_folder expects ROOT/<split>/<class>/<image>.jpeg")
+        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        self.paths, targets = [], []
+        for c, name in enumerate(classes):
+            files = sorted(
+                f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith((".jpeg", ".jpg", ".png"))
+            )
+            self.paths += [os.path.join(folder, name, f) for f in files]
+            targets += [c] * len(files)
+        _check_nonempty(len(self.paths), folder)
+        self.task = tasks.TaskInfo(
+            f"image_folder:{os.path.basename(os.path.normpath(root))}", tuple(classes), len(classes), "softmax"
+        )
+        self.labels = softmax_labels(np.array(targets))
 
-  def load(self, index, target_size):
-    return decode_image(self.paths[index], self.paths[index], target_size)
+    def load(self, index, target_size):
+        return decode_image(self.paths[index], self.paths[index], target_size)
 
-  def describe(self, index):
-    return self.paths[index]
+    def describe(self, index):
+        return self.paths[index]

@@ -11,7 +11,7 @@ Variants (`variant=`):
 """
 import functools
 from collections import OrderedDict
-from typing import Any, Sequence, Tuple
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -103,4 +103,4 @@ def resnet50(num_classes: int, **overrides) -> ResNet:
 
 def resnet50_slim(num_classes: int, **overrides) -> ResNet:
     """Paper 6.3: ResNet-50 up to block2 unchanged (pretrained weights load as is); block3, block4 at half width."""
-    return ResNet(num_classes=num_classes, widths=(64, 128, 128, 256), **overrides)
+    return ResNet(num_classes=num_classes, **{"widths": (64, 128, 128, 256), **overrides})
