@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from transfusion_jax.models import HEAD_NAMES, MODEL_NAMES, block_names, feature_names, get_model
+from transfusion_jax.models import AUX_OUTPUT, HEAD_NAMES, MODEL_NAMES, block_names, feature_names, get_model
 
 
 def init_shapes(model, size, batch=1):
@@ -141,7 +141,7 @@ def test_inception_keras_variant_has_no_bn_scale_and_aux_head_is_sown():
     _, state = jax.eval_shape(
         lambda v: model.apply(v, x, train=True, mutable=["batch_stats", "intermediates"]), variables
     )
-    assert state["intermediates"]["aux_output"][0].shape == (1, 5)
+    assert state["intermediates"][AUX_OUTPUT][0].shape == (1, 5)
 
 
 def test_parameter_tree_top_level_is_blocks_and_head():

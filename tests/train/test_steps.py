@@ -1,4 +1,5 @@
 """The data-parallel step: 8-device sharding gives the single-device result; freezing and weight decay."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from fake_data import FakeDataset
 from transfusion_jax import models
-from transfusion_jax.train import partition, state as state_lib, steps, trainer
+from transfusion_jax.train import losses, partition, state as state_lib, steps, trainer
 
 
 def _config(**optimizer):
@@ -171,3 +172,34 @@ def test_distributed_mode_and_batch_size_checks(monkeypatch):
         partition.maybe_initialize_distributed("maybe")
     with pytest.raises(ValueError, match="divisible by the 8 devices"):
         partition.check_batch_size(12, partition.make_data_mesh())
+
+
+class _NetWithAuxHead(nn.Module):
+    """A CBR whose 'auxiliary head' (sown like Inception-v3's) outputs twice its logits, so both losses differ."""
+
+    def setup(self):
+        self.body = models.get_model("cbr_small", 2, widths=(4, 8))
+
+    def __call__(self, x, train):
+        logits, features = self.body(x, train)
+        if train:
+            self.sow("intermediates", models.AUX_OUTPUT, 2.0 * logits)
+        return logits, features
+
+
+@pytest.mark.parametrize("aux_weight", [0.0, 0.4])
+def test_aux_head_loss_is_added_with_its_weight(aux_weight):
+    mesh = partition.make_data_mesh()
+    model = _NetWithAuxHead()
+    config = _config()
+    batch_np = _numpy_batch()
+    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    (logits, _), _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch_np["image"],
+                                 train=True, mutable=["batch_stats", "intermediates"])
+    expected = losses.mean_loss("softmax", logits, batch_np) + aux_weight * losses.mean_loss(
+        "softmax", 2.0 * logits, batch_np)
+    state = jax.device_put(state, partition.replicated(mesh))
+    batch = {k: jax.device_put(v, partition.data_sharded(mesh)) for k, v in batch_np.items()}
+    step = steps.make_train_step(model, tx, "softmax", mesh, aux_loss_weight=aux_weight)
+    _, metrics = step(state, batch, steps.step_rng(0, 0))
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from transfusion_jax.models import cbr, inception, resnet
+from transfusion_jax.models.inception import AUX_OUTPUT
 
 # Top-level parameter groups that belong to a task, not to the transferable body.
 HEAD_NAMES = ("head", "aux_logits")

@@ -26,6 +26,9 @@ import jax.numpy as jnp
 
 from transfusion_jax.models.layers import ConvBN, dense_head, global_avg_pool, max_pool
 
+# Key in the 'intermediates' collection under which the auxiliary head's logits are sown (train mode only).
+AUX_OUTPUT = "aux_output"
+
 VARIANTS = {
     "torchvision": dict(bn_scale=True, count_include_pad=True),
     "keras": dict(bn_scale=False, count_include_pad=False),
@@ -199,7 +202,7 @@ class InceptionV3(nn.Module):
             if stage_name == "mixed_6" and self.aux_logits:
                 aux = AuxHead(self.num_classes, conv, name="aux_logits")(x, train)
                 if train:
-                    self.sow("intermediates", "aux_output", aux.astype(jnp.float32))
+                    self.sow("intermediates", AUX_OUTPUT, aux.astype(jnp.float32))
         x = global_avg_pool(x)
         features["pre_logits"] = x
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from transfusion_jax.models import AUX_OUTPUT
 from transfusion_jax.train import losses, partition
 from transfusion_jax.train.state import TrainState
 
@@ -18,7 +19,7 @@ def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, state: TrainState
             rngs={"dropout": rng},
         )
         loss = losses.mean_loss(loss_kind, logits, batch)
-        aux = new_vars.get("intermediates", {}).get("aux_logits")
+        aux = new_vars.get("intermediates", {}).get(AUX_OUTPUT)
         if aux is not None and aux_loss_weight:
             loss = loss + aux_loss_weight * losses.mean_loss(loss_kind, aux[0], batch)
         return loss, new_vars["batch_stats"]
