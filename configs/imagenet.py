@@ -2,12 +2,16 @@
 
 Launch (arg 'MODEL[,local]'; MODEL in cbr_larget, cbr_largew, cbr_small, cbr_tiny, cbr_tiny_alt):
   python -m transfusion_jax.main --config=configs/imagenet.py:cbr_small --workdir=$WORKDIR \
-      --config.data.root=/path/to/imagenet_folders
+      --config.data.data_dir=$TFDS_DATA_DIR
 The run ends by writing $WORKDIR/pretrained.npz (transfusion_jax.pretrained format): pass it as
 --config.pretrained to configs/retina.py / chexpert.py / hybrid.py with INIT transfer, mean_var or transfusion:*.
-Data: the pipeline has no TFDS imagenet2012 reader (preparing it needs TensorFlow and the manual ILSVRC2012 tars), so
-this uses data.name='image_folder': root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (the usual extracted
-layout; the val images must be sorted into class folders, e.g. with the common valprep.sh). Eval split 'val'.
+Data: data.name='imagenet_tfds', TFDS imagenet2012 read as ArrayRecord (no TensorFlow at train time); splits
+train / validation. Prepare it once with TFDS's own builder, which needs TensorFlow: ILSVRC2012_img_train.tar and
+ILSVRC2012_img_val.tar in MANUAL_DIR, then `tfds build imagenet2012 --manual_dir=MANUAL_DIR
+--data_dir=$TFDS_DATA_DIR --file_format=array_record`. Start-up scans every record once for its label (reading
+the whole train set from disk). Extracted class folders instead: --config.data.name=image_folder
+--config.data.root=ROOT --config.eval_split=val for root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (val
+images sorted into class folders, e.g. with the common valprep.sh).
 Recipe (paper UNCONFIRMED; the standard ResNet one): SGD momentum 0.9, lr 0.1 x batch/256 with 5-epoch warmup and
 cosine decay, weight decay 1e-4 on kernels, batch 1024, 90 epochs (112,590 steps), 224 px. Eval reports top-1 and
 top-5 accuracy (and one-vs-rest AUC). Target: the paper reports CBRs "much worse on ImageNet" than ResNet-50
@@ -24,11 +28,11 @@ def get_config(arg: str = "cbr_small"):
     config_lib.check_choice("model", a["model"], MODELS, "configs/imagenet.py")
     c = config_lib.base_config()
     c.model.name = a["model"]
-    c.data.name = "image_folder"
+    c.data.name = "imagenet_tfds"
     c.data.image_size = 224
     c.data.normalization = "torchvision"
     c.train_split = "train"
-    c.eval_split = "val"
+    c.eval_split = "validation"
     c.batch_size = 1024
     steps_per_epoch = IMAGES_PER_EPOCH // c.batch_size
     c.num_train_steps = 90 * steps_per_epoch
@@ -41,4 +45,7 @@ def get_config(arg: str = "cbr_small"):
     c.eval_every_steps = 5 * steps_per_epoch
     c.checkpoint_every_steps = steps_per_epoch
     c.export_pretrained = True
-    return config_lib.apply_runlocal(c) if a["local"] else c
+    if a["local"]:
+        c.data.name = "synthetic_source"  # the generated stand-in for a folder or TFDS source (same softmax loss)
+        return config_lib.apply_runlocal(c)
+    return c

@@ -14,6 +14,11 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
+  tfds_classification  any prepared TFDS single-label image set: config.data.tfds_name, image_key (encoded
+                   image), label_key (a ClassLabel: its names and num_classes give the task); softmax.
+  imagenet_tfds    its preset for TFDS imagenet2012 (1000 classes named by WordNet id); splits train / validation.
+                   Prepared with TFDS's own builder from ILSVRC2012_img_train.tar + ILSVRC2012_img_val.tar
+                   (`tfds build imagenet2012 --manual_dir=M --data_dir=D --file_format=array_record`, needs TF).
 Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]', cut at patient
 boundaries so that no patient is on both sides (TFDS slices follow TFDS's own order and do not).
 
@@ -26,6 +31,8 @@ Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Atelectasis and Edema, U-Zeros for the rest). u_mixed is the default because it is the only recipe published
   by overlapping authors (PAPER.md 2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
   Transfusion's own choice is unknown.
+  TFDS classification (imagenet_tfds): loss 'softmax' over the ClassLabel's classes; labels outside them (the
+  unlabelled imagenet2012 'test' split, -1) are an error.
 
 `Dataset`: `len(ds)` = number of examples (after frontal_only and subset_size); `ds.task`; `ds.class_balance`;
 `ds.bad_images` (path -> error, images skipped so far); `ds.num_batches(B)` (eval batches);

@@ -25,9 +25,18 @@ DATASET_NAMES = (
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
+    "tfds_classification",
+    "imagenet_tfds",
 )
 # The paper's resolutions (PAPER.md 1.1 / 2): Retina 587 (Inception may use 299), CheXpert 224.
-_PAPER_SIZE = {"retina": 587, "chexpert": 224, "synthetic_source": 224, "image_folder": 224}
+_PAPER_SIZE = {
+    "retina": 587,
+    "chexpert": 224,
+    "synthetic_source": 224,
+    "image_folder": 224,
+    "tfds_classification": 224,
+    "imagenet_tfds": 224,
+}
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -37,6 +46,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.root = ""  # folder readers: Kaggle DR folder / folder holding CheXpert-v1.0-small
     c.data_dir = ""  # TFDS readers: TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets)
     c.tfds_config = "btgraham-300"  # retina_tfds builder config: original / 1M / 250K / btgraham-300
+    c.tfds_name = ""  # tfds_classification: the TFDS builder, e.g. 'imagenet2012' (imagenet_tfds sets its own)
+    c.image_key = "image"  # tfds_classification: feature holding the encoded image
+    c.label_key = "label"  # tfds_classification: ClassLabel feature used as the softmax target
     c.image_size = 0  # 0 = the paper's: 587 Retina, 224 CheXpert (set 299 for Inception if wanted)
     c.resize_mode = ""  # '' = center_crop for Retina (round disc), squash for CheXpert and others
     c.normalization = "torchvision"  # preset name in preprocess.PRESETS; take it from the checkpoint's metadata
@@ -305,6 +317,11 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertTfdsSource(split, c.data_dir, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
+    if name == "tfds_classification":
+        return readers.TfdsClassificationSource(c.tfds_name, split, c.data_dir, c.image_key, c.label_key)
+    if name in readers.TFDS_CLASSIFICATION_PRESETS:
+        tfds_name, image_key, label_key, how_to_prepare = readers.TFDS_CLASSIFICATION_PRESETS[name]
+        return readers.TfdsClassificationSource(tfds_name, split, c.data_dir, image_key, label_key, how_to_prepare)
     s = c.synthetic
     split_seed = [s.seed, zlib.crc32(split.encode())]
     seed = int(np.random.default_rng(split_seed).integers(2**31))  # train and test splits differ

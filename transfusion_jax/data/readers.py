@@ -172,19 +172,21 @@ class TfdsSource(Source):
     """Reads a prepared TFDS dataset (ArrayRecord) through `tfds.data_source`, images left encoded (SkipDecoding)
     so that the label scan at start-up decodes nothing and workers decode with Pillow: no TensorFlow."""
 
-    def __init__(self, name: str, split: str, data_dir: str | None):
+    def __init__(self, name: str, split: str, data_dir: str | None, image_key: str = "image", how_to_prepare=""):
         import tensorflow_datasets as tfds
 
-        self._name, self._split = name, split
+        self._name, self._split, self._image_key = name, split, image_key
+        how_to_prepare = how_to_prepare or (
+            f"Prepare it once with `python -m transfusion_jax.data prepare {name} --manual_dir ... --data_dir ...`."
+        )
         try:
             self._ds = tfds.data_source(
-                name, split=split, data_dir=data_dir or None, decoders={"image": tfds.decode.SkipDecoding()}
+                name, split=split, data_dir=data_dir or None, decoders={image_key: tfds.decode.SkipDecoding()}
             )
         except Exception as e:  # TFDS raises several types for a missing preparation; say what to do
             raise FileNotFoundError(
                 f"TFDS dataset {name!r} split {split!r} not found under data_dir={data_dir!r} ({type(e).__name__}: "
-                f"{e}). Prepare it once with `python -m transfusion_jax.data prepare {name} --manual_dir ... "
-                f"--data_dir ...`."
+                f"{e}). {how_to_prepare}"
             ) from e
         _check_nonempty(len(self._ds), f"TFDS {name} split {split!r}")
 
@@ -196,7 +198,7 @@ class TfdsSource(Source):
             yield from self._ds.__getitems__(keys[start : start + chunk])
 
     def load(self, index, target_size):
-        return decode_image(self._ds[index]["image"], self.describe(index), target_size)
+        return decode_image(self._ds[index][self._image_key], self.describe(index), target_size)
 
     def describe(self, index):
         return f"tfds:{self._name}/{self._split}[{index}]"
@@ -210,6 +212,62 @@ class RetinaTfdsSource(TfdsSource):
         grades = np.array([int(r["label"]) for r in self._records(range(len(self._ds)))])
         self.task = task
         self.labels = softmax_labels(tasks.retina_targets(grades, task, self.describe(0).rsplit("[", 1)[0]))
+
+
+# ------------------------------------------------------------------------------------ TFDS classification
+
+# Presets of `tfds_classification`: config.data.name -> (tfds_name, image_key, label_key, how to prepare it).
+TFDS_CLASSIFICATION_PRESETS = {
+    "imagenet_tfds": (
+        "imagenet2012",
+        "image",
+        "label",
+        (
+            "Prepare it once with TFDS's own builder (needs TensorFlow: pip install tensorflow-cpu): put "
+            "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in MANUAL_DIR, then run `tfds build imagenet2012 "
+            "--manual_dir=MANUAL_DIR --data_dir=DATA_DIR --file_format=array_record`; set config.data.data_dir=DATA_DIR."
+        ),
+    ),
+}
+
+
+class TfdsClassificationSource(TfdsSource):
+    """Any prepared TFDS single-label image dataset: encoded image under `image_key`, a ClassLabel under
+    `label_key`. Label names come from the builder's ClassLabel (imagenet2012: WordNet ids; a ClassLabel made
+    from num_classes alone names them '0', '1', ...)."""
+
+    def __init__(self, tfds_name, split, data_dir, image_key, label_key, how_to_prepare=""):
+        import tensorflow_datasets as tfds
+
+        if not tfds_name:
+            raise ValueError("config.data.tfds_name is empty: name the TFDS builder, e.g. 'imagenet2012'")
+        hint = how_to_prepare or (
+            f"Prepare it once with `tfds build {tfds_name} --data_dir=DATA_DIR --file_format=array_record`."
+        )
+        super().__init__(tfds_name, split, data_dir, image_key=image_key, how_to_prepare=hint)
+        features = self._ds.dataset_info.features
+        for key, field in ((image_key, "image_key"), (label_key, "label_key")):
+            if key not in features:
+                raise DatasetFormatError(
+                    f"TFDS {tfds_name} has no feature {key!r}; its features are {sorted(features)}: "
+                    f"set config.data.{field}"
+                )
+        label = features[label_key]
+        if not isinstance(label, tfds.features.ClassLabel):
+            raise DatasetFormatError(
+                f"TFDS {tfds_name} feature {label_key!r} is a {type(label).__name__}, not a ClassLabel, so the "
+                f"number of classes is unknown; pick a ClassLabel feature as config.data.label_key"
+            )
+        targets = np.array([int(r[label_key]) for r in self._records(range(len(self._ds)))])
+        bad = np.flatnonzero((targets < 0) | (targets >= label.num_classes))
+        if bad.size:
+            raise DatasetFormatError(
+                f"{self.describe(int(bad[0]))}: label {targets[bad[0]]} is outside 0-{label.num_classes - 1} "
+                f"({bad.size} such records); split {split!r} looks unlabelled (imagenet2012's 'test' is): "
+                f"train and evaluate on labelled splits"
+            )
+        self.task = tasks.TaskInfo(tfds_name, tuple(label.names), label.num_classes, "softmax")
+        self.labels = softmax_labels(targets)
 
 
 # --------------------------------------------------------------------------------------------------- CheXpert
