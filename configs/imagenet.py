@@ -45,7 +45,4 @@ def get_config(arg: str = "cbr_small"):
     c.eval_every_steps = 5 * steps_per_epoch
     c.checkpoint_every_steps = steps_per_epoch
     c.export_pretrained = True
-    if a["local"]:
-        c.data.name = "synthetic_source"  # the generated stand-in for a folder or TFDS source (same softmax loss)
-        return config_lib.apply_runlocal(c)
-    return c
+    return config_lib.apply_runlocal(c) if a["local"] else c

@@ -126,7 +126,7 @@ def _use_local_data(c: ml_collections.ConfigDict) -> None:
     """Generated stand-ins for the real datasets, keeping the task (loss kind, number of outputs)."""
     if "chexpert" in c.data.name:
         c.data.name, c.data.root, c.eval_split = "chexpert_folder", _local_chexpert_root(), "valid"
-    elif c.data.name in ("image_folder", "synthetic_source"):
+    elif c.data.name in ("image_folder", "synthetic_source", "imagenet_tfds", "tfds_classification"):
         c.data.name = "synthetic_source"
     else:
         c.data.name = "synthetic_retina"
