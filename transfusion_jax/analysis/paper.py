@@ -5,13 +5,16 @@ Loading checkpoints and building the model stay with the caller, so these work f
     (the paper averages the top two blocks before the output layer).
   * `similarity_to_init`: Fig. 3, per-layer similarity of each block at initialisation and after training, with
     the relative weight change of each block (§5.3, "larger models change less").
+  * `init_vs_final_correlation`: Fig. 4, per layer, similarity of two networks at init vs after training over
+    several pairs, with Pearson r and R² (for ResNet-50 lower layers correlate strongly; for CBR-Small not).
 Defaults follow PAPER.md §5.1's recommendation: SVCCA to 99% variance over spatial positions as datapoints.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +60,49 @@ def similarity_to_init(apply_fn: Callable, variables_init: Any, variables_traine
               "similarity": {key.split("/")[0]: value for key, value in per_layer.items()},
               "relative_weight_change": change}
     return _write(result, out)
+
+
+def init_vs_final_correlation(apply_fn: Callable, pairs: Sequence[tuple[tuple[Any, Any], tuple[Any, Any]]],
+                              batches: Iterable, layers: Sequence[str], method: str = "svcca",
+                              reduction: Reduction = DEFAULT_REDUCTION, out: str | Path | None = None,
+                              **options) -> dict[str, Any]:
+    """Fig. 4: per layer, does similarity of two networks at init predict their similarity after training?
+
+    pairs: ((init_a, final_a), (init_b, final_b)) variable dicts of two runs each. Per layer, every pair gives a
+    point (similarity(init_a, init_b), similarity(final_a, final_b)); the Pearson r and R² = r² of those points
+    (float64) say how strongly init similarity predicts final similarity. r needs >= 3 points (two always lie on
+    a line), finite similarities and points that vary on both axes; otherwise r and R² are NaN with the reason in `note`.
+    """
+    if not pairs:
+        raise ValueError("pairs is empty: give at least one ((init_a, final_a), (init_b, final_b))")
+    batches = list(batches)  # every comparison streams the same images
+    points: dict[str, list[list[float]]] = {name: [] for name in layers}
+    for (init_a, final_a), (init_b, final_b) in pairs:
+        at = {}
+        for when, (va, vb) in (("init", (init_a, init_b)), ("final", (final_a, final_b))):
+            per_layer = activations.compare_models((apply_fn, va), (apply_fn, vb), batches, method,
+                                                   pairs=[(name, name) for name in layers], reduction=reduction,
+                                                   **options)
+            at[when] = {key.split("/")[0]: value["score"] for key, value in per_layer.items()}
+        for name in layers:
+            points[name].append([float(at["init"][name]), float(at["final"][name])])
+    per_layer = {name: {"points": pts, **_pearson(np.asarray(pts, np.float64))} for name, pts in points.items()}
+    result = {"analysis": "init_vs_final_correlation", "method": method, "options": options,
+              "reduction": reduction.describe(), "layers": list(layers), "num_pairs": len(pairs),
+              "per_layer": per_layer}
+    return _write(result, out)
+
+
+def _pearson(points: np.ndarray) -> dict[str, Any]:
+    """Pearson r and R² of (x, y) rows in float64, or NaN with the reason when r is undefined."""
+    if len(points) < 3:
+        return {"r": float("nan"), "r2": float("nan"),
+                "note": f"r undefined: {len(points)} point(s), need >= 3 (two points always lie on a line)"}
+    if not np.all(np.isfinite(points)):
+        return {"r": float("nan"), "r2": float("nan"), "note": "r undefined: a similarity is not finite"}
+    centred = points - points.mean(axis=0)
+    sx, sy = np.sqrt(np.sum(centred**2, axis=0))
+    if sx == 0 or sy == 0:
+        return {"r": float("nan"), "r2": float("nan"), "note": "r undefined: one axis has no variation"}
+    r = float(np.sum(centred[:, 0] * centred[:, 1]) / (sx * sy))
+    return {"r": r, "r2": r * r}
