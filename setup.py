@@ -1,4 +1,5 @@
 """transfusion_jax: JAX/Flax reimplementation of Raghu et al., "Transfusion" (NeurIPS 2019)."""
+
 import setuptools
 
 setuptools.setup(

@@ -14,13 +14,14 @@ Seconds: moments = accumulating the data (data generation and compilation exclud
 separately), finish = CCA + SVCCA(0.99) + PWCCA + CKA
 from the moments on the host (the same float64 code for both). Scores of both are printed to show they agree.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import resource
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,8 +36,12 @@ POOL = 65_536  # rows of pre-drawn noise, reused at random offsets: drawing fres
 @functools.cache
 def _pool(seed: int, dx: int, dy: int):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((LATENT, dx), dtype=np.float32), rng.standard_normal((LATENT, dy), dtype=np.float32),
-            rng.standard_normal((POOL, dx), dtype=np.float32), rng.standard_normal((POOL, dy), dtype=np.float32))
+    return (
+        rng.standard_normal((LATENT, dx), dtype=np.float32),
+        rng.standard_normal((LATENT, dy), dtype=np.float32),
+        rng.standard_normal((POOL, dx), dtype=np.float32),
+        rng.standard_normal((POOL, dy), dtype=np.float32),
+    )
 
 
 def batch(seed: int, index: int, rows: int, dx: int, dy: int):
@@ -52,14 +57,20 @@ def batch(seed: int, index: int, rows: int, dx: int, dy: int):
 
 def _finish(stats):
     from transfusion_jax.analysis import similarity
+
     start = time.perf_counter()
-    scores = {"cca": similarity.cca(stats).score, "svcca": similarity.svcca(stats, keep=0.99).score,
-              "pwcca": similarity.pwcca(stats).score, "cka": similarity.cka(stats).score}
+    scores = {
+        "cca": similarity.cca(stats).score,
+        "svcca": similarity.svcca(stats, keep=0.99).score,
+        "pwcca": similarity.pwcca(stats).score,
+        "cka": similarity.cka(stats).score,
+    }
     return scores, time.perf_counter() - start
 
 
 def _numpy_stats(n, mean_x, mean_y, cxx, cyy, cxy):
     from transfusion_jax.analysis import moments
+
     nan = float("nan")  # debiased-CKA terms: not part of this comparison
     return moments.Stats(n=n, mean_x=mean_x, mean_y=mean_y, cxx=cxx, cyy=cyy, cxy=cxy, p_xx=nan, p_yy=nan, p_xy=nan)
 
@@ -70,7 +81,9 @@ def run_case(impl: str, case: str, rows: int, dx: int, dy: int, batch_rows: int)
     seconds = compile_seconds = 0.0
     if impl == "ours":
         import jax
+
         from transfusion_jax.analysis import moments
+
         acc = moments.init(dx, dy)
         start = time.perf_counter()  # compile for the batch shapes first, so 'moments s' is steady-state
         shapes = {rows} if case == "one-shot" else {batch_rows, rows % batch_rows} - {0}
@@ -124,20 +137,36 @@ def run_case(impl: str, case: str, rows: int, dx: int, dy: int, batch_rows: int)
                 sxy += u.T @ v
                 seconds += time.perf_counter() - start
             mu, nu = sx / rows, sy / rows
-            stats = _numpy_stats(rows, shift_x + mu, shift_y + nu, sxx / rows - np.outer(mu, mu),
-                                 syy / rows - np.outer(nu, nu), sxy / rows - np.outer(mu, nu))
+            stats = _numpy_stats(
+                rows,
+                shift_x + mu,
+                shift_y + nu,
+                sxx / rows - np.outer(mu, mu),
+                syy / rows - np.outer(nu, nu),
+                sxy / rows - np.outer(mu, nu),
+            )
     scores, finish_seconds = _finish(stats)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"impl": impl, "case": case, "device": device, "moments_s": seconds, "compile_s": compile_seconds,
-            "finish_s": finish_seconds,
-            "peak_rss_mb": peak_mb, **scores}
+    return {
+        "impl": impl,
+        "case": case,
+        "device": device,
+        "moments_s": seconds,
+        "compile_s": compile_seconds,
+        "finish_s": finish_seconds,
+        "peak_rss_mb": peak_mb,
+        **scores,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
-    parser.add_argument("--single-thread", action="store_true",
-                        help="pin NumPy (OpenBLAS) and XLA to one thread each: stable figures on a busy shared machine")
+    parser.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="pin NumPy (OpenBLAS) and XLA to one thread each: stable figures on a busy shared machine",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,28 +179,39 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     if args.single_thread:
-        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-    print(f"threads: {'1 (pinned)' if args.single_thread else 'library defaults'}; "
-          f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        env.update(
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+        )
+    print(
+        f"threads: {'1 (pinned)' if args.single_thread else 'library defaults'}; "
+        f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     rows_out = []
     for case, rows, dx, dy, batch_rows in cases:
         for impl in ("ours", "numpy64"):
             spec = json.dumps({"impl": impl, "case": case, "rows": rows, "dx": dx, "dy": dy, "batch_rows": batch_rows})
-            proc = subprocess.run([sys.executable, __file__, "--child", spec], cwd=root, capture_output=True,
-                                  text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", spec], cwd=root, capture_output=True, text=True, env=env
+            )
             if proc.returncode:
                 sys.exit(f"{impl} {case} failed:\n{proc.stderr}")
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             rows_out.append({"shape": f"{rows:,} x {dx}", **result})
-    header = f"{'case':9} {'shape':>15} {'impl':8} {'device':6} {'moments s':>9} {'compile s':>9} {'finish s':>8} " \
-             f"{'peak RSS MB':>11} " \
-             f"{'cca':>9} {'svcca':>9} {'pwcca':>9} {'cka':>9}"
+    header = (
+        f"{'case':9} {'shape':>15} {'impl':8} {'device':6} {'moments s':>9} {'compile s':>9} {'finish s':>8} "
+        f"{'peak RSS MB':>11} "
+        f"{'cca':>9} {'svcca':>9} {'pwcca':>9} {'cka':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows_out:
-        print(f"{r['case']:9} {r['shape']:>15} {r['impl']:8} {r['device']:6} {r['moments_s']:9.2f} "
-              f"{r['compile_s']:9.2f} {r['finish_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} {r['pwcca']:9.6f} {r['cka']:9.6f}")
+        print(
+            f"{r['case']:9} {r['shape']:>15} {r['impl']:8} {r['device']:6} {r['moments_s']:9.2f} "
+            f"{r['compile_s']:9.2f} {r['finish_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} {r['pwcca']:9.6f} {r['cka']:9.6f}"
+        )
 
 
 if __name__ == "__main__":

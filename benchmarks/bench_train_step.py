@@ -9,6 +9,7 @@ convs, SAME padding, 3x3/2 VALID max-pools, no conv bias), on CUDA when availabl
   python benchmarks/bench_train_step.py --models=resnet50,inception_v3,cbr_larget,cbr_largew,cbr_small,cbr_tiny \
       --batch=32 --dtype=bfloat16 --steps=20 --device=auto                # full set on an accelerator
 """
+
 import argparse
 import os
 import platform
@@ -29,8 +30,12 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     p.add_argument("--steps", type=int, default=5, help="timed steps per framework (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="auto: JAX's default backend and CUDA for torch when available")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="auto: JAX's default backend and CUDA for torch when available",
+    )
     return p.parse_args(argv)
 
 
@@ -46,11 +51,29 @@ def bench_config(name, dtype, num_steps):
     """The fields of config_lib.base_config() that building a train step reads, without ml_collections or the data
     stack (so this also runs on a bare accelerator image): Adam lr 1e-3, random init, nothing frozen."""
     ns = types.SimpleNamespace
-    optimizer = ns(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False,
-                   weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
-    return ns(model=ns(name=name, overrides={}), dtype=dtype, init="random", pretrained="", mean_var_bn="mean_var",
-              freeze=(), num_train_steps=num_steps, optimizer=optimizer)
-
+    optimizer = ns(
+        name="adam",
+        learning_rate=1e-3,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        grad_clip_norm=0.0,
+    )
+    return ns(
+        model=ns(name=name, overrides={}),
+        dtype=dtype,
+        init="random",
+        pretrained="",
+        mean_var_bn="mean_var",
+        freeze=(),
+        num_train_steps=num_steps,
+        optimizer=optimizer,
+    )
 
 
 def jax_stepper(name, size, args):
@@ -58,7 +81,8 @@ def jax_stepper(name, size, args):
     import jax
     import jax.numpy as jnp
 
-    from transfusion_jax.train import partition, state as state_lib, steps
+    from transfusion_jax.train import partition, steps
+    from transfusion_jax.train import state as state_lib
 
     config = bench_config(name, args.dtype, args.steps + args.warmup)
     mesh = partition.make_data_mesh()
@@ -97,8 +121,11 @@ def torch_cbr(name):
     spec = cbr.CBR_SPECS[name]
     layers, cin, k = [], 3, spec["kernel_size"]
     for i, width in enumerate(spec["widths"]):
-        layers += [tnn.Conv2d(cin, width, k, padding=k // 2, bias=False), tnn.BatchNorm2d(width, momentum=0.1),
-                   tnn.ReLU(inplace=True)]
+        layers += [
+            tnn.Conv2d(cin, width, k, padding=k // 2, bias=False),
+            tnn.BatchNorm2d(width, momentum=0.1),
+            tnn.ReLU(inplace=True),
+        ]
         if i + 1 < len(spec["widths"]) or spec["pool_after_last"]:
             layers.append(tnn.MaxPool2d(3, 2))
         cin = width
@@ -185,18 +212,25 @@ def main(argv=None):
         print(f"{name}@{size}: jax {ours:.2f} img/s (compile {compile_s:.1f} s), torch {theirs:.2f} img/s", flush=True)
     jax_dev = jax.devices()[0]
     print()
-    print(f"jax {jax.__version__} on {jax.device_count()} x {jax_dev.device_kind} ({jax_dev.platform}); "
-          + (f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); " if torch else
-             "torch not installed; ")
-          + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, median of {args.steps} "
-          f"interleaved steps, "
-          f"Adam, BatchNorm in train mode")
+    print(
+        f"jax {jax.__version__} on {jax.device_count()} x {jax_dev.device_kind} ({jax_dev.platform}); "
+        + (
+            f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); "
+            if torch
+            else "torch not installed; "
+        )
+        + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, median of {args.steps} "
+        f"interleaved steps, "
+        f"Adam, BatchNorm in train mode"
+    )
     print()
     print("| model | size | batch | dtype | ours (JAX) img/s | PyTorch img/s | ours / PyTorch | JAX compile s |")
     print("|---|---|---|---|---|---|---|---|")
     for name, size, ours, compile_s, theirs in rows:
-        print(f"| {name} | {size} | {args.batch} | {args.dtype} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} | "
-              f"{compile_s:.1f} |")
+        print(
+            f"| {name} | {size} | {args.batch} | {args.dtype} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} | "
+            f"{compile_s:.1f} |"
+        )
 
 
 if __name__ == "__main__":

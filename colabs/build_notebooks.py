@@ -8,13 +8,14 @@ and at full scale when MINI = False, pointed at the real data (DATA_ROOT) and Im
 on a GPU/TPU runtime. The mini path and the full path share every analysis cell; only where runs come from differs
 (the quickstart's functions vs `transfusion_jax.experiments.sweep` over configs/*.py).
 """
+
 import os
 import sys
 
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-INSTALL = '''\
+INSTALL = """\
 # Colab: fetch the project (its configs/ are needed too) and install it; skipped when transfusion_jax is importable.
 REPO_URL = ""  # the git URL of your transfusion_jax clone (or upload the repo as ./transfusion_jax_repo)
 import importlib.util, os, subprocess, sys
@@ -25,11 +26,11 @@ if importlib.util.find_spec("transfusion_jax") is None:
         subprocess.check_call(["git", "clone", "--depth", "1", REPO_URL, "transfusion_jax_repo"])
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "transfusion_jax_repo"])
     os.chdir("transfusion_jax_repo")
-    sys.path.insert(0, os.getcwd())'''
+    sys.path.insert(0, os.getcwd())"""
 
 
 def settings(name: str, extra: str = "") -> str:
-    return f'''\
+    return f"""\
 MINI = True  # True: tiny CBRs on generated data, CPU, ~1-2 minutes. False: the paper's setup on real data (GPU/TPU).
 WORKDIR = os.path.abspath("colab_runs/{name}" + ("_mini" if MINI else ""))
 DATA_ROOT = "/path/to/kaggle_dr"  # MINI = False: Kaggle DR 2015 folder (trainLabels.csv, train/, test/, solution csv)
@@ -43,25 +44,35 @@ from transfusion_jax.experiments import plots, quickstart, report, runs, sweep
 quickstart.enable_compile_cache(WORKDIR)
 # Mini scale: big enough for the fine-tuning AUC to pass 0.91, small enough for a CPU.
 NB = dataclasses.replace(quickstart.MINI, widths=(8, 16, 32, 32), source_train=120, target_train=300,
-                         target_test=80, pretrain_steps=20, finetune_steps=30, seeds=tuple(SEEDS))'''
+                         target_test=80, pretrain_steps=20, finetune_steps=30, seeds=tuple(SEEDS))"""
 
 
 def md_table(header, rows_expr: str) -> str:
-    return f'''display(Markdown("\\n".join(["| " + " | ".join({header!r}) + " |", "|" + "---|" * {len(header)}]
-                             + ["| " + " | ".join(map(str, row)) + " |" for row in {rows_expr}])))'''
+    return f"""display(Markdown("\\n".join(["| " + " | ".join({header!r}) + " |", "|" + "---|" * {len(header)}]
+                             + ["| " + " | ".join(map(str, row)) + " |" for row in {rows_expr}])))"""
 
 
 PERFORMANCE = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Transfusion (Raghu et al., NeurIPS 2019) — 1. Performance: random init vs ImageNet transfer across model sizes
 
 Paper Table 1: on Retina, transfer and random init reach about the same AUC, for ResNet-50 and Inception-v3 as for
 the much smaller CBRs. At mini scale this trains two CBR-Small widths from random init and from a checkpoint
-pretrained on a generated source set; at full scale it runs `configs/retina.py` for the paper's six models."""),
+pretrained on a generated source set; at full scale it runs `configs/retina.py` for the paper's six models.""",
+    ),
     ("code", INSTALL),
-    ("code", settings("performance", '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", '
-                                     '"cbr_tiny"]')),
-    ("code", '''\
+    (
+        "code",
+        settings(
+            "performance",
+            '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny"]',
+        ),
+    ),
+    (
+        "code",
+        """\
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
 final_auc = {}  # (model, init) -> final eval AUC per seed
 if MINI:
@@ -75,36 +86,55 @@ else:
     sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, pretrained=PRETRAINED,
                 overrides=[f"data.root={DATA_ROOT}"])
     for r in report.collect(WORKDIR):
-        final_auc.setdefault((r.model, r.init), []).append(r.final_auc)'''),
-    ("code", '''\
+        final_auc.setdefault((r.model, r.init), []).append(r.final_auc)""",
+    ),
+    (
+        "code",
+        """\
 from transfusion_jax.experiments import paper_numbers
 rows = []
 for (model, init), aucs in final_auc.items():
     mean, std, n = report.mean_std(aucs)
     paper = paper_numbers.TABLE1.get((model, init))
     rows.append([model, init, n, report.pct(mean, std), paper.format(1) if paper else "—"])
-''' + md_table(["model", "init", "runs", "final AUC %", "paper AUC % (Table 1)"], "rows") + '''
+"""
+        + md_table(["model", "init", "runs", "final AUC %", "paper AUC % (Table 1)"], "rows")
+        + """
 bars = {init: {model: report.mean_std(a)[0] for (model, i), a in final_auc.items() if i == init}
         for init in ("random", "transfer")}
 display(Image(plots.grouped_bars(bars, os.path.join(WORKDIR, "performance.png"), "final eval AUC",
-                                 "Random init vs transfer per model")))'''),
-    ("md", """\
+                                 "Random init vs transfer per model")))""",
+    ),
+    (
+        "md",
+        """\
 At mini scale the source task is a toy, so whether transfer helps here says nothing about ImageNet; the point is the
-pipeline. With `MINI = False` the table is the paper's Table 1 with our numbers beside theirs."""),
+pipeline. With `MINI = False` the table is the paper's Table 1 with our numbers beside theirs.""",
+    ),
 ]
 
 REPRESENTATIONS = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Transfusion — 2. Representations: CCA(Rand, ImNet) vs CCA(Rand, Rand), similarity to init, conv1 filters
 
 Paper Fig. 2, 3 and 5: for large models, networks trained from random init are more similar to each other than to
 transferred ones in the top layers; lower layers stay close to their initialisation; conv1 filters barely move in
-ResNet-50. The analysis cells below read any finished runs (trained with `export_pretrained=True`)."""),
+ResNet-50. The analysis cells below read any finished runs (trained with `export_pretrained=True`).""",
+    ),
     ("code", INSTALL),
-    ("code", settings("representations", '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
-                                         'MAX_IMAGES = 128 if MINI else 1024  # eval images streamed through CCA')
-     .replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand")),
-    ("code", '''\
+    (
+        "code",
+        settings(
+            "representations",
+            '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
+            "MAX_IMAGES = 128 if MINI else 1024  # eval images streamed through CCA",
+        ).replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand"),
+    ),
+    (
+        "code",
+        """\
 if MINI:
     s = dataclasses.replace(NB, inits=("random", "transfer"))
     quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, s), s)
@@ -112,8 +142,11 @@ if MINI:
 else:
     sweep.sweep("configs/retina.py", [MODEL], ["random", "transfer"], SEEDS, WORKDIR, pretrained=PRETRAINED,
                 overrides=[f"data.root={DATA_ROOT}", "export_pretrained=True"])
-    run_dir = lambda init, seed: runs.RunSpec("retina", MODEL, init, seed).workdir(WORKDIR)'''),
-    ("code", '''\
+    run_dir = lambda init, seed: runs.RunSpec("retina", MODEL, init, seed).workdir(WORKDIR)""",
+    ),
+    (
+        "code",
+        """\
 import itertools
 import numpy as np
 from transfusion_jax.analysis import paper
@@ -131,12 +164,17 @@ rand_rand = [score(paper.top_layers_similarity(first.apply, weights["random", a]
              for a, b in itertools.combinations(SEEDS, 2)]
 rows = [[layer, f"{np.mean([r[layer] for r in rand_imnet]):.3f}", f"{np.mean([r[layer] for r in rand_rand]):.3f}"]
         for layer in layers]
-''' + md_table(["layer", "CCA(Rand, ImNet)", "CCA(Rand, Rand)"], "rows") + '''
+"""
+        + md_table(["layer", "CCA(Rand, ImNet)", "CCA(Rand, Rand)"], "rows")
+        + """
 top = layers[-2:]  # the paper averages the top two layers / stages
 print("top two layers: CCA(Rand, ImNet) %.3f, CCA(Rand, Rand) %.3f" % (
     np.mean([np.mean([r[l] for l in top]) for r in rand_imnet]),
-    np.mean([np.mean([r[l] for l in top]) for r in rand_rand])))'''),
-    ("code", '''\
+    np.mean([np.mean([r[l] for l in top]) for r in rand_rand])))""",
+    ),
+    (
+        "code",
+        """\
 to_init, change = {}, {}
 for init in ("random", "transfer"):
     w = weights[init, SEEDS[0]]
@@ -146,8 +184,11 @@ for init in ("random", "transfer"):
 display(Image(plots.grouped_bars(to_init, os.path.join(WORKDIR, "to_init.png"), "SVCCA(init, final)",
                                  "Similarity of each layer to its initialisation")))
 display(Image(plots.grouped_bars(change, os.path.join(WORKDIR, "change.png"), "||W_T - W_0|| / ||W_0||",
-                                 "Relative weight change per block")))'''),
-    ("code", '''\
+                                 "Relative weight change per block")))""",
+    ),
+    (
+        "code",
+        """\
 from transfusion_jax.analysis import filters
 for init in ("random", "transfer"):
     w = weights[init, SEEDS[0]]
@@ -155,21 +196,33 @@ for init in ("random", "transfer"):
         path = os.path.join(WORKDIR, f"filters_{init}_{when}.png")
         filters.save_filter_grid(variables, path, blocks=layers, ncols=8, scale=8)
         print(init, when)
-        display(Image(path))'''),
+        display(Image(path))""",
+    ),
 ]
 
 CONVERGENCE = [
-    ("md", """\
+    (
+        "md",
+        """\
 # Transfusion — 3. Convergence: Mean-Var, weight transfusion, Slim, synthetic Gabor
 
 Paper Fig. 6 and the hybrid figures: steps until eval AUC > 0.91. Transfer converges fastest; Mean-Var init (only the
 pretrained weights' scale) and synthetic Gabor conv1 sit between transfer and random; reusing conv1 gives the largest
-marginal gain; Slim (pretrained up to block2, the rest at half width) matches transfer."""),
+marginal gain; Slim (pretrained up to block2, the rest at half width) matches transfer.""",
+    ),
     ("code", INSTALL),
-    ("code", settings("convergence", '\nMODEL = "resnet50"  # MINI = False\n'
-                                     'INITS = ["random", "transfer", "mean_var", "transfusion:conv1", '
-                                     '"transfusion:block1", "transfusion:block2", "gabor", "slim"]  # MINI = False')),
-    ("code", '''\
+    (
+        "code",
+        settings(
+            "convergence",
+            '\nMODEL = "resnet50"  # MINI = False\n'
+            'INITS = ["random", "transfer", "mean_var", "transfusion:conv1", '
+            '"transfusion:block1", "transfusion:block2", "gabor", "slim"]  # MINI = False',
+        ),
+    ),
+    (
+        "code",
+        """\
 if MINI:
     s = dataclasses.replace(NB, inits=("random", "transfer", "mean_var", "transfusion:layer1", "gabor"))
     quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, s), s)
@@ -177,8 +230,11 @@ if MINI:
 else:
     sweep.sweep("configs/hybrid.py", [MODEL], INITS, SEEDS, WORKDIR, pretrained=PRETRAINED,
                 overrides=[f"data.root={DATA_ROOT}"])
-    inits, run_dir = INITS, lambda init, seed: runs.RunSpec("hybrid", MODEL, init, seed).workdir(WORKDIR)'''),
-    ("code", '''\
+    inits, run_dir = INITS, lambda init, seed: runs.RunSpec("hybrid", MODEL, init, seed).workdir(WORKDIR)""",
+    ),
+    (
+        "code",
+        """\
 import json
 curves = {init: [quickstart.eval_curve(run_dir(init, seed)) for seed in SEEDS] for init in inits}
 summaries = {init: [json.load(open(os.path.join(run_dir(init, seed), "summary.json"))) for seed in SEEDS]
@@ -189,10 +245,14 @@ for init in inits:
     mean, std, n = report.mean_std([x["final_eval"]["auc"] for x in summaries[init]])
     rows.append([init, f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached",
                  report.pct(mean, std)])
-''' .replace("import json", "import json\nimport numpy as np") + md_table(
-        ["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows") + '''
-display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))'''),
-    ("code", '''\
+""".replace("import json", "import json\nimport numpy as np")
+        + md_table(["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows")
+        + """
+display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
+    ),
+    (
+        "code",
+        """\
 # Slim: ResNet-50 up to block2 from the checkpoint, block3/4 at half width. Mini: the configs' CPU-sized ResNet
 # (one unit per stage, a random stand-in checkpoint) for a handful of steps, to show the mechanics.
 if MINI:
@@ -201,14 +261,18 @@ if MINI:
                                      "progress_bar=False"])
     print(records[0]["status"], runs.describe(records[0]["summary"]))
 else:
-    print(report.render(WORKDIR))  # the convergence table beside the paper's steps (Slim 8,208 vs transfer 8,008)'''),
+    print(report.render(WORKDIR))  # the convergence table beside the paper's steps (Slim 8,208 vs transfer 8,008)""",
+    ),
 ]
 
 
 def build(cells) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python"}, "colab": {"provenance": []}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    }
     for i, (kind, source) in enumerate(cells):
         cell = nbformat.v4.new_markdown_cell(source) if kind == "md" else nbformat.v4.new_code_cell(source)
         cell.id = f"cell-{i:02d}"  # stable ids keep the files reproducible
@@ -216,8 +280,11 @@ def build(cells) -> nbformat.NotebookNode:
     return nb
 
 
-NOTEBOOKS = {"1_performance.ipynb": PERFORMANCE, "2_representations.ipynb": REPRESENTATIONS,
-             "3_convergence.ipynb": CONVERGENCE}
+NOTEBOOKS = {
+    "1_performance.ipynb": PERFORMANCE,
+    "2_representations.ipynb": REPRESENTATIONS,
+    "3_convergence.ipynb": CONVERGENCE,
+}
 
 
 def main(argv) -> int:

@@ -13,6 +13,7 @@ Recipe: SGD momentum 0.9, lr 1e-3, batch 32 (PAPER.md 3), 224 px, 100k steps (Fi
 config.data.uncertainty_policy (default u_mixed; the paper's policy is unknown). Evaluation on the official
 valid split (the paper's evaluation split is UNCONFIRMED).
 """
+
 from transfusion_jax.train import config_lib
 
 MODELS = ("resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")

@@ -14,6 +14,7 @@ CBR-LargeW random 104,104, gabor 82,082, transfer 19,419. Mean Var (Fig. 6, read
 ~25-30k, Inception-v3 ~25k. Transfusion per block: numbers UNCONFIRMED; conv1 gives the largest marginal gain.
 Lengths: 150k steps (ResNet-50, Inception-v3), 120k (CBRs).
 """
+
 from transfusion_jax.train import config_lib
 
 SCHEMES = ("mean_var", "gabor", "slim", "random", "transfer")

@@ -17,6 +17,7 @@ cosine decay, weight decay 1e-4 on kernels, batch 1024, 90 epochs (112,590 steps
 top-5 accuracy (and one-vs-rest AUC). Target: the paper reports CBRs "much worse on ImageNet" than ResNet-50
 (top-5 numbers UNCONFIRMED).
 """
+
 from transfusion_jax.train import config_lib
 
 MODELS = ("cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny", "cbr_tiny_alt")

@@ -11,6 +11,7 @@ CBR-LargeT 96.2 / 96.2; CBR-LargeW, CBR-Small, CBR-Tiny about 95.7-95.8 (UNCONFI
 Recipe: 150k steps at batch 32, Adam lr 1e-3 (PAPER.md 3), 587 px. ImageNet weights: ResNet-50 / Inception-v3 from
 `python -m transfusion_jax.pretrained convert ...`; CBRs from configs/imagenet.py (export_pretrained).
 """
+
 from transfusion_jax.train import config_lib
 
 INITS = ("random", "transfer")

@@ -9,6 +9,7 @@ CBR-LargeW 93.6 / 93.7 (other models UNCONFIRMED). The subset is a class-stratif
 Steps: 30k at batch 32 (about 190 passes over 5000; the paper's length here is UNCONFIRMED); the summary's best_auc
 and the best/ checkpoint matter here because small-data runs overfit.
 """
+
 from transfusion_jax.train import config_lib
 
 INITS = ("random", "transfer")

@@ -3,6 +3,7 @@
 On jax 0.10.2 with 2 cores, collectives over >= 5 fake devices deadlock unless PJRT_NPROC exceeds the device
 count (see ../shared/ENGINEERING.md), hence PJRT_NPROC=16.
 """
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

@@ -8,4 +8,5 @@ Subpackages (one home per concept):
   train       Sharded jitted train/eval loop, checkpoints, metrics.
   analysis    Activation collection and CCA/SVCCA/PWCCA/CKA similarity.
 """
+
 __version__ = "0.1.0"

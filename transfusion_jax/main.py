@@ -4,6 +4,7 @@ Any config field can be overridden, e.g. `--config.batch_size=64 --config.optimi
 the same command with the same workdir resumes from its latest checkpoint. On a multi-host TPU slice
 `jax.distributed` starts automatically (`--distributed=auto`).
 """
+
 import logging
 import sys
 

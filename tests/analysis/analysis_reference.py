@@ -3,6 +3,7 @@
 Deliberately a different route from the implementation: CCA via QR of the centred data and an SVD of Qx^T Qy;
 PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5).
 """
+
 import functools
 
 import numpy as np
@@ -11,10 +12,12 @@ from threadpoolctl import threadpool_limits
 
 def single_threaded(fn):
     """These matrices are small: multi-threaded OpenBLAS only thrashes on a busy 2-core machine (10x slower)."""
+
     @functools.wraps(fn)
     def wrapper(*args):
         with threadpool_limits(limits=1, user_api="blas"):
             return fn(*args)
+
     return wrapper
 
 
@@ -38,6 +41,7 @@ def svcca_svd(x, y, k):
         ac = centred(a)
         _, _, vt = np.linalg.svd(ac, full_matrices=False)
         return ac @ vt[:k].T
+
     return cca_qr(project(x), project(y))[0].mean()
 
 

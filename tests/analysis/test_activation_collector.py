@@ -1,13 +1,14 @@
 """Conv-feature reductions and the activation collector (tiny Flax module; a tiny registry CBR)."""
+
 import functools
 
+import analysis_reference as ref
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from transfusion_jax.analysis import activations, moments, similarity
 from transfusion_jax.analysis.activations import Reduction
 
@@ -45,7 +46,7 @@ def test_reductions_shapes_and_values():
     assert sampled.shape == (10, 3)
     rows = np.asarray(f).reshape(2, 24, 3)
     for i in range(2):  # each image's rows are distinct positions of that image
-        picked = np.asarray(sampled[5 * i:5 * i + 5])
+        picked = np.asarray(sampled[5 * i : 5 * i + 5])
         assert all(any(np.array_equal(r, c) for c in rows[i]) for r in picked)
         assert len({tuple(r) for r in picked}) == 5
     again = activations.positions_as_datapoints(f, positions=5, key=jax.random.key(3))
@@ -84,14 +85,21 @@ def test_compare_models_records_reduction_and_pairs_layers():
     model_a, _, _ = tiny_models()
     reduction = Reduction(mode="positions", positions=3, grid=(4, 4), seed=7)
     # layer1 (8x8 grid) vs layer2 (4x4): pairable because both are resized to 4x4 first.
-    out = activations.compare_models(model_a, model_a, images(1, batches=4, n=8), method="cka",
-                                     pairs=[("layer1", "layer2")], reduction=reduction)
+    out = activations.compare_models(
+        model_a, model_a, images(1, batches=4, n=8), method="cka", pairs=[("layer1", "layer2")], reduction=reduction
+    )
     result = out["layer1/layer2"]
-    assert result["reduction"] == {"mode": "positions", "positions": 3, "grid": [4, 4], "resize_method": "linear",
-                                   "seed": 7}
+    assert result["reduction"] == {
+        "mode": "positions",
+        "positions": 3,
+        "grid": [4, 4],
+        "resize_method": "linear",
+        "seed": 7,
+    }
     assert result["n_examples"] == 4 * 8 * 3
-    same = activations.compare_models(model_a, model_a, [{"image": b} for b in images(1)], method="svcca",
-                                      reduction=Reduction(mode="mean"), keep=None)
+    same = activations.compare_models(
+        model_a, model_a, [{"image": b} for b in images(1)], method="svcca", reduction=Reduction(mode="mean"), keep=None
+    )
     assert same["layer1/layer1"]["score"] == pytest.approx(1.0, abs=1e-5)  # a model against itself
 
 
@@ -113,7 +121,12 @@ def test_collector_with_registry_cbr():
     init = jax.jit(functools.partial(module.init, train=False))
     variables = [init(jax.random.key(i), x[:1]) for i in range(2)]
     apply_fn = functools.partial(module.apply, train=False)
-    out = activations.compare_models((apply_fn, variables[0]), (apply_fn, variables[1]), [x, x[::-1]],
-                                     method="cka", reduction=Reduction(mode="positions", positions=4))
+    out = activations.compare_models(
+        (apply_fn, variables[0]),
+        (apply_fn, variables[1]),
+        [x, x[::-1]],
+        method="cka",
+        reduction=Reduction(mode="positions", positions=4),
+    )
     assert set(out) == {f"{n}/{n}" for n in models.feature_names("cbr_small", widths=(4, 8, 8, 8))}
     assert all(0.0 <= r["score"] <= 1.0 for r in out.values())

@@ -1,14 +1,15 @@
 """`python -m transfusion_jax.analysis similarity A.npy B.npy ...`: JSON out, clear errors."""
+
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import analysis_reference as ref
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from transfusion_jax.analysis import __main__ as cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,14 +47,17 @@ def test_svcca_keep_and_cka(files, capsys):
     assert out["score"] == pytest.approx(ref.cka_debiased_gram(x, y), abs=1e-6) and "coefficients" not in out
 
 
-@pytest.mark.parametrize("make,args,message", [
-    (None, ["missing.npy", "b.npy"], "not found: .*missing.npy"),
-    (lambda x, y: np.save("c.npy", x[:100]), ["a.npy", "c.npy"], "300 examples but .*c.npy has 100"),
-    (lambda x, y: np.save("c.npy", x[:, :, None]), ["a.npy", "c.npy"], "expected 2-D"),
-    (lambda x, y: np.save("c.npy", x[:5]), ["c.npy", "c.npy", "--method", "cca"], "more examples than features"),
-    (None, ["a.npy", "b.npy", "--method", "cka", "--keep", "3"], "--keep does not apply"),
-    (None, ["a.npy", "b.npy", "--keep", "lots"], "--keep must be"),
-])
+@pytest.mark.parametrize(
+    "make,args,message",
+    [
+        (None, ["missing.npy", "b.npy"], "not found: .*missing.npy"),
+        (lambda x, y: np.save("c.npy", x[:100]), ["a.npy", "c.npy"], "300 examples but .*c.npy has 100"),
+        (lambda x, y: np.save("c.npy", x[:, :, None]), ["a.npy", "c.npy"], "expected 2-D"),
+        (lambda x, y: np.save("c.npy", x[:5]), ["c.npy", "c.npy", "--method", "cca"], "more examples than features"),
+        (None, ["a.npy", "b.npy", "--method", "cka", "--keep", "3"], "--keep does not apply"),
+        (None, ["a.npy", "b.npy", "--keep", "lots"], "--keep must be"),
+    ],
+)
 def test_bad_input_is_a_clear_error(files, capsys, monkeypatch, make, args, message):
     tmp, x, y = files
     monkeypatch.chdir(tmp)
@@ -67,8 +71,21 @@ def test_bad_input_is_a_clear_error(files, capsys, monkeypatch, make, args, mess
 
 def test_module_entry_point(files):
     tmp, _, _ = files
-    proc = subprocess.run([sys.executable, "-m", "transfusion_jax.analysis", "similarity", str(tmp / "a.npy"),
-                           str(tmp / "b.npy"), "--method", "pwcca"], cwd=REPO, capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "transfusion_jax.analysis",
+            "similarity",
+            str(tmp / "a.npy"),
+            str(tmp / "b.npy"),
+            "--method",
+            "pwcca",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = json.loads(proc.stdout)
     assert out["method"] == "pwcca" and abs(sum(out["weights"]) - 1) < 1e-9

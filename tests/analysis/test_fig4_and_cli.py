@@ -3,6 +3,7 @@
 The runs are real trainer workdirs (generated data, a 3-step pretrain, 4-step fine-tunes from random seeds 0 and 1
 and from the pretrained weights), made once per session.
 """
+
 import dataclasses
 import functools
 import json
@@ -46,8 +47,9 @@ def test_init_vs_final_correlation_points_r_and_r2(tmp_path):
     pairs = [(runs[0], runs[1]), (runs[0], runs[2]), (runs[2], runs[2])]
     layers = ["layer1", "layer3"]
     out = tmp_path / "fig4.json"
-    result = paper.init_vs_final_correlation(apply_fn, pairs, batches, layers, method="cka",
-                                             reduction=Reduction(mode="mean"), out=out)
+    result = paper.init_vs_final_correlation(
+        apply_fn, pairs, batches, layers, method="cka", reduction=Reduction(mode="mean"), out=out
+    )
     assert json.loads(out.read_text()) == result and result["num_pairs"] == 3
     for name in layers:
         layer = result["per_layer"][name]
@@ -78,8 +80,17 @@ def trained(tmp_path_factory):
     from transfusion_jax.experiments import quickstart, runs
 
     root = str(tmp_path_factory.mktemp("analysis_runs"))
-    s = dataclasses.replace(quickstart.MINI, source_train=32, source_test=8, target_train=48, target_test=32,
-                            pretrain_steps=3, finetune_steps=4, eval_every=4, batch_size=16)
+    s = dataclasses.replace(
+        quickstart.MINI,
+        source_train=32,
+        source_test=8,
+        target_train=48,
+        target_test=32,
+        pretrain_steps=3,
+        finetune_steps=4,
+        eval_every=4,
+        batch_size=16,
+    )
     paths = quickstart.make_data(root, s)
     pretrained = f"{root}/runs/pretrain/pretrained.npz"
     runs.run(quickstart.pretrain_config(paths, s), f"{root}/runs/pretrain")
@@ -104,12 +115,30 @@ def in_unit(x):
 
 
 def test_fig2_rand_imnet_and_rand_rand(trained, tmp_path):
-    assert cli.main(["fig2", "--rand", trained["random0"], trained["random1"], "--imnet", trained["transfer0"],
-                     "--layers", "layer3,layer4", "--out", str(tmp_path), *SMALL]) == 0
+    assert (
+        cli.main(
+            [
+                "fig2",
+                "--rand",
+                trained["random0"],
+                trained["random1"],
+                "--imnet",
+                trained["transfer0"],
+                "--layers",
+                "layer3,layer4",
+                "--out",
+                str(tmp_path),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
     result = outputs(tmp_path, "fig2")
     assert result["layers"] == ["layer3", "layer4"] and result["num_images"] == 16
-    assert [p["runs"] for p in result["rand_imnet"]] == [[trained["random0"], trained["transfer0"]],
-                                                         [trained["random1"], trained["transfer0"]]]
+    assert [p["runs"] for p in result["rand_imnet"]] == [
+        [trained["random0"], trained["transfer0"]],
+        [trained["random1"], trained["transfer0"]],
+    ]
     assert [p["runs"] for p in result["rand_rand"]] == [[trained["random0"], trained["random1"]]]
     for point in result["rand_imnet"] + result["rand_rand"]:
         assert set(point["per_layer"]) == {"layer3", "layer4"} and all(map(in_unit, point["per_layer"].values()))
@@ -154,9 +183,10 @@ def test_unfinished_or_missing_run_names_the_path(trained, tmp_path, capsys):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "config.json").write_text("{}")
-    for bad, message in ((tmp_path / "nope", "nope is not a directory"),
-                         (partial, ("partial is not a finished training workdir: missing pretrained.npz, "
-                                    "summary.json"))):
+    for bad, message in (
+        (tmp_path / "nope", "nope is not a directory"),
+        (partial, ("partial is not a finished training workdir: missing pretrained.npz, summary.json")),
+    ):
         with pytest.raises(SystemExit) as exc:
             cli.main(["weights", "--runs", trained["random0"], str(bad), "--out", str(tmp_path / "o")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
@@ -164,6 +194,18 @@ def test_unfinished_or_missing_run_names_the_path(trained, tmp_path, capsys):
         cli.main(["fig4", "--runs", trained["random0"], "--out", str(tmp_path / "o")])
     assert "at least two --runs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["fig2", "--rand", trained["random0"], "--imnet", trained["transfer0"], "--layers", "layer9",
-                  "--out", str(tmp_path / "o"), *SMALL])
+        cli.main(
+            [
+                "fig2",
+                "--rand",
+                trained["random0"],
+                "--imnet",
+                trained["transfer0"],
+                "--layers",
+                "layer9",
+                "--out",
+                str(tmp_path / "o"),
+                *SMALL,
+            ]
+        )
     assert "'layer9'" in capsys.readouterr().err

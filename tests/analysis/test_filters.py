@@ -1,4 +1,5 @@
 """The conv1 filter grid: exact pixel size, each filter in its cell, RGB vs grayscale, from variables or kernels."""
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_png_pixel_size_and_cell_contents(tmp_path, n, k, ncols, panels):
         p, j = divmod(i, per_panel)
         r, c = divmod(j, ncols)
         top, left = pad + r * (cell + pad), p * (panel_w + 3 * pad) + pad + c * (cell + pad)
-        block = png[top:top + cell, left:left + cell].mean(axis=-1)
+        block = png[top : top + cell, left : left + cell].mean(axis=-1)
         bright = np.argwhere(block > 0.5)  # the normalised filter: 1 at its hot pixel, 0 elsewhere
         rows, cols = set(bright[:, 0] // scale), set(bright[:, 1] // scale)
         assert rows == {i % k} and cols == {(i // k) % k}, i
@@ -56,9 +57,15 @@ def test_rgb_filters_show_in_colour_and_others_in_gray():
 
 def test_from_variables_uses_the_first_conv(tmp_path):
     kernel = one_hot_filters(4, 5, 3)
-    variables = {"params": {"stem": {"Conv2d_1a_3x3": {"conv": {"kernel": kernel}},
-                                     "Conv2d_2a_3x3": {"conv": {"kernel": np.ones((3, 3, 4, 4))}}},
-                            "head": {"kernel": np.ones((4, 2))}}}
+    variables = {
+        "params": {
+            "stem": {
+                "Conv2d_1a_3x3": {"conv": {"kernel": kernel}},
+                "Conv2d_2a_3x3": {"conv": {"kernel": np.ones((3, 3, 4, 4))}},
+            },
+            "head": {"kernel": np.ones((4, 2))},
+        }
+    }
     image = filters.save_filter_grid(variables, str(tmp_path / "v.png"), blocks=("stem",), ncols=4, scale=1, pad=0)
     np.testing.assert_array_equal(image, filters.filter_mosaic(kernel, ncols=4, scale=1, pad=0))
     with pytest.raises(ValueError, match="blocks="):

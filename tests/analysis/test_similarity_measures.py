@@ -1,8 +1,9 @@
 """CCA / SVCCA / PWCCA / CKA against independent float64 references, invariances, null values and edge cases."""
+
+import analysis_reference as ref
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from transfusion_jax.analysis import moments, similarity
 
 
@@ -19,8 +20,17 @@ def score(x, y, method, **kw):
     return similarity.similarity(x, y, method, **kw).score
 
 
-@pytest.mark.parametrize("method,kw", [("cca", {}), ("svcca", {"keep": None}), ("svcca", {"keep": 5}),
-                                       ("pwcca", {}), ("cka", {}), ("cka", {"debiased": True})])
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("cca", {}),
+        ("svcca", {"keep": None}),
+        ("svcca", {"keep": 5}),
+        ("pwcca", {}),
+        ("cka", {}),
+        ("cka", {"debiased": True}),
+    ],
+)
 def test_identical_inputs_give_one(method, kw):
     x, _ = correlated(0)
     assert score(x, x, method, **kw) == pytest.approx(1.0, abs=1e-6)
@@ -77,8 +87,11 @@ def test_cca_family_invariant_to_invertible_linear_maps(method, kw):
     a = q1 @ np.diag(np.linspace(0.5, 3.0, d)) @ q2
     x_mapped = (x.astype(np.float64) @ a + 5.0).astype(np.float32)
     if method == "pwcca":  # the weights depend on the basis; the coefficients do not
-        np.testing.assert_allclose(similarity.similarity(x_mapped, y, method).coefficients,
-                                   similarity.similarity(x, y, method).coefficients, atol=1e-5)
+        np.testing.assert_allclose(
+            similarity.similarity(x_mapped, y, method).coefficients,
+            similarity.similarity(x, y, method).coefficients,
+            atol=1e-5,
+        )
     else:
         assert score(x_mapped, y, method, **kw) == pytest.approx(score(x, y, method, **kw), abs=1e-5)
 

@@ -1,19 +1,23 @@
 """Real activations of independently trained networks (../shared/data/activations, see its README)."""
+
 import functools
 from pathlib import Path
 
+import analysis_reference as ref
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from transfusion_jax.analysis import moments, similarity
 
 ACTIVATIONS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "activations"
-PAIRS = {"svhn_fc": ("svhn_model0_fc", "svhn_model1_fc"),
-         "mnist_logits": ("mnist_model0_logits", "mnist_model1_logits")}
+PAIRS = {
+    "svhn_fc": ("svhn_model0_fc", "svhn_model1_fc"),
+    "mnist_logits": ("mnist_model0_logits", "mnist_model1_logits"),
+}
 
-pytestmark = pytest.mark.skipif(not ACTIVATIONS.is_dir(),
-                                reason=f"real activations not found at {ACTIVATIONS} (the repo's parent lacks shared/)")
+pytestmark = pytest.mark.skipif(
+    not ACTIVATIONS.is_dir(), reason=f"real activations not found at {ACTIVATIONS} (the repo's parent lacks shared/)"
+)
 
 
 @functools.cache
@@ -63,8 +67,9 @@ def test_cka_matches_gram_reference(pair):
     assert debiased == pytest.approx(ref.cka_debiased_gram(x, y), abs=1e-6)
 
 
-@pytest.mark.parametrize("method,kw", [("cca", {}), ("svcca", {"keep": 0.99}), ("pwcca", {}), ("cka", {}),
-                                       ("cka", {"debiased": True})])
+@pytest.mark.parametrize(
+    "method,kw", [("cca", {}), ("svcca", {"keep": 0.99}), ("pwcca", {}), ("cka", {}), ("cka", {"debiased": True})]
+)
 @pytest.mark.parametrize("pair", list(PAIRS))
 def test_trained_networks_are_more_similar_than_shuffled_pairs(pair, method, kw):
     """Plausible ranges: in (0, 1], and well above the same measure after breaking the example pairing."""

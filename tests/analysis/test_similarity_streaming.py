@@ -1,8 +1,9 @@
 """Streaming: batch-by-batch moments give the one-shot answers, stay accurate in float32, and reject bad batches."""
+
+import analysis_reference as ref
 import numpy as np
 import pytest
 
-import analysis_reference as ref
 from transfusion_jax.analysis import moments, similarity
 
 METHODS = [("cca", {}), ("svcca", {"keep": 6}), ("pwcca", {}), ("cka", {}), ("cka", {"debiased": True})]
@@ -41,8 +42,7 @@ def test_large_mean_offset_and_drift_stay_accurate(method, kw):
     elif method == "pwcca":
         expected = ref.pwcca_morcos(x, y)
     else:
-        expected = (ref.cka_debiased_gram(ref.centred(x), ref.centred(y)) if kw.get("debiased")
-                    else ref.cka_gram(x, y))
+        expected = ref.cka_debiased_gram(ref.centred(x), ref.centred(y)) if kw.get("debiased") else ref.cka_gram(x, y)
     assert streamed.score == pytest.approx(expected, abs=1e-5)
 
 

@@ -1,4 +1,5 @@
 """Relative weight change per block, against a hand computation."""
+
 import numpy as np
 import pytest
 
@@ -7,9 +8,13 @@ from transfusion_jax.analysis import relative_weight_change
 
 def params(seed):
     rng = np.random.default_rng(seed)
-    return {"layer1": {"conv": {"kernel": rng.standard_normal((3, 3, 2, 4)), "bias": np.zeros(4)},
-                       "bn": {"scale": np.ones(4)}},
-            "head": {"kernel": rng.standard_normal((4, 2)), "bias": np.zeros(2)}}
+    return {
+        "layer1": {
+            "conv": {"kernel": rng.standard_normal((3, 3, 2, 4)), "bias": np.zeros(4)},
+            "bn": {"scale": np.ones(4)},
+        },
+        "head": {"kernel": rng.standard_normal((4, 2)), "bias": np.zeros(2)},
+    }
 
 
 def test_per_block_ratio_pools_all_tensors_of_the_block():
@@ -25,9 +30,13 @@ def test_per_block_ratio_pools_all_tensors_of_the_block():
 
 def test_block_mapping_is_a_parameter():
     p0 = params(0)
-    pt = {"layer1": {"conv": {"kernel": 2 * p0["layer1"]["conv"]["kernel"], "bias": np.ones(4)},
-                     "bn": {"scale": np.ones(4)}},
-          "head": {"kernel": p0["head"]["kernel"], "bias": np.ones(2)}}
+    pt = {
+        "layer1": {
+            "conv": {"kernel": 2 * p0["layer1"]["conv"]["kernel"], "bias": np.ones(4)},
+            "bn": {"scale": np.ones(4)},
+        },
+        "head": {"kernel": p0["head"]["kernel"], "bias": np.ones(2)},
+    }
     kernels = relative_weight_change(p0, pt, block_of=lambda path: path[0] if path[-1] == "kernel" else None)
     assert kernels == {"layer1": pytest.approx(1.0), "head": pytest.approx(0.0)}  # W -> 2W moves by |W|
     biases = relative_weight_change(p0, pt, block_of=lambda path: "biases" if path[-1] == "bias" else None)

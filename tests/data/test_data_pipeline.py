@@ -9,12 +9,21 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from data_helpers import make_config
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 
-from data_helpers import make_config
-from transfusion_jax.data import BadImageError, DatasetFormatError, build_dataset, generate, pipeline, readers
-from transfusion_jax.data import subsets, tasks
+from transfusion_jax.data import (
+    BadImageError,
+    DatasetFormatError,
+    build_dataset,
+    generate,
+    pipeline,
+    readers,
+    subsets,
+    tasks,
+)
 
 MESH = None
 

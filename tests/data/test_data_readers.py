@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_helpers import make_config
 from PIL import Image, ImageFilter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from data_helpers import make_config
 from transfusion_jax.data import build_dataset, synthetic, tasks
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 

@@ -1,6 +1,7 @@
 """Environment for the processes these tests start (the quickstart CLI, notebook kernels): one persistent JAX
 compilation cache shared by all of them (they compile the same tiny programs, so only the first pays), a single CPU
 device as a user's laptop has (not the 8 fake devices of the in-process tests), and the checkout on PYTHONPATH."""
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """The Colab notebooks: up to date with colabs/build_notebooks.py, and each runs top to bottom at MINI scale."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ NOTEBOOKS = ("1_performance.ipynb", "2_representations.ipynb", "3_convergence.ip
 
 
 def test_notebooks_match_their_builder():
-    result = subprocess.run([sys.executable, os.path.join(COLABS, "build_notebooks.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(COLABS, "build_notebooks.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,5 +1,6 @@
 """The quickstart end to end at --mini size, through its command line: report sections, figures, real numbers,
 and a rerun that skips everything finished."""
+
 import json
 import os
 import subprocess
@@ -12,8 +13,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _quickstart(workdir, child_env):
     env = {**os.environ, **child_env}
-    result = subprocess.run([sys.executable, "-m", "transfusion_jax.experiments.quickstart", "--workdir",
-                             str(workdir), "--mini"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "transfusion_jax.experiments.quickstart", "--workdir", str(workdir), "--mini"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -28,12 +35,24 @@ def test_report_sections_and_figures(mini):
     workdir, out = mini
     assert "[1/3] pretrain on source" in out and "[3/3] fine-tune transfer seed 0" in out
     report = (workdir / "report.md").read_text()
-    for heading in ("## Setup", "## Is the synthetic task learnable?", "## Final AUC and convergence per init",
-                    "## Similarity of each layer to its initialisation", "## Relative weight change",
-                    "## conv1 filters before / after fine-tuning"):
+    for heading in (
+        "## Setup",
+        "## Is the synthetic task learnable?",
+        "## Final AUC and convergence per init",
+        "## Similarity of each layer to its initialisation",
+        "## Relative weight change",
+        "## conv1 filters before / after fine-tuning",
+    ):
         assert heading in report
-    for name in ("auc_curves", "similarity_to_init", "weight_change", "filters_random_init", "filters_random_final",
-                 "filters_transfer_init", "filters_transfer_final"):
+    for name in (
+        "auc_curves",
+        "similarity_to_init",
+        "weight_change",
+        "filters_random_init",
+        "filters_random_final",
+        "filters_transfer_init",
+        "filters_transfer_final",
+    ):
         png = workdir / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"figures/{name}.png" in report
@@ -49,8 +68,9 @@ def test_report_numbers_come_from_the_runs(mini):
         final = summary["final_eval"]["auc"]
         row = next(l for l in report.splitlines() if l.startswith(f"| {init} | 1 |"))
         assert f"| {final:.3f} |" in row
-        metrics = [json.loads(l) for l in (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text()
-                   .splitlines()]
+        metrics = [
+            json.loads(l) for l in (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text().splitlines()
+        ]
         assert [m["step"] for m in metrics if m["split"] == "eval"] == [10, 20]
     analysis = json.loads((workdir / "analysis" / "analysis.json").read_text())
     scores = [analysis["to_init"][init][0][layer] for init in ("random", "transfer") for layer in analysis["layers"]]

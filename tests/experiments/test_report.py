@@ -1,4 +1,5 @@
 """Aggregation arithmetic and paper-number placement, on fabricated sweep workdirs (summary.json files only)."""
+
 import json
 import os
 import statistics
@@ -14,8 +15,16 @@ def _write(root, group, model, init, seed, auc, steps=None, extra=None):
     os.makedirs(workdir)
     final = {"step": 100, "split": "eval", "auc": auc, **(extra or {})}
     with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
-        json.dump({"final_eval": final, "best_auc": auc + 0.001, "best_step": 90, "auc_threshold": 0.91,
-                   "steps_to_threshold": steps}, f)
+        json.dump(
+            {
+                "final_eval": final,
+                "best_auc": auc + 0.001,
+                "best_step": 90,
+                "auc_threshold": 0.91,
+                "steps_to_threshold": steps,
+            },
+            f,
+        )
 
 
 def test_mean_and_sample_std_match_statistics_module(tmp_path):

@@ -1,6 +1,7 @@
 """RunWeights.initial() must be the very weights training started from (the analyses of similarity to init and of
 weight change depend on it): with a zero learning rate, training leaves params where they started, so a run's
 exported final params must equal its recomputed initial params exactly."""
+
 import os
 
 import chex

@@ -1,4 +1,5 @@
 """The sweep runner: plan, overrides, per-model checkpoints, skipping finished runs, failures; one real tiny run."""
+
 import json
 import os
 
@@ -30,8 +31,11 @@ class FakeTrainer:
 
 def test_sweep_runs_each_once_and_skips_finished(tmp_path):
     fake = FakeTrainer()
-    kwargs = dict(pretrained="cbr_small=/ckpt/small.npz,cbr_tiny=/ckpt/tiny.npz",
-                  overrides=["batch_size=64", "data.root=/data/dr", "optimizer.learning_rate=3e-4"], train_fn=fake)
+    kwargs = dict(
+        pretrained="cbr_small=/ckpt/small.npz,cbr_tiny=/ckpt/tiny.npz",
+        overrides=["batch_size=64", "data.root=/data/dr", "optimizer.learning_rate=3e-4"],
+        train_fn=fake,
+    )
     records = sweep.sweep(RETINA, ["cbr_small", "cbr_tiny"], ["random", "transfer"], [0, 1], str(tmp_path), **kwargs)
     assert [r["status"] for r in records] == ["done"] * 8
     assert len(fake.calls) == 8
@@ -40,22 +44,30 @@ def test_sweep_runs_each_once_and_skips_finished(tmp_path):
     assert config.batch_size == 64 and config.data.root == "/data/dr"
     assert config.optimizer.learning_rate == pytest.approx(3e-4)
     by_dir = {w: c for c, w in fake.calls}
-    assert by_dir[os.path.join(str(tmp_path), "retina", "cbr_tiny", "transfer", "seed_1")].pretrained == \
-        "/ckpt/tiny.npz"
+    assert (
+        by_dir[os.path.join(str(tmp_path), "retina", "cbr_tiny", "transfer", "seed_1")].pretrained == "/ckpt/tiny.npz"
+    )
     assert by_dir[os.path.join(str(tmp_path), "retina", "cbr_tiny", "transfer", "seed_1")].seed == 1
 
     os.remove(os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1", runs.SUMMARY))
     again = FakeTrainer()
-    records = sweep.sweep(RETINA, ["cbr_small", "cbr_tiny"], ["random", "transfer"], [0, 1], str(tmp_path),
-                          **{**kwargs, "train_fn": again})
+    records = sweep.sweep(
+        RETINA,
+        ["cbr_small", "cbr_tiny"],
+        ["random", "transfer"],
+        [0, 1],
+        str(tmp_path),
+        **{**kwargs, "train_fn": again},
+    )
     assert [w for _, w in again.calls] == [os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1")]
     assert sum(r["status"] == "skipped" for r in records) == 7
 
 
 def test_failed_run_is_marked_and_the_sweep_goes_on(tmp_path):
     fake = FakeTrainer(fail_on=os.path.join("transfer", "seed_0"))
-    records = sweep.sweep(RETINA, ["cbr_small"], ["random", "transfer"], [0], str(tmp_path), train_fn=fake,
-                          pretrained="/ckpt.npz")
+    records = sweep.sweep(
+        RETINA, ["cbr_small"], ["random", "transfer"], [0], str(tmp_path), train_fn=fake, pretrained="/ckpt.npz"
+    )
     assert [r["status"] for r in records] == ["done", "failed"]
     marker = os.path.join(str(tmp_path), "retina", "cbr_small", "transfer", "seed_0", runs.FAILED)
     assert "RuntimeError: boom" in open(marker).read()
@@ -64,8 +76,7 @@ def test_failed_run_is_marked_and_the_sweep_goes_on(tmp_path):
 def test_bad_inputs_fail_before_any_run(tmp_path):
     fake = FakeTrainer()
     with pytest.raises(ValueError, match="Unknown config field 'optimizer.lr'"):
-        sweep.sweep(RETINA, ["cbr_small"], ["random"], [0], str(tmp_path), overrides=["optimizer.lr=1"],
-                    train_fn=fake)
+        sweep.sweep(RETINA, ["cbr_small"], ["random"], [0], str(tmp_path), overrides=["optimizer.lr=1"], train_fn=fake)
     with pytest.raises(ValueError, match="Unknown init 'imagenet'"):
         sweep.sweep(RETINA, ["cbr_small"], ["random", "imagenet"], [0], str(tmp_path), train_fn=fake)
     with pytest.raises(FileNotFoundError, match="configs/retina.py"):
@@ -76,16 +87,32 @@ def test_bad_inputs_fail_before_any_run(tmp_path):
 def test_override_types():
     from transfusion_jax.train import config_lib
 
-    c = runs.apply_overrides(config_lib.base_config(), ["progress_bar=false", "freeze=('layer1', 'layer2')",
-                                                        "num_train_steps=7", "data.subset_size=5000"])
+    c = runs.apply_overrides(
+        config_lib.base_config(),
+        ["progress_bar=false", "freeze=('layer1', 'layer2')", "num_train_steps=7", "data.subset_size=5000"],
+    )
     assert c.progress_bar is False and c.freeze == ("layer1", "layer2") and c.num_train_steps == 7
     assert c.data.subset_size == 5000
 
 
 def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     """One real (runlocal-sized) training run through the command line, then a rerun that skips it."""
-    argv = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--seeds", "0",
-            "--workdir", str(tmp_path), "--local", "--config.num_train_steps=10", "--config.progress_bar=false"]
+    argv = [
+        "sweep",
+        "--config",
+        RETINA,
+        "--models",
+        "cbr_small",
+        "--inits",
+        "random",
+        "--seeds",
+        "0",
+        "--workdir",
+        str(tmp_path),
+        "--local",
+        "--config.num_train_steps=10",
+        "--config.progress_bar=false",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "[1/1] retina cbr_small random seed 0: training" in out and "final AUC" in out

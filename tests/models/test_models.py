@@ -1,6 +1,7 @@
 """Model checks: parameter counts against torchvision / the paper's formula, feature shapes against closed-form
 size arithmetic, BatchNorm state handling, dtypes and errors. Full-size models are only traced (jax.eval_shape);
 real forward passes use small inputs."""
+
 import subprocess
 import sys
 
@@ -44,7 +45,9 @@ def test_param_counts_match_torchvision(name, num_classes, kwargs, expected):
 def cbr_formula(widths, k, num_classes, cin=3):
     """PAPER.md 1.2: conv kernels (no bias) + BN gamma/beta + dense head."""
     chans = [cin, *widths]
-    return sum(k * k * a * b for a, b in zip(chans, chans[1:])) + 2 * sum(widths) + widths[-1] * num_classes + num_classes
+    return (
+        sum(k * k * a * b for a, b in zip(chans, chans[1:])) + 2 * sum(widths) + widths[-1] * num_classes + num_classes
+    )
 
 
 # The "+ FC (2 classes)" column of PAPER.md 1.2's derived table, and its widths.

@@ -1,4 +1,5 @@
 """Shared by the pretrained-conversion tests: random reference weights, inputs, our forward pass, the error metric."""
+
 import jax
 import numpy as np
 

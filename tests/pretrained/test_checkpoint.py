@@ -1,4 +1,5 @@
 """The converted-checkpoint file and the conventions it records (no reference framework needed; fast)."""
+
 import json
 import os
 import pathlib
@@ -18,11 +19,21 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 def tiny_variables():
     rng = np.random.default_rng(0)
     return {
-        "params": {"conv1": {"conv": {"kernel": rng.standard_normal((3, 3, 3, 4)).astype(np.float32)},
-                             "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)}},
-                   "head": {"kernel": rng.standard_normal((4, 2)).astype(np.float32), "bias": np.zeros(2, np.float32)}},
-        "batch_stats": {"conv1": {"bn": {"mean": rng.standard_normal(4).astype(np.float32),
-                                         "var": rng.uniform(0.5, 1, 4).astype(np.float32)}}},
+        "params": {
+            "conv1": {
+                "conv": {"kernel": rng.standard_normal((3, 3, 3, 4)).astype(np.float32)},
+                "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)},
+            },
+            "head": {"kernel": rng.standard_normal((4, 2)).astype(np.float32), "bias": np.zeros(2, np.float32)},
+        },
+        "batch_stats": {
+            "conv1": {
+                "bn": {
+                    "mean": rng.standard_normal(4).astype(np.float32),
+                    "var": rng.uniform(0.5, 1, 4).astype(np.float32),
+                }
+            }
+        },
     }
 
 
@@ -58,8 +69,9 @@ def test_load_rejects_foreign_npz(tmp_path):
 
 def test_load_rejects_newer_format(tmp_path):
     path = tmp_path / "future.npz"
-    np.savez(path, **{checkpoint.METADATA_KEY: np.array(json.dumps({"format": checkpoint.FORMAT,
-                                                                     "format_version": 99}))})
+    np.savez(
+        path, **{checkpoint.METADATA_KEY: np.array(json.dumps({"format": checkpoint.FORMAT, "format_version": 99}))}
+    )
     with pytest.raises(ConversionError, match="version 99"):
         pretrained.load(str(path))
 
@@ -88,8 +100,12 @@ def test_presets_agree_with_the_data_pipeline():
     preprocess = pytest.importorskip("transfusion_jax.data.preprocess")
     for name, p in pretrained.PREPROCESSING.items():
         n = preprocess.get_normalization(name)
-        assert (tuple(n.mean), tuple(n.std), n.scale, n.channel_order) == (p["mean"], p["std"], p["scale"],
-                                                                            p["channel_order"]), name
+        assert (tuple(n.mean), tuple(n.std), n.scale, n.channel_order) == (
+            p["mean"],
+            p["std"],
+            p["scale"],
+            p["channel_order"],
+        ), name
     assert set(DEFAULT_PREPROCESSING.values()) <= set(preprocess.PRESETS)
 
 
@@ -110,6 +126,7 @@ def test_inspect_command_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "transfusion_jax.pretrained", "inspect", str(path)], **run)
     assert done.returncode == 0, done.stderr
     assert '"architecture": "resnet50"' in done.stdout and "params/head/kernel (4, 2)" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "transfusion_jax.pretrained", "inspect", str(tmp_path / "no.npz")],
-                         **run)
+    bad = subprocess.run(
+        [sys.executable, "-m", "transfusion_jax.pretrained", "inspect", str(tmp_path / "no.npz")], **run
+    )
     assert bad.returncode == 2 and "No such file" in bad.stderr

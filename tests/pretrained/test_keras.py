@@ -1,6 +1,7 @@
 """Keras -> ours, proven on random-weight keras.applications models (random BN beta/gamma/statistics and conv
 biases) saved in every layout Keras reads: each block's activations and the logits agree in eval mode at the native
 and at a non-square input size."""
+
 import os
 import re
 
@@ -39,13 +40,21 @@ def save_layouts(model, directory, layouts):
     """Writes `model` in each of `layouts`: 'weights.h5' (Keras 3 save_weights), 'keras' (.keras archive),
     'legacy' (legacy .h5 weights, as keras.applications downloads, by Keras' own legacy writer), 'legacy_model'
     (legacy full-model .h5), 'keras2' (the legacy file renamed as Keras 2 wrote it)."""
-    from keras.src.legacy.saving import legacy_h5_format
     import h5py
+    from keras.src.legacy.saving import legacy_h5_format
 
     paths = {}
     for layout in layouts:
-        paths[layout] = path = directory / {"weights.h5": "m.weights.h5", "keras": "m.keras", "legacy": "m.h5",
-                                            "legacy_model": "full.h5", "keras2": "keras2.h5"}[layout]
+        paths[layout] = path = (
+            directory
+            / {
+                "weights.h5": "m.weights.h5",
+                "keras": "m.keras",
+                "legacy": "m.h5",
+                "legacy_model": "full.h5",
+                "keras2": "keras2.h5",
+            }[layout]
+        )
         if layout == "weights.h5":
             model.save_weights(path)
         elif layout in ("keras", "legacy_model"):
@@ -104,9 +113,13 @@ def check_sizes(build, weights, names, variables, model, sizes, preset, seed):
             assert rel_err(got, ref_out[keras_name]) < TOL, (size, ours_name)
 
 
-LAYOUT_READ = {"weights.h5": "Keras 3 .weights.h5", "keras": ".keras archive (Keras 3 weights layout)",
-               "legacy": "legacy Keras .h5 weights", "legacy_model": "legacy Keras .h5 full model",
-               "keras2": "legacy Keras .h5 weights"}
+LAYOUT_READ = {
+    "weights.h5": "Keras 3 .weights.h5",
+    "keras": ".keras archive (Keras 3 weights layout)",
+    "legacy": "legacy Keras .h5 weights",
+    "legacy_model": "legacy Keras .h5 full model",
+    "keras2": "legacy Keras .h5 weights",
+}
 
 
 def convert_layouts(paths, arch, out_dir):
@@ -120,8 +133,7 @@ def convert_layouts(paths, arch, out_dir):
     for layout, (variables, metadata) in results.items():
         assert metadata["original_file"]["layout"] == LAYOUT_READ[layout]  # each reader path was taken
         for c in ("params", "batch_stats"):
-            a, b = (pretrained.checkpoint.traverse_util.flatten_dict(v[c], sep="/")
-                    for v in (variables, first[0]))
+            a, b = (pretrained.checkpoint.traverse_util.flatten_dict(v[c], sep="/") for v in (variables, first[0]))
             assert a.keys() == b.keys(), layout
             for k in a:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=f"{layout}: {k}")
@@ -130,9 +142,15 @@ def convert_layouts(paths, arch, out_dir):
 
 # ---------------------------------------------------------------- ResNet50 (v1)
 
-RESNET_NAMES = {"conv1": "pool1_pool", "block1": "conv2_block3_out", "block2": "conv3_block4_out",
-                "block3": "conv4_block6_out", "block4": "conv5_block3_out", "pre_logits": "avg_pool",
-                "logits": "predictions"}
+RESNET_NAMES = {
+    "conv1": "pool1_pool",
+    "block1": "conv2_block3_out",
+    "block2": "conv3_block4_out",
+    "block3": "conv4_block6_out",
+    "block4": "conv5_block3_out",
+    "pre_logits": "avg_pool",
+    "logits": "predictions",
+}
 
 
 def build_resnet(size):
@@ -155,15 +173,26 @@ def test_resnet50_matches_keras(resnet):
     assert metadata["variant"] == "keras" and metadata["preprocessing"]["name"] == "keras_resnet50"
     assert metadata["preprocessing"]["channel_order"] == "BGR"
     model = pretrained.model_from_metadata(metadata)
-    check_sizes(build_resnet, ref.get_weights(), lambda _: RESNET_NAMES, variables, model,
-                [(224, 224), (200, 248)], "keras_resnet50", seed=0)
+    check_sizes(
+        build_resnet,
+        ref.get_weights(),
+        lambda _: RESNET_NAMES,
+        variables,
+        model,
+        [(224, 224), (200, 248)],
+        "keras_resnet50",
+        seed=0,
+    )
 
 
 def test_resnet50_parameter_count_matches_keras(resnet):
     ref, _, variables, _ = resnet
     n = sum(int(np.prod(w.shape)) for w in ref.weights)  # trainable + BN moving statistics
-    ours = sum(int(np.size(a)) for c in ("params", "batch_stats")
-               for a in pretrained.checkpoint.traverse_util.flatten_dict(variables[c]).values())
+    ours = sum(
+        int(np.size(a))
+        for c in ("params", "batch_stats")
+        for a in pretrained.checkpoint.traverse_util.flatten_dict(variables[c]).values()
+    )
     assert ours == n
 
 
@@ -171,8 +200,10 @@ def test_inception_file_given_as_resnet_is_rejected(inception, tmp_path):
     """Legacy files name their layers, so the diff shows Inception's names; a Keras 3 file keys layers by class
     count, so the diff shows which ResNet50 layer each slot would have been and what it held instead."""
     paths = inception[1]
-    unexpected = {"legacy": r"conv2d(_\d+)?/kernel \(3, 3, 3, 32\)",
-                  "weights.h5": r"batch_normalization \(as conv1_bn\)/var0 \(32,\)"}
+    unexpected = {
+        "legacy": r"conv2d(_\d+)?/kernel \(3, 3, 3, 32\)",
+        "weights.h5": r"batch_normalization \(as conv1_bn\)/var0 \(32,\)",
+    }
     for layout, pattern in unexpected.items():
         with pytest.raises(pretrained.ConversionError) as e:
             pretrained.convert("keras", "resnet50", str(paths[layout]))
@@ -188,7 +219,9 @@ def test_missing_layer_is_named(resnet, tmp_path):
     cut = tmp_path / "missing.h5"
     cut.write_bytes(legacy.read_bytes())
     with h5py.File(cut, "a") as f:
-        f.attrs["layer_names"] = [n for n in f.attrs["layer_names"] if n not in (b"conv3_block2_2_bn", "conv3_block2_2_bn")]
+        f.attrs["layer_names"] = [
+            n for n in f.attrs["layer_names"] if n not in (b"conv3_block2_2_bn", "conv3_block2_2_bn")
+        ]
     with pytest.raises(pretrained.ConversionError) as e:
         pretrained.convert("keras", "resnet50", str(cut))
     msg = str(e.value)
@@ -207,11 +240,18 @@ def test_truncated_keras_file_is_rejected(resnet, tmp_path):
 
 # ---------------------------------------------------------------- InceptionV3
 
+
 def inception_names(model):
     """Ours -> Keras layer names. The stem ends at the second max-pool Keras constructs (auto-named)."""
     pools = sorted((l.name for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)), key=_serial)
-    return {"stem": pools[1], "mixed_5": "mixed2", "mixed_6": "mixed7", "mixed_7": "mixed10",
-            "pre_logits": "avg_pool", "logits": "predictions"}
+    return {
+        "stem": pools[1],
+        "mixed_5": "mixed2",
+        "mixed_6": "mixed7",
+        "mixed_7": "mixed10",
+        "pre_logits": "avg_pool",
+        "logits": "predictions",
+    }
 
 
 def build_inception(size):
@@ -234,8 +274,16 @@ def test_inception_v3_matches_keras(inception):
     ref, _, variables, metadata = inception
     assert metadata["model_overrides"] == {"variant": "keras"} and metadata["preprocessing"]["name"] == "inception"
     model = pretrained.model_from_metadata(metadata)
-    check_sizes(build_inception, ref.get_weights(), inception_names, variables, model,
-                [(299, 299), (320, 299)], "inception", seed=3)
+    check_sizes(
+        build_inception,
+        ref.get_weights(),
+        inception_names,
+        variables,
+        model,
+        [(299, 299), (320, 299)],
+        "inception",
+        seed=3,
+    )
 
 
 def test_missing_inception_layer_is_named(inception, tmp_path):

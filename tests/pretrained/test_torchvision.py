@@ -1,5 +1,6 @@
 """torchvision -> ours, proven on random-weight torchvision models (with random BN statistics, gamma and beta):
 each block's activations and the logits agree in eval mode, at the native and at a non-square input size."""
+
 import numpy as np
 import pytest
 
@@ -39,20 +40,21 @@ def convert_via_cli(tmp_path, reference, arch):
 def torch_features(model, x_nhwc, modules):
     """Logits and the outputs of the named modules (forward hooks), as NHWC / (N, C) NumPy arrays."""
     out = {}
-    hooks = [getattr(model, m).register_forward_hook(lambda _, __, y, m=m: out.__setitem__(m, y))
-             for m in modules]
+    hooks = [getattr(model, m).register_forward_hook(lambda _, __, y, m=m: out.__setitem__(m, y)) for m in modules]
     try:
         with torch.no_grad():
             logits = model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous())
     finally:
         for h in hooks:
             h.remove()
-    feats = {k: (v.flatten(1) if tuple(v.shape[2:]) == (1, 1) else v.permute(0, 2, 3, 1)).numpy()
-             for k, v in out.items()}
+    feats = {
+        k: (v.flatten(1) if tuple(v.shape[2:]) == (1, 1) else v.permute(0, 2, 3, 1)).numpy() for k, v in out.items()
+    }
     return logits.numpy(), feats
 
 
 # ---------------------------------------------------------------- ResNet-50
+
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
@@ -63,8 +65,14 @@ def resnet(tmp_path_factory):
     return ref, src, out, variables, metadata, pretrained.model_from_metadata(metadata)
 
 
-RESNET_HOOKS = {"conv1": "maxpool", "block1": "layer1", "block2": "layer2", "block3": "layer3", "block4": "layer4",
-                "pre_logits": "avgpool"}
+RESNET_HOOKS = {
+    "conv1": "maxpool",
+    "block1": "layer1",
+    "block2": "layer2",
+    "block3": "layer3",
+    "block4": "layer4",
+    "pre_logits": "avgpool",
+}
 
 
 @pytest.mark.parametrize("size", [(224, 224), (200, 248)])
@@ -97,12 +105,17 @@ def test_wrapped_state_dict_with_module_prefix(resnet, tmp_path):
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, wrapped)
     got, _ = pretrained.convert("torchvision", "resnet50", str(wrapped))
-    np.testing.assert_array_equal(got["params"]["block3"]["unit2"]["conv2"]["conv"]["kernel"],
-                                  variables["params"]["block3"]["unit2"]["conv2"]["conv"]["kernel"])
-    np.testing.assert_array_equal(got["batch_stats"]["conv1"]["bn"]["var"], variables["batch_stats"]["conv1"]["bn"]["var"])
+    np.testing.assert_array_equal(
+        got["params"]["block3"]["unit2"]["conv2"]["conv"]["kernel"],
+        variables["params"]["block3"]["unit2"]["conv2"]["conv"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        got["batch_stats"]["conv1"]["bn"]["var"], variables["batch_stats"]["conv1"]["bn"]["var"]
+    )
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_resnet18_is_rejected_naming_shapes(tmp_path):
     path = tmp_path / "resnet18.pth"
@@ -110,7 +123,10 @@ def test_resnet18_is_rejected_naming_shapes(tmp_path):
     with pytest.raises(pretrained.ConversionError) as e:
         pretrained.convert("torchvision", "resnet50", str(path))
     msg = str(e.value)
-    assert "layer1.0.conv1.weight -> params/block1/unit1/conv1/conv/kernel: file (3, 3, 64, 64), model (1, 1, 64, 64)" in msg
+    assert (
+        "layer1.0.conv1.weight -> params/block1/unit1/conv1/conv/kernel: file (3, 3, 64, 64), model (1, 1, 64, 64)"
+        in msg
+    )
     assert "missing from the file" in msg and "params/block1/unit1/conv3/conv/kernel (1, 1, 64, 256)" in msg
     assert "... and" in msg  # resnet18 lacks far more than 20 entries: the listing is capped with a count
 
@@ -169,6 +185,7 @@ def test_truncated_converted_checkpoint_is_rejected(resnet, tmp_path):
 
 # ---------------------------------------------------------------- Inception-v3
 
+
 @pytest.fixture(scope="module")
 def inception_ref(tmp_path_factory):
     torch.manual_seed(0)
@@ -178,8 +195,13 @@ def inception_ref(tmp_path_factory):
     return ref, variables, metadata, pretrained.model_from_metadata(metadata)
 
 
-INCEPTION_HOOKS = {"stem": "maxpool2", "mixed_5": "Mixed_5d", "mixed_6": "Mixed_6e", "mixed_7": "Mixed_7c",
-                   "pre_logits": "avgpool"}
+INCEPTION_HOOKS = {
+    "stem": "maxpool2",
+    "mixed_5": "Mixed_5d",
+    "mixed_6": "Mixed_6e",
+    "mixed_7": "Mixed_7c",
+    "pre_logits": "avgpool",
+}
 
 
 @pytest.mark.parametrize("size", [(299, 299), (320, 299)])

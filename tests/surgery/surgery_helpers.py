@@ -1,4 +1,5 @@
 """Shared fixtures for the surgery tests: tiny CBR variables and full-size trees filled from jax.eval_shape."""
+
 import functools
 
 import jax
@@ -12,7 +13,7 @@ TINY = dict(widths=(4, 8, 8, 8))
 TINY_BLOCKS = block_names("cbr_small", **TINY)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_init_cached(seed):
     model = get_model("cbr_small", 2, **TINY)
     return model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)), train=False)

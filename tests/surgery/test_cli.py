@@ -1,4 +1,5 @@
 """`python -m transfusion_jax.surgery gabor-png`: writes the bank as a PNG of the documented layout."""
+
 import os
 import subprocess
 import sys
@@ -26,9 +27,14 @@ def test_gabor_png_in_process(tmp_path):
 
 def test_gabor_png_as_module(tmp_path):
     out = tmp_path / "bank.png"
-    result = subprocess.run([sys.executable, "-m", "transfusion_jax.surgery", "gabor-png", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(
+        [sys.executable, "-m", "transfusion_jax.surgery", "gabor-png", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert result.returncode == 0, result.stderr
     assert "64 Gabor filters of 7x7" in result.stdout
     assert matplotlib.image.imread(str(out)).shape[:2] == (234, 938)

@@ -1,11 +1,12 @@
 """Freezing blocks with optax masks: frozen leaves never move (weight decay included), the others do."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from surgery_helpers import TINY, flat, tiny_init
+
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import freezing as fz
 
@@ -45,11 +46,14 @@ OPTIMIZERS = {
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS)
-@pytest.mark.parametrize("frozen,is_frozen", [
-    (["layer1"], lambda k: k.startswith("layer1/")),                                  # all but conv1
-    (["layer1", "layer2", "layer3", "layer4"], lambda k: not k.startswith("head/")),  # train only the head
-    ([r"layer[23]/bn/.*", "head"], lambda k: k.startswith(("layer2/bn/", "layer3/bn/", "head/"))),
-])
+@pytest.mark.parametrize(
+    "frozen,is_frozen",
+    [
+        (["layer1"], lambda k: k.startswith("layer1/")),  # all but conv1
+        (["layer1", "layer2", "layer3", "layer4"], lambda k: not k.startswith("head/")),  # train only the head
+        ([r"layer[23]/bn/.*", "head"], lambda k: k.startswith(("layer2/bn/", "layer3/bn/", "head/"))),
+    ],
+)
 def test_frozen_leaves_stay_and_the_rest_move(opt, frozen, is_frozen):
     variables = tiny_init(0)
     params = variables["params"]
@@ -64,8 +68,12 @@ def test_weight_decay_alone_does_not_move_frozen_weights():
     # Without the mask, zero gradients still move every weight through decay: the test can tell.
     plain = run(OPTIMIZERS["sgd+decay"](), params, variables["batch_stats"], zero_grads=True)
     assert all(moved(params, plain)[k] for k in flat(params) if not k.endswith("bias"))
-    masked = run(fz.freeze(OPTIMIZERS["sgd+decay"](), params, ["layer1", "layer2"]), params,
-                 variables["batch_stats"], zero_grads=True)
+    masked = run(
+        fz.freeze(OPTIMIZERS["sgd+decay"](), params, ["layer1", "layer2"]),
+        params,
+        variables["batch_stats"],
+        zero_grads=True,
+    )
     for path, changed in moved(params, masked).items():
         if path.startswith(("layer1/", "layer2/")):
             assert not changed, path
@@ -86,7 +94,11 @@ def test_labels_and_no_state_for_frozen_leaves():
     params = tiny_init(0)["params"]
     labels = flat(fz.frozen_labels(params, ["layer1", "head/bias"]))
     assert {k for k, v in labels.items() if v == "frozen"} == {
-        "layer1/conv/kernel", "layer1/bn/scale", "layer1/bn/bias", "head/bias"}
+        "layer1/conv/kernel",
+        "layer1/bn/scale",
+        "layer1/bn/bias",
+        "head/bias",
+    }
     state = fz.freeze(optax.adam(1e-3), params, ["layer1"]).init(params)
     mu = flat(state.inner_states["trainable"].inner_state[0].mu)
     assert isinstance(mu["layer1/conv/kernel"], optax.MaskedNode)  # Adam keeps no moments for frozen leaves

@@ -1,4 +1,5 @@
 """The synthetic Gabor bank, measured back through each filter's 2-D spectrum (not the generator's formulas)."""
+
 import numpy as np
 import pytest
 

@@ -1,11 +1,12 @@
 """Init schemes: which leaves come from the checkpoint, Mean-Var statistics, Gabor placement, parsing, entry point."""
+
 import jax
 import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
-
 from surgery_helpers import TINY, TINY_BLOCKS, filled_shapes, flat, random_like, tiny_init, tiny_random
+
 from transfusion_jax.models import block_names
 from transfusion_jax.surgery import schemes, tree
 
@@ -25,6 +26,7 @@ def tiny_pair():
 
 
 # ----- transfer / transfusion / slim ------------------------------------------------------------------------------
+
 
 def test_transfer_loads_everything_but_the_head():
     init, source = tiny_pair()
@@ -53,8 +55,9 @@ def resnet_like(name, value, size=64, **overrides):
     return filled_shapes(name, size, lambda k, s: np.full(s, value, np.float32), **overrides)
 
 
-@pytest.mark.parametrize("name,size", [("resnet50", 64), ("resnet50_slim", 64), ("inception_v3", 75),
-                                       ("cbr_larget", 64), ("cbr_tiny", 64)])
+@pytest.mark.parametrize(
+    "name,size", [("resnet50", 64), ("resnet50_slim", 64), ("inception_v3", 75), ("cbr_larget", 64), ("cbr_tiny", 64)]
+)
 def test_transfusion_prefixes_of_full_size_models(name, size):
     init, source = resnet_like(name, 0.0, size), resnet_like(name, 1.0, size)
     blocks = block_names(name)
@@ -80,6 +83,7 @@ def test_slim_takes_conv1_to_block2_from_a_resnet50():
 
 
 # ----- Mean-Var ---------------------------------------------------------------------------------------------------
+
 
 def structured_source(init, seed=3):
     """Smooth, strongly correlated tensors with a nonzero mean, so structure and moments are both measurable."""
@@ -113,8 +117,12 @@ def test_mean_var_keeps_moments_and_destroys_structure():
     # Different tensors get independent draws.
     a, b = (np.asarray(res[f"params/layer{i}/conv/kernel"]).ravel() for i in (3, 4))
     assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
-    assert_origins({"params": {"head": out["params"]["head"]}}, {"params": {"head": init["params"]["head"]}},
-                   source, lambda k: False)
+    assert_origins(
+        {"params": {"head": out["params"]["head"]}},
+        {"params": {"head": init["params"]["head"]}},
+        source,
+        lambda k: False,
+    )
 
 
 @pytest.mark.parametrize("bn", schemes.MEAN_VAR_BN)
@@ -149,6 +157,7 @@ def test_mean_var_rejects_a_mismatched_checkpoint_and_bad_modes():
 
 # ----- Gabor ------------------------------------------------------------------------------------------------------
 
+
 def test_gabor_replaces_only_the_first_conv_at_the_init_scale():
     init = tiny_init(0)
     out, provenance = schemes.gabor(init, TINY_BLOCKS)
@@ -169,15 +178,19 @@ def test_gabor_takes_its_scale_from_a_checkpoint():
     source = random_like(init, seed=1)  # std about 1, far from the He init's 0.1
     out, _ = schemes.gabor(init, TINY_BLOCKS, source)
     key = "params/layer1/conv/kernel"
-    np.testing.assert_allclose(np.std(np.asarray(flat(out)[key], np.float64)),
-                               np.std(np.asarray(flat(source)[key], np.float64)), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.std(np.asarray(flat(out)[key], np.float64)), np.std(np.asarray(flat(source)[key], np.float64)), rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("name,size,key,shape", [
-    ("resnet50", 64, "params/conv1/conv/kernel", (7, 7, 3, 64)),
-    ("inception_v3", 75, "params/stem/Conv2d_1a_3x3/conv/kernel", (3, 3, 3, 32)),
-    ("cbr_tiny", 32, "params/layer1/conv/kernel", (5, 5, 3, 64)),
-])
+@pytest.mark.parametrize(
+    "name,size,key,shape",
+    [
+        ("resnet50", 64, "params/conv1/conv/kernel", (7, 7, 3, 64)),
+        ("inception_v3", 75, "params/stem/Conv2d_1a_3x3/conv/kernel", (3, 3, 3, 32)),
+        ("cbr_tiny", 32, "params/layer1/conv/kernel", (5, 5, 3, 64)),
+    ],
+)
 def test_gabor_finds_the_first_conv_of_every_architecture(name, size, key, shape):
     rng = np.random.default_rng(0)
     init = filled_shapes(name, size, lambda k, s: rng.normal(size=s).astype(np.float32))
@@ -188,13 +201,17 @@ def test_gabor_finds_the_first_conv_of_every_architecture(name, size, key, shape
 
 # ----- parsing and the config entry point -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec,hint", [
-    ("transfusion:blok2", "Did you mean 'block2'"),
-    ("mean-var", "Did you mean 'mean_var'"),
-    ("transfusion", "transfusion:conv1"),
-    ("random:conv1", "Valid choices"),
-    ("Transfer", "Did you mean 'transfer'"),
-])
+
+@pytest.mark.parametrize(
+    "spec,hint",
+    [
+        ("transfusion:blok2", "Did you mean 'block2'"),
+        ("mean-var", "Did you mean 'mean_var'"),
+        ("transfusion", "transfusion:conv1"),
+        ("random:conv1", "Valid choices"),
+        ("Transfer", "Did you mean 'transfer'"),
+    ],
+)
 def test_parse_rejects_typos_naming_choices_and_blocks(spec, hint):
     blocks = block_names("resnet50")
     with pytest.raises(ValueError) as e:
@@ -223,23 +240,29 @@ class FakeLoader:
 
     def __call__(self, path):
         self.paths.append(path)
-        return self.variables, {"architecture": self.architecture, "variant": None, "num_classes": 1000,
-                                "preprocessing": {}}
+        return self.variables, {
+            "architecture": self.architecture,
+            "variant": None,
+            "num_classes": 1000,
+            "preprocessing": {},
+        }
 
 
 def test_config_entry_point_dispatches_and_loads_lazily():
     init, source = tiny_pair()
     loader = FakeLoader(source)
-    out, _ = schemes.initialize_from_config(make_config(init="transfusion:layer2", pretrained="/ckpt"), init,
-                                            loader=loader)
+    out, _ = schemes.initialize_from_config(
+        make_config(init="transfusion:layer2", pretrained="/ckpt"), init, loader=loader
+    )
     assert loader.paths == ["/ckpt"]
     assert_origins(out, init, source, lambda k: k.split("/")[1] in ("layer1", "layer2"))
-    out, provenance = schemes.initialize_from_config(make_config(init="random", pretrained="/ckpt"), init,
-                                                     loader=loader)
+    out, provenance = schemes.initialize_from_config(
+        make_config(init="random", pretrained="/ckpt"), init, loader=loader
+    )
     assert loader.paths == ["/ckpt"] and set(provenance.values()) == {"init"}  # random never reads the file
-    out, provenance = schemes.initialize_from_config(make_config(init="mean_var", pretrained="/ckpt",
-                                                                 mean_var_bn="copy"), init, jax.random.key(0),
-                                                     loader=loader)
+    out, provenance = schemes.initialize_from_config(
+        make_config(init="mean_var", pretrained="/ckpt", mean_var_bn="copy"), init, jax.random.key(0), loader=loader
+    )
     assert provenance["batch_stats/layer1/bn/mean"] == "checkpoint"
 
 
@@ -248,8 +271,9 @@ def test_config_entry_point_errors():
     with pytest.raises(ValueError, match="config.pretrained"):
         schemes.initialize_from_config(make_config(init="transfer"), init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="holds a 'resnet50' model but model 'cbr_small' needs"):
-        schemes.initialize_from_config(make_config(init="transfer", pretrained="/p"), init,
-                                       loader=FakeLoader(source, architecture="resnet50"))
+        schemes.initialize_from_config(
+            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(source, architecture="resnet50")
+        )
     with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
         schemes.initialize_from_config(make_config(init="slim", pretrained="/p"), init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="layer9"):
@@ -259,17 +283,22 @@ def test_config_entry_point_errors():
     with pytest.raises(ValueError, match="pass rng"):
         schemes.initialize_from_config(make_config(init="mean_var", pretrained="/p"), init, loader=FakeLoader(source))
     # A shape mismatch names the checkpoint and the model next to the diff.
-    with pytest.raises(tree.TreeMismatchError, match=r"(?s)shape mismatch.*Checkpoint /p: architecture 'cbr_small'.*"
-                                                     r"model 'cbr_small' with overrides"):
-        schemes.initialize_from_config(make_config(init="transfer", pretrained="/p"), init,
-                                       loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8))))
+    with pytest.raises(
+        tree.TreeMismatchError,
+        match=r"(?s)shape mismatch.*Checkpoint /p: architecture 'cbr_small'.*"
+        r"model 'cbr_small' with overrides",
+    ):
+        schemes.initialize_from_config(
+            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8)))
+        )
 
 
 def test_slim_entry_point_takes_a_resnet50_checkpoint():
     init, source = resnet_like("resnet50_slim", 0.0), resnet_like("resnet50", 1.0, num_classes=1000)
     for spec in ("slim", "transfusion:block1"):
-        out, provenance = schemes.initialize(spec, "resnet50_slim", init, pretrained="/r50",
-                                             loader=FakeLoader(source, architecture="resnet50"))
+        out, provenance = schemes.initialize(
+            spec, "resnet50_slim", init, pretrained="/r50", loader=FakeLoader(source, architecture="resnet50")
+        )
         assert provenance["params/block1/unit1/conv1/conv/kernel"] == "checkpoint"
         assert provenance["params/block3/unit1/conv1/conv/kernel"] == "init"
 
@@ -279,8 +308,7 @@ def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):
 
     init, source = tiny_pair()
     path = str(tmp_path / "tiny.npz")
-    pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2,
-                                   "preprocessing": {}})
+    pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2, "preprocessing": {}})
     out, provenance = schemes.initialize_from_config(make_config(init="transfer", pretrained=path), init)
     assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
     assert provenance["params/layer4/conv/kernel"] == "checkpoint"

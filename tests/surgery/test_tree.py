@@ -1,10 +1,11 @@
 """Strict merge, selection and the summary table on tiny CBR variables."""
+
 import re
 
 import numpy as np
 import pytest
-
 from surgery_helpers import TINY_BLOCKS, flat, random_like, tiny_init, tiny_random
+
 from transfusion_jax.surgery import tree
 
 
@@ -20,8 +21,11 @@ def test_select_by_block_and_by_regex():
     assert set(by_block) == {k for k in f if k.split("/")[1] == "layer2"}
     assert len(by_block) == 5  # conv kernel, bn scale/bias, bn mean/var
     by_regex = tree.select(f, tree.matcher(regex=r"layer[34]/bn/.*"))
-    assert set(by_regex) == {f"{c}/layer{i}/bn/{n}" for i in (3, 4) for c, n in
-                             [("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var")]}
+    assert set(by_regex) == {
+        f"{c}/layer{i}/bn/{n}"
+        for i in (3, 4)
+        for c, n in [("params", "scale"), ("params", "bias"), ("batch_stats", "mean"), ("batch_stats", "var")]
+    }
 
 
 def test_merge_copies_exactly_the_selection_and_keeps_the_rest():

@@ -1,5 +1,6 @@
 """Training tests share XLA executables through JAX's persistent compilation cache (the same tiny programs are
 compiled by several tests and by the CLI subprocesses of the resume test); 2 cores make compiles the main cost."""
+
 import os
 import tempfile
 

@@ -1,10 +1,12 @@
 """A small in-memory dataset that follows transfusion_jax.data's Dataset contract (task, len, batches), with a
 learnable signal, for training tests that must not depend on the data package's internals."""
+
 import dataclasses
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 @dataclasses.dataclass(frozen=True)

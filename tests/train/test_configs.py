@@ -1,4 +1,5 @@
 """Every paper experiment config loads, names a valid init for its model, and builds in local mode."""
+
 import functools
 import importlib.util
 import os
@@ -7,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from transfusion_jax import data as data_lib, models, surgery
-from transfusion_jax.train import partition, state as state_lib, steps, trainer
+from transfusion_jax import data as data_lib
+from transfusion_jax import models, surgery
+from transfusion_jax.train import partition, steps, trainer
+from transfusion_jax.train import state as state_lib
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 PAPER_MODELS = ("resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")
@@ -63,14 +66,17 @@ def test_bad_arg_is_named():
         _load("retina").get_config("resnet50")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task(name, arg):
     c = _load(name).get_config(arg + ",local")
     return c, data_lib.build_dataset(c, c.eval_split, train=False).task
 
 
-@pytest.mark.parametrize("name,arg", [("retina", f"{m},random") for m in PAPER_MODELS]
-                         + [("hybrid", "resnet50,slim"), ("chexpert", "cbr_tiny,random"), ("imagenet", "cbr_small")])
+@pytest.mark.parametrize(
+    "name,arg",
+    [("retina", f"{m},random") for m in PAPER_MODELS]
+    + [("hybrid", "resnet50,slim"), ("chexpert", "cbr_tiny,random"), ("imagenet", "cbr_small")],
+)
 def test_local_config_builds_a_train_step(name, arg):
     """Shapes through init and a train step (traced, not compiled) for every architecture and each loss kind."""
     c, task = _task(name, arg)
@@ -79,14 +85,23 @@ def test_local_config_builds_a_train_step(name, arg):
     x = jnp.zeros((1, size, size, 3))
     variables = jax.eval_shape(lambda r: state_lib._random_variables(model, r, x), jax.random.key(0))
     tx = state_lib.make_optimizer(c, variables["params"])
-    state = state_lib.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=variables["params"],
-                                 batch_stats=variables["batch_stats"],
-                                 opt_state=jax.eval_shape(tx.init, variables["params"]))
-    label = (jax.ShapeDtypeStruct((c.batch_size,), jnp.int32) if task.loss == "softmax"
-             else jax.ShapeDtypeStruct((c.batch_size, task.num_outputs), jnp.float32))
-    batch = {"image": jax.ShapeDtypeStruct((c.batch_size, size, size, 3), jnp.float32), "label": label,
-             "label_mask": jax.ShapeDtypeStruct((c.batch_size, label.shape[1] if label.ndim == 2 else 1), jnp.float32),
-             "valid": jax.ShapeDtypeStruct((c.batch_size,), jnp.bool_)}
+    state = state_lib.TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=jax.eval_shape(tx.init, variables["params"]),
+    )
+    label = (
+        jax.ShapeDtypeStruct((c.batch_size,), jnp.int32)
+        if task.loss == "softmax"
+        else jax.ShapeDtypeStruct((c.batch_size, task.num_outputs), jnp.float32)
+    )
+    batch = {
+        "image": jax.ShapeDtypeStruct((c.batch_size, size, size, 3), jnp.float32),
+        "label": label,
+        "label_mask": jax.ShapeDtypeStruct((c.batch_size, label.shape[1] if label.ndim == 2 else 1), jnp.float32),
+        "valid": jax.ShapeDtypeStruct((c.batch_size,), jnp.bool_),
+    }
     step = steps.make_train_step(model, tx, task.loss, partition.make_data_mesh())
     new_state, metrics = jax.eval_shape(step, state, batch, jax.random.key(0))
     assert jax.tree_util.tree_structure(new_state.params) == jax.tree_util.tree_structure(state.params)

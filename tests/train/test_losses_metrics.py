@@ -1,4 +1,5 @@
 """Losses and metrics against float64 NumPy formulas and direct sklearn calls."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score

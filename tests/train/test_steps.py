@@ -1,24 +1,46 @@
 """The data-parallel step: 8-device sharding gives the single-device result; freezing and weight decay."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from fake_data import FakeDataset
 from sklearn.metrics import roc_auc_score
 
-from fake_data import FakeDataset
 from transfusion_jax import models
-from transfusion_jax.train import losses, partition, state as state_lib, steps, trainer
+from transfusion_jax.train import losses, partition, steps, trainer
+from transfusion_jax.train import state as state_lib
 
 
 def _config(**optimizer):
-    opt = dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-               weight_decay=0.0, schedule="constant", warmup_steps=0, grad_clip_norm=0.0)
+    opt = dict(
+        name="sgd",
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_steps=0,
+        grad_clip_norm=0.0,
+    )
     opt.update(optimizer)
-    return ml_collections.ConfigDict(dict(init="random", freeze=(), num_train_steps=10, pretrained="", dtype="float32",
-                                          mean_var_bn="mean_var", model=dict(name="cbr_small", overrides=dict(widths=(4, 8))),
-                                          optimizer=ml_collections.ConfigDict(opt)))
+    return ml_collections.ConfigDict(
+        dict(
+            init="random",
+            freeze=(),
+            num_train_steps=10,
+            pretrained="",
+            dtype="float32",
+            mean_var_bn="mean_var",
+            model=dict(name="cbr_small", overrides=dict(widths=(4, 8))),
+            optimizer=ml_collections.ConfigDict(opt),
+        )
+    )
 
 
 def _model():
@@ -53,8 +75,10 @@ def test_eight_device_step_equals_single_device_step(one_step):
     assert jax.device_count() == 8
     _, _, (one, m1), (eight, m8) = one_step
     np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-6)
-    for a, b in zip(jax.tree_util.tree_leaves((one.params, one.batch_stats)),
-                    jax.tree_util.tree_leaves((eight.params, eight.batch_stats))):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((one.params, one.batch_stats)),
+        jax.tree_util.tree_leaves((eight.params, eight.batch_stats)),
+    ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -65,7 +89,7 @@ def test_batch_stats_use_global_batch(one_step):
     kernel = np.asarray(state0.params["layer1"]["conv"]["kernel"], np.float64)  # [k, k, 3, C]
     k, (h, w) = kernel.shape[0], batch["image"].shape[1:3]
     padded = np.pad(batch["image"].astype(np.float64), ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-    conv = sum(padded[:, dy:dy + h, dx:dx + w, :] @ kernel[dy, dx] for dy in range(k) for dx in range(k))
+    conv = sum(padded[:, dy : dy + h, dx : dx + w, :] @ kernel[dy, dx] for dy in range(k) for dx in range(k))
     expected = 0.1 * conv.mean(axis=(0, 1, 2))
     np.testing.assert_allclose(after.batch_stats["layer1"]["bn"]["mean"], expected, rtol=1e-4, atol=1e-6)
 
@@ -76,8 +100,10 @@ def test_frozen_blocks_keep_params_and_statistics():
     config.freeze = ("layer1",)
     state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     after, _ = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
-    for before, now in zip(jax.tree_util.tree_leaves((state0.params["layer1"], state0.batch_stats["layer1"])),
-                           jax.tree_util.tree_leaves((after.params["layer1"], after.batch_stats["layer1"]))):
+    for before, now in zip(
+        jax.tree_util.tree_leaves((state0.params["layer1"], state0.batch_stats["layer1"])),
+        jax.tree_util.tree_leaves((after.params["layer1"], after.batch_stats["layer1"])),
+    ):
         np.testing.assert_array_equal(before, now)
     assert not np.allclose(state0.params["layer2"]["conv"]["kernel"], after.params["layer2"]["conv"]["kernel"])
     assert not np.allclose(state0.batch_stats["layer2"]["bn"]["mean"], after.batch_stats["layer2"]["bn"]["mean"])
@@ -94,8 +120,10 @@ def test_freeze_of_unknown_block_is_named():
 def test_weight_decay_touches_kernels_only():
     """Plain SGD (no momentum) with zero gradients: update = -lr * wd * kernel, and zero for biases/BN."""
     config = _config(momentum=0.0, weight_decay=0.01, learning_rate=0.5)
-    params = {"layer1": {"conv": {"kernel": jnp.full((2, 2), 3.0)}, "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)}},
-              "head": {"kernel": jnp.full((2,), -2.0), "bias": jnp.ones(2)}}
+    params = {
+        "layer1": {"conv": {"kernel": jnp.full((2, 2), 3.0)}, "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)}},
+        "head": {"kernel": jnp.full((2,), -2.0), "bias": jnp.ones(2)},
+    }
     tx = state_lib.make_optimizer(config, params)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
@@ -136,8 +164,10 @@ def test_eval_counts_every_example_once_on_odd_sizes():
         state, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
         state = jax.device_put(state, partition.replicated(mesh))
         out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh)
-        logits = np.asarray(model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images,
-                                        train=False)[0], np.float64)
+        logits = np.asarray(
+            model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images, train=False)[0],
+            np.float64,
+        )
         assert out["num_examples"] == 13
         if loss == "softmax":
             p = np.exp(logits - logits.max(1, keepdims=True))
@@ -160,7 +190,9 @@ def test_bfloat16_compute_keeps_float32_params():
     model = state_lib.build_model(config, 2)
     after, metrics = _state_after_one_step(partition.make_data_mesh(), config, _numpy_batch(), model)
     assert np.isfinite(metrics["loss"])
-    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves((after.params, after.batch_stats))} == {np.dtype(np.float32)}
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves((after.params, after.batch_stats))} == {
+        np.dtype(np.float32)
+    }
 
 
 def test_distributed_mode_and_batch_size_checks(monkeypatch):
@@ -194,10 +226,15 @@ def test_aux_head_loss_is_added_with_its_weight(aux_weight):
     config = _config()
     batch_np = _numpy_batch()
     state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
-    (logits, _), _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch_np["image"],
-                                 train=True, mutable=["batch_stats", "intermediates"])
+    (logits, _), _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batch_np["image"],
+        train=True,
+        mutable=["batch_stats", "intermediates"],
+    )
     expected = losses.mean_loss("softmax", logits, batch_np) + aux_weight * losses.mean_loss(
-        "softmax", 2.0 * logits, batch_np)
+        "softmax", 2.0 * logits, batch_np
+    )
     state = jax.device_put(state, partition.replicated(mesh))
     batch = {k: jax.device_put(v, partition.data_sharded(mesh)) for k, v in batch_np.items()}
     step = steps.make_train_step(model, tx, "softmax", mesh, aux_loss_weight=aux_weight)

@@ -1,4 +1,5 @@
 """train_and_evaluate end to end on small data: learning, metrics files, NaN stop, and exact resume after SIGKILL."""
+
 import json
 import os
 import signal
@@ -10,9 +11,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from conftest import CACHE_DIR
 from fake_data import FakeDataset
+
 from transfusion_jax import pretrained
 from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
 
@@ -86,9 +87,17 @@ def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):
 
 
 def _cli(workdir, env):
-    args = [sys.executable, "-m", "transfusion_jax.main", "--config=configs/retina.py:cbr_small,random,local",
-            f"--workdir={workdir}", "--config.num_train_steps=30", "--config.checkpoint_every_steps=5",
-            "--config.progress_bar=False", "--config.keep_checkpoints=10"]
+    args = [
+        sys.executable,
+        "-m",
+        "transfusion_jax.main",
+        "--config=configs/retina.py:cbr_small,random,local",
+        f"--workdir={workdir}",
+        "--config.num_train_steps=30",
+        "--config.checkpoint_every_steps=5",
+        "--config.progress_bar=False",
+        "--config.keep_checkpoints=10",
+    ]
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -97,8 +106,13 @@ def _final_state(workdir):
 
 
 def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": CACHE_DIR, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+    }
     unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
     reference = _cli(unbroken, env)
     victim = _cli(killed, env)

@@ -10,6 +10,7 @@ The run subcommands read finished training workdirs (config.json, pretrained.npz
 transfusion_jax.experiments.run_weights), compare activations on the first run's eval images, and write
 DIR/<name>.json and DIR/<name>.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,22 +42,36 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("a", type=Path)
     sim.add_argument("b", type=Path)
     sim.add_argument("--method", choices=similarity.METHODS, default="svcca")
-    sim.add_argument("--keep", type=_keep, default=None,
-                     help="svcca only: directions to keep (int), variance fraction (e.g. 0.99; default), or 'all'")
+    sim.add_argument(
+        "--keep",
+        type=_keep,
+        default=None,
+        help="svcca only: directions to keep (int), variance fraction (e.g. 0.99; default), or 'all'",
+    )
     sim.add_argument("--debiased", action="store_true", help="cka only: unbiased HSIC estimator")
-    sim.add_argument("--epsilon", type=float, default=None,
-                     help="cca/pwcca: drop neurons with variance <= epsilon * max variance (default 1e-6)")
+    sim.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="cca/pwcca: drop neurons with variance <= epsilon * max variance (default 1e-6)",
+    )
     sim.add_argument("--batch-size", type=int, default=65536, help="rows streamed per jitted step")
-    for name, help_text in (("fig2", "CCA(Rand, ImNet) vs CCA(Rand, Rand) of the top layers (paper Fig. 2)"),
-                            ("fig3", "per-layer similarity of each run to its own initialisation (paper Fig. 3)"),
-                            ("fig4", "similarity at init vs after training, per pair of runs (paper Fig. 4)"),
-                            ("weights", "relative weight change ||W_T - W_0|| / ||W_0|| per block (paper 5.3)")):
+    for name, help_text in (
+        ("fig2", "CCA(Rand, ImNet) vs CCA(Rand, Rand) of the top layers (paper Fig. 2)"),
+        ("fig3", "per-layer similarity of each run to its own initialisation (paper Fig. 3)"),
+        ("fig4", "similarity at init vs after training, per pair of runs (paper Fig. 4)"),
+        ("weights", "relative weight change ||W_T - W_0|| / ||W_0|| per block (paper 5.3)"),
+    ):
         run = sub.add_parser(name, help=help_text)
         if name == "fig2":
             run.add_argument("--rand", type=Path, nargs="+", required=True, help="runs trained from random init")
             run.add_argument("--imnet", type=Path, nargs="+", required=True, help="runs trained from pretrained")
-            run.add_argument("--layers", type=lambda t: [x for x in t.split(",") if x], default=None,
-                             help="comma-separated layers (default: the top two blocks)")
+            run.add_argument(
+                "--layers",
+                type=lambda t: [x for x in t.split(",") if x],
+                default=None,
+                help="comma-separated layers (default: the top two blocks)",
+            )
         else:
             run.add_argument("--runs", type=Path, nargs="+", required=True, help="training workdirs")
         run.add_argument("--out", type=Path, required=True, help="folder for the JSON and PNG")
@@ -75,8 +90,10 @@ def _load(path: Path, parser: argparse.ArgumentParser) -> np.ndarray:
     except ValueError as err:
         parser.error(f"cannot read {path} as a .npy array: {err}")
     if array.ndim != 2:
-        parser.error(f"{path} has shape {array.shape}; expected 2-D (examples, features) "
-                     "(reduce conv features first, e.g. transfusion_jax.analysis.activations)")
+        parser.error(
+            f"{path} has shape {array.shape}; expected 2-D (examples, features) "
+            "(reduce conv features first, e.g. transfusion_jax.analysis.activations)"
+        )
     return array
 
 
@@ -121,14 +138,18 @@ def _load_runs(paths: list[Path], parser) -> list:
             parser.error(f"run {path} is not a directory: pass training workdirs")
         missing = [name for name in RUN_FILES if not (path / name).is_file()]
         if missing:
-            parser.error(f"run {path} is not a finished training workdir: missing {', '.join(missing)} "
-                         "(train to the end with --config.export_pretrained=True)")
+            parser.error(
+                f"run {path} is not a finished training workdir: missing {', '.join(missing)} "
+                "(train to the end with --config.export_pretrained=True)"
+            )
     loaded = [run_weights.RunWeights(str(path)) for path in paths]
     first = loaded[0].config.model.to_dict()
     for path, run in zip(paths[1:], loaded[1:]):
         if run.config.model.to_dict() != first:
-            parser.error(f"run {path} has model {run.config.model.to_dict()} but {paths[0]} has {first}: "
-                         "compare runs of the same architecture")
+            parser.error(
+                f"run {path} has model {run.config.model.to_dict()} but {paths[0]} has {first}: "
+                "compare runs of the same architecture"
+            )
     return loaded
 
 
@@ -152,28 +173,49 @@ def _fig2(args, parser) -> int:
 
     rand, imnet = _load_runs(args.rand, parser), _load_runs(args.imnet, parser)
     if rand[0].config.model.to_dict() != imnet[0].config.model.to_dict():
-        parser.error(f"--rand runs are {rand[0].config.model.to_dict()} but --imnet runs are "
-                     f"{imnet[0].config.model.to_dict()}: compare runs of the same architecture")
+        parser.error(
+            f"--rand runs are {rand[0].config.model.to_dict()} but --imnet runs are "
+            f"{imnet[0].config.model.to_dict()}: compare runs of the same architecture"
+        )
     layers = args.layers or list(rand[0].blocks[-2:])
     if len(rand) < 2:
         print("note: one --rand run, so no CCA(Rand, Rand) pair", file=sys.stderr)
     batches = _batches(rand[0], args)
-    groups = {"rand_imnet": [(a, b) for a in range(len(args.rand)) for b in range(len(args.imnet))],
-              "rand_rand": list(itertools.combinations(range(len(args.rand)), 2))}
-    result = {"analysis": "fig2", "method": args.method, "layers": layers,
-              "num_images": int(sum(len(b) for b in batches)), "rand_imnet": [], "rand_rand": []}
+    groups = {
+        "rand_imnet": [(a, b) for a in range(len(args.rand)) for b in range(len(args.imnet))],
+        "rand_rand": list(itertools.combinations(range(len(args.rand)), 2)),
+    }
+    result = {
+        "analysis": "fig2",
+        "method": args.method,
+        "layers": layers,
+        "num_images": int(sum(len(b) for b in batches)),
+        "rand_imnet": [],
+        "rand_rand": [],
+    }
     for group, index_pairs in groups.items():
         other = imnet if group == "rand_imnet" else rand
         other_paths = args.imnet if group == "rand_imnet" else args.rand
         for a, b in index_pairs:
-            r = paper.top_layers_similarity(rand[a].apply, rand[a].final(), other[b].final(), batches, layers,
-                                            method=args.method)
-            result[group].append({"runs": [str(args.rand[a]), str(other_paths[b])], "mean": r["mean"],
-                                  "per_layer": {k: v["score"] for k, v in r["per_layer"].items()}})
+            r = paper.top_layers_similarity(
+                rand[a].apply, rand[a].final(), other[b].final(), batches, layers, method=args.method
+            )
+            result[group].append(
+                {
+                    "runs": [str(args.rand[a]), str(other_paths[b])],
+                    "mean": r["mean"],
+                    "per_layer": {k: v["score"] for k, v in r["per_layer"].items()},
+                }
+            )
     _write_json(args.out, "fig2", result)
-    _strip_plot({"CCA(Rand, ImNet)": [p["mean"] for p in result["rand_imnet"]],
-                 "CCA(Rand, Rand)": [p["mean"] for p in result["rand_rand"]]}, args.out / "fig2.png",
-                f"{args.method} similarity, mean of {', '.join(layers)}")
+    _strip_plot(
+        {
+            "CCA(Rand, ImNet)": [p["mean"] for p in result["rand_imnet"]],
+            "CCA(Rand, Rand)": [p["mean"] for p in result["rand_rand"]],
+        },
+        args.out / "fig2.png",
+        f"{args.method} similarity, mean of {', '.join(layers)}",
+    )
     return 0
 
 
@@ -183,16 +225,22 @@ def _fig3(args, parser) -> int:
 
     loaded = _load_runs(args.runs, parser)
     batches = _batches(loaded[0], args)
-    result = {"analysis": "fig3", "method": args.method, "num_images": int(sum(len(b) for b in batches)),
-              "runs": {}}
+    result = {"analysis": "fig3", "method": args.method, "num_images": int(sum(len(b) for b in batches)), "runs": {}}
     for path, run in zip(args.runs, loaded):
-        r = paper.similarity_to_init(run.apply, run.initial(), run.final(), batches, list(run.blocks),
-                                     method=args.method)
-        result["runs"][str(path)] = {"similarity": {k: v["score"] for k, v in r["similarity"].items()},
-                                     "relative_weight_change": r["relative_weight_change"]}
+        r = paper.similarity_to_init(
+            run.apply, run.initial(), run.final(), batches, list(run.blocks), method=args.method
+        )
+        result["runs"][str(path)] = {
+            "similarity": {k: v["score"] for k, v in r["similarity"].items()},
+            "relative_weight_change": r["relative_weight_change"],
+        }
     _write_json(args.out, "fig3", result)
-    plots.grouped_bars({_label(Path(p)): v["similarity"] for p, v in result["runs"].items()},
-                       str(args.out / "fig3.png"), f"{args.method} similarity to init", "Similarity to init")
+    plots.grouped_bars(
+        {_label(Path(p)): v["similarity"] for p, v in result["runs"].items()},
+        str(args.out / "fig3.png"),
+        f"{args.method} similarity to init",
+        "Similarity to init",
+    )
     return 0
 
 
@@ -206,8 +254,9 @@ def _fig4(args, parser) -> int:
     index_pairs = list(itertools.combinations(range(len(loaded)), 2))
     ends = [(run.initial(), run.final()) for run in loaded]  # initial() re-runs the init: once per run
     pairs = [(ends[a], ends[b]) for a, b in index_pairs]
-    result = paper.init_vs_final_correlation(loaded[0].apply, pairs, batches, list(loaded[0].blocks),
-                                             method=args.method)
+    result = paper.init_vs_final_correlation(
+        loaded[0].apply, pairs, batches, list(loaded[0].blocks), method=args.method
+    )
     result["pairs"] = [[str(args.runs[a]), str(args.runs[b])] for a, b in index_pairs]
     result["num_images"] = int(sum(len(b) for b in batches))
     _write_json(args.out, "fig4", result)
@@ -220,12 +269,20 @@ def _weights(args, parser) -> int:
     from transfusion_jax.experiments import plots
 
     loaded = _load_runs(args.runs, parser)
-    result = {"analysis": "weights", "runs": {
-        str(path): weights.relative_weight_change(run.initial()["params"], run.final()["params"])
-        for path, run in zip(args.runs, loaded)}}
+    result = {
+        "analysis": "weights",
+        "runs": {
+            str(path): weights.relative_weight_change(run.initial()["params"], run.final()["params"])
+            for path, run in zip(args.runs, loaded)
+        },
+    }
     _write_json(args.out, "weights", result)
-    plots.grouped_bars({_label(Path(p)): v for p, v in result["runs"].items()}, str(args.out / "weights.png"),
-                       "||W_T - W_0|| / ||W_0||", "Relative weight change per block")
+    plots.grouped_bars(
+        {_label(Path(p)): v for p, v in result["runs"].items()},
+        str(args.out / "weights.png"),
+        "||W_T - W_0|| / ||W_0||",
+        "Relative weight change per block",
+    )
     return 0
 
 

@@ -5,10 +5,12 @@ A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images)
 `functools.partial(model.apply, train=False)`). Both models of a pair see the same batch, and each pair of layers
 gets its own accumulator, so memory stays proportional to channels**2 however many images stream through.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ class Reduction:
     grid=(h, w): first resize with `jax.image.resize(method=resize_method)`; needed to pair positions of layers
       whose grids differ. 2-D features [N, C] pass through unchanged.
     """
+
     mode: str = "positions"
     positions: int | None = None
     grid: tuple[int, int] | None = None
@@ -99,9 +102,13 @@ def _layer_rows(model: Model, images, reduction: Reduction, key) -> dict[str, ja
     return {name: to_datapoints(f, reduction, key) for name, f in features.items()}
 
 
-def collect_pair_moments(model_a: Model, model_b: Model, batches: Iterable,
-                         pairs: Sequence[tuple[str, str]] | None = None,
-                         reduction: Reduction = Reduction()) -> dict[tuple[str, str], moments.Accumulator]:
+def collect_pair_moments(
+    model_a: Model,
+    model_b: Model,
+    batches: Iterable,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    reduction: Reduction = Reduction(),
+) -> dict[tuple[str, str], moments.Accumulator]:
     """Run both models over `batches` (arrays [N, H, W, C] or dicts with 'image') and stream layer pairs.
 
     pairs: (layer of a, layer of b) to compare; default every block name the two models share, in a's order.
@@ -123,8 +130,10 @@ def collect_pair_moments(model_a: Model, model_b: Model, batches: Iterable,
         if la not in shapes_a or lb not in shapes_b:
             raise ValueError(f"layer pair {(la, lb)} not found: model a has {list(shapes_a)}, b has {list(shapes_b)}")
         if shapes_a[la].shape[0] != shapes_b[lb].shape[0]:
-            raise ValueError(f"layers {la!r} and {lb!r} give {shapes_a[la].shape[0]} vs {shapes_b[lb].shape[0]} "
-                             f"datapoints per batch (different grids?): set Reduction(grid=...) or mode='mean'")
+            raise ValueError(
+                f"layers {la!r} and {lb!r} give {shapes_a[la].shape[0]} vs {shapes_b[lb].shape[0]} "
+                f"datapoints per batch (different grids?): set Reduction(grid=...) or mode='mean'"
+            )
     accs = [moments.init(shapes_a[la].shape[1], shapes_b[lb].shape[1]) for la, lb in pairs]
 
     @jax.jit
@@ -143,9 +152,15 @@ def collect_pair_moments(model_a: Model, model_b: Model, batches: Iterable,
         images, index = _images(batch), index + 1
 
 
-def compare_models(model_a: Model, model_b: Model, batches: Iterable, method: str = "svcca",
-                   pairs: Sequence[tuple[str, str]] | None = None, reduction: Reduction = Reduction(),
-                   **options) -> dict[str, dict[str, Any]]:
+def compare_models(
+    model_a: Model,
+    model_b: Model,
+    batches: Iterable,
+    method: str = "svcca",
+    pairs: Sequence[tuple[str, str]] | None = None,
+    reduction: Reduction = Reduction(),
+    **options,
+) -> dict[str, dict[str, Any]]:
     """Similarity of each layer pair, as JSON-ready dicts keyed 'layer_a/layer_b', with the reduction recorded."""
     accs = collect_pair_moments(model_a, model_b, batches, pairs, reduction)
     out = {}

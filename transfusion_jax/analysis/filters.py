@@ -6,8 +6,9 @@ min-max normalised on its own (over all its channels) for display, as its absolu
 most filters invisible; filters with 3 input channels are shown in RGB, others as the grayscale mean over inputs.
 Written with matplotlib's Agg-based `imsave`, so no display or pyplot state is involved.
 """
+
 import math
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import matplotlib.image
 import numpy as np
@@ -59,9 +60,9 @@ def filter_mosaic(kernel: np.ndarray, ncols: int = 8, panels: int = 1, scale: in
 
 
 def save_filter_grid(
-    kernel_or_variables: Union[np.ndarray, Mapping],
+    kernel_or_variables: np.ndarray | Mapping,
     path: str,
-    blocks: Optional[Sequence[str]] = None,
+    blocks: Sequence[str] | None = None,
     ncols: int = 8,
     panels: int = 1,
     scale: int = 8,

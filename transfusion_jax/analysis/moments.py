@@ -15,6 +15,7 @@ The fourth-order sums (`sum_aa` ... `sum_bv`, with `a_i = |u_i|^2`, `b_i = |v_i|
 shifted rows) exist only for debiased CKA: its unbiased HSIC needs `sum_i |x_i - mean|^2 |y_i - mean|^2`, which
 expands exactly into these sums (see `_centered_norm_product`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,11 +31,12 @@ _dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
 class Sums(NamedTuple):
     """Per-batch sums of shifted rows u = x - shift_x, v = y - shift_y; a = |u|^2, b = |v|^2 row-wise."""
+
     sum_x: jax.Array  # (dx,)    sum u
     sum_y: jax.Array  # (dy,)    sum v
-    xtx: jax.Array    # (dx, dx) sum u u^T
-    yty: jax.Array    # (dy, dy) sum v v^T
-    xty: jax.Array    # (dx, dy) sum u v^T
+    xtx: jax.Array  # (dx, dx) sum u u^T
+    yty: jax.Array  # (dy, dy) sum v v^T
+    xty: jax.Array  # (dx, dy) sum u v^T
     sum_aa: jax.Array  # ()      sum a^2
     sum_bb: jax.Array  # ()      sum b^2
     sum_ab: jax.Array  # ()      sum a b
@@ -46,11 +48,12 @@ class Sums(NamedTuple):
 
 class Accumulator(NamedTuple):
     """Running state: count, shifts, Kahan sums and their compensations (all float32 except `n`)."""
-    n: jax.Array        # () int32 number of rows seen
+
+    n: jax.Array  # () int32 number of rows seen
     shift_x: jax.Array  # (dx,)
     shift_y: jax.Array  # (dy,)
     sums: Sums
-    comp: Sums          # Kahan compensation: the true total is sums - comp
+    comp: Sums  # Kahan compensation: the true total is sums - comp
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -66,16 +69,32 @@ def init(dx: int, dy: int) -> Accumulator:
     """An empty accumulator for `dx` features on the x side and `dy` on the y side."""
     if dx < 1 or dy < 1:
         raise ValueError(f"feature dimensions must be >= 1, got dx={dx}, dy={dy}")
-    return Accumulator(jnp.zeros((), jnp.int32), jnp.zeros(dx, jnp.float32), jnp.zeros(dy, jnp.float32),
-                       _zero_sums(dx, dy), _zero_sums(dx, dy))
+    return Accumulator(
+        jnp.zeros((), jnp.int32),
+        jnp.zeros(dx, jnp.float32),
+        jnp.zeros(dy, jnp.float32),
+        _zero_sums(dx, dy),
+        _zero_sums(dx, dy),
+    )
 
 
 def _batch_sums(u: jax.Array, v: jax.Array) -> Sums:
     a = jnp.sum(u * u, axis=1)
     b = jnp.sum(v * v, axis=1)
-    return Sums(sum_x=jnp.sum(u, 0), sum_y=jnp.sum(v, 0), xtx=_dot(u.T, u), yty=_dot(v.T, v), xty=_dot(u.T, v),
-                sum_aa=_dot(a, a), sum_bb=_dot(b, b), sum_ab=_dot(a, b), sum_au=_dot(a, u), sum_bu=_dot(b, u),
-                sum_av=_dot(a, v), sum_bv=_dot(b, v))
+    return Sums(
+        sum_x=jnp.sum(u, 0),
+        sum_y=jnp.sum(v, 0),
+        xtx=_dot(u.T, u),
+        yty=_dot(v.T, v),
+        xty=_dot(u.T, v),
+        sum_aa=_dot(a, a),
+        sum_bb=_dot(b, b),
+        sum_ab=_dot(a, b),
+        sum_au=_dot(a, u),
+        sum_bu=_dot(b, u),
+        sum_av=_dot(a, v),
+        sum_bv=_dot(b, v),
+    )
 
 
 def _kahan_add(total, comp, value):
@@ -105,15 +124,18 @@ def check_batch(acc: Accumulator, x, y) -> None:
     """Raise a ValueError naming the culprit if (x, y) cannot be added to `acc`."""
     for name, a in (("x", x), ("y", y)):
         if np.ndim(a) != 2:
-            raise ValueError(f"{name} must be 2-D (examples, features), got shape {np.shape(a)}; "
-                             "reduce conv features first (transfusion_jax.analysis.activations)")
+            raise ValueError(
+                f"{name} must be 2-D (examples, features), got shape {np.shape(a)}; "
+                "reduce conv features first (transfusion_jax.analysis.activations)"
+            )
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must hold the same examples: got {x.shape[0]} rows in x, {y.shape[0]} in y")
     if x.shape[0] == 0:
         raise ValueError("empty batch (0 rows)")
     if (x.shape[1], y.shape[1]) != acc.dims:
-        raise ValueError(f"batch has (dx, dy) = {(x.shape[1], y.shape[1])} features but the accumulator was "
-                         f"made for {acc.dims}")
+        raise ValueError(
+            f"batch has (dx, dy) = {(x.shape[1], y.shape[1])} features but the accumulator was made for {acc.dims}"
+        )
 
 
 def accumulate(acc: Accumulator, x, y) -> Accumulator:
@@ -129,6 +151,7 @@ class Stats:
     Covariances are divided by n (not n - 1): every measure here is invariant to that scale.
     `p_xy = sum_i |x_i - mean_x|^2 |y_i - mean_y|^2` (and p_xx, p_yy) feed debiased CKA.
     """
+
     n: int
     mean_x: np.ndarray
     mean_y: np.ndarray
@@ -165,8 +188,17 @@ def finalize(acc: Accumulator) -> Stats:
     p_yy = _centered_norm_product(n, s.sum_bb, s.sum_bv, s.sum_bv, s.yty, s_b, s_b, nu, nu)
     shift_x = np.asarray(acc.shift_x, np.float64)
     shift_y = np.asarray(acc.shift_y, np.float64)
-    return Stats(n=n, mean_x=shift_x + mu, mean_y=shift_y + nu, cxx=(cxx + cxx.T) / 2, cyy=(cyy + cyy.T) / 2,
-                 cxy=cxy, p_xx=p_xx, p_yy=p_yy, p_xy=p_xy)
+    return Stats(
+        n=n,
+        mean_x=shift_x + mu,
+        mean_y=shift_y + nu,
+        cxx=(cxx + cxx.T) / 2,
+        cyy=(cyy + cyy.T) / 2,
+        cxy=cxy,
+        p_xx=p_xx,
+        p_yy=p_yy,
+        p_xy=p_xy,
+    )
 
 
 def from_arrays(x, y, batch_size: int | None = None) -> Accumulator:
@@ -181,5 +213,5 @@ def from_arrays(x, y, batch_size: int | None = None) -> Accumulator:
     if step < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, x_shape[0], step):
-        acc = accumulate(acc, np.asarray(x[start:start + step]), np.asarray(y[start:start + step]))
+        acc = accumulate(acc, np.asarray(x[start : start + step]), np.asarray(y[start : start + step]))
     return acc

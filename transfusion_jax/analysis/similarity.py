@@ -15,6 +15,7 @@ Choices the papers leave open, made here:
   * The CCA score is the plain mean of all min(rank_x, rank_y) coefficients (google/svcca's `mean` instead
     averages only the top coefficients holding 98% of their sum).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,11 +31,12 @@ METHODS = ("cca", "svcca", "pwcca", "cka")
 @dataclasses.dataclass(frozen=True)
 class Similarity:
     """One similarity result: the score plus what it was computed from."""
+
     method: str
     score: float
     n_examples: int
     coefficients: np.ndarray | None = None  # canonical correlations, descending (CCA family)
-    weights: np.ndarray | None = None       # PWCCA projection weights, summing to 1
+    weights: np.ndarray | None = None  # PWCCA projection weights, summing to 1
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,9 +73,11 @@ def _cca_core(cxx, cyy, cxy, rtol):
 
 def _check_examples(n: int, dims: int, what: str) -> None:
     if n <= dims:
-        raise ValueError(f"{what} needs more examples than features: got n={n} examples for {dims} features. "
-                         "Collect more examples (e.g. spatial positions as datapoints), or use svcca with a smaller "
-                         "keep, or cka (no such limit).")
+        raise ValueError(
+            f"{what} needs more examples than features: got n={n} examples for {dims} features. "
+            "Collect more examples (e.g. spatial positions as datapoints), or use svcca with a smaller "
+            "keep, or cka (no such limit)."
+        )
 
 
 def _cca_parts(stats: moments.Stats, epsilon: float, rtol: float):
@@ -88,8 +92,13 @@ def _cca_parts(stats: moments.Stats, epsilon: float, rtol: float):
 def cca(stats: moments.Stats, epsilon: float = 1e-6, rtol: float = 1e-6) -> Similarity:
     """Mean canonical correlation between the two layers (Hotelling 1936), after dropping dead neurons."""
     rho, _, _, kx, ky = _cca_parts(stats, epsilon, rtol)
-    return Similarity("cca", float(rho.mean()), stats.n, coefficients=rho,
-                      info={"kept_x": int(kx.sum()), "kept_y": int(ky.sum()), "epsilon": epsilon, "rtol": rtol})
+    return Similarity(
+        "cca",
+        float(rho.mean()),
+        stats.n,
+        coefficients=rho,
+        info={"kept_x": int(kx.sum()), "kept_y": int(ky.sum()), "epsilon": epsilon, "rtol": rtol},
+    )
 
 
 def _n_directions(evals_desc: np.ndarray, keep: int | float | None, side: str) -> int:
@@ -129,8 +138,13 @@ def svcca(stats: moments.Stats, keep: int | float | None = 0.99, rtol: float = 1
     dims = (px.shape[1], py.shape[1]) if keep is not None else (len(stats.cxx), len(stats.cyy))
     _check_examples(stats.n, max(dims), "SVCCA")
     rho, _, _ = _cca_core(px.T @ stats.cxx @ px, py.T @ stats.cyy @ py, px.T @ stats.cxy @ py, rtol)
-    return Similarity("svcca", float(rho.mean()), stats.n, coefficients=rho,
-                      info={"keep": keep, "dims_x": int(px.shape[1]), "dims_y": int(py.shape[1]), "rtol": rtol})
+    return Similarity(
+        "svcca",
+        float(rho.mean()),
+        stats.n,
+        coefficients=rho,
+        info={"keep": keep, "dims_x": int(px.shape[1]), "dims_y": int(py.shape[1]), "rtol": rtol},
+    )
 
 
 def pwcca(stats: moments.Stats, epsilon: float = 1e-6, rtol: float = 1e-6) -> Similarity:
@@ -153,9 +167,14 @@ def pwcca(stats: moments.Stats, epsilon: float = 1e-6, rtol: float = 1e-6) -> Si
         side, cov, dirs = "y", stats.cyy[np.ix_(ky, ky)], b
     raw = np.abs(cov @ dirs).sum(axis=0)
     weights = raw / raw.sum()
-    return Similarity("pwcca", float(weights @ rho), stats.n, coefficients=rho, weights=weights,
-                      info={"weights_side": side, "kept_x": int(kx.sum()), "kept_y": int(ky.sum()),
-                            "epsilon": epsilon, "rtol": rtol})
+    return Similarity(
+        "pwcca",
+        float(weights @ rho),
+        stats.n,
+        coefficients=rho,
+        weights=weights,
+        info={"weights_side": side, "kept_x": int(kx.sum()), "kept_y": int(ky.sum()), "epsilon": epsilon, "rtol": rtol},
+    )
 
 
 def _debiased_hsic(n: int, cross_fro2: float, p: float, trace_x: float, trace_y: float) -> float:
@@ -188,8 +207,10 @@ def cka(stats: moments.Stats, debiased: bool = False) -> Similarity:
     hxx = _debiased_hsic(n, np.sum(stats.cxx**2), stats.p_xx, tx, tx)
     hyy = _debiased_hsic(n, np.sum(stats.cyy**2), stats.p_yy, ty, ty)
     if hxx <= 0 or hyy <= 0:
-        raise ValueError(f"debiased CKA is undefined here: unbiased self-HSIC x={hxx:.3g}, y={hyy:.3g} not positive "
-                         f"(n={n} too small or a constant layer)")
+        raise ValueError(
+            f"debiased CKA is undefined here: unbiased self-HSIC x={hxx:.3g}, y={hyy:.3g} not positive "
+            f"(n={n} too small or a constant layer)"
+        )
     return Similarity("cka", float(hxy / np.sqrt(hxx * hyy)), n, info={"debiased": True})
 
 

@@ -1,7 +1,9 @@
 """How far training moved the weights: ||W_T - W_0|| / ||W_0|| per block (paper §5.3, "larger models change less")."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
@@ -12,8 +14,9 @@ def first_component(path: tuple[str, ...]) -> str | None:
     return path[0]
 
 
-def relative_weight_change(params_0: Any, params_t: Any,
-                           block_of: Callable[[tuple[str, ...]], str | None] = first_component) -> dict[str, float]:
+def relative_weight_change(
+    params_0: Any, params_t: Any, block_of: Callable[[tuple[str, ...]], str | None] = first_component
+) -> dict[str, float]:
     """Per block, the Frobenius norm of (params_t - params_0) over all its tensors, divided by that of params_0.
 
     params_0/params_t: two flax `params` trees of the same structure (before / after training).

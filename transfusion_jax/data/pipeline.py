@@ -3,17 +3,17 @@
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import zlib
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from transfusion_jax.data import preprocess, readers, subsets, tasks
 

@@ -44,7 +44,8 @@ def _tf_free_builder(name: str, config: str | None, data_dir: str):
     """The official builder class with its TensorFlow file I/O swapped for plain Python (no registration)."""
     import tensorflow_datasets as tfds
     from etils import epath
-    from tensorflow_datasets.image_classification import chexpert, diabetic_retinopathy_detection as dr
+    from tensorflow_datasets.image_classification import chexpert
+    from tensorflow_datasets.image_classification import diabetic_retinopathy_detection as dr
 
     with tfds.core.registered.skip_registration():
         if name == "chexpert":

@@ -8,6 +8,7 @@
 
 The quickstart (everything on built-in data, CPU) is `python -m transfusion_jax.experiments.quickstart --workdir DIR`.
 """
+
 import argparse
 import sys
 
@@ -20,10 +21,13 @@ def _list(text: str):
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]
+    overrides = [a[len("--config.") :] for a in argv if a.startswith("--config.")]
     argv = [a for a in argv if not a.startswith("--config.")]
-    parser = argparse.ArgumentParser(prog="python -m transfusion_jax.experiments", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m transfusion_jax.experiments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run models x inits x seeds of a config file (resumable)")
     s.add_argument("--config", required=True, help="configs/*.py file, e.g. configs/retina.py")
@@ -38,11 +42,21 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="", help="also write the Markdown here")
     args = parser.parse_args(argv)
     if args.command == "sweep":
-        records = sweep.sweep(args.config, args.models, args.inits, args.seeds, args.workdir, local=args.local,
-                              pretrained=args.pretrained, overrides=overrides)
+        records = sweep.sweep(
+            args.config,
+            args.models,
+            args.inits,
+            args.seeds,
+            args.workdir,
+            local=args.local,
+            pretrained=args.pretrained,
+            overrides=overrides,
+        )
         failed = [r for r in records if r["status"] == "failed"]
-        print(f"{len(records) - len(failed)} of {len(records)} runs finished; "
-              f"`python -m transfusion_jax.experiments report {args.workdir}` for the tables.")
+        print(
+            f"{len(records) - len(failed)} of {len(records)} runs finished; "
+            f"`python -m transfusion_jax.experiments report {args.workdir}` for the tables."
+        )
         return 1 if failed else 0
     if overrides:
         parser.error(f"--config.* overrides only apply to 'sweep', got {overrides}")

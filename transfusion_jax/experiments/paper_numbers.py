@@ -5,16 +5,16 @@ Tags (PAPER.md's): 'P-fig' read off an official figure, 'P-blog' the authors' bl
 (e.g. recollections); reports print them with a '?' so they are never mistaken for confirmed targets.
 AUCs are in percent, as the paper prints them.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
 class PaperValue:
     mean: float
-    std: Optional[float] = None
+    std: float | None = None
     tag: str = "S"
     confirmed: bool = True
     note: str = ""
@@ -33,7 +33,7 @@ def _v(mean, std=None, tag="S", confirmed=True, note=""):
 _RECALLED = "UNCONFIRMED recollection (PAPER.md 4.1)"
 
 # Table 1: Retina moderate-DR AUC (%), (model, init) -> value. PAPER.md 4.1.
-TABLE1: Dict[Tuple[str, str], PaperValue] = {
+TABLE1: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(96.4, 0.05),
     ("resnet50", "transfer"): _v(96.7, 0.04),
     ("inception_v3", "random"): _v(96.6, 0.13),
@@ -50,15 +50,17 @@ TABLE1: Dict[Tuple[str, str], PaperValue] = {
 
 # Table 2: CheXpert AUC (%) per pathology; only the ResNet-50 rows are confirmed (PAPER.md 4.2).
 CHEXPERT_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-TABLE2: Dict[Tuple[str, str], Dict[str, PaperValue]] = {
-    ("resnet50", "random"): {p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.52, 75.23, 85.49, 88.34,
-                                                                                        88.70))},
-    ("resnet50", "transfer"): {p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.76, 74.93, 84.42, 88.89,
-                                                                                          88.07))},
+TABLE2: dict[tuple[str, str], dict[str, PaperValue]] = {
+    ("resnet50", "random"): {
+        p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.52, 75.23, 85.49, 88.34, 88.70))
+    },
+    ("resnet50", "transfer"): {
+        p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.76, 74.93, 84.42, 88.89, 88.07))
+    },
 }
 
 # Table 3: 5000 Retina training examples, AUC (%), no ± known (PAPER.md 4.3).
-TABLE3: Dict[Tuple[str, str], PaperValue] = {
+TABLE3: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(92.2),
     ("resnet50", "transfer"): _v(94.6),
     ("cbr_larget", "random"): _v(93.6),
@@ -70,7 +72,7 @@ TABLE3: Dict[Tuple[str, str], PaperValue] = {
 # Steps until test AUC > 0.91 on Retina, mean of (presumably) 5 runs: blog figure legends (PAPER.md 4.4), and
 # Mean Var read off Fig. 6 (PAPER.md 4.5, approximate: the middle of the range read).
 CONVERGENCE_THRESHOLD = 0.91
-CONVERGENCE: Dict[Tuple[str, str], PaperValue] = {
+CONVERGENCE: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(69_069, tag="P-fig"),
     ("resnet50", "gabor"): _v(25_425, tag="P-fig"),
     ("resnet50", "slim"): _v(8_208, tag="P-fig"),
@@ -86,7 +88,7 @@ CONVERGENCE: Dict[Tuple[str, str], PaperValue] = {
 
 # Fig. 2 (blog violin plot), CCA similarity of the top two layers: model -> (CCA(Rand, ImNet), CCA(Rand, Rand)),
 # approximate medians read off the figure (PAPER.md 5.2).
-FIG2_CCA: Dict[str, Tuple[PaperValue, PaperValue]] = {
+FIG2_CCA: dict[str, tuple[PaperValue, PaperValue]] = {
     "resnet50": (_v(0.239, tag="P-fig"), _v(0.266, tag="P-fig")),
     "inception_v3": (_v(0.217, tag="P-fig"), _v(0.254, tag="P-fig")),
     "cbr_largew": (_v(0.360, tag="P-fig"), _v(0.362, tag="P-fig")),
@@ -97,13 +99,17 @@ FIG2_CCA: Dict[str, Tuple[PaperValue, PaperValue]] = {
 # Qualitative findings the quickstart checks its own numbers against (PAPER.md 4.6, 5.3, 6.4).
 FINDINGS = {
     "transfusion": "Reusing conv1 gives the greatest marginal convergence speedup; the lowest two blocks matter most "
-                   "(per-block step counts UNCONFIRMED).",
+    "(per-block step counts UNCONFIRMED).",
     "similarity_to_init": "Lower layers stay closest to their initialisation, most strongly for large models; "
-                          "feature reuse is mostly restricted to the bottom two layers.",
+    "feature reuse is mostly restricted to the bottom two layers.",
     "gabor": "Synthetic Gabor conv1 speeds convergence, like pretrained conv1 does.",
     "mean_var": "Mean Var init converges faster than random, slower than full transfer.",
 }
 
 # Which paper table each configs/*.py group reproduces.
-GROUP_TABLES = {"retina": ("Table 1", TABLE1), "retina_small": ("Table 3", TABLE3),
-                "chexpert": ("Table 2", TABLE2), "hybrid": ("Convergence (PAPER.md 4.4-4.6)", CONVERGENCE)}
+GROUP_TABLES = {
+    "retina": ("Table 1", TABLE1),
+    "retina_small": ("Table 3", TABLE3),
+    "chexpert": ("Table 2", TABLE2),
+    "hybrid": ("Convergence (PAPER.md 4.4-4.6)", CONVERGENCE),
+}

@@ -2,9 +2,10 @@
 
 Uses matplotlib's object API on Agg canvases (no pyplot state), so it runs headless and inside tests.
 """
+
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,7 +19,7 @@ def _save(fig: Figure, path: str) -> str:
     return path
 
 
-def curve_band(curves: Sequence[Dict[int, float]]):
+def curve_band(curves: Sequence[dict[int, float]]):
     """(steps, mean, low, high) over the steps every curve has; the band is the min-max over seeds."""
     steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     values = np.array([[c[s] for s in steps] for c in curves], np.float64)
@@ -27,8 +28,9 @@ def curve_band(curves: Sequence[Dict[int, float]]):
     return np.array(steps), values.mean(0), values.min(0), values.max(0)
 
 
-def auc_curves(curves_by_init: Dict[str, List[Dict[int, float]]], path: str, threshold: Optional[float] = None,
-               title: str = "") -> str:
+def auc_curves(
+    curves_by_init: dict[str, list[dict[int, float]]], path: str, threshold: float | None = None, title: str = ""
+) -> str:
     """Eval AUC vs train step per init: mean over seeds as a line, min-max over seeds shaded."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
@@ -36,7 +38,7 @@ def auc_curves(curves_by_init: Dict[str, List[Dict[int, float]]], path: str, thr
         steps, mean, low, high = curve_band(curves)
         if not len(steps):
             continue
-        line, = ax.plot(steps, mean, label=f"{init} (n={len(curves)})", lw=1.6)
+        (line,) = ax.plot(steps, mean, label=f"{init} (n={len(curves)})", lw=1.6)
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.18, lw=0)
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"AUC {threshold}")
@@ -48,8 +50,13 @@ def auc_curves(curves_by_init: Dict[str, List[Dict[int, float]]], path: str, thr
     return _save(fig, path)
 
 
-def grouped_bars(values: Dict[str, Dict[str, float]], path: str, ylabel: str, title: str = "",
-                 errors: Optional[Dict[str, Dict[str, float]]] = None) -> str:
+def grouped_bars(
+    values: dict[str, dict[str, float]],
+    path: str,
+    ylabel: str,
+    title: str = "",
+    errors: dict[str, dict[str, float]] | None = None,
+) -> str:
     """values[series][category] as bars grouped by category (e.g. series = init, category = layer)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()

@@ -4,12 +4,12 @@ Works for any workdir written by `train_and_evaluate` with `config.export_pretra
 sweep runs alike): the final weights are its pretrained.npz; the initial ones are recomputed from its config.json
 exactly as the trainer drew them (same init scheme, same checkpoint, same key `jax.random.key(config.seed)`).
 """
+
 from __future__ import annotations
 
 import functools
 import json
 import os
-from typing import List, Optional
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class RunWeights:
         return self._final
 
 
-def eval_batches(config, batch_size: int, max_images: Optional[int] = None) -> List[np.ndarray]:
+def eval_batches(config, batch_size: int, max_images: int | None = None) -> list[np.ndarray]:
     """The run's evaluation images (padding dropped, at most `max_images`) as host batches of `batch_size`."""
     import jax  # noqa: PLC0415
 
@@ -74,4 +74,4 @@ def eval_batches(config, batch_size: int, max_images: Optional[int] = None) -> L
         if max_images is not None and count >= max_images:
             break
     images = np.concatenate(images)[:max_images]
-    return [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]

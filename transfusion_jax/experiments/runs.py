@@ -3,6 +3,7 @@
 A run is finished when the trainer has written its `summary.json` (it does so only after the last step), so rerunning
 a sweep skips finished runs and resumes unfinished ones from their latest checkpoint (the trainer's own resume).
 """
+
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,7 @@ import importlib.util
 import json
 import os
 import time
-from typing import Callable, Iterable, List, Optional
+from collections.abc import Callable, Iterable
 
 import ml_collections
 
@@ -84,7 +85,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         node, parts = config, key.split(".")
         for part in parts[:-1]:
             if part not in node:
-                raise ValueError(f"Unknown config field {key!r} (no {part!r}); see transfusion_jax/train/config_lib.py.")
+                raise ValueError(
+                    f"Unknown config field {key!r} (no {part!r}); see transfusion_jax/train/config_lib.py."
+                )
             node = node[part]
         if parts[-1] not in node:
             raise ValueError(f"Unknown config field {key!r}; see transfusion_jax/train/config_lib.py.")
@@ -103,11 +106,11 @@ def parse_pretrained(value: str) -> Callable[[str], str]:
     return lambda model: mapping.get(model, mapping.get("resnet50", "") if model == "resnet50_slim" else "")
 
 
-def plan(group: str, models: List[str], inits: List[str], seeds: List[int]) -> List[RunSpec]:
+def plan(group: str, models: list[str], inits: list[str], seeds: list[int]) -> list[RunSpec]:
     return [RunSpec(group, m, i, s) for m in models for i in inits for s in seeds]
 
 
-def run(config, workdir: str, train_fn: Optional[Callable] = None) -> dict:
+def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
     """Trains `config` in `workdir` unless already finished; returns the summary plus 'skipped' and 'seconds'.
 
     A run that raises leaves a FAILED marker with the error and re-raises; a later call retries it (resuming).

@@ -1,14 +1,16 @@
 """models x inits x seeds of one configs/*.py file, run one after another in this process, resumable."""
+
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from transfusion_jax.experiments import runs
 
 
-def build_config(module, spec: runs.RunSpec, *, local: bool, pretrained: Callable[[str], str],
-                 overrides: Sequence[str]):
+def build_config(
+    module, spec: runs.RunSpec, *, local: bool, pretrained: Callable[[str], str], overrides: Sequence[str]
+):
     """The config of one run: the file's get_config('model,init[,local]'), its seed, checkpoint and overrides."""
     config = module.get_config(f"{spec.model},{spec.init}" + (",local" if local else ""))
     config.seed = spec.seed
@@ -18,9 +20,19 @@ def build_config(module, spec: runs.RunSpec, *, local: bool, pretrained: Callabl
     return runs.apply_overrides(config, overrides)
 
 
-def sweep(config_path: str, models: List[str], inits: List[str], seeds: List[int], root: str, *,
-          local: bool = False, pretrained: str = "", overrides: Sequence[str] = (),
-          train_fn: Optional[Callable] = None, keep_going: bool = True) -> List[dict]:
+def sweep(
+    config_path: str,
+    models: list[str],
+    inits: list[str],
+    seeds: list[int],
+    root: str,
+    *,
+    local: bool = False,
+    pretrained: str = "",
+    overrides: Sequence[str] = (),
+    train_fn: Callable | None = None,
+    keep_going: bool = True,
+) -> list[dict]:
     """Runs every (model, init, seed) not finished yet under ROOT/<config stem>/...; prints a line per run.
 
     Configs are all built (and so validated) before the first run starts, so a typo fails in seconds, not hours.
@@ -35,8 +47,10 @@ def sweep(config_path: str, models: List[str], inits: List[str], seeds: List[int
     for n, (spec, config) in enumerate(zip(specs, configs), 1):
         workdir = spec.workdir(root)
         prefix = f"[{n}/{len(specs)}] {spec.label()}"
-        print(f"{prefix}: {'finished before, skipping' if runs.is_finished(workdir) else 'training'} ({workdir})",
-              flush=True)
+        print(
+            f"{prefix}: {'finished before, skipping' if runs.is_finished(workdir) else 'training'} ({workdir})",
+            flush=True,
+        )
         try:
             summary = runs.run(config, workdir, train_fn)
         except Exception as e:  # noqa: BLE001  (one bad run must not stop a night-long sweep)

@@ -5,7 +5,9 @@ names (`block_names(name)` + 'pre_logits') that transfusion, freezing, activatio
 The top level of every parameter tree is a block name, or 'head' (the task head) / 'aux_logits' (Inception's
 auxiliary ImageNet head): a leaf's block is the first component of its path.
 """
-from typing import Any, Callable, Dict, Tuple
+
+from collections.abc import Callable
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -28,7 +30,7 @@ def _cbr_blocks(name):
 _PAPER_SIZES = (224, 587)
 
 # name -> (constructor(num_classes, **overrides), block names, input sizes the paper uses)
-_REGISTRY: Dict[str, Tuple[Callable[..., nn.Module], Tuple[str, ...], Tuple[int, ...]]] = {
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], tuple[int, ...]]] = {
     "resnet50": (resnet.resnet50, _RESNET_BLOCKS, _PAPER_SIZES),
     "resnet50_slim": (resnet.resnet50_slim, _RESNET_BLOCKS, _PAPER_SIZES),
     "inception_v3": (inception.inception_v3, ("stem", "mixed_5", "mixed_6", "mixed_7"), (224, 299, 587)),
@@ -59,7 +61,7 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides
         raise TypeError(f"Bad override for model {name!r}: {e}") from None
 
 
-def block_names(name: str, **overrides) -> Tuple[str, ...]:
+def block_names(name: str, **overrides) -> tuple[str, ...]:
     """The model's transferable blocks, bottom to top (features add 'pre_logits' after them)."""
     _, blocks, _ = _lookup(name)
     if name in cbr.CBR_SPECS and "widths" in overrides:  # a CBR's depth follows its widths
@@ -67,10 +69,10 @@ def block_names(name: str, **overrides) -> Tuple[str, ...]:
     return blocks
 
 
-def feature_names(name: str, **overrides) -> Tuple[str, ...]:
+def feature_names(name: str, **overrides) -> tuple[str, ...]:
     return block_names(name, **overrides) + ("pre_logits",)
 
 
-def paper_resolutions(name: str) -> Tuple[int, ...]:
+def paper_resolutions(name: str) -> tuple[int, ...]:
     """Input sizes the paper uses with this model: 224 (CheXpert), 587 (Retina), and 299 for Inception-v3."""
     return _lookup(name)[2]

@@ -5,6 +5,7 @@
 Shapes and FLOPs come from tracing only (jax.eval_shape, XLA's cost analysis of the lowered forward pass): nothing
 is compiled or run, so the table prints in seconds on a CPU.
 """
+
 import argparse
 
 import jax

@@ -10,8 +10,10 @@ Layer lists as the paper's appendix prints them:
 Padding, unspecified by the paper, is configurable: convs 'SAME' (the TF convention), pools 'VALID'
 (587 -> 293 -> 146 -> 72 -> 35). No conv bias (BN follows). Parameter tree: layer1..layerN/{conv,bn}, head.
 """
+
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -56,4 +58,3 @@ class CBR(nn.Module):
 
 def cbr(name: str, num_classes: int, **overrides) -> CBR:
     return CBR(num_classes=num_classes, **{**CBR_SPECS[name], **overrides})
-

@@ -17,6 +17,7 @@ The final dropout torchvision applies before fc is `dropout_rate` (default 0: th
 torchvision's recipe). The aux head's logits are sown into the 'intermediates' collection as 'aux_output' when
 `aux_logits=True` and `train=True`, as torchvision computes them only in training.
 """
+
 import functools
 from collections import OrderedDict
 from typing import Any
@@ -181,7 +182,9 @@ class InceptionV3(nn.Module):
         v = VARIANTS[self.variant]
         conv = functools.partial(ConvBN, bn_epsilon=1e-3, bn_scale=v["bn_scale"], dtype=self.dtype)
         kw = dict(conv=conv, count_include_pad=v["count_include_pad"])
-        A, B, C, D, E = (functools.partial(m, **kw) for m in (InceptionA, InceptionB, InceptionC, InceptionD, InceptionE))
+        A, B, C, D, E = (
+            functools.partial(m, **kw) for m in (InceptionA, InceptionB, InceptionC, InceptionD, InceptionE)
+        )
         stages = {
             "mixed_5": [("Mixed_5b", functools.partial(A, pool_features=32)),
                         ("Mixed_5c", functools.partial(A, pool_features=64)),

@@ -3,19 +3,21 @@
 Padding is explicit (not 'SAME') wherever a reference framework pads symmetrically, so converted torchvision/Keras
 weights give identical activations at any input size, odd ones included.
 """
-from typing import Any, Optional, Sequence, Tuple, Union
+
+from collections.abc import Sequence
+from typing import Any, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Padding = Union[str, Sequence[Tuple[int, int]]]
+Padding = Union[str, Sequence[tuple[int, int]]]
 
 # torchvision's ResNet init (kaiming_normal_, mode='fan_out', relu); used for every conv so "random init" means the
 # same thing across architectures.
 HE_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def symmetric_padding(kernel_size: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+def symmetric_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """torchvision's `padding=k//2` for odd kernels."""
     return tuple((k // 2, k // 2) for k in kernel_size)
 
@@ -28,8 +30,8 @@ class ConvBN(nn.Module):
     """
 
     features: int
-    kernel_size: Tuple[int, int]
-    strides: Tuple[int, int] = (1, 1)
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
     padding: Padding = "SAME"
     use_bias: bool = False
     bn_scale: bool = True
@@ -69,6 +71,6 @@ def global_avg_pool(x):
     return jnp.mean(x, axis=(1, 2))
 
 
-def dense_head(num_classes: int, dtype: Any, name: Optional[str] = "head") -> nn.Dense:
+def dense_head(num_classes: int, dtype: Any, name: str | None = "head") -> nn.Dense:
     """The new task head. Kept in float32 output precision so logits/AUC do not suffer bf16 rounding."""
     return nn.Dense(num_classes, dtype=dtype, name=name)

@@ -9,9 +9,11 @@ Variants (`variant=`):
   'torchvision'  v1.5: stride in the 3x3 conv, no conv biases, BN eps 1e-5 (torchvision resnet50).
   'keras'        v1: stride in the first 1x1 conv, conv biases, BN eps 1.001e-5 (keras.applications.ResNet50).
 """
+
 import functools
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -8,6 +8,7 @@
 The checkpoint keeps the ImageNet classifier ('head', and Inception's 'aux_logits') so the conversion can be
 checked on ImageNet; transfer drops them (transfusion_jax.surgery).
 """
+
 import datetime
 import os
 from typing import Optional, Tuple
@@ -31,8 +32,17 @@ from transfusion_jax.pretrained.common import (
 
 CONVERTER_VERSION = 1
 
-__all__ = ["convert", "load", "save", "describe", "model_from_metadata", "ConversionError", "PREPROCESSING",
-           "ARCHITECTURES", "SOURCES"]
+__all__ = [
+    "convert",
+    "load",
+    "save",
+    "describe",
+    "model_from_metadata",
+    "ConversionError",
+    "PREPROCESSING",
+    "ARCHITECTURES",
+    "SOURCES",
+]
 
 
 def _read(source: str, arch: str, path: str):
@@ -49,8 +59,8 @@ def _read(source: str, arch: str, path: str):
 
 
 def convert(
-    source: str, arch: str, in_path: str, out_path: Optional[str] = None, preprocessing: Optional[str] = None
-) -> Tuple[dict, dict]:
+    source: str, arch: str, in_path: str, out_path: str | None = None, preprocessing: str | None = None
+) -> tuple[dict, dict]:
     """Converts a torchvision (`source='torchvision'`) or Keras (`'keras'`) ImageNet checkpoint of `arch`.
 
     Returns `(variables, metadata)` and, given `out_path`, saves them there. Raises ConversionError listing
@@ -69,8 +79,10 @@ def convert(
     num_classes = infer_num_classes(converted)
     expected = expected_shapes(arch, num_classes, **overrides)
     what = f"{arch} (variant {overrides['variant']!r}, {num_classes} classes)"
-    hint = (f"Is {os.path.basename(in_path)} a complete {source} {arch}? Check --source/--arch; the README says how "
-            f"to save each source's weights.")
+    hint = (
+        f"Is {os.path.basename(in_path)} a complete {source} {arch}? Check --source/--arch; the README says how "
+        f"to save each source's weights."
+    )
     check_tree(converted, expected, origin, unmapped, what, hint)
 
     sha256, size = file_digest(in_path)
@@ -85,7 +97,7 @@ def convert(
         "preprocessing": record,
         "converter_version": CONVERTER_VERSION,
         "original_file": {"name": os.path.basename(in_path), "sha256": sha256, "bytes": size, "layout": layout},
-        "converted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "converted_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if out_path:
         save(out_path, variables, metadata)
@@ -94,5 +106,4 @@ def convert(
 
 def model_from_metadata(metadata: dict, **overrides):
     """The model a converted checkpoint fits: `get_model(arch, num_classes, **model_overrides, **overrides)`."""
-    return get_model(metadata["architecture"], metadata["num_classes"],
-                     **{**metadata["model_overrides"], **overrides})
+    return get_model(metadata["architecture"], metadata["num_classes"], **{**metadata["model_overrides"], **overrides})

@@ -2,10 +2,10 @@
 metadata string, readable with plain NumPy (no pickle) and self-describing: it names the architecture, the model
 overrides and the preprocessing the weights expect.
 """
+
 import json
 import os
 import zipfile
-from typing import Tuple
 
 import numpy as np
 from flax import traverse_util
@@ -32,26 +32,31 @@ def save(path: str, variables: dict, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str) -> Tuple[dict, dict]:
+def load(path: str) -> tuple[dict, dict]:
     """(variables {'params', 'batch_stats'} of NumPy arrays, metadata dict) from a file written by `save`."""
     if not os.path.isfile(path):
         raise ConversionError(f"No such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
             if METADATA_KEY not in data.files:
-                raise ConversionError(f"{path} has no {METADATA_KEY!r} entry: not a checkpoint written by "
-                                      f"transfusion_jax.pretrained. Convert it first (python -m "
-                                      f"transfusion_jax.pretrained convert ...).")
+                raise ConversionError(
+                    f"{path} has no {METADATA_KEY!r} entry: not a checkpoint written by "
+                    f"transfusion_jax.pretrained. Convert it first (python -m "
+                    f"transfusion_jax.pretrained convert ...)."
+                )
             meta = json.loads(str(data[METADATA_KEY]))
             flat = {k: data[k] for k in data.files if k != METADATA_KEY}
     except ConversionError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ConversionError(f"Cannot read {path} as a converted checkpoint ({type(e).__name__}: {e}). "
-                              f"Is the file complete?") from None
+        raise ConversionError(
+            f"Cannot read {path} as a converted checkpoint ({type(e).__name__}: {e}). Is the file complete?"
+        ) from None
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ConversionError(f"{path}: format {meta.get('format')!r} version {meta.get('format_version')}; this "
-                              f"code reads {FORMAT!r} up to version {FORMAT_VERSION}.")
+        raise ConversionError(
+            f"{path}: format {meta.get('format')!r} version {meta.get('format_version')}; this "
+            f"code reads {FORMAT!r} up to version {FORMAT_VERSION}."
+        )
     bad = sorted(k for k in flat if k.split("/")[0] not in COLLECTIONS)
     if bad:
         raise ConversionError(f"{path}: unexpected entries {bad[:5]} (only {COLLECTIONS} are allowed).")

@@ -5,8 +5,9 @@ hands it to `check_tree`, which compares it with the tree our model would create
 missing, unexpected and shape-mismatched entry. Converted weights are therefore either complete and exact in shape
 or rejected: nothing is silently left at its random init.
 """
+
 import hashlib
-from typing import Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -50,11 +51,14 @@ class ConversionError(ValueError):
 def preprocessing_record(name: str) -> dict:
     if name not in PREPROCESSING:
         raise ConversionError(f"Unknown preprocessing {name!r}; choose one of {sorted(PREPROCESSING)}.")
-    return {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in PREPROCESSING[name].items()},
-            "formula": PREPROCESSING_FORMULA}
+    return {
+        "name": name,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in PREPROCESSING[name].items()},
+        "formula": PREPROCESSING_FORMULA,
+    }
 
 
-def file_digest(path: str) -> Tuple[str, int]:
+def file_digest(path: str) -> tuple[str, int]:
     """(sha256 hex, size in bytes), read in chunks so a 100 MB checkpoint costs no memory."""
     h, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -64,7 +68,7 @@ def file_digest(path: str) -> Tuple[str, int]:
     return h.hexdigest(), size
 
 
-def expected_shapes(arch: str, num_classes: int, **overrides) -> Dict[str, Tuple[int, ...]]:
+def expected_shapes(arch: str, num_classes: int, **overrides) -> dict[str, tuple[int, ...]]:
     """Flat 'collection/a/b/c' -> shape of the variables `get_model(arch, ...)` creates (traced, not computed)."""
     model = get_model(arch, num_classes, **overrides)
     size = NATIVE_SIZE[arch]
@@ -83,9 +87,9 @@ def _section(title: str, lines) -> str:
 
 def check_tree(
     converted: Mapping[str, np.ndarray],
-    expected: Mapping[str, Tuple[int, ...]],
+    expected: Mapping[str, tuple[int, ...]],
     origin: Mapping[str, str],
-    unmapped: Mapping[str, Tuple[int, ...]],
+    unmapped: Mapping[str, tuple[int, ...]],
     what: str,
     hint: str,
 ) -> None:
@@ -94,6 +98,7 @@ def check_tree(
     `origin` maps a converted key to the source's own name for it; `unmapped` holds source entries no rule maps
     (with their shapes); `what` names the target (arch, variant, classes), `hint` says what to check.
     """
+
     def src(k):
         return f"{origin[k]} -> {k}" if k in origin else k
 
@@ -124,7 +129,7 @@ def as_float32(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
 
 
-def infer_num_classes(converted: Mapping[str, np.ndarray], default: Optional[int] = 1000) -> int:
+def infer_num_classes(converted: Mapping[str, np.ndarray], default: int | None = 1000) -> int:
     """The head's output width; a missing head is reported by `check_tree`, so fall back to ImageNet's 1000."""
     kernel = converted.get("params/head/kernel")
     return int(kernel.shape[-1]) if kernel is not None and kernel.ndim == 2 else default

@@ -18,13 +18,13 @@ Mapping to our tree:
 Leaves: kernel (already HWIO / (in, out)), bias, gamma -> scale, beta -> bias, moving_mean -> mean,
 moving_variance -> var.
 """
+
 import functools
 import io
 import os
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Dict, List, Tuple
 
 import flax.linen as nn
 import jax
@@ -46,7 +46,7 @@ _ROLES = {
 # Keras 3 keys a saved layer by its class name in snake case (only classes with weights matter here).
 _CLASS_KEYS = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
 
-Layers = Dict[str, Dict[str, np.ndarray]]  # layer name -> role -> array, in file order
+Layers = dict[str, dict[str, np.ndarray]]  # layer name -> role -> array, in file order
 
 
 def _text(s) -> str:
@@ -79,7 +79,7 @@ def _read_keras3(group, arch: str) -> Layers:
     return layers
 
 
-def read_keras_file(path: str, arch: str) -> Tuple[Layers, str]:
+def read_keras_file(path: str, arch: str) -> tuple[Layers, str]:
     """(layer name -> role -> array, description of the layout found)."""
     import h5py  # only this converter needs it
 
@@ -103,19 +103,20 @@ def read_keras_file(path: str, arch: str) -> Tuple[Layers, str]:
             f"Cannot read {path} as Keras weights ({type(e).__name__}: {e}). Is the file complete? Expected a "
             f"keras.applications .h5, a Keras 3 .weights.h5 or a .keras archive."
         ) from None
-    raise ConversionError(f"{path} is an HDF5 file but not Keras weights (no 'layer_names' attribute, no 'layers' "
-                          f"group).")
+    raise ConversionError(
+        f"{path} is an HDF5 file but not Keras weights (no 'layer_names' attribute, no 'layers' group)."
+    )
 
 
-@functools.lru_cache(maxsize=None)
-def keras_layer_table(arch: str) -> Dict[str, Tuple[str, Tuple[str, ...]]]:
+@functools.cache
+def keras_layer_table(arch: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Keras 3 save key ('conv2d_7') -> (layer name, weight roles) of a weightless keras.applications model."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
     build = {"resnet50": keras.applications.ResNet50, "inception_v3": keras.applications.InceptionV3}[arch]
     model = build(weights=None)
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     table = {}
     for layer in model.layers:
         cls = _CLASS_KEYS.get(type(layer).__name__, type(layer).__name__)
@@ -139,10 +140,10 @@ def _resnet_layer_path(name: str):
     return f"block{int(stage) - 1}/unit{block}/{unit}/{kind}"
 
 
-def convbn_call_order(arch: str, **overrides) -> List[str]:
+def convbn_call_order(arch: str, **overrides) -> list[str]:
     """Paths of our ConvBN modules in the order the model calls them (traced, nothing computed)."""
     model = get_model(arch, 1000, **overrides)
-    order: List[str] = []
+    order: list[str] = []
 
     def record(next_fun, args, kwargs, context):
         if isinstance(context.module, ConvBN) and context.method_name == "__call__":
@@ -168,7 +169,7 @@ def _serial(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _check_contiguous(names: List[str], order: List[str], kind: str) -> None:
+def _check_contiguous(names: list[str], order: list[str], kind: str) -> None:
     """One model's auto names count up without gaps; a gap is a missing layer, which would shift every later
     layer onto the wrong module, so name it (and the module it belongs to) instead."""
     if not names:
@@ -178,11 +179,13 @@ def _check_contiguous(names: List[str], order: List[str], kind: str) -> None:
     gaps = [i for i in range(first, max(present) + 1) if i not in present]
     if gaps:
         where = ", ".join(f"#{i} -> {order[i - first]}/{kind}" if i - first < len(order) else f"#{i}" for i in gaps)
-        raise ConversionError(f"The Keras file's {kind} layers skip construction numbers ({names[0]} ... "
-                              f"{names[-1]}): missing {where}. Is the file complete?")
+        raise ConversionError(
+            f"The Keras file's {kind} layers skip construction numbers ({names[0]} ... "
+            f"{names[-1]}): missing {where}. Is the file complete?"
+        )
 
 
-def _inception_layer_paths(layers: Layers) -> Dict[str, str]:
+def _inception_layer_paths(layers: Layers) -> dict[str, str]:
     order = convbn_call_order("inception_v3", variant="keras")
     paths = {}
     for kind in ("conv", "bn"):
@@ -193,7 +196,7 @@ def _inception_layer_paths(layers: Layers) -> Dict[str, str]:
     return paths
 
 
-def convert_layers(arch: str, layers: Layers) -> Tuple[Dict[str, np.ndarray], Dict[str, str], Dict[str, tuple]]:
+def convert_layers(arch: str, layers: Layers) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, tuple]]:
     """(converted flat dict, our key -> 'keras layer/role', unmapped 'layer/role' -> shape)."""
     if arch == "resnet50":
         paths = {n: p for n in layers if (p := _resnet_layer_path(n)) is not None}

@@ -8,8 +8,8 @@
 and a layout change: conv weights OIHW -> HWIO, linear weights (out, in) -> (in, out); BN weight, bias,
 running_mean, running_var -> scale, bias, mean, var. `num_batches_tracked` is a training counter with no use in eval.
 """
+
 import re
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -20,16 +20,19 @@ _INCEPTION_STAGES = {"Conv2d": "stem", "Mixed_5": "mixed_5", "Mixed_6": "mixed_6
 IGNORED_BUFFERS = ("num_batches_tracked",)
 
 
-def _layer(path: str, kind: str, leaf: str) -> Optional[str]:
+def _layer(path: str, kind: str, leaf: str) -> str | None:
     """Our flat key for a torch leaf of a conv ('conv'), BatchNorm ('bn') or Linear ('dense') at `path`."""
     if kind == "bn":
-        return f"{'params' if leaf in ('weight', 'bias') else 'batch_stats'}/{path}/{_BN_LEAVES[leaf]}" \
-            if leaf in _BN_LEAVES else None
+        return (
+            f"{'params' if leaf in ('weight', 'bias') else 'batch_stats'}/{path}/{_BN_LEAVES[leaf]}"
+            if leaf in _BN_LEAVES
+            else None
+        )
     names = {"weight": "kernel", "bias": "bias"}
     return f"params/{path}/{names[leaf]}" if leaf in names else None
 
 
-def resnet_key(key: str) -> Optional[str]:
+def resnet_key(key: str) -> str | None:
     """torchvision resnet50 state_dict key -> our flat key (None: no rule applies)."""
     module, _, leaf = key.rpartition(".")
     if module == "conv1":
@@ -48,7 +51,7 @@ def resnet_key(key: str) -> Optional[str]:
     return _layer(f"{prefix}/conv{index}/{kind}", kind, leaf)
 
 
-def inception_key(key: str) -> Optional[str]:
+def inception_key(key: str) -> str | None:
     """torchvision inception_v3 state_dict key -> our flat key (None: no rule applies)."""
     parts = key.split(".")
     if parts[0] == "fc" and len(parts) == 2:
@@ -82,7 +85,7 @@ def to_layout(key: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """A torch checkpoint as {key: float32 array}, loaded without running pickled code.
 
     Accepts a bare state_dict or one wrapped as {'state_dict': ...} / {'model': ...} (timm and training scripts),
@@ -106,14 +109,15 @@ def read_state_dict(path: str) -> Dict[str, np.ndarray]:
     out = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
-            raise ConversionError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a "
-                                  f"state_dict.")
-        key = key[len("module."):] if key.startswith("module.") else key
+            raise ConversionError(
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a state_dict."
+            )
+        key = key[len("module.") :] if key.startswith("module.") else key
         out[key] = value.detach().cpu()
     return out
 
 
-def convert_state_dict(arch: str, state: Dict) -> Tuple[Dict[str, np.ndarray], Dict[str, str], Dict[str, tuple]]:
+def convert_state_dict(arch: str, state: dict) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, tuple]]:
     """(converted flat dict, our key -> torch key, unmapped torch key -> shape)."""
     key_map = KEY_MAPS[arch]
     converted, origin, unmapped = {}, {}, {}

@@ -1,4 +1,5 @@
 """Parameter-tree surgery and the paper's init schemes (transfusion, Mean-Var, Slim, synthetic Gabor), freezing."""
+
 from transfusion_jax.surgery.freezing import all_blocks_except, freeze, frozen_labels
 from transfusion_jax.surgery.gabor_filters import bank_layout, gabor_bank
 from transfusion_jax.surgery.schemes import (

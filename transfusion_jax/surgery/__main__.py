@@ -3,6 +3,7 @@
 Draws the synthetic Gabor bank used by init='gabor' as the paper shows it: 8 per row, two panels (low and high
 frequencies) when the bank holds at least 16 filters in an even count.
 """
+
 import argparse
 
 from transfusion_jax.analysis.filters import save_filter_grid

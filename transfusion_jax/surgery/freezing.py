@@ -8,8 +8,9 @@ BatchNorm running statistics are not parameters: a frozen block's running mean/v
 is applied with `train=True` and `mutable=['batch_stats']`. We do not change that here (freezing is an optimizer
 concern); callers who want fully fixed frozen blocks must run them in eval mode or drop those batch_stats updates.
 """
+
 import re
-from typing import Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import optax
 from flax import traverse_util
@@ -58,7 +59,7 @@ def all_blocks_except(params: Mapping, trainable: Iterable[str]) -> list:
 
 
 def freeze(
-    optimizer: optax.GradientTransformation, params: Mapping, frozen: Optional[Iterable[str]] = ()
+    optimizer: optax.GradientTransformation, params: Mapping, frozen: Iterable[str] | None = ()
 ) -> optax.GradientTransformation:
     """`optimizer` on the trainable leaves, zero updates on the frozen ones (see the module docstring)."""
     frozen = list(frozen or ())

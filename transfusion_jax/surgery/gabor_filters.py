@@ -16,8 +16,8 @@ complementary half of the orientations. This generator reproduces that layout fo
   multiple of the envelope (so no filter responds to plain brightness and each filter's spectrum peaks at its own
   frequency), then scaled to unit L2 norm.
 """
+
 import math
-from typing import Tuple
 
 import numpy as np
 
@@ -25,7 +25,7 @@ MAX_FREQUENCY = 1.0 / 3.0  # cycles per pixel
 MIN_CYCLES_PER_KERNEL = 1.4
 
 
-def bank_layout(num: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
+def bank_layout(num: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(orientation in radians, frequency in cycles/pixel) of each of the `num` filters, in bank order."""
     if num < 1 or size < 1:
         raise ValueError(f"A Gabor bank needs num >= 1 and size >= 1, got num={num}, size={size}.")

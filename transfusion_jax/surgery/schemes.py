@@ -25,9 +25,10 @@
 Every function returns (variables, provenance) where provenance maps each flattened key to 'init', 'checkpoint',
 'mean_var' or 'gabor'; `tree.summary(variables, provenance)` prints it per block.
 """
+
 import difflib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ Provenance = dict
 @dataclass(frozen=True)
 class InitSpec:
     scheme: str
-    upto: Optional[str] = None  # the last transfused block, for 'transfusion'
+    upto: str | None = None  # the last transfused block, for 'transfusion'
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -74,7 +75,7 @@ def parse_init(spec: str, blocks: Sequence[str]) -> InitSpec:
     return InitSpec(scheme)
 
 
-def _all_init(variables: Mapping) -> Tuple[Variables, Provenance]:
+def _all_init(variables: Mapping) -> tuple[Variables, Provenance]:
     return dict(variables), {k: "init" for k in flatten(variables)}
 
 
@@ -83,11 +84,11 @@ def is_body(key: str) -> bool:
     return block_of(key) not in HEAD_NAMES
 
 
-def transfer(init: Mapping, source: Mapping) -> Tuple[Variables, Provenance]:
+def transfer(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
     return merge(source, init, is_body)
 
 
-def transfusion(init: Mapping, source: Mapping, blocks: Sequence[str], upto: str) -> Tuple[Variables, Provenance]:
+def transfusion(init: Mapping, source: Mapping, blocks: Sequence[str], upto: str) -> tuple[Variables, Provenance]:
     """Blocks[0..upto] from the source, the rest as initialised."""
     if upto not in blocks:
         raise ValueError(f"Block {upto!r} is not one of the model's blocks {tuple(blocks)}.")
@@ -109,7 +110,7 @@ def _mean_var_draw(rng, tensor, dtype) -> jnp.ndarray:
 
 def mean_var(
     init: Mapping, source: Mapping, rng: jax.Array, bn: str = DEFAULT_MEAN_VAR_BN
-) -> Tuple[Variables, Provenance]:
+) -> tuple[Variables, Provenance]:
     """Paper 6.1: each body tensor -> iid N(mean, var) of its pretrained counterpart; BN per `bn`; head random."""
     if bn not in MEAN_VAR_BN:
         raise ValueError(f"Unknown mean_var_bn {bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
@@ -145,7 +146,7 @@ def first_conv_key(flat: Mapping, blocks: Sequence[str]) -> str:
     return found[0]
 
 
-def gabor(init: Mapping, blocks: Sequence[str], source: Optional[Mapping] = None) -> Tuple[Variables, Provenance]:
+def gabor(init: Mapping, blocks: Sequence[str], source: Mapping | None = None) -> tuple[Variables, Provenance]:
     """Paper 6.4: the first conv's kernel := a Gabor bank, rescaled so the whole tensor's std equals that of the
     pretrained first conv when a source is given, else that of the freshly initialised kernel (He fan_out).
 
@@ -168,7 +169,7 @@ def gabor(init: Mapping, blocks: Sequence[str], source: Optional[Mapping] = None
     return unflatten(flat), provenance
 
 
-def slim(init: Mapping, source: Mapping) -> Tuple[Variables, Provenance]:
+def slim(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
     """Paper 6.3: `resnet50_slim` variables with conv1..block2 from a ResNet-50 checkpoint, the slimmed top random."""
     blocks = block_names(SLIM_MODEL)
     return transfusion(init, source, blocks, SLIM_UPTO)
@@ -179,12 +180,12 @@ def initialize(
     model_name: str,
     variables: Mapping,
     *,
-    rng: Optional[jax.Array] = None,
-    pretrained: Optional[str] = None,
+    rng: jax.Array | None = None,
+    pretrained: str | None = None,
     mean_var_bn: str = DEFAULT_MEAN_VAR_BN,
-    model_overrides: Optional[Mapping] = None,
-    loader: Optional[Callable] = None,
-) -> Tuple[Variables, Provenance]:
+    model_overrides: Mapping | None = None,
+    loader: Callable | None = None,
+) -> tuple[Variables, Provenance]:
     """Applies init scheme `spec` to the freshly initialised `variables` of model `model_name`.
 
     `pretrained` is a checkpoint path read by `loader` (default `transfusion_jax.pretrained.load`, returning
@@ -213,7 +214,7 @@ def initialize(
         ) from None
 
 
-def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> Tuple[Variables, Provenance]:
+def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tuple[Variables, Provenance]:
     if parsed.scheme == "transfer":
         return transfer(variables, source)
     if parsed.scheme == "transfusion":
@@ -225,7 +226,7 @@ def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> Tup
     return slim(variables, source)
 
 
-def _load_checkpoint(path: str, model_name: str, loader: Optional[Callable]) -> Tuple[Variables, dict]:
+def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tuple[Variables, dict]:
     """(variables, metadata) of a checkpoint for `model_name`; a resnet50_slim also takes a resnet50's."""
     if loader is None:
         from transfusion_jax.pretrained import load as loader  # lazy: only runs that use a checkpoint need it
@@ -240,7 +241,7 @@ def _load_checkpoint(path: str, model_name: str, loader: Optional[Callable]) -> 
     return variables, metadata
 
 
-def initialize_from_config(config, variables: Mapping, rng: Optional[jax.Array] = None, *, loader=None):
+def initialize_from_config(config, variables: Mapping, rng: jax.Array | None = None, *, loader=None):
     """`initialize` driven by a config with fields model, init, and optionally pretrained, mean_var_bn,
     model_overrides (ml_collections.ConfigDict or anything with attribute access and .get)."""
     return initialize(

@@ -5,15 +5,17 @@ component is the block (a name from `block_names(model)`, or 'head' / 'aux_logit
 block's weights and its BN statistics together. Merges are strict (every selected key must match in name and
 shape on both sides) because a silently partial load would make a "transfer" run secretly a random-init run.
 """
+
 import re
 from collections import Counter
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import Union
 
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-Flat = Dict[str, object]
+Flat = dict[str, object]
 Selector = Union[Callable[[str], bool], Iterable[str]]
 
 # How many keys per category a mismatch report lists before it only counts the rest.
@@ -45,7 +47,7 @@ def path_of(key: str) -> str:
     return key.split("/", 1)[1]
 
 
-def matcher(blocks: Iterable[str] = (), regex: Optional[str] = None) -> Callable[[str], bool]:
+def matcher(blocks: Iterable[str] = (), regex: str | None = None) -> Callable[[str], bool]:
     """Selects keys whose block is in `blocks` or whose collection-free path fully matches `regex`."""
     blocks = frozenset(blocks)
     pattern = re.compile(regex) if regex is not None else None
@@ -73,7 +75,7 @@ def _listing(title: str, lines) -> str:
     return "\n".join([f"  {title} [{len(lines)}]:"] + shown)
 
 
-def mismatch_report(source: Flat, target: Flat, take: Selector) -> Optional[str]:
+def mismatch_report(source: Flat, target: Flat, take: Selector) -> str | None:
     """A readable diff of the selected keys: missing from the source, unexpected in it, or shaped differently.
 
     None when the selection matches exactly. Unselected keys on either side are ignored by design (e.g. a
@@ -110,9 +112,7 @@ def check_match(source: Flat, target: Flat, take: Selector, what: str = "checkpo
         )
 
 
-def merge(
-    source: Mapping, target: Mapping, take: Selector, origin: str = "checkpoint"
-) -> Tuple[dict, Dict[str, str]]:
+def merge(source: Mapping, target: Mapping, take: Selector, origin: str = "checkpoint") -> tuple[dict, dict[str, str]]:
     """Copies the selected leaves of `source` into `target` (both variable dicts), strictly.
 
     Raises TreeMismatchError with the diff unless the selected keys agree in name and shape on both sides. Copied
@@ -131,9 +131,7 @@ def merge(
     return unflatten(merged), provenance
 
 
-def summary(
-    variables: Mapping, provenance: Optional[Mapping[str, str]] = None, blocks: Iterable[str] = ()
-) -> str:
+def summary(variables: Mapping, provenance: Mapping[str, str] | None = None, blocks: Iterable[str] = ()) -> str:
     """A per-block table: parameter count, number of batch_stats leaves, and where the leaves came from.
 
     Rows follow `blocks` (e.g. `block_names(model)`, bottom to top), then any other top-level names in tree order.

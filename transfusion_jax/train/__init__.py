@@ -4,6 +4,7 @@ orbax checkpoints with exact resume, metrics to TensorBoard and metrics.jsonl. E
 The trainer is imported lazily so that `transfusion_jax.train.steps` / `.state` (all a benchmark or an accelerator
 smoke test needs) load without the data, TensorBoard and sklearn stack.
 """
+
 __all__ = ["NonFiniteLossError", "evaluate", "train_and_evaluate"]
 
 

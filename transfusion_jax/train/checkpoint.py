@@ -1,6 +1,7 @@
 """Checkpoints with orbax: `latest/` (every N steps, keep K; what a restart resumes from) and `best/` (best eval
 AUC, keep 1). Orbax writes into a temporary directory and renames it when complete, so a SIGKILL at any moment leaves
 either a whole checkpoint or none."""
+
 import jax
 import orbax.checkpoint as ocp
 from etils import epath

@@ -10,6 +10,7 @@ Fields (override any with `--config.<field>=...`):
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
   auc_threshold                 the paper's convergence measure: first eval step with AUC >= this (0.91)
 """
+
 import os
 import shutil
 import tempfile
@@ -158,8 +159,15 @@ def _local_pretrained(model_name: str, overrides: dict) -> str:
         rng = np.random.default_rng(0)
         variables = jax.tree_util.tree_map_with_path(lambda p, s: _stand_in_leaf(rng, p, s.shape), dict(shapes))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        export.export_pretrained(path, variables, architecture=model_name, model_overrides=overrides,
-                                 num_classes=10, normalization="torchvision", source="random stand-in (runlocal)")
+        export.export_pretrained(
+            path,
+            variables,
+            architecture=model_name,
+            model_overrides=overrides,
+            num_classes=10,
+            normalization="torchvision",
+            source="random stand-in (runlocal)",
+        )
     return path
 
 

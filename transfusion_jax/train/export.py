@@ -1,5 +1,6 @@
 """Trained variables as a transfusion_jax.pretrained checkpoint (.npz + metadata), so a model trained here (e.g. a CBR
 on ImageNet, which has no public weights) is a `config.pretrained` for transfer, transfusion, mean_var and slim."""
+
 import datetime
 
 import jax
@@ -9,8 +10,16 @@ from transfusion_jax import pretrained
 from transfusion_jax.models import HEAD_NAMES
 
 
-def export_pretrained(path: str, variables: dict, *, architecture: str, model_overrides: dict, num_classes: int,
-                      normalization: str, source: str) -> dict:
+def export_pretrained(
+    path: str,
+    variables: dict,
+    *,
+    architecture: str,
+    model_overrides: dict,
+    num_classes: int,
+    normalization: str,
+    source: str,
+) -> dict:
     """Writes `variables` ({'params', 'batch_stats'}) to `path`; returns the metadata written."""
     host = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
     metadata = {
@@ -21,7 +30,7 @@ def export_pretrained(path: str, variables: dict, *, architecture: str, model_ov
         "head_names": [h for h in HEAD_NAMES if h in host["params"]],
         # The data pipeline's normalisation preset the weights were trained with; use the same one downstream.
         "preprocessing": {"name": normalization},
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     pretrained.save(path, host, metadata)
     return metadata

@@ -1,6 +1,7 @@
 """Per-example losses for the two task kinds. Padding rows (`valid=False`) and unlabelled CheXpert entries
 (`label_mask=0`) contribute nothing; callers get a (sum, count) pair so the mean is exact across batches and hosts.
 """
+
 import jax
 import jax.numpy as jnp
 import optax

@@ -1,5 +1,6 @@
 """Evaluation metrics on host-gathered arrays: AUC per class and mean (sklearn), and steps-to-threshold."""
-from typing import Dict, Iterable, Optional, Sequence
+
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -29,7 +30,7 @@ def per_class_auc(kind: str, scores: np.ndarray, labels: np.ndarray, label_mask:
     raise ValueError(f"Unknown loss kind {kind!r}.")
 
 
-def auc_metrics(kind: str, label_names: Sequence[str], scores, labels, label_mask) -> Dict[str, float]:
+def auc_metrics(kind: str, label_names: Sequence[str], scores, labels, label_mask) -> dict[str, float]:
     """{'auc': mean over classes with a defined AUC, 'auc/<name>': each class}. Names come from the task."""
     aucs = per_class_auc(kind, scores, labels, label_mask)
     names = [label_names[-1]] if kind == "softmax" and scores.shape[1] == 2 else list(label_names)
@@ -38,7 +39,7 @@ def auc_metrics(kind: str, label_names: Sequence[str], scores, labels, label_mas
     return out
 
 
-def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> Optional[int]:
+def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> int | None:
     """The paper's convergence measure (PAPER.md 7): first eval step whose `key` >= threshold, or None."""
     for record in sorted(records, key=lambda r: r["step"]):
         value = record.get(key)
@@ -47,7 +48,7 @@ def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> 
     return None
 
 
-def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+def accuracy_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 accuracy, plus top-5 when there are more than 5 classes (ImageNet pretraining reports top-5)."""
     out = {"accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
     if scores.shape[1] > 5:

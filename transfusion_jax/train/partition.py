@@ -4,10 +4,12 @@ This is what the paper-era code did with pmap, on the supported API: XLA inserts
 BatchNorm statistics are over the global batch without an axis_name. The same code runs on 1 device, N local
 devices and a multi-host TPU slice (after `maybe_initialize_distributed`).
 """
+
 import os
 
 import jax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 

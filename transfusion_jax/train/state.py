@@ -3,8 +3,9 @@
 `init_variables` and `make_optimizer` are the only functions that know about transfusion_jax.surgery, so the rest
 of the training code stays the same whatever the init scheme.
 """
+
 import logging
-from typing import Any, Dict
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -39,12 +40,12 @@ def build_model(config, num_outputs: int) -> nn.Module:
     )
 
 
-def _random_variables(model, rng, sample_input) -> Dict[str, Any]:
+def _random_variables(model, rng, sample_input) -> dict[str, Any]:
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def init_variables(config, model: nn.Module, rng, sample_input) -> Dict[str, Any]:
+def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:
     """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
     'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
     """

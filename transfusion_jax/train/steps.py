@@ -1,4 +1,5 @@
 """The jitted train and eval steps. Pure functions of (state, batch); sharding is given at jit time."""
+
 import functools
 
 import jax

@@ -4,12 +4,12 @@ Resume is exact: state comes from the latest checkpoint, the data stream restart
 step's RNG is a function of (seed, step), and metrics/best checkpoints written after that step by the killed run are
 dropped and recomputed.
 """
+
 import itertools
 import json
 import logging
 import math
 import time
-from typing import Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,9 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
+from transfusion_jax.train import export, partition, steps
 from transfusion_jax.train import metrics as metrics_lib
-from transfusion_jax.train import export, partition, state as state_lib, steps
+from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer
 from transfusion_jax.train.writer import MetricWriter
 
@@ -35,10 +36,10 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> Dict[str, float]:
+def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> dict[str, float]:
     """Loss and AUCs over the whole split: every example exactly once (padding rows are dropped by `valid`)."""
     task = dataset.task
-    parts: Dict[str, List[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
+    parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
     loss_sum, loss_count = 0.0, 0.0
     for batch in dataset.batches(batch_size, mesh=mesh):
         out = eval_step(state, batch)
@@ -57,7 +58,7 @@ def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> Dict[str, floa
     return result
 
 
-def _check_finite(pending: List[Tuple[int, dict]]) -> Dict[str, float]:
+def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
     """Mean of the pending train metrics; raises at the first step whose loss is not finite."""
     host = jax.device_get([m for _, m in pending])
     for (step, _), m in zip(pending, host):
@@ -73,7 +74,7 @@ def _write_config(config, workdir: epath.Path) -> None:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def _summary(records: List[dict], threshold: float) -> dict:
+def _summary(records: list[dict], threshold: float) -> dict:
     evals = [r for r in records if r["split"] == "eval"]
     finite = [r for r in evals if _finite_auc(r) is not None]
     best = max(finite, key=lambda r: r["auc"]) if finite else None
@@ -86,7 +87,7 @@ def _summary(records: List[dict], threshold: float) -> dict:
     }
 
 
-def _finite_auc(record: dict) -> Optional[float]:
+def _finite_auc(record: dict) -> float | None:
     value = record.get("auc")
     return value if isinstance(value, float) and math.isfinite(value) else None
 
@@ -123,17 +124,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.truncate_after(start)
         ckpt.forget_best_after(start)
     records = writer.records()
-    best_auc = max([_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None],
-                   default=-math.inf)
+    best_auc = max(
+        [_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None], default=-math.inf
+    )
 
     train_step = steps.make_train_step(
-        model, tx, task.loss, mesh, frozen=state_lib.frozen_blocks(config, state.params),
+        model,
+        tx,
+        task.loss,
+        mesh,
+        frozen=state_lib.frozen_blocks(config, state.params),
         aux_loss_weight=config.aux_loss_weight,
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
     lr_fn = state_lib.learning_rate_fn(config)
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
-    pending: List[Tuple[int, dict]] = []
+    pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
     try:
         for step in range(start, config.num_train_steps):
@@ -170,9 +176,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.close()
     if config.export_pretrained and lead:
         export.export_pretrained(
-            str(workdir / "pretrained.npz"), {"params": state.params, "batch_stats": state.batch_stats},
-            architecture=config.model.name, model_overrides=dict(config.model.overrides),
-            num_classes=task.num_outputs, normalization=config.data.normalization, source=f"trained:{workdir}",
+            str(workdir / "pretrained.npz"),
+            {"params": state.params, "batch_stats": state.batch_stats},
+            architecture=config.model.name,
+            model_overrides=dict(config.model.overrides),
+            num_classes=task.num_outputs,
+            normalization=config.data.normalization,
+            source=f"trained:{workdir}",
         )
     summary = _summary(records, config.auc_threshold)
     if lead:

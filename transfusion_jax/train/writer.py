@@ -3,10 +3,10 @@
 Only process 0 writes. After a resume from step S, records past S are dropped (`truncate_after`), so a run killed
 and restarted leaves the same file as an unbroken one.
 """
+
 import json
 import math
 import re
-from typing import Dict, List
 
 from etils import epath
 from tensorboardX import SummaryWriter
@@ -22,7 +22,7 @@ def tensorboard_tag(split: str, key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_./-]+", "_", f"{split}/{key}")
 
 
-def read_records(path) -> List[dict]:
+def read_records(path) -> list[dict]:
     """Records of a metrics.jsonl; a line cut short by a kill is skipped."""
     path = epath.Path(path)
     if not path.exists():
@@ -42,7 +42,7 @@ class MetricWriter:
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard")) if enabled else None
 
-    def records(self) -> List[dict]:
+    def records(self) -> list[dict]:
         return read_records(self.path) if self.enabled else []
 
     def truncate_after(self, step: int) -> None:
@@ -50,7 +50,7 @@ class MetricWriter:
             kept = [r for r in read_records(self.path) if r["step"] <= step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
-    def write(self, step: int, split: str, metrics: Dict[str, float]) -> None:
+    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
