@@ -20,6 +20,7 @@ from transfusion_jax.data import (
     build_dataset,
     generate,
     pipeline,
+    preprocess,
     readers,
     subsets,
     tasks,
@@ -60,17 +61,21 @@ class IndexSource(readers.Source):
         return f"index/{index}.jpeg"
 
 
-def index_dataset(n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2):
-    decode = pipeline._Decode(8, "squash", augment)
+def index_dataset(
+    n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2, **kwargs
+):
     return pipeline.Dataset(
         IndexSource(n, sigmoid, bad),
         train=train,
-        decode=decode,
+        image_size=8,
+        resize_mode="squash",
         normalization="none",
         on_bad_image=on_bad_image,
+        augment=augment,
         indices=indices,
-        num_workers=0,
+        num_workers=kwargs.pop("num_workers", 0),
         prefetch=prefetch,
+        **kwargs,
     )
 
 
@@ -129,7 +134,7 @@ def test_train_epochs_are_seeded_permutations():
 
 
 def _augment():
-    return pipeline.Augment(
+    return preprocess.Augment(
         hflip=True,
         vflip=False,
         rotate_deg=20.0,
@@ -162,7 +167,9 @@ def test_process_shares_partition_each_global_batch(monkeypatch):
     for p in range(2):
         monkeypatch.setattr(jax, "process_count", lambda: 2)
         monkeypatch.setattr(jax, "process_index", lambda p=p: p)
-        shares.append([[row for row, _ in share] for share in ds._plan(8, 0, 0, 0)])
+        stream = ds._stream(8, seed=0, epoch_start=0, start_step=0)
+        assert len(stream) == 2 * 4
+        shares.append(np.reshape([stream[k][0] for k in range(len(stream))], (2, 4)))
     np.testing.assert_array_equal(shares[0], [[0, 1, 2, 3], [8, 9, 10, 11]])
     np.testing.assert_array_equal(shares[1], [[4, 5, 6, 7], [12, -1, -1, -1]])
 
