@@ -28,6 +28,7 @@ setuptools.setup(
         "pillow>=10",
         "array_record>=0.8",  # tfds.data_source reads prepared datasets from ArrayRecord files
         "etils>=1.5",
+        "grain>=0.2.18",  # the input pipeline (MapDataset, worker threads/processes)
     ],
     extras_require={
         "test": ["pytest>=8", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],
