@@ -15,7 +15,7 @@ from absl import flags
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from transfusion_jax.data import preprocess, readers, subsets, tasks
+from transfusion_jax.data import preprocess, readers, resized, subsets, tasks
 
 DATASET_NAMES = (
     "retina_folder",
@@ -27,6 +27,7 @@ DATASET_NAMES = (
     "image_folder",
     "tfds_classification",
     "imagenet_tfds",
+    "resized",
 )
 # The paper's resolutions (PAPER.md 1.1 / 2): Retina 587 (Inception may use 299), CheXpert 224.
 _PAPER_SIZE = {
@@ -43,7 +44,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Fields of `config.data`, with defaults and why (see also the package docstring)."""
     c = ml_collections.ConfigDict()
     c.name = "retina_folder"  # one of DATASET_NAMES
-    c.root = ""  # folder readers: Kaggle DR folder / folder holding CheXpert-v1.0-small
+    c.root = ""  # folder readers: Kaggle DR folder / folder holding CheXpert-v1.0-small / a resized copy
     c.data_dir = ""  # TFDS readers: TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets)
     c.tfds_config = "btgraham-300"  # retina_tfds builder config: original / 1M / 250K / btgraham-300
     c.tfds_name = ""  # tfds_classification: the TFDS builder, e.g. 'imagenet2012' (imagenet_tfds sets its own)
@@ -408,6 +409,8 @@ def _source(c, split: str) -> readers.Source:
     if name in readers.TFDS_CLASSIFICATION_PRESETS:
         tfds_name, image_key, label_key, how_to_prepare = readers.TFDS_CLASSIFICATION_PRESETS[name]
         return readers.TfdsClassificationSource(tfds_name, split, c.data_dir, image_key, label_key, how_to_prepare)
+    if name == "resized":
+        return resized.ResizedSource(c.root, split, c)
     s = c.synthetic
     split_seed = [s.seed, zlib.crc32(split.encode())]
     seed = int(np.random.default_rng(split_seed).integers(2**31))  # train and test splits differ
@@ -426,7 +429,9 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
     c = _data_config(config)
     source = _source(c, split)
     family = "retina" if "retina" in c.name else "chexpert" if "chexpert" in c.name else c.name
-    image_size = c.image_size or _PAPER_SIZE[family]
+    if c.name == "resized":
+        family = source.family
+    image_size = c.image_size or (source.native_size if c.name == "resized" else _PAPER_SIZE[family])
     resize_mode = c.resize_mode or ("center_crop" if family == "retina" else "squash")
     augment = None
     if train and c.augment.enabled:
