@@ -43,10 +43,12 @@ def _image(seed, size, channels=3):
 
 
 def reference_augment(image: np.ndarray, d: dict) -> np.ndarray:
-    """float64 NumPy / scipy: flips, then the forward map p_out = s R(angle) (p_in - c) + c + t in screen
-    coordinates (x right, y down; R turns clockwise on screen), inverted for scipy's output->input convention,
-    bilinear with zeros outside ('grid-constant'), then brightness and contrast about the mean ITU-R 601 luma."""
-    x = image.astype(np.float64)
+    """float64 NumPy / scipy: brightness, then contrast about the mean ITU-R 601 luma, then flips, then the forward
+    map p_out = s R(angle) (p_in - c) + c + t in screen coordinates (x right, y down; R turns clockwise on screen),
+    inverted for scipy's output->input convention, bilinear with zeros outside ('grid-constant')."""
+    x = np.clip(image.astype(np.float64) * d["brightness"], 0, 255)
+    mean = (x @ np.array([0.299, 0.587, 0.114])).mean()
+    x = np.clip(d["contrast"] * x + (1 - d["contrast"]) * mean, 0, 255)
     if d["hflip"]:
         x = x[:, ::-1]
     if d["vflip"]:
@@ -59,16 +61,13 @@ def reference_augment(image: np.ndarray, d: dict) -> np.ndarray:
     inverse = np.linalg.inv(forward_rc)
     shift_rc = np.array([c + d["ty"], c + d["tx"]])
     offset = np.array([c, c]) - inverse @ shift_rc
-    x = np.stack(
+    return np.stack(
         [
             scipy.ndimage.affine_transform(x[..., k], inverse, offset, order=1, mode="grid-constant", cval=0.0)
             for k in range(x.shape[-1])
         ],
         axis=-1,
     )
-    x = np.clip(x * d["brightness"], 0, 255)
-    mean = (x @ np.array([0.299, 0.587, 0.114])).mean()
-    return np.clip(d["contrast"] * x + (1 - d["contrast"]) * mean, 0, 255)
 
 
 class AugmentMathsTest(chex.TestCase):
@@ -105,6 +104,21 @@ class AugmentMathsTest(chex.TestCase):
         np.testing.assert_allclose(warp(0.0, 2.0, 0.0)[:, 2:], expected[:, :-2], atol=1e-3)
         assert not warp(0.0, 2.0, 0.0)[:, :2].any()  # uncovered columns are black
         np.testing.assert_allclose(warp(0.0, 0.0, -3.0)[:-3], expected[3:], atol=1e-3)
+
+
+def test_flips_without_a_warp():
+    flips_only = NOTHING.__class__(**{**NOTHING.__dict__, "hflip": True, "vflip": True})
+    image = _image(2, 10)
+    seen = set()
+    for seed in range(8):
+        key = jax.random.key(seed)
+        d = preprocess.draw_augment(key, flips_only, 10)
+        h, v = bool(d["hflip"]), bool(d["vflip"])
+        seen.add((h, v))
+        want = image[:, ::-1] if h else image
+        want = want[::-1] if v else want
+        np.testing.assert_array_equal(np.asarray(preprocess.augment(jnp.asarray(image), key, flips_only)), want)
+    assert len(seen) > 2
 
 
 def test_disabled_stages_leave_the_image_unchanged():

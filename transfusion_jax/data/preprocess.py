@@ -21,7 +21,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.ndimage import map_coordinates
 from PIL import Image
 
 
@@ -87,10 +86,10 @@ def resize(image: Image.Image, size: int, mode: str) -> Image.Image:
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Train augmentation (`config.data.augment` without `enabled`): flips with probability 1/2 where allowed, an
-    affine about the centre (rotation uniform in +-rotate_deg, clockwise on screen for positive angles; isotropic
-    scale uniform in [scale_min, scale_max]; shift uniform in +-translate of the side, per axis), then brightness
-    and contrast factors uniform in [1 - b, 1 + b]. Frozen (hashable): it is a static argument of the jit."""
+    """Train augmentation (`config.data.augment` without `enabled`): brightness and contrast factors uniform in
+    [1 - b, 1 + b], flips with probability 1/2 where allowed, then an affine about the centre (rotation uniform in
+    +-rotate_deg, clockwise on screen for positive angles; isotropic scale uniform in [scale_min, scale_max]; shift
+    uniform in +-translate of the side, per axis). Frozen (hashable): it is a static argument of the jit."""
 
     hflip: bool
     vflip: bool
@@ -133,20 +132,24 @@ def draw_augment(key: jax.Array, cfg: Augment, size: int) -> dict:
 
 
 def apply_augment(image: jax.Array, draws: dict, cfg: Augment) -> jax.Array:
-    """float32 [H, W, 3] in 0..255 -> the same, transformed by `draws` (see `draw_augment`): flips, then the affine
-    warp with bilinear interpolation and black outside the frame, then brightness and contrast. `cfg` only skips
-    the stages it disables (static), so the maths is that of `draws`."""
+    """float32 [H, W, 3] in 0..255 -> the same, transformed by `draws` (see `draw_augment`): brightness and
+    contrast (as PIL's ImageEnhance, about the image's mean gray level), then flips, then the affine warp with
+    bilinear interpolation and black outside the frame. Colour comes first so that its mean reduces the decoded
+    pixels, and the flips are folded into the warp's sampling positions: a reduction over, or a select under, the
+    warp's gathers runs several times slower on XLA:CPU. `cfg` only skips the stages it disables (static)."""
     x = image
-    if cfg.hflip:
-        x = jnp.where(draws["hflip"], x[:, ::-1], x)
-    if cfg.vflip:
-        x = jnp.where(draws["vflip"], x[::-1], x)
-    if cfg.has_affine:
-        x = _affine(x, draws["angle"], draws["scale"], draws["tx"], draws["ty"])
     if cfg.brightness or cfg.contrast:
         x = jnp.clip(x * draws["brightness"], 0, 255)
         mean = jnp.mean(x @ jnp.asarray(_LUMA, jnp.float32))  # gray level as PIL's convert('L'), ITU-R 601-2
         x = jnp.clip(draws["contrast"] * x + (1 - draws["contrast"]) * mean, 0, 255)
+    hflip = draws["hflip"] if cfg.hflip else False
+    vflip = draws["vflip"] if cfg.vflip else False
+    if cfg.has_affine:
+        return _affine(x, draws["angle"], draws["scale"], draws["tx"], draws["ty"], hflip, vflip)
+    if cfg.hflip:
+        x = jnp.where(hflip, x[:, ::-1], x)
+    if cfg.vflip:
+        x = jnp.where(vflip, x[::-1], x)
     return x
 
 
@@ -159,11 +162,13 @@ def augment(image: jax.Array, key: jax.Array, cfg: Augment) -> jax.Array:
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _affine(x, angle, scale, tx, ty):
+def _affine(x, angle, scale, tx, ty, hflip=False, vflip=False):
     """Output pixel (x, y) (column, row; pixel centres at integers) samples the input at
     R(-angle) (x - c - tx, y - c - ty) / scale + c with c the image centre: content turns clockwise on screen by
-    `angle`, grows by `scale` and moves right by tx, down by ty. Bilinear, zero outside the frame
-    (`map_coordinates` mode 'constant' is scipy's 'grid-constant')."""
+    `angle`, grows by `scale` and moves right by tx, down by ty; the sampling position is then mirrored where the
+    image is flipped (flip, then warp). Bilinear, zero outside the frame (scipy.ndimage's mode 'grid-constant').
+    Written by hand rather than with jax.scipy.ndimage.map_coordinates, which gathers each channel separately: one
+    gather of RGB triples per neighbour is 3-4x faster on XLA:CPU under vmap."""
     height, width = x.shape[:2]
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
     rows, cols = jnp.meshgrid(
@@ -173,11 +178,19 @@ def _affine(x, angle, scale, tx, ty):
     cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
     source_cols = cos * u + sin * v + cx
     source_rows = -sin * u + cos * v + cy
-
-    def sample(channel):
-        return map_coordinates(channel, [source_rows, source_cols], order=1, mode="constant", cval=0.0)
-
-    return jax.vmap(sample, in_axes=2, out_axes=2)(x)
+    source_cols = jnp.where(hflip, width - 1 - source_cols, source_cols)
+    source_rows = jnp.where(vflip, height - 1 - source_rows, source_rows)
+    row0, col0 = jnp.floor(source_rows), jnp.floor(source_cols)
+    fy, fx = source_rows - row0, source_cols - col0
+    row0, col0 = row0.astype(jnp.int32), col0.astype(jnp.int32)
+    out = jnp.zeros_like(x)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            r, c = row0 + dy, col0 + dx
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            pixel = x[jnp.clip(r, 0, height - 1), jnp.clip(c, 0, width - 1)]
+            out = out + jnp.where(inside, wy * wx, 0.0)[..., None] * pixel
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
