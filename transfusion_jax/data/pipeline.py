@@ -264,9 +264,16 @@ class Dataset:
         share = batch_size // jax.process_count()
         num_steps = _ENDLESS_STEPS if self.train else max(self.num_batches(batch_size) - start_step, 0)
         return _Stream(
-            len(self), batch_size, share, jax.process_index() * share, start_step, num_steps, self.train, seed,
-            epoch_start,
-        )  # fmt: skip
+            n=len(self),
+            batch_size=batch_size,
+            share=share,
+            first=jax.process_index() * share,
+            start_step=start_step,
+            num_steps=num_steps,
+            train=self.train,
+            seed=seed,
+            epoch_start=epoch_start,
+        )
 
     def _host_batches(self, stream: _Stream):
         """grain: decode this process's rows in worker threads or processes, in stream order, `share` per batch."""
