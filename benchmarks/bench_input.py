@@ -15,6 +15,7 @@ alone), and with --fed the step fed by the pipeline over the step on resident da
 
   python benchmarks/bench_input.py                # CPU: input batch 8, step batch 2; a few minutes on 2 cores
   python benchmarks/bench_input.py --gpu          # accelerator: batch 64, bfloat16 step, host-core workers, --fed
+  python benchmarks/bench_input.py --gpu --source_size 2592   # originals as big as Kaggle's (3888 x 2592)
 """
 
 import argparse
