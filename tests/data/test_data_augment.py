@@ -205,8 +205,8 @@ class BlockShuffleTest(chex.TestCase):
 
 
 def test_block_shuffle_keys_per_example_or_shared():
-    per_example = preprocess.BlockShuffle(block_size=4, seed=3)
-    shared = preprocess.BlockShuffle(block_size=4, seed=3, per_example=False)
+    per_example = preprocess.BlockShuffle(block_size=4, seed=3, per_example=True)
+    shared = preprocess.BlockShuffle(block_size=4, seed=3)  # the default, as the authors' code
 
     def perm(key):
         return tuple(np.asarray(jax.random.permutation(key, 9)))
@@ -214,7 +214,8 @@ def test_block_shuffle_keys_per_example_or_shared():
     assert perm(per_example.key(5)) == perm(per_example.key(5))
     assert len({perm(per_example.key(i)) for i in range(8)}) == 8
     assert len({perm(shared.key(i)) for i in range(8)}) == 1
-    assert perm(preprocess.BlockShuffle(block_size=4, seed=4).key(5)) != perm(per_example.key(5))
+    assert perm(preprocess.BlockShuffle(block_size=4, seed=4, per_example=True).key(5)) != perm(per_example.key(5))
+    assert perm(preprocess.BlockShuffle(block_size=4, seed=4).key(5)) != perm(shared.key(5))
 
 
 def test_block_shuffle_size_errors():

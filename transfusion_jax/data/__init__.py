@@ -57,8 +57,9 @@ by index arithmetic, decoding nothing skipped; the iterator's `get_state()` / `s
 train=False: one pass, every example exactly once in file order, `ceil(N / B)` batches, the last padded with
 valid=False; no augmentation.
 Block shuffle (`config.data.block_shuffle.block_size` = b > 0; Neyshabur et al. 2020): every split, after
-augmentation, the image cut into b x b pixel tiles that are permuted by a permutation fixed per example (from
-(block_shuffle.seed, the example's index in its source)), or one for all images with per_example=False; b must
+augmentation, the image cut into b x b pixel tiles permuted by one permutation for all images (from
+block_shuffle.seed, as the authors' code), or with per_example=True by a permutation fixed per example (from
+(block_shuffle.seed, the example's index in its source)); b must
 divide image_size (checked when the dataset is built).
 
 Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-cropped to a square, CheXpert

@@ -74,8 +74,9 @@ def default_data_config() -> ml_collections.ConfigDict:
         )
     )  # applied only when train=True, on the device, per example (preprocess.Augment)
     # Block-shuffled inputs (Neyshabur et al. 2020), every split: tiles of block_size x block_size pixels permuted;
-    # 0 = off. per_example: each image its own fixed permutation from (seed, example); False: one for all images.
-    c.block_shuffle = ml_collections.ConfigDict(dict(block_size=0, seed=0, per_example=True))
+    # 0 = off. One permutation (from seed) for all images, as the authors' code; per_example=True: each image its own
+    # fixed permutation from (seed, example).
+    c.block_shuffle = ml_collections.ConfigDict(dict(block_size=0, seed=0, per_example=False))
     c.on_bad_image = "raise"  # 'raise' (stop, naming the path) or 'skip' (count, log, valid=False)
     c.num_workers = 2  # grain decoding workers (decode + resize only); 0 = decode in the calling thread
     c.worker_type = "thread"  # 'thread' (Pillow releases the GIL) or 'process' (grain worker processes)

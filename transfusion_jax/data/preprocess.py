@@ -196,13 +196,14 @@ def _affine(x, angle, scale, tx, ty, hflip=False, vflip=False):
 @dataclasses.dataclass(frozen=True)
 class BlockShuffle:
     """Block-shuffled inputs (Neyshabur, Sedghi & Zhang, NeurIPS 2020): cut the image into tiles of `block_size` x
-    `block_size` pixels and permute the tiles. `per_example=True` draws each example's permutation from
-    (seed, its index in the source), so an image always looks the same, in every epoch and split; False uses one
-    permutation for every image (what the authors' public code does)."""
+    `block_size` pixels and permute the tiles. By default one permutation, drawn from `seed`, serves every image
+    (what the authors' public code does: the task stays a fixed rearrangement of the original one);
+    `per_example=True` draws each example's own fixed permutation from (seed, its index in the source), so an image
+    still looks the same in every epoch and split but no tile position means the same thing across images."""
 
     block_size: int
     seed: int = 0
-    per_example: bool = True
+    per_example: bool = False
 
     def check(self, image_size: int):
         """Raises unless `block_size` tiles an `image_size` square exactly (naming the nearest sizes that do)."""
