@@ -3,8 +3,8 @@
 Fields (override any with `--config.<field>=...`):
   model.name, model.overrides   architecture (transfusion_jax.models registry) and constructor overrides
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
-  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' | 'gabor' |
-                                'slim'), pretrained checkpoint path, blocks to freeze
+  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
+                                'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
