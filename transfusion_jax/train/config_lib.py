@@ -9,6 +9,7 @@ Fields (override any with `--config.<field>=...`):
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
   auc_threshold                 the paper's convergence measure: first eval step with AUC >= this (0.91)
+  calibration_bins              equal-mass bins of eval's expected calibration error (ece) and reliability diagrams
 """
 
 import os
@@ -64,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = PAPER_EVAL_EVERY
     c.keep_checkpoints = 3
     c.auc_threshold = 0.91
+    c.calibration_bins = 15  # equal-mass bins of the expected calibration error and reliability diagram (eval)
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
     c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run
