@@ -54,6 +54,7 @@ def test_ties_never_straddle_a_cut_and_the_order_of_examples_does_not_matter():
     assert bins["count"] == [9, 2]
     np.testing.assert_allclose(bins["confidence"], [(3.5 + 0.6 + 0.7) / 9, 0.85])
     np.testing.assert_allclose(bins["frequency"], [5 / 9, 1.0])
+    assert bins["ece"] == pytest.approx(9 / 11 * (0.2 / 9) + 2 / 11 * 0.15)  # weighted by bin size
     reordered = np.random.default_rng(3).permutation(11)
     assert metrics.reliability_bins(probs[reordered], outcomes[reordered], 4) == bins
 
