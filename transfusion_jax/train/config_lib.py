@@ -5,6 +5,7 @@ Fields (override any with `--config.<field>=...`):
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
   init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
                                 'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
+  finetune                      protocol full|linear_probe|lp_ft|surgical, probe_steps, surgical_blocks, layer_decay
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
@@ -38,6 +39,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrained = ""  # checkpoint (transfusion_jax.pretrained format) for transfer / transfusion / mean_var / slim
     c.mean_var_bn = "mean_var"  # BatchNorm under init='mean_var' (paper silent): mean_var | default | copy
     c.freeze = ()  # block names or path regexes whose parameters stay fixed
+    c.finetune = ml_collections.ConfigDict(  # fine-tuning protocol (train/protocols.py)
+        dict(
+            protocol="full",  # full | linear_probe | lp_ft | surgical
+            probe_steps=0,  # lp_ft: steps of linear probing before full fine-tuning
+            surgical_blocks=(),  # surgical: the blocks that train (with the head)
+            layer_decay=1.0,  # layer-wise lr decay: block i of n learns at decay^(n - i) x lr; 1 = off
+        )
+    )
     c.data = data_lib.default_data_config()
     c.train_split = "train"
     c.eval_split = "test"

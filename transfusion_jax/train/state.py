@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from transfusion_jax import models, surgery
+from transfusion_jax.train import protocols
 
 
 @flax.struct.dataclass
@@ -95,8 +96,9 @@ def kernel_mask(params):
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
     """Optimizer from `config.optimizer`: L2 weight decay on kernels (added to the gradient, the TF-slim
-    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks (or
-    path regexes) named in `config.freeze` get zero updates (surgery.freeze)."""
+    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule, shaped by the
+    fine-tuning protocol (`config.finetune`, train/protocols.py); the blocks (or path regexes) named in
+    `config.freeze` get zero updates (surgery.freeze)."""
     opt_config = config.optimizer
     parts = []
     if opt_config.grad_clip_norm > 0:
@@ -104,7 +106,8 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
     if opt_config.weight_decay > 0:
         parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=kernel_mask))
     parts.append(_base_optimizer(opt_config, learning_rate_fn(config)))
-    return surgery.freeze(optax.chain(*parts), params, list(config.freeze))
+    tx = protocols.finetune_optimizer(config, optax.chain(*parts), params)  # config.finetune: which blocks, when
+    return surgery.freeze(tx, params, list(config.freeze))
 
 
 def frozen_blocks(config, params) -> tuple:

@@ -5,6 +5,7 @@ step's RNG is a function of (seed, step), and metrics/best checkpoints written a
 dropped and recomputed.
 """
 
+import functools
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, partition, steps
+from transfusion_jax.train import export, partition, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer
@@ -133,13 +134,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
         [_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None], default=-math.inf
     )
 
-    train_step = steps.make_train_step(
-        model,
-        tx,
-        task.loss,
-        mesh,
-        frozen=state_lib.frozen_blocks(config, state.params),
-        aux_loss_weight=config.aux_loss_weight,
+    train_step_at = protocols.StepsByPhase(  # the step for each phase of config.finetune (LP-FT has two)
+        config,
+        state.params,
+        functools.partial(
+            steps.make_train_step,
+            model,
+            tx,
+            task.loss,
+            mesh,
+            frozen=state_lib.frozen_blocks(config, state.params),
+            aux_loss_weight=config.aux_loss_weight,
+        ),
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
     lr_fn = state_lib.learning_rate_fn(config)
@@ -149,7 +155,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     reliability = None  # the last evaluation's reliability diagram, for summary.json
     try:
         for step in range(start, config.num_train_steps):
-            state, train_metrics = train_step(state, next(batches), steps.step_rng(config.seed, step))
+            state, train_metrics = train_step_at(step)(state, next(batches), steps.step_rng(config.seed, step))
             done = step + 1
             pending.append((done, train_metrics))
             bar.update(1)
