@@ -221,3 +221,14 @@ def test_resilience_on_a_real_model_and_evaluator():
     other = resilience.reinit_resilience(va, vb, evaluate, ["layer1", "layer2"], reference_name="fresh draw")
     assert other["reference"] == "fresh draw"
     assert all(r["loss_rise"] != 0.0 for r in other["per_block"].values())
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 32), ("inception_v3", 75), ("cbr_larget", 32)])
+def test_every_batchnorm_of_every_family_has_a_known_momentum(name, size):
+    """Traced only: the momentum read for BN recomputation covers every batch_stats leaf of each model family."""
+    model = get_model(name, 2)
+    x = jnp.zeros((2, size, size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    momenta = interpolation._bn_momenta(model, variables, x)
+    modules = {tuple(k.split("/")[1:-1]) for k in tree.flatten({"batch_stats": variables["batch_stats"]})}
+    assert set(momenta) == modules and set(momenta.values()) == {0.9}

@@ -224,3 +224,30 @@ def test_lp_ft_run_freezes_then_trains_the_backbone_and_resumes_exactly_across_t
         trainer.train_and_evaluate(config, resumed)
         for a, b in zip(jax.tree_util.tree_leaves(_checkpoint(resumed, 12)), jax.tree_util.tree_leaves(final)):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 32), ("inception_v3", 75), ("cbr_larget", 32)])
+def test_eval_mode_reaches_every_batchnorm_of_every_family(name, size):
+    """Traced only (no compile): under eval_mode(all blocks), every BatchNorm of a train-mode call uses its running
+    statistics; without it, none does."""
+    model = models.get_model(name, 2)
+    x = jnp.zeros((2, size, size, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            seen.append(context.module.use_running_average)
+        return next_fun(*args, **kwargs)
+
+    def trace():
+        with nn.intercept_methods(record):
+            jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), variables)
+
+    with protocols.eval_mode(models.block_names(name)):
+        trace()
+    n_bn = len(jax.tree_util.tree_leaves(variables["batch_stats"])) // 2  # mean and var per BatchNorm
+    assert len(seen) == n_bn > 0 and all(seen)
+    seen.clear()
+    trace()
+    assert len(seen) == n_bn and not any(seen)
