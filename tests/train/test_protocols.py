@@ -7,6 +7,7 @@ import shutil
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -251,3 +252,22 @@ def test_eval_mode_reaches_every_batchnorm_of_every_family(name, size):
     seen.clear()
     trace()
     assert len(seen) == n_bn and not any(seen)
+
+
+@pytest.mark.parametrize(
+    "name,size,blocks",
+    [
+        ("resnet50", 32, ("conv1", "block1", "block2", "block3", "block4")),
+        ("inception_v3", 75, ("stem", "mixed_5", "mixed_6", "mixed_7")),
+        ("cbr_tiny", 32, ("layer1", "layer2", "layer3", "layer4")),
+    ],
+)
+def test_layer_decay_depths_of_every_family(name, size, blocks):
+    """Block i of n (bottom to top, written out by hand) at 0.5^(n - i), the head at 1, on each family's real tree."""
+    config = _config(layer_decay=0.5)
+    config.model.name, config.model.overrides = name, ml_collections.ConfigDict()
+    model = models.get_model(name, 2)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))["params"]
+    expected = {b: 0.5 ** (len(blocks) - i) for i, b in enumerate(blocks)} | {"head": 1.0}
+    assert protocols.layer_scales(config, params) == expected
+    protocols.validate(config, params)

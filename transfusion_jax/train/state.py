@@ -47,8 +47,9 @@ def _random_variables(model, rng, sample_input) -> dict[str, Any]:
 
 
 def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:
-    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
-    'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
+    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' |
+    'transfusion:<block>[+mean_var]' | 'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random
+    variables; logs where each block came from.
     """
     init_rng, scheme_rng = jax.random.split(rng)
     fresh = _random_variables(model, init_rng, sample_input)
