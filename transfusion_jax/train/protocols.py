@@ -32,6 +32,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import ml_collections
 import optax
 
@@ -51,11 +52,6 @@ def _finetune(config) -> ml_collections.ConfigDict:
 
 def _blocks(config) -> tuple[str, ...]:
     return models.block_names(config.model.name, **dict(config.model.overrides))
-
-
-def heads(params: Mapping) -> list[str]:
-    """The task heads present in a parameter tree ('head', and 'aux_logits' for Inception with its aux head)."""
-    return [name for name in params if name in models.HEAD_NAMES]
 
 
 def validate(config, params: Mapping) -> None:
@@ -108,15 +104,9 @@ def layer_scales(config, params: Mapping) -> dict[str, float]:
     return {name: 1.0 if name in models.HEAD_NAMES else decay ** (len(blocks) - blocks.index(name)) for name in params}
 
 
-def _by_block(params: Mapping, label_of: Callable[[str], str]) -> dict:
-    """A params-shaped tree whose leaves are `label_of(top-level block)`."""
-    return {name: _fill(subtree, label_of(name)) for name, subtree in params.items()}
-
-
-def _fill(subtree, label):
-    if isinstance(subtree, Mapping):
-        return {k: _fill(v, label) for k, v in subtree.items()}
-    return label
+def _by_block(params: Mapping, label_of: Callable[[str], str]):
+    """A params-shaped tree of optax labels: each leaf labelled `label_of(its top-level block)`."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: label_of(path[0].key), dict(params))
 
 
 def finetune_optimizer(config, tx: optax.GradientTransformation, params: Mapping) -> optax.GradientTransformation:
