@@ -2,8 +2,8 @@
 conv1 and Slim (PAPER.md 4.4). The measure is steps until eval AUC first reaches 0.91 (summary.json:
 steps_to_threshold), evaluated every 1001 steps.
 
-Launch (arg 'MODEL,INIT[,local]'; INIT in mean_var, transfusion:<block>, gabor, slim, or random / transfer for the
-baselines of the same plots):
+Launch (arg 'MODEL,INIT[,local]'; INIT in mean_var, transfusion:<block>, transfusion:<block>+mean_var (weights up to
+<block>, Mean-Var above), gabor, slim, or random / transfer for the baselines of the same plots):
   python -m transfusion_jax.main --config=configs/hybrid.py:resnet50,transfusion:block2 --workdir=$WORKDIR \
       --config.data.root=/path/to/kaggle_dr --config.pretrained=/path/to/resnet50_imagenet.npz
   python -m transfusion_jax.main --config=configs/hybrid.py:resnet50,slim,local --workdir=/tmp/w   # CPU

@@ -1,12 +1,14 @@
 """Independent float64 NumPy references for the similarity tests, computed from the data rows (not from moments).
 
 Deliberately a different route from the implementation: CCA via QR of the centred data and an SVD of Qx^T Qy;
-PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5).
+PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5);
+Procrustes by solving for the rotation with scipy and measuring the residual.
 """
 
 import functools
 
 import numpy as np
+import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 
@@ -81,3 +83,15 @@ def cka_debiased_gram(x, y):
     """Gram matrices of the raw (uncentred) rows: the unbiased estimator does not need centring."""
     k, l = _gram(x), _gram(y)
     return hsic_unbiased(k, l) / np.sqrt(hsic_unbiased(k, k) * hsic_unbiased(l, l))
+
+
+@single_threaded
+def procrustes_scipy(x, y):
+    """min_R ||X R - Y||_F^2 over orthogonal R, X and Y centred and scaled to unit Frobenius norm, the narrower one
+    zero-padded: R from scipy.linalg.orthogonal_procrustes, then the residual itself (not the nuclear norm)."""
+    x, y = centred(x), centred(y)
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    width = max(x.shape[1], y.shape[1])
+    x, y = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (x, y))
+    r, _ = scipy.linalg.orthogonal_procrustes(x, y)
+    return float(np.sum((x @ r - y) ** 2))

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from transfusion_jax import models
 from transfusion_jax.train import losses, partition, steps, trainer
+from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 
 
@@ -163,7 +164,7 @@ def test_eval_counts_every_example_once_on_odd_sizes():
         model = models.get_model("cbr_small", ds.task.num_outputs, widths=(4, 8))
         state, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
         state = jax.device_put(state, partition.replicated(mesh))
-        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh)
+        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh, calibration_bins=4)
         logits = np.asarray(
             model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images, train=False)[0],
             np.float64,
@@ -174,6 +175,7 @@ def test_eval_counts_every_example_once_on_odd_sizes():
             p /= p.sum(1, keepdims=True)
             expected_loss = -np.log(p[np.arange(13), ds.labels]).mean()
             assert out["auc"] == pytest.approx(roc_auc_score(ds.labels, p[:, 1]), abs=1e-6)
+            expected_ece = {"c1": metrics_lib.reliability_bins(p[:, 1], ds.labels == 1, 4)["ece"]}
         else:
             p = 1 / (1 + np.exp(-logits))
             bce = -(ds.labels * np.log(p) + (1 - ds.labels) * np.log(1 - p))
@@ -181,7 +183,15 @@ def test_eval_counts_every_example_once_on_odd_sizes():
             for c in range(3):
                 keep = ds.masks[:, c] > 0
                 assert out[f"auc/c{c}"] == pytest.approx(roc_auc_score(ds.labels[keep, c], p[keep, c]), abs=1e-6)
+            expected_ece = {
+                f"c{c}": metrics_lib.reliability_bins(p[ds.masks[:, c] > 0, c], ds.labels[ds.masks[:, c] > 0, c], 4)[
+                    "ece"
+                ]
+                for c in range(3)
+            }
         assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
+        assert {k: out[f"ece/{k}"] for k in expected_ece} == pytest.approx(expected_ece, abs=1e-6)
+        assert sum(out["reliability"]["c1"]["count"]) == (13 if loss == "softmax" else int(ds.masks[:, 1].sum()))
 
 
 def test_bfloat16_compute_keeps_float32_params():

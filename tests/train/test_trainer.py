@@ -65,6 +65,10 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     assert summary["best_auc"] == max(r["auc"] for r in evals)
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f)["steps_to_threshold"] == reached
+    # Calibration beside AUC: the final eval's ECE is that of the reliability diagram in the summary (positive class).
+    assert list(summary["reliability"]) == ["c1"] and sum(summary["reliability"]["c1"]["count"]) == 40
+    assert len(summary["reliability"]["c1"]["count"]) == config_lib.base_config().calibration_bins
+    assert evals[-1]["ece"] == evals[-1]["ece/c1"] == pytest.approx(summary["reliability"]["c1"]["ece"])
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["overrides"]["widths"] == [4, 8]
     assert os.listdir(os.path.join(workdir, "tensorboard"))
@@ -75,6 +79,18 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     assert meta["architecture"] == "cbr_small" and meta["num_classes"] == 2
     for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), jax.tree_util.tree_leaves(final["params"])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_rerun_of_a_finished_run_gives_the_same_summary(fake_data, tmp_path):
+    """A run killed after its last checkpoint resumes with nothing left to train: the summary, reliability diagram
+    included, is recomputed from the final state and equals the first one."""
+    config = _tiny_config(num_train_steps=10, calibration_bins=4)
+    first = trainer.train_and_evaluate(config, str(tmp_path))
+    os.remove(tmp_path / "summary.json")
+    again = trainer.train_and_evaluate(config, str(tmp_path))
+    assert again == first and len(first["reliability"]["c1"]["count"]) == 4
+    with open(tmp_path / "summary.json") as f:
+        assert json.load(f) == json.loads(json.dumps(first))
 
 
 def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):

@@ -15,6 +15,7 @@ from transfusion_jax.surgery.schemes import (
     slim,
     transfer,
     transfusion,
+    transfusion_mean_var,
 )
 from transfusion_jax.surgery.tree import (
     TreeMismatchError,

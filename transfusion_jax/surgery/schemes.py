@@ -7,6 +7,11 @@
   transfer             every weight and BN statistic from the checkpoint except the task head and aux_logits.
   transfusion:<block>  the blocks up to and including <block> (a prefix of `block_names(model)`) from the
                        checkpoint, the rest random (paper 6.2); transfusion:<last block> equals transfer.
+  transfusion:<block>+mean_var
+                       the same blocks from the checkpoint, every body tensor above them Mean-Var (BN per
+                       `mean_var_bn`), head random: Matsoukas et al.'s (CVPR 2022) "WT-ST" hybrid, weight transfer up
+                       to a depth and statistics transfer above it. The Mean-Var draws are those plain `mean_var`
+                       makes with the same rng, so the hybrids and `mean_var` differ only where weights are copied.
   mean_var             every body tensor replaced by iid draws from N(mean, var) of the same pretrained tensor
                        (paper 6.1, per tensor); BN handled per `mean_var_bn` (below); head random.
   gabor                the first conv (the one that reads the image) filled with a synthetic Gabor bank
@@ -48,10 +53,20 @@ Variables = dict
 Provenance = dict
 
 
+# The suffix of 'transfusion:<block>+mean_var': what fills the blocks above <block> instead of the random init.
+ABOVE_MEAN_VAR = "mean_var"
+
+
 @dataclass(frozen=True)
 class InitSpec:
     scheme: str
     upto: str | None = None  # the last transfused block, for 'transfusion'
+    above: str | None = None  # 'mean_var' for the hybrid 'transfusion:<block>+mean_var', else None (random above)
+
+    @property
+    def draws(self) -> bool:
+        """Whether the scheme draws random weights (and so needs an rng)."""
+        return self.scheme == "mean_var" or self.above == ABOVE_MEAN_VAR
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -61,15 +76,22 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 def parse_init(spec: str, blocks: Sequence[str]) -> InitSpec:
     """Parses config.init strictly against the model's block names; typos raise naming the valid choices."""
-    choices = [s for s in SCHEMES if s != "transfusion"] + [f"transfusion:{b}" for b in blocks]
+    hybrids = [f"transfusion:{b}+{ABOVE_MEAN_VAR}" for b in blocks]
+    choices = [s for s in SCHEMES if s != "transfusion"] + [f"transfusion:{b}" for b in blocks] + hybrids
     help_text = f"Valid choices: {', '.join(choices)} (the model's blocks are {', '.join(blocks)})."
     if not isinstance(spec, str):
         raise ValueError(f"config.init must be a string, got {spec!r}. {help_text}")
     scheme, sep, upto = spec.partition(":")
     if scheme == "transfusion" and sep:
+        upto, plus, above = upto.partition("+")
         if upto not in blocks:
             raise ValueError(f"Unknown block {upto!r} in init {spec!r}.{_suggest(upto, blocks)} {help_text}")
-        return InitSpec("transfusion", upto)
+        if plus and above != ABOVE_MEAN_VAR:
+            raise ValueError(
+                f"Unknown suffix {'+' + above!r} in init {spec!r}: only '+{ABOVE_MEAN_VAR}' (Mean-Var above the "
+                f"transfused blocks) exists.{_suggest(spec, choices)} {help_text}"
+            )
+        return InitSpec("transfusion", upto, above or None)
     if sep or scheme not in SCHEMES or scheme == "transfusion":
         raise ValueError(f"Unknown init {spec!r}.{_suggest(spec, choices)} {help_text}")
     return InitSpec(scheme)
@@ -93,6 +115,22 @@ def transfusion(init: Mapping, source: Mapping, blocks: Sequence[str], upto: str
     if upto not in blocks:
         raise ValueError(f"Block {upto!r} is not one of the model's blocks {tuple(blocks)}.")
     return merge(source, init, blocks[: list(blocks).index(upto) + 1])
+
+
+def transfusion_mean_var(
+    init: Mapping, source: Mapping, blocks: Sequence[str], upto: str, rng: jax.Array, bn: str = DEFAULT_MEAN_VAR_BN
+) -> tuple[Variables, Provenance]:
+    """Blocks[0..upto] from the source (params and BN statistics), Mean-Var above (BN per `bn`), head random.
+
+    The Mean-Var part is exactly `mean_var(init, source, rng, bn)`'s draw for those leaves (same rng, same
+    per-leaf fold-in), so at a fixed rng the hybrids differ from `mean_var` only in the copied blocks.
+    """
+    if upto not in blocks:
+        raise ValueError(f"Block {upto!r} is not one of the model's blocks {tuple(blocks)}.")
+    drawn, drawn_provenance = mean_var(init, source, rng, bn=bn)
+    lower = blocks[: list(blocks).index(upto) + 1]
+    out, copied = merge(source, drawn, lower)
+    return out, {k: "checkpoint" if copied[k] == "checkpoint" else drawn_provenance[k] for k in copied}
 
 
 def batchnorm_param_keys(flat: Mapping) -> set:
@@ -200,8 +238,8 @@ def initialize(
         raise ValueError(f"init={spec!r} needs a checkpoint: set config.pretrained to a checkpoint path.")
     if mean_var_bn not in MEAN_VAR_BN:  # checked for every scheme, so a typo never waits for a mean_var run
         raise ValueError(f"Unknown mean_var_bn {mean_var_bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
-    if parsed.scheme == "mean_var" and rng is None:
-        raise ValueError("init='mean_var' draws random weights: pass rng.")
+    if parsed.draws and rng is None:
+        raise ValueError(f"init={spec!r} draws random weights (Mean-Var): pass rng.")
     if parsed.scheme == "random":
         return _all_init(variables)
     source, metadata = _load_checkpoint(pretrained, model_name, loader) if pretrained else (None, {})
@@ -217,6 +255,8 @@ def initialize(
 def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tuple[Variables, Provenance]:
     if parsed.scheme == "transfer":
         return transfer(variables, source)
+    if parsed.scheme == "transfusion" and parsed.above == ABOVE_MEAN_VAR:
+        return transfusion_mean_var(variables, source, blocks, parsed.upto, rng, mean_var_bn)
     if parsed.scheme == "transfusion":
         return transfusion(variables, source, blocks, parsed.upto)
     if parsed.scheme == "mean_var":

@@ -3,12 +3,14 @@
 Fields (override any with `--config.<field>=...`):
   model.name, model.overrides   architecture (transfusion_jax.models registry) and constructor overrides
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
-  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' | 'gabor' |
-                                'slim'), pretrained checkpoint path, blocks to freeze
+  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
+                                'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
+  finetune                      protocol full|linear_probe|lp_ft|surgical, probe_steps, surgical_blocks, layer_decay
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
   auc_threshold                 the paper's convergence measure: first eval step with AUC >= this (0.91)
+  calibration_bins              equal-mass bins of eval's expected calibration error (ece) and reliability diagrams
 """
 
 import os
@@ -37,6 +39,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrained = ""  # checkpoint (transfusion_jax.pretrained format) for transfer / transfusion / mean_var / slim
     c.mean_var_bn = "mean_var"  # BatchNorm under init='mean_var' (paper silent): mean_var | default | copy
     c.freeze = ()  # block names or path regexes whose parameters stay fixed
+    c.finetune = ml_collections.ConfigDict(  # fine-tuning protocol (train/protocols.py)
+        dict(
+            protocol="full",  # full | linear_probe | lp_ft | surgical
+            probe_steps=0,  # lp_ft: steps of linear probing before full fine-tuning
+            surgical_blocks=(),  # surgical: the blocks that train (with the head)
+            layer_decay=1.0,  # layer-wise lr decay: block i of n learns at decay^(n - i) x lr; 1 = off
+        )
+    )
     c.data = data_lib.default_data_config()
     c.train_split = "train"
     c.eval_split = "test"
@@ -64,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = PAPER_EVAL_EVERY
     c.keep_checkpoints = 3
     c.auc_threshold = 0.91
+    c.calibration_bins = 15  # equal-mass bins of the expected calibration error and reliability diagram (eval)
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
     c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run

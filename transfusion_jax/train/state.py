@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from transfusion_jax import models, surgery
+from transfusion_jax.train import protocols
 
 
 @flax.struct.dataclass
@@ -46,8 +47,9 @@ def _random_variables(model, rng, sample_input) -> dict[str, Any]:
 
 
 def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:
-    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
-    'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
+    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' |
+    'transfusion:<block>[+mean_var]' | 'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random
+    variables; logs where each block came from.
     """
     init_rng, scheme_rng = jax.random.split(rng)
     fresh = _random_variables(model, init_rng, sample_input)
@@ -95,8 +97,9 @@ def kernel_mask(params):
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
     """Optimizer from `config.optimizer`: L2 weight decay on kernels (added to the gradient, the TF-slim
-    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks (or
-    path regexes) named in `config.freeze` get zero updates (surgery.freeze)."""
+    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule, shaped by the
+    fine-tuning protocol (`config.finetune`, train/protocols.py); the blocks (or path regexes) named in
+    `config.freeze` get zero updates (surgery.freeze)."""
     opt_config = config.optimizer
     parts = []
     if opt_config.grad_clip_norm > 0:
@@ -104,7 +107,8 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
     if opt_config.weight_decay > 0:
         parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=kernel_mask))
     parts.append(_base_optimizer(opt_config, learning_rate_fn(config)))
-    return surgery.freeze(optax.chain(*parts), params, list(config.freeze))
+    tx = protocols.finetune_optimizer(config, optax.chain(*parts), params)  # config.finetune: which blocks, when
+    return surgery.freeze(tx, params, list(config.freeze))
 
 
 def frozen_blocks(config, params) -> tuple:

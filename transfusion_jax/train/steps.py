@@ -6,19 +6,20 @@ import jax
 import jax.numpy as jnp
 
 from transfusion_jax.models import AUX_OUTPUT
-from transfusion_jax.train import losses, partition
+from transfusion_jax.train import losses, partition, protocols
 from transfusion_jax.train.state import TrainState
 
 
-def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, state: TrainState, batch, rng):
+def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
     def loss_fn(params):
-        (logits, _), new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats", "intermediates"],
-            rngs={"dropout": rng},
-        )
+        with protocols.eval_mode(eval_blocks):  # blocks a fine-tuning protocol freezes run as fixed functions
+            (logits, _), new_vars = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                mutable=["batch_stats", "intermediates"],
+                rngs={"dropout": rng},
+            )
         loss = losses.mean_loss(loss_kind, logits, batch)
         aux = new_vars.get("intermediates", {}).get(AUX_OUTPUT)
         if aux is not None and aux_loss_weight:
@@ -35,9 +36,12 @@ def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, state: TrainState
     return new_state, {"loss": loss, "grad_norm": grad_norm}
 
 
-def make_train_step(model, tx, loss_kind: str, mesh, *, frozen=(), aux_loss_weight: float = 0.0):
-    """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'."""
-    step = functools.partial(_train_step, model, tx, loss_kind, frozenset(frozen), aux_loss_weight)
+def make_train_step(model, tx, loss_kind: str, mesh, *, frozen=(), aux_loss_weight: float = 0.0, eval_blocks=()):
+    """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'.
+
+    frozen: blocks whose BN running statistics stay fixed (config.freeze); eval_blocks: blocks that run in eval mode
+    (`protocols.eval_mode`), as the fine-tuning protocols freeze them."""
+    step = functools.partial(_train_step, model, tx, loss_kind, frozenset(frozen), aux_loss_weight, tuple(eval_blocks))
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
 

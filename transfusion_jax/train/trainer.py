@@ -5,6 +5,7 @@ step's RNG is a function of (seed, step), and metrics/best checkpoints written a
 dropped and recomputed.
 """
 
+import functools
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, partition, steps
+from transfusion_jax.train import export, partition, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer
@@ -36,8 +37,11 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
-def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> dict[str, float]:
-    """Loss and AUCs over the whole split: every example exactly once (padding rows are dropped by `valid`)."""
+def evaluate(
+    eval_step, state, dataset, batch_size: int, mesh, calibration_bins: int = metrics_lib.DEFAULT_CALIBRATION_BINS
+) -> dict:
+    """Loss, AUCs and calibration over the whole split: every example exactly once (padding rows are dropped by
+    `valid`). Every value is a float except 'reliability', the reliability diagram per output (a nested dict)."""
     task = dataset.task
     parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
     loss_sum, loss_count = 0.0, 0.0
@@ -53,6 +57,8 @@ def evaluate(eval_step, state, dataset, batch_size: int, mesh) -> dict[str, floa
     scores, labels, mask = host["scores"][valid], host["label"][valid], host["label_mask"][valid]
     result = {"loss": loss_sum / max(loss_count, 1.0), "num_examples": float(valid.sum())}
     result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
+    diagram = metrics_lib.reliability_diagram(task.loss, task.label_names, scores, labels, mask, calibration_bins)
+    result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
     if task.loss == "softmax":
         result.update(metrics_lib.accuracy_metrics(scores, labels))
     return result
@@ -128,22 +134,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
         [_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None], default=-math.inf
     )
 
-    train_step = steps.make_train_step(
-        model,
-        tx,
-        task.loss,
-        mesh,
-        frozen=state_lib.frozen_blocks(config, state.params),
-        aux_loss_weight=config.aux_loss_weight,
+    train_step_at = protocols.StepsByPhase(  # the step for each phase of config.finetune (LP-FT has two)
+        config,
+        state.params,
+        functools.partial(
+            steps.make_train_step,
+            model,
+            tx,
+            task.loss,
+            mesh,
+            frozen=state_lib.frozen_blocks(config, state.params),
+            aux_loss_weight=config.aux_loss_weight,
+        ),
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
     lr_fn = state_lib.learning_rate_fn(config)
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
+    reliability = None  # the last evaluation's reliability diagram, for summary.json
     try:
         for step in range(start, config.num_train_steps):
-            state, train_metrics = train_step(state, next(batches), steps.step_rng(config.seed, step))
+            state, train_metrics = train_step_at(step)(state, next(batches), steps.step_rng(config.seed, step))
             done = step + 1
             pending.append((done, train_metrics))
             bar.update(1)
@@ -158,7 +170,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 writer.write(done, "train", logged)
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
             if is_eval:
-                eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh)
+                eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh, config.calibration_bins)
+                reliability = eval_metrics.pop("reliability")
                 writer.write(done, "eval", eval_metrics)
                 records.append({"step": done, "split": "eval", **eval_metrics})
                 reached = metrics_lib.first_step_reaching(records, "auc", config.auc_threshold)
@@ -184,7 +197,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
             normalization=config.data.normalization,
             source=f"trained:{workdir}",
         )
-    summary = _summary(records, config.auc_threshold)
+    if reliability is None:  # resumed after the last evaluation: the same diagram, from the same final state
+        reliability = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh, config.calibration_bins)["reliability"]
+    summary = {**_summary(records, config.auc_threshold), "reliability": reliability}
     if lead:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logging.info("Run summary: %s", summary)
