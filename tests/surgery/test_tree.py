@@ -12,7 +12,10 @@ from transfusion_jax.surgery import tree
 def test_flatten_keys_carry_collection_and_block():
     keys = set(tree.flatten(tiny_init()))
     assert "params/layer1/conv/kernel" in keys and "batch_stats/layer4/bn/var" in keys and "params/head/bias" in keys
-    assert {tree.block_of(k) for k in keys} == set(TINY_BLOCKS) | {"head"}
+    assert {tree.block_of(tree.name_of(k)) for k in keys} == set(TINY_BLOCKS) | {"head"}
+    assert (
+        tree.name_of("batch_stats/layer4/bn/var") == "layer4/bn/var" and tree.module_of("layer4/bn/var") == "layer4/bn"
+    )
 
 
 def test_select_by_block_and_by_regex():
@@ -59,7 +62,10 @@ def test_shape_mismatch_raises_with_a_diff():
 def test_missing_and_unexpected_keys_are_listed():
     init = tiny_init(0)
     shallow, deep = tiny_random(1, widths=(4, 8, 8)), tiny_random(1, widths=(4, 8, 8, 8, 8))
-    body = lambda k: tree.block_of(k) != "head"
+
+    def body(name):
+        return tree.block_of(name) != "head"
+
     missing = r"(?s)missing from the source.*\[5\].*- params/layer4/conv/kernel"
     with pytest.raises(tree.TreeMismatchError, match=missing):
         tree.merge(shallow, init, body)
@@ -70,7 +76,7 @@ def test_missing_and_unexpected_keys_are_listed():
 
 def test_long_diffs_are_capped_with_a_count():
     init, other = tiny_init(0), tiny_random(1, widths=(5, 9, 9, 9), num_classes=3)
-    report = tree.mismatch_report(tree.flatten(other), tree.flatten(init), lambda k: True)
+    report = tree.mismatch_report(tree.flatten(other), tree.flatten(init), lambda name: True)
     n = len(tree.flatten(init))  # every key differs in shape
     assert f"shape mismatch [{n}]" in report
     assert f"... and {n - tree.MAX_LISTED} more" in report

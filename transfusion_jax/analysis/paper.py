@@ -21,6 +21,7 @@ import numpy as np
 
 from transfusion_jax.analysis import activations, weights
 from transfusion_jax.analysis.activations import Reduction
+from transfusion_jax.surgery import tree
 
 DEFAULT_REDUCTION = Reduction(mode="positions", positions=16, seed=0)
 
@@ -72,7 +73,7 @@ def similarity_to_init(
     layers: Sequence[str] | None = None,
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    block_of: Callable[[tuple[str, ...]], str | None] = weights.first_component,
+    block_of: Callable[[str], str | None] = tree.block_of,
     out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
@@ -116,7 +117,8 @@ def init_vs_final_correlation(
     pairs: ((init_a, final_a), (init_b, final_b)) variable dicts of two runs each. Per layer, every pair gives a
     point (similarity(init_a, init_b), similarity(final_a, final_b)); the Pearson r and R² = r² of those points
     (float64) say how strongly init similarity predicts final similarity. r needs >= 3 points (two always lie on
-    a line), finite similarities and points that vary on both axes; otherwise r and R² are NaN with the reason in `note`.
+    a line), finite similarities and points that vary on both axes; otherwise r and R² are NaN with the reason in
+    `note`.
     """
     if not pairs:
         raise ValueError("pairs is empty: give at least one ((init_a, final_a), (init_b, final_b))")

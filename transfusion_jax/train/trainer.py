@@ -114,7 +114,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     first = next(batches)
     sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
     batches = itertools.chain([first], batches)
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
+    state, tx, schedule = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
     state = jax.device_put(state, partition.replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=lead)
@@ -133,11 +133,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         tx,
         task.loss,
         mesh,
-        frozen=state_lib.frozen_blocks(config, state.params),
+        frozen_stats=state_lib.frozen_statistics(config, state.params, state.batch_stats),
         aux_loss_weight=config.aux_loss_weight,
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
-    lr_fn = state_lib.learning_rate_fn(config)
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
@@ -153,7 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if done % config.log_every_steps == 0 or is_eval or is_ckpt:
                 logged = _check_finite(pending)
                 now = time.perf_counter()
-                logged.update(learning_rate=float(lr_fn(step)), steps_per_second=(done - tick_step) / (now - tick))
+                logged.update(learning_rate=float(schedule(step)), steps_per_second=(done - tick_step) / (now - tick))
                 tick, tick_step, pending = now, done, []
                 writer.write(done, "train", logged)
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
