@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
 
@@ -74,7 +75,7 @@ def test_convergence_table_averages_reached_runs_only(tmp_path):
 
 
 def test_chexpert_table_per_pathology(tmp_path):
-    per_class = {f"auc/{p}": 0.80 + 0.01 * i for i, p in enumerate(paper_numbers.CHEXPERT_PATHOLOGIES)}
+    per_class = {f"auc/{p}": 0.80 + 0.01 * i for i, p in enumerate(CHEXPERT_PATHOLOGIES)}
     _write(tmp_path, "chexpert", "resnet50", "random", 0, 0.82, extra=per_class)
     text = report.render(str(tmp_path))
     line = next(l for l in text.splitlines() if "| resnet50 | random |" in l)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
+
 
 @dataclasses.dataclass(frozen=True)
 class PaperValue:
@@ -49,7 +51,6 @@ TABLE1: dict[tuple[str, str], PaperValue] = {
 }
 
 # Table 2: CheXpert AUC (%) per pathology; only the ResNet-50 rows are confirmed (PAPER.md 4.2).
-CHEXPERT_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 TABLE2: dict[tuple[str, str], dict[str, PaperValue]] = {
     ("resnet50", "random"): {
         p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.52, 75.23, 85.49, 88.34, 88.70))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import paper_numbers, runs
 
 DIFF_AUC_POINTS = 1.0
@@ -169,7 +170,7 @@ def chexpert_table(rows: Sequence[Row], paper: dict) -> list[str]:
     for row in rows:
         ref = paper.get((row.model, row.init), {})
         cells = []
-        for name in paper_numbers.CHEXPERT_PATHOLOGIES:
+        for name in CHEXPERT_PATHOLOGIES:
             mean, std = row.per_class.get(name, (None, None))
             cell = pct(mean, std)
             if name in ref:
@@ -177,7 +178,7 @@ def chexpert_table(rows: Sequence[Row], paper: dict) -> list[str]:
             cells.append(cell)
         lines.append([row.model, row.init, str(row.n), pct(row.auc_mean, row.auc_std)] + cells)
     return _table(
-        ["model", "init", "runs", "mean AUC %"] + [f"{p} (ours / paper)" for p in paper_numbers.CHEXPERT_PATHOLOGIES],
+        ["model", "init", "runs", "mean AUC %"] + [f"{p} (ours / paper)" for p in CHEXPERT_PATHOLOGIES],
         lines,
     )
 

@@ -25,7 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from transfusion_jax.models.layers import ConvBN, dense_head, global_avg_pool, max_pool
+from transfusion_jax.models.layers import ConvBN, dense_head, global_avg_pool, max_pool, symmetric_padding
 
 # Key in the 'intermediates' collection under which the auxiliary head's logits are sown (train mode only).
 AUX_OUTPUT = "aux_output"
@@ -36,10 +36,6 @@ VARIANTS = {
 }
 
 
-def _pad(kernel):
-    return tuple((k // 2, k // 2) for k in kernel)
-
-
 class _Branches(nn.Module):
     """Base for the mixed blocks: a conv-BN-ReLU factory and the branch avg-pool of the chosen variant."""
 
@@ -48,7 +44,7 @@ class _Branches(nn.Module):
 
     def c(self, features, kernel, name, strides=1, padding=None):
         kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
-        padding = _pad(kernel) if padding is None else padding
+        padding = symmetric_padding(kernel) if padding is None else padding
         return self.conv(features, kernel, strides=(strides, strides), padding=padding, name=name)
 
     def avg_pool(self, x):
