@@ -3,13 +3,14 @@
 import functools
 import importlib.util
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from transfusion_jax import data as data_lib
-from transfusion_jax import models, surgery
+from transfusion_jax import models, pretrained, surgery
 from transfusion_jax.train import partition, steps, trainer
 from transfusion_jax.train import state as state_lib
 
@@ -57,6 +58,18 @@ def test_config_loads_with_paper_recipe_and_valid_init(name, arg):
     local = module.get_config(arg + ",local")
     assert local.runlocal and local.num_train_steps <= 50 and local.data.name in data_lib.DATASET_NAMES
     assert local.model.name == c.model.name and local.init == c.init and local.optimizer.name == c.optimizer.name
+
+
+@pytest.mark.parametrize(
+    "name,arg", [("chexpert", "cbr_tiny,transfer"), ("hybrid", "resnet50,slim"), ("hybrid", "cbr_small,mean_var")]
+)
+def test_building_a_local_config_only_sets_fields(name, arg, tmp_path, monkeypatch):
+    """No data and no checkpoint are made while building: the config names them, the run makes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    c = _load(name).get_config(arg + ",local")
+    assert list(tmp_path.iterdir()) == []
+    assert c.pretrained == pretrained.STAND_IN
+    assert c.data.name == ("local_chexpert" if name == "chexpert" else "synthetic_retina")
 
 
 def test_bad_arg_is_named():
@@ -114,6 +127,7 @@ def test_local_hybrid_inits_run(arg):
     c, task = _task("hybrid", arg)
     model = state_lib.build_model(c, task.num_outputs)
     x = jnp.zeros((1, c.data.image_size, c.data.image_size, 3))
+    assert c.pretrained == pretrained.STAND_IN  # resolved to a generated checkpoint only now, by the trainer's loader
     variables = state_lib.init_variables(c, model, jax.random.key(0), x)
     assert set(variables["params"]) == set(models.block_names(c.model.name, **dict(c.model.overrides))) | {"head"}
 

@@ -11,6 +11,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
                    (`python -m transfusion_jax.data prepare ...`); splits train / validation / test.
   chexpert_folder  the official CheXpert-v1.0-small/ download under root; splits 'train', 'valid'.
   chexpert_tfds    TFDS chexpert prepared under data_dir; splits train / validation.
+  local_chexpert   a miniature generated CheXpert-v1.0-small folder, made on first use and cached (local.py);
+                   what `,local` CheXpert configs read. Splits 'train', 'valid'.
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.

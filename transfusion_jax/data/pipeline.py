@@ -15,13 +15,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from transfusion_jax.data import preprocess, readers, subsets, tasks
+from transfusion_jax.data import local, preprocess, readers, subsets, tasks
 
 DATASET_NAMES = (
     "retina_folder",
     "retina_tfds",
     "chexpert_folder",
     "chexpert_tfds",
+    "local_chexpert",
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
@@ -315,6 +316,8 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertFolderSource(c.root, split, c.uncertainty_policy, c.frontal_only)
     if name == "chexpert_tfds":
         return readers.ChexpertTfdsSource(split, c.data_dir, c.uncertainty_policy, c.frontal_only)
+    if name == "local_chexpert":  # generated on first use (local.py): what ',local' CheXpert configs read
+        return readers.ChexpertFolderSource(local.chexpert_root(), split, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
     if name == "tfds_classification":
@@ -360,7 +363,7 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
         prefetch=c.prefetch,
     )
     subsets.log_balance(
-        f"{c.name}/{split} ({len(dataset)} examples{', subset seed %d' % c.subset_seed if c.subset_size else ''})",
+        f"{c.name}/{split} ({len(dataset)} examples{f', subset seed {c.subset_seed}' if c.subset_size else ''})",
         dataset.class_balance,
     )
     return dataset

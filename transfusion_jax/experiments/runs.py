@@ -6,15 +6,12 @@ a sweep skips finished runs and resumes unfinished ones from their latest checkp
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-
-import ml_collections
+from collections.abc import Callable
 
 SUMMARY = "summary.json"
 FAILED = "FAILED"
@@ -60,40 +57,6 @@ def load_config_module(path: str):
     if not hasattr(module, "get_config"):
         raise ValueError(f"Config file {path!r} has no get_config(arg) function.")
     return module
-
-
-def _parse_value(text: str, current):
-    """A command-line value in the type of the field it replaces (bool / int / float / tuple / str)."""
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"Expected true/false, got {text!r}.")
-        return text.lower() in ("true", "1")
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        return type(current)(ast.literal_eval(text))
-    if isinstance(current, (tuple, list)):
-        value = ast.literal_eval(text) if text.strip() else ()
-        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
-    """Applies 'a.b=value' overrides (the `--config.a.b=value` flags of the sweep command) in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like field.sub=value.")
-        key, text = item.split("=", 1)
-        node, parts = config, key.split(".")
-        for part in parts[:-1]:
-            if part not in node:
-                raise ValueError(
-                    f"Unknown config field {key!r} (no {part!r}); see transfusion_jax/train/config_lib.py."
-                )
-            node = node[part]
-        if parts[-1] not in node:
-            raise ValueError(f"Unknown config field {key!r}; see transfusion_jax/train/config_lib.py.")
-        with node.ignore_type():
-            node[parts[-1]] = _parse_value(text, node[parts[-1]])
-    return config
 
 
 def parse_pretrained(value: str) -> Callable[[str], str]:

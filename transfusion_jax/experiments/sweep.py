@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from transfusion_jax.experiments import runs
+from transfusion_jax.train import config_lib
 
 
 def build_config(
@@ -17,7 +18,7 @@ def build_config(
     path = pretrained(config.model.name)
     if path:
         config.pretrained = path
-    return runs.apply_overrides(config, overrides)
+    return config_lib.apply_overrides(config, overrides)
 
 
 def sweep(

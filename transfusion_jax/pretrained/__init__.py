@@ -13,7 +13,7 @@ import datetime
 import os
 
 from transfusion_jax.models import HEAD_NAMES, get_model
-from transfusion_jax.pretrained import from_keras, from_torch
+from transfusion_jax.pretrained import from_keras, from_torch, stand_in
 from transfusion_jax.pretrained.checkpoint import describe, load, save
 from transfusion_jax.pretrained.common import (
     ARCHITECTURES,
@@ -26,6 +26,7 @@ from transfusion_jax.pretrained.common import (
     infer_num_classes,
     preprocessing_record,
 )
+from transfusion_jax.pretrained.stand_in import STAND_IN
 from transfusion_jax.surgery.tree import unflatten
 
 CONVERTER_VERSION = 1
@@ -39,6 +40,8 @@ __all__ = [
     "ConversionError",
     "ARCHITECTURES",
     "SOURCES",
+    "STAND_IN",
+    "stand_in",
 ]
 
 

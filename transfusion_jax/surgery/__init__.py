@@ -6,6 +6,8 @@ from transfusion_jax.surgery.gabor_filters import bank_layout, gabor_bank
 from transfusion_jax.surgery.schemes import (
     MEAN_VAR_BN,
     SCHEMES,
+    SLIM_MODEL,
+    SLIM_SOURCE,
     InitSpec,
     first_conv_key,
     gabor,
@@ -40,6 +42,8 @@ __all__ = [
     "gabor_bank",
     "MEAN_VAR_BN",
     "SCHEMES",
+    "SLIM_MODEL",
+    "SLIM_SOURCE",
     "InitSpec",
     "first_conv_key",
     "gabor",

@@ -45,6 +45,20 @@ def _random_variables(model, rng, sample_input) -> dict[str, Any]:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
+def _checkpoint_loader(config):
+    """pretrained.load, with the name pretrained.STAND_IN (',local' configs) resolved at run time to the cached
+    random stand-in checkpoint this model can load."""
+
+    def load(path: str):
+        if path == pretrained.STAND_IN:
+            name = config.model.name
+            source = surgery.SLIM_SOURCE if name == surgery.SLIM_MODEL else name
+            path = pretrained.stand_in.path(source, dict(config.model.overrides))
+        return pretrained.load(path)
+
+    return load
+
+
 def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:
     """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
     'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
@@ -59,7 +73,7 @@ def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any
         pretrained=config.pretrained or None,
         mean_var_bn=config.mean_var_bn,
         model_overrides=dict(config.model.overrides),
-        loader=pretrained.load,
+        loader=_checkpoint_loader(config),
     )
     logging.info("init %r:\n%s", config.init, surgery.summary(variables, provenance))
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
