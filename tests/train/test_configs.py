@@ -42,7 +42,20 @@ ARGS = (
 
 def test_every_config_file_is_covered():
     files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")}
-    assert files == {name for name, _ in ARGS}
+    assert files == {name for name, _ in ARGS} | {"quickstart"}
+
+
+def test_quickstart_config_is_plain_data_with_valid_inits():
+    module = _load("quickstart")
+    assert "python -m transfusion_jax.experiments.quickstart --workdir" in module.__doc__  # its launch line
+    default, mini = module.get_config(), module.get_config("mini")
+    assert set(default) == set(mini) and len(mini.seeds) < len(default.seeds)
+    for c in (default, mini):
+        blocks = models.block_names(c.model, widths=c.widths)
+        for init in c.inits:
+            surgery.parse_init(init, blocks)
+    with pytest.raises(ValueError, match="'default' or 'mini'"):
+        module.get_config("big")
 
 
 @pytest.mark.parametrize("name,arg", ARGS)

@@ -1,4 +1,4 @@
-"""The paper's representation analyses (§5.2, §5.3) as functions of variables + apply_fn + batches, writing JSON.
+"""The paper's representation analyses (§5.2, §5.3) as pure functions of variables + apply_fn + batches.
 
 Loading checkpoints and building the model stay with the caller, so these work for any pair of variable dicts:
   * `top_layers_similarity`: Fig. 2, CCA(Rand, ImNet) vs CCA(Rand, Rand): mean similarity of the top layers
@@ -12,9 +12,7 @@ Defaults follow PAPER.md §5.1's recommendation: SVCCA to 99% variance over spat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +24,6 @@ from transfusion_jax.surgery import tree
 DEFAULT_REDUCTION = Reduction(mode="positions", positions=16, seed=0)
 
 
-def _write(result: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
 def top_layers_similarity(
     apply_fn: Callable,
     variables_a: Any,
@@ -41,7 +32,6 @@ def top_layers_similarity(
     layers: Sequence[str],
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
     """Similarity of the same `layers` in two trained networks and their mean (one point of Fig. 2's violins)."""
@@ -62,7 +52,7 @@ def top_layers_similarity(
         "mean": float(np.mean([r["score"] for r in per_layer.values()])),
         "per_layer": {key.split("/")[0]: value for key, value in per_layer.items()},
     }
-    return _write(result, out)
+    return result
 
 
 def similarity_to_init(
@@ -74,7 +64,6 @@ def similarity_to_init(
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
     block_of: Callable[[str], str | None] = tree.block_of,
-    out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
     """Per block: representation similarity between init and trained weights, and ||W_T - W_0|| / ||W_0||.
@@ -99,7 +88,7 @@ def similarity_to_init(
         "similarity": {key.split("/")[0]: value for key, value in per_layer.items()},
         "relative_weight_change": change,
     }
-    return _write(result, out)
+    return result
 
 
 def init_vs_final_correlation(
@@ -109,7 +98,6 @@ def init_vs_final_correlation(
     layers: Sequence[str],
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
     """Fig. 4: per layer, does similarity of two networks at init predict their similarity after training?
@@ -149,7 +137,7 @@ def init_vs_final_correlation(
         "num_pairs": len(pairs),
         "per_layer": per_layer,
     }
-    return _write(result, out)
+    return result
 
 
 def _pearson(points: np.ndarray) -> dict[str, Any]:

@@ -136,8 +136,11 @@ def _steps(row: Row) -> str:
     return text + (f" ({row.reached}/{row.n} reached)" if row.reached < row.n else "")
 
 
-def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(l) + " |" for l in lines]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    """A Markdown table's lines (every report and notebook here writes its tables with this)."""
+    return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(str, row)) + " |" for row in rows
+    ]
 
 
 def auc_table(rows: Sequence[Row], paper: dict) -> list[str]:
@@ -158,7 +161,7 @@ def auc_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 mark,
             ]
         )
-    return _table(
+    return markdown_table(
         ["model", "init", "runs", "final AUC % (ours)", "best AUC % (ours)", "steps to threshold", "paper AUC %", ""],
         lines,
     )
@@ -177,7 +180,7 @@ def chexpert_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 cell += f" / {ref[name].format(2)}" + (" **differs**" if auc_differs(mean, std, ref[name]) else "")
             cells.append(cell)
         lines.append([row.model, row.init, str(row.n), pct(row.auc_mean, row.auc_std)] + cells)
-    return _table(
+    return markdown_table(
         ["model", "init", "runs", "mean AUC %"] + [f"{p} (ours / paper)" for p in CHEXPERT_PATHOLOGIES],
         lines,
     )
@@ -200,7 +203,7 @@ def convergence_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 mark,
             ]
         )
-    return _table(
+    return markdown_table(
         ["model", "init", "runs", "steps to threshold (ours)", "final AUC % (ours)", "paper steps to 0.91", ""], lines
     )
 

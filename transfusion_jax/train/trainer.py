@@ -92,6 +92,18 @@ def _finite_auc(record: dict) -> float | None:
     return value if isinstance(value, float) and math.isfinite(value) else None
 
 
+def _export_variables(config, task, state, path: epath.Path, source: str) -> None:
+    export.export_pretrained(
+        str(path),
+        {"params": state.params, "batch_stats": state.batch_stats},
+        architecture=config.model.name,
+        model_overrides=dict(config.model.overrides),
+        num_classes=task.num_outputs,
+        normalization=config.data.normalization,
+        source=source,
+    )
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint if any); returns the run summary."""
     workdir = epath.Path(workdir)
@@ -115,6 +127,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
     batches = itertools.chain([first], batches)
     state, tx, schedule = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
+    if lead and not start:  # what step 1 starts from, as the analyses' "init" (one file, whatever the scheme)
+        _export_variables(config, task, state, workdir / export.INIT_FILE, f"init:{workdir}")
     state = jax.device_put(state, partition.replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=lead)
@@ -174,15 +188,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt.close()
         writer.close()
     if config.export_pretrained and lead:
-        export.export_pretrained(
-            str(workdir / "pretrained.npz"),
-            {"params": state.params, "batch_stats": state.batch_stats},
-            architecture=config.model.name,
-            model_overrides=dict(config.model.overrides),
-            num_classes=task.num_outputs,
-            normalization=config.data.normalization,
-            source=f"trained:{workdir}",
-        )
+        _export_variables(config, task, state, workdir / export.FINAL_FILE, f"trained:{workdir}")
     summary = _summary(records, config.auc_threshold)
     if lead:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
