@@ -30,7 +30,7 @@ setuptools.setup(
         "etils>=1.5",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],
+        "test": ["pytest>=8", "ruff>=0.17", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],
         # Reference frameworks, only for converting ImageNet weights and for the exactness tests.
         "convert": ["torch>=2.9", "torchvision>=0.24", "keras>=3.10", "h5py>=3.10"],
         # Only for `python -m transfusion_jax.data prepare` of the official TFDS DR builder.

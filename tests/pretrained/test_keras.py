@@ -243,7 +243,7 @@ def test_truncated_keras_file_is_rejected(resnet, tmp_path):
 
 def inception_names(model):
     """Ours -> Keras layer names. The stem ends at the second max-pool Keras constructs (auto-named)."""
-    pools = sorted((l.name for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)), key=_serial)
+    pools = sorted((layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)), key=_serial)
     return {
         "stem": pools[1],
         "mixed_5": "mixed2",

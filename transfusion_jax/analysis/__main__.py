@@ -5,8 +5,6 @@
 The paper's figures over training runs (Fig. 2-5, weight change) are `python -m transfusion_jax.experiments fig2 ...`.
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import sys

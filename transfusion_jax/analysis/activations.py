@@ -6,8 +6,6 @@ A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images)
 gets its own accumulator, so memory stays proportional to channels**2 however many images stream through.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any

@@ -10,8 +10,6 @@ Loading checkpoints and building the model stay with the caller, so these work f
 Defaults follow PAPER.md §5.1's recommendation: SVCCA to 99% variance over spatial positions as datapoints.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 

@@ -1,7 +1,5 @@
 """How far training moved the weights: ||W_T - W_0|| / ||W_0|| per block (paper §5.3, "larger models change less")."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 

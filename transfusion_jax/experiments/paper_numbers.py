@@ -6,8 +6,6 @@ Tags (PAPER.md's): 'P-fig' read off an official figure, 'P-blog' the authors' bl
 AUCs are in percent, as the paper prints them.
 """
 
-from __future__ import annotations
-
 import dataclasses
 
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES

@@ -6,8 +6,6 @@ A row is marked as differing from the paper when |ours - paper| > max(DIFF_AUC_P
 when our steps-to-threshold is more than DIFF_STEPS_RATIO times off the paper's in either direction.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import math

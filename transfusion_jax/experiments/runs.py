@@ -4,8 +4,6 @@ A run is finished when the trainer has written its `summary.json` (it does so on
 a sweep skips finished runs and resumes unfinished ones from their latest checkpoint (the trainer's own resume).
 """
 
-from __future__ import annotations
-
 import dataclasses
 import importlib.util
 import json

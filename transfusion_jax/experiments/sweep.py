@@ -1,7 +1,5 @@
 """models x inits x seeds of one configs/*.py file, run one after another in this process, resumable."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Sequence
 

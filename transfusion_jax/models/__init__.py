@@ -7,13 +7,23 @@ auxiliary ImageNet head): a leaf's block is the first component of its path.
 """
 
 from collections.abc import Callable
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from transfusion_jax.models import cbr, inception, resnet
 from transfusion_jax.models.inception import AUX_OUTPUT
+
+__all__ = [
+    "AUX_OUTPUT",
+    "HEAD_NAMES",
+    "MODEL_NAMES",
+    "block_names",
+    "feature_names",
+    "get_model",
+    "paper_resolutions",
+]
 
 # Top-level parameter groups that belong to a task, not to the transferable body.
 HEAD_NAMES = ("head", "aux_logits")
