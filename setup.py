@@ -22,7 +22,7 @@ setuptools.setup(
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "absl-py>=2.1",
-        # tensorflow-datasets and what it needs but does not declare (ENGINEERING.md).
+        # tensorflow-datasets and what it needs but does not declare.
         "tensorflow-datasets>=4.9.10",
         "importlib_resources>=6",
         "pillow>=10",

@@ -66,7 +66,7 @@ def test_config_loads_with_paper_recipe_and_valid_init(name, arg):
     surgery.parse_init(c.init, models.block_names(c.model.name))
     assert not c.runlocal and c.data.name in data_lib.DATASET_NAMES
     if name != "imagenet":
-        assert (c.batch_size, c.optimizer.learning_rate) == (32, 1e-3)  # PAPER.md 3
+        assert (c.batch_size, c.optimizer.learning_rate) == (32, 1e-3)  # docs/paper.md §3
         assert c.optimizer.name == ("sgd" if name == "chexpert" else "adam")
     local = module.get_config(arg + ",local")
     assert local.runlocal and local.num_train_steps <= 50 and local.data.name in data_lib.DATASET_NAMES

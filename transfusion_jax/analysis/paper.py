@@ -7,7 +7,8 @@ Loading checkpoints and building the model stay with the caller, so these work f
     the relative weight change of each block (§5.3, "larger models change less").
   * `init_vs_final_correlation`: Fig. 4, per layer, similarity of two networks at init vs after training over
     several pairs, with Pearson r and R² (for ResNet-50 lower layers correlate strongly; for CBR-Small not).
-Defaults follow PAPER.md §5.1's recommendation: SVCCA to 99% variance over spatial positions as datapoints.
+Defaults (docs/paper.md §8.5): SVCCA to 99 % variance over spatial positions as datapoints, as in google/svcca's
+conv tutorial.
 """
 
 from collections.abc import Callable, Iterable, Sequence

@@ -31,7 +31,7 @@ Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Pleural Effusion. Blank labels count as negative. Uncertain (-1) labels follow `uncertainty_policy`:
   u_ones, u_zeros, u_ignore (mask 0: the loss and the AUC must skip them) or u_mixed (default: U-Ones for
   Atelectasis and Edema, U-Zeros for the rest). u_mixed is the default because it is the only recipe published
-  by overlapping authors (PAPER.md 2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
+  by overlapping authors (docs/paper.md §2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
   Transfusion's own choice is unknown.
   TFDS classification (imagenet_tfds): loss 'softmax' over the ClassLabel's classes; labels outside them (the
   unlabelled imagenet2012 'test' split, -1) are an error.

@@ -29,7 +29,7 @@ DATASET_NAMES = (
     "tfds_classification",
     "imagenet_tfds",
 )
-# The paper's resolutions (PAPER.md 1.1 / 2): Retina 587 (Inception may use 299), CheXpert 224.
+# The paper's resolutions (docs/paper.md §1.1, §2): Retina 587 (Inception may use 299), CheXpert 224.
 _PAPER_SIZE = {
     "retina": 587,
     "chexpert": 224,

@@ -216,7 +216,7 @@ def render(root: str) -> str:
         "",
         f"Final AUC: mean ± sample std over seeds. A row is marked **differs** when |ours - paper| > "
         f"max({DIFF_AUC_POINTS:g}, 2·std) AUC points, or steps are more than {DIFF_STEPS_RATIO:g}x off. Paper "
-        f"values marked (?) are UNCONFIRMED in PAPER.md; tags: P-fig figure, S secondary source.",
+        f"values marked (?) are unconfirmed (docs/paper.md); tags: P-fig figure, S secondary source.",
         "",
     ]
     for group, rows in grouped.items():

@@ -36,7 +36,7 @@ def _cbr_blocks(name):
 
 
 # The paper's inputs: CheXpert 224x224, Retina 587x587; Inception-v3's native 299 too (whether the paper resized
-# Retina to 299 for it is unconfirmed, PAPER.md 1.1).
+# Retina to 299 for it is unconfirmed, docs/paper.md §1.1).
 _PAPER_SIZES = (224, 587)
 
 # name -> (constructor(num_classes, **overrides), block names, input sizes the paper uses)

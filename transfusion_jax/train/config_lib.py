@@ -25,8 +25,8 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.pretrained import STAND_IN
 from transfusion_jax.surgery.schemes import NEEDS_CHECKPOINT
 
-# Evaluations every 1001 steps: the paper's steps-to-0.91 numbers are all multiples of 1001/5 (PAPER.md 4.4), which
-# fits this cadence averaged over 5 runs.
+# Evaluations every 1001 steps: the paper's steps-to-0.91 numbers are all multiples of 1001/5 (docs/paper.md §4.4),
+# which fits this cadence averaged over 5 runs.
 PAPER_EVAL_EVERY = 1001
 
 
@@ -42,7 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = data_lib.default_data_config()
     c.train_split = "train"
     c.eval_split = "test"
-    c.batch_size = 32  # paper (PAPER.md 3)
+    c.batch_size = 32  # paper (docs/paper.md §3)
     c.eval_batch_size = 0  # 0 = batch_size
     c.num_train_steps = 150_000
     c.optimizer = ml_collections.ConfigDict(
@@ -82,7 +82,7 @@ def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
     c.init = init
     c.data.name = "retina_folder"
     c.data.retina_target = "binary"
-    c.data.retina_threshold = 2  # "moderate DR" on the 0-4 scale (PAPER.md 2.1)
+    c.data.retina_threshold = 2  # "moderate DR" on the 0-4 scale (docs/paper.md §2.1)
     c.train_split = "train"
     c.eval_split = "test"
     c.optimizer.name = "adam"
