@@ -173,6 +173,18 @@ def test_warmup_cosine_schedule():
     assert float(lr(60)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 50 / 100)))
 
 
+def test_the_returned_schedule_is_the_one_the_optimizer_follows():
+    """Plain SGD: each update is -lr(step) * g, with lr the schedule make_optimizer returns (and the trainer logs)."""
+    config = _config(momentum=0.0, schedule="cosine", warmup_steps=3, learning_rate=0.5)
+    params = {"head": {"kernel": jnp.ones(2)}}
+    tx, schedule = state_lib.make_optimizer(config, params)
+    opt_state, grads = tx.init(params), {"head": {"kernel": jnp.full(2, 2.0)}}
+    for step in range(config.num_train_steps):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        np.testing.assert_allclose(updates["head"]["kernel"], -2.0 * float(schedule(step)), rtol=1e-6)
+    assert len({round(float(schedule(s)), 6) for s in range(config.num_train_steps)}) > 5  # it does vary
+
+
 def test_eval_counts_every_example_once_on_odd_sizes():
     """13 examples, global batch 8 on 8 devices: 2 batches, the last padded; loss and AUC over exactly 13."""
     model = _model()
