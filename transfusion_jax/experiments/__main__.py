@@ -22,7 +22,8 @@ import argparse
 import sys
 
 from transfusion_jax.analysis.similarity import METHODS
-from transfusion_jax.experiments import report, sweep
+from transfusion_jax.experiments import figures, report, run_weights, sweep
+from transfusion_jax.surgery.gabor_filters import gabor_bank
 
 FIGURES = {
     "fig2": "CCA(Rand, ImNet) vs CCA(Rand, Rand) of the top layers (paper Fig. 2)",
@@ -110,8 +111,6 @@ def _report(args) -> int:
 
 def _figure(args) -> str:
     """Computes and saves one figure; returns what it wrote."""
-    from transfusion_jax.experiments import figures, run_weights  # jax and the models load only for figures
-
     if args.command == "fig2":
         loaded = run_weights.load_runs(args.rand + args.imnet)  # one architecture across both groups
         rand, imnet = loaded[: len(args.rand)], loaded[len(args.rand) :]
@@ -135,9 +134,6 @@ def _figure(args) -> str:
 
 
 def _gabor_png(args, parser) -> int:
-    from transfusion_jax.experiments import figures
-    from transfusion_jax.surgery.gabor_filters import gabor_bank
-
     if args.size < 1 or args.num < 1:
         parser.error(f"--size and --num must be >= 1 (got {args.size}, {args.num})")
     panels = 2 if args.num >= 16 and args.num % 2 == 0 else 1  # low and high frequencies, as the paper shows them

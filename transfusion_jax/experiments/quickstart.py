@@ -21,11 +21,14 @@ import os
 import sys
 import time
 
+import jax
 import ml_collections
 
+from transfusion_jax.data import generate
 from transfusion_jax.experiments import figures, quickstart_report, run_weights, runs
 from transfusion_jax.models import block_names
 from transfusion_jax.train import config_lib
+from transfusion_jax.train.writer import read_records
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
@@ -49,8 +52,6 @@ def run_dir(workdir: str, init: str, seed: int) -> str:
 
 def make_data(workdir: str, q) -> dict[str, str]:
     """Generated source and target sets in their real on-disk layouts (skipped if already complete)."""
-    from transfusion_jax.data import generate
-
     paths = {"source": os.path.join(workdir, "data", "source"), "target": os.path.join(workdir, "data", "retina")}
     ready = os.path.join(workdir, "data", "READY")
     if not os.path.exists(ready):
@@ -213,8 +214,6 @@ def run_quickstart(workdir: str, q, log=print) -> str:
 
 def eval_curve(workdir: str) -> dict[int, float]:
     """step -> eval AUC of one run, from its metrics.jsonl."""
-    from transfusion_jax.train.writer import read_records
-
     return {
         r["step"]: r["auc"]
         for r in read_records(os.path.join(workdir, "metrics.jsonl"))
@@ -225,8 +224,6 @@ def eval_curve(workdir: str) -> dict[int, float]:
 def enable_compile_cache(workdir: str) -> None:
     """Every fine-tuning run compiles the same programs; a persistent cache makes that once per quickstart.
     A JAX_COMPILATION_CACHE_DIR set in the environment wins (e.g. one cache shared by several workdirs)."""
-    import jax
-
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.abspath(workdir), "jax_cache")
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

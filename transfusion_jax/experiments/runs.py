@@ -80,7 +80,7 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
         with open(os.path.join(workdir, SUMMARY)) as f:
             return {**json.load(f), "skipped": True, "seconds": 0.0}
     if train_fn is None:
-        from transfusion_jax.train import train_and_evaluate as train_fn  # noqa: PLC0415 (jax import is slow)
+        from transfusion_jax.train import train_and_evaluate as train_fn
     start = time.perf_counter()
     try:
         summary = train_fn(config, workdir)

@@ -52,7 +52,7 @@ def sweep(
         )
         try:
             summary = runs.run(config, workdir, train_fn)
-        except Exception as e:  # noqa: BLE001  (one bad run must not stop a night-long sweep)
+        except Exception as e:  # one bad run must not stop a night-long sweep
             print(f"{prefix}: FAILED: {type(e).__name__}: {e}", flush=True)
             records.append({**spec.__dict__, "workdir": workdir, "status": "failed", "error": str(e)})
             if not keep_going:
