@@ -105,3 +105,26 @@ def test_summary_counts_per_block_and_origins():
     assert rows["total"].split()[1] == f"{sum(expected.values()):,}"
     assert "checkpoint (5)" in rows["layer1"] and "init (5)" in rows["layer3"] and "init (2)" in rows["head"]
     assert rows["layer1"].split()[2] == "2" and rows["head"].split()[2] == "0"  # batch_stats leaves
+
+
+def test_mask_keeps_the_structure_and_selects_by_name():
+    params = {"layer1": {"conv": {"kernel": np.ones(2)}, "bn": {"scale": np.ones(2)}}, "empty": {}, "head": {"bias": 0}}
+    mask = tree.mask(params, tree.matcher(blocks=["head"], regex=r".*/kernel"))
+    assert mask == {"layer1": {"conv": {"kernel": True}, "bn": {"scale": False}}, "empty": {}, "head": {"bias": True}}
+
+
+def test_patterns_are_block_names_or_full_regexes_and_must_match():
+    names = list(tree.flatten(tiny_init()["params"]))
+    select = tree.from_patterns(["layer1", r"layer2/bn/.*"], names)
+    assert {n for n in names if select(n)} == {
+        "layer1/conv/kernel",
+        "layer1/bn/scale",
+        "layer1/bn/bias",
+        "layer2/bn/scale",
+        "layer2/bn/bias",
+    }
+    assert not tree.from_patterns([r"layer2/bn"], ["layer2/bn/scale", "layer2/bn"])("layer2/bn/scale")  # full match
+    with pytest.raises(ValueError, match="'layer2/conv' matches no leaf. Blocks: .*layer1"):
+        tree.from_patterns(["layer2/conv"], names)
+    with pytest.raises(ValueError, match="neither a block name nor a valid regex"):
+        tree.from_patterns(["layer[2"], names)
