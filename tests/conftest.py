@@ -1,7 +1,7 @@
 """Test-session setup: 8 fake CPU devices, configured before jax is imported.
 
-On jax 0.10.2 with 2 cores, collectives over >= 5 fake devices deadlock unless PJRT_NPROC exceeds the device
-count (see ../shared/ENGINEERING.md), hence PJRT_NPROC=16.
+On jax 0.10.2 with 2 cores, collectives over >= 5 fake devices deadlock ("Termination timeout for 'all reduce'")
+unless PJRT_NPROC exceeds the device count, hence PJRT_NPROC=16 (jax 0.12 does not need it).
 """
 
 import os

@@ -66,23 +66,27 @@ def _gram(a):
 def cka_gram(x, y):
     n = len(x)
     h = np.eye(n) - 1.0 / n
-    k, l = h @ _gram(x) @ h, h @ _gram(y) @ h
-    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+    kx, ky = h @ _gram(x) @ h, h @ _gram(y) @ h
+    return np.sum(kx * ky) / np.sqrt(np.sum(kx * kx) * np.sum(ky * ky))
 
 
-def hsic_unbiased(k, l):
-    n = len(k)
-    k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+def hsic_unbiased(kx, ky):
+    n = len(kx)
+    kx, ky = kx - np.diag(np.diag(kx)), ky - np.diag(np.diag(ky))
     one = np.ones(n)
-    total = np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+    total = (
+        np.trace(kx @ ky)
+        + (one @ kx @ one) * (one @ ky @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ kx @ ky @ one
+    )
     return total / (n * (n - 3))
 
 
 @single_threaded
 def cka_debiased_gram(x, y):
     """Gram matrices of the raw (uncentred) rows: the unbiased estimator does not need centring."""
-    k, l = _gram(x), _gram(y)
-    return hsic_unbiased(k, l) / np.sqrt(hsic_unbiased(k, k) * hsic_unbiased(l, l))
+    kx, ky = _gram(x), _gram(y)
+    return hsic_unbiased(kx, ky) / np.sqrt(hsic_unbiased(kx, kx) * hsic_unbiased(ky, ky))
 
 
 @single_threaded

@@ -1,7 +1,6 @@
 """Init schemes: which leaves come from the checkpoint, Mean-Var statistics, Gabor placement, parsing, entry point."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
@@ -300,9 +299,9 @@ def test_parse_accepts_every_scheme():
         assert schemes.parse_init(name, blocks) == schemes.InitSpec(name)
 
 
-def make_config(**fields):
-    defaults = dict(model="cbr_small", init="random", pretrained="", mean_var_bn="", model_overrides=dict(TINY))
-    return ml_collections.ConfigDict({**defaults, **fields})
+def initialize(spec, init, rng=None, **kwargs):
+    """`schemes.initialize` on the tiny CBR."""
+    return schemes.initialize(spec, "cbr_small", init, rng=rng, model_overrides=TINY, **kwargs)
 
 
 class FakeLoader:
@@ -321,52 +320,46 @@ class FakeLoader:
         }
 
 
-def test_config_entry_point_dispatches_and_loads_lazily():
+def test_entry_point_dispatches_and_reads_the_checkpoint_only_when_needed():
     init, source = tiny_pair()
     loader = FakeLoader(source)
-    out, _ = schemes.initialize_from_config(
-        make_config(init="transfusion:layer2", pretrained="/ckpt"), init, loader=loader
-    )
+    out, _ = initialize("transfusion:layer2", init, pretrained="/ckpt", loader=loader)
     assert loader.paths == ["/ckpt"]
     assert_origins(out, init, source, lambda k: k.split("/")[1] in ("layer1", "layer2"))
-    out, provenance = schemes.initialize_from_config(
-        make_config(init="random", pretrained="/ckpt"), init, loader=loader
-    )
+    out, provenance = initialize("random", init, pretrained="/ckpt", loader=loader)
     assert loader.paths == ["/ckpt"] and set(provenance.values()) == {"init"}  # random never reads the file
-    out, provenance = schemes.initialize_from_config(
-        make_config(init="mean_var", pretrained="/ckpt", mean_var_bn="copy"), init, jax.random.key(0), loader=loader
+    out, provenance = initialize(
+        "mean_var", init, jax.random.key(0), pretrained="/ckpt", mean_var_bn="copy", loader=loader
     )
     assert provenance["batch_stats/layer1/bn/mean"] == "checkpoint"
 
 
-def test_config_entry_point_errors():
+def test_entry_point_errors():
     init, source = tiny_pair()
     with pytest.raises(ValueError, match="config.pretrained"):
-        schemes.initialize_from_config(make_config(init="transfer"), init, loader=FakeLoader(source))
+        initialize("transfer", init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="holds a 'resnet50' model but model 'cbr_small' needs"):
-        schemes.initialize_from_config(
-            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(source, architecture="resnet50")
-        )
+        initialize("transfer", init, pretrained="/p", loader=FakeLoader(source, architecture="resnet50"))
     with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
-        schemes.initialize_from_config(make_config(init="slim", pretrained="/p"), init, loader=FakeLoader(source))
+        initialize("slim", init, pretrained="/p", loader=FakeLoader(source))
     with pytest.raises(ValueError, match="layer9"):
-        schemes.initialize_from_config(make_config(init="transfusion:layer9"), init)
+        initialize("transfusion:layer9", init)
     with pytest.raises(ValueError, match="Unknown mean_var_bn 'copies'"):
-        schemes.initialize_from_config(make_config(init="random", mean_var_bn="copies"), init)
+        initialize("random", init, mean_var_bn="copies")
     for spec in ("mean_var", "transfusion:layer2+mean_var"):
         with pytest.raises(ValueError, match="pass rng"):
-            schemes.initialize_from_config(make_config(init=spec, pretrained="/p"), init, loader=FakeLoader(source))
+            initialize(spec, init, pretrained="/p", loader=FakeLoader(source))
     with pytest.raises(ValueError, match="needs a checkpoint"):
-        schemes.initialize_from_config(make_config(init="transfusion:layer2+mean_var"), init, jax.random.key(0))
+        initialize("transfusion:layer2+mean_var", init, jax.random.key(0))
+    with pytest.raises(TypeError, match="needs loader="):  # surgery reads no file itself
+        initialize("transfer", init, pretrained="/p")
     # A shape mismatch names the checkpoint and the model next to the diff.
     with pytest.raises(
         tree.TreeMismatchError,
         match=r"(?s)shape mismatch.*Checkpoint /p: architecture 'cbr_small'.*"
         r"model 'cbr_small' with overrides",
     ):
-        schemes.initialize_from_config(
-            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8)))
-        )
+        initialize("transfer", init, pretrained="/p", loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8))))
 
 
 def test_slim_entry_point_takes_a_resnet50_checkpoint():
@@ -379,13 +372,13 @@ def test_slim_entry_point_takes_a_resnet50_checkpoint():
         assert provenance["params/block3/unit1/conv1/conv/kernel"] == "init"
 
 
-def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):
+def test_entry_point_with_a_real_checkpoint_file(tmp_path):
     from transfusion_jax import pretrained
 
     init, source = tiny_pair()
     path = str(tmp_path / "tiny.npz")
     pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2, "preprocessing": {}})
-    out, provenance = schemes.initialize_from_config(make_config(init="transfer", pretrained=path), init)
+    out, provenance = initialize("transfer", init, pretrained=path, loader=pretrained.load)
     assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
     assert provenance["params/layer4/conv/kernel"] == "checkpoint"
 

@@ -17,8 +17,6 @@ Choices the papers leave open, made here:
     averages only the top coefficients holding 98% of their sum).
 """
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Any
 

@@ -11,6 +11,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
                    (`python -m transfusion_jax.data prepare ...`); splits train / validation / test.
   chexpert_folder  the official CheXpert-v1.0-small/ download under root; splits 'train', 'valid'.
   chexpert_tfds    TFDS chexpert prepared under data_dir; splits train / validation.
+  local_chexpert   a miniature generated CheXpert-v1.0-small folder, made on first use and cached (local.py);
+                   what `,local` CheXpert configs read. Splits 'train', 'valid'.
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
@@ -32,7 +34,7 @@ Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Pleural Effusion. Blank labels count as negative. Uncertain (-1) labels follow `uncertainty_policy`:
   u_ones, u_zeros, u_ignore (mask 0: the loss and the AUC must skip them) or u_mixed (default: U-Ones for
   Atelectasis and Edema, U-Zeros for the rest). u_mixed is the default because it is the only recipe published
-  by overlapping authors (PAPER.md 2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
+  by overlapping authors (docs/paper.md §2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
   Transfusion's own choice is unknown.
   TFDS classification (imagenet_tfds): loss 'softmax' over the ClassLabel's classes; labels outside them (the
   unlabelled imagenet2012 'test' split, -1) are an error.

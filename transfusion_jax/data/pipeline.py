@@ -15,13 +15,14 @@ from absl import flags
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from transfusion_jax.data import preprocess, readers, resized, subsets, tasks
+from transfusion_jax.data import local, preprocess, readers, resized, subsets, tasks
 
 DATASET_NAMES = (
     "retina_folder",
     "retina_tfds",
     "chexpert_folder",
     "chexpert_tfds",
+    "local_chexpert",
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
@@ -29,7 +30,7 @@ DATASET_NAMES = (
     "imagenet_tfds",
     "resized",
 )
-# The paper's resolutions (PAPER.md 1.1 / 2): Retina 587 (Inception may use 299), CheXpert 224.
+# The paper's resolutions (docs/paper.md §1.1, §2): Retina 587 (Inception may use 299), CheXpert 224.
 _PAPER_SIZE = {
     "retina": 587,
     "chexpert": 224,
@@ -410,6 +411,8 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertFolderSource(c.root, split, c.uncertainty_policy, c.frontal_only)
     if name == "chexpert_tfds":
         return readers.ChexpertTfdsSource(split, c.data_dir, c.uncertainty_policy, c.frontal_only)
+    if name == "local_chexpert":  # generated on first use (local.py): what ',local' CheXpert configs read
+        return readers.ChexpertFolderSource(local.chexpert_root(), split, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
     if name == "tfds_classification":

@@ -41,7 +41,16 @@ import numpy as np
 
 from transfusion_jax.models import HEAD_NAMES, block_names
 from transfusion_jax.surgery import gabor_filters
-from transfusion_jax.surgery.tree import TreeMismatchError, block_of, check_match, flatten, merge, path_of, unflatten
+from transfusion_jax.surgery.tree import (
+    TreeMismatchError,
+    block_of,
+    check_match,
+    flatten,
+    merge,
+    module_of,
+    name_of,
+    unflatten,
+)
 
 SCHEMES = ("random", "transfer", "transfusion", "mean_var", "gabor", "slim")
 NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
@@ -101,9 +110,9 @@ def _all_init(variables: Mapping) -> tuple[Variables, Provenance]:
     return dict(variables), {k: "init" for k in flatten(variables)}
 
 
-def is_body(key: str) -> bool:
+def is_body(name: str) -> bool:
     """Everything but the task heads: what 'transfer' loads."""
-    return block_of(key) not in HEAD_NAMES
+    return block_of(name) not in HEAD_NAMES
 
 
 def transfer(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
@@ -135,8 +144,8 @@ def transfusion_mean_var(
 
 def batchnorm_param_keys(flat: Mapping) -> set:
     """Params keys of modules that also hold batch_stats, i.e. BatchNorm's scale and bias."""
-    bn_modules = {path_of(k).rsplit("/", 1)[0] for k in flat if k.startswith("batch_stats/")}
-    return {k for k in flat if k.startswith("params/") and path_of(k).rsplit("/", 1)[0] in bn_modules}
+    bn_modules = {module_of(name_of(k)) for k in flat if k.startswith("batch_stats/")}
+    return {k for k in flat if k.startswith("params/") and module_of(name_of(k)) in bn_modules}
 
 
 def _mean_var_draw(rng, tensor, dtype) -> jnp.ndarray:
@@ -159,7 +168,7 @@ def mean_var(
     for i, (key, value) in enumerate(tgt.items()):
         is_stat = key.startswith("batch_stats/")
         is_bn, dtype = is_stat or key in bn_params, jnp.asarray(value).dtype
-        if not is_body(key) or (is_bn and bn == "default") or (is_stat and bn == "mean_var"):
+        if not is_body(name_of(key)) or (is_bn and bn == "default") or (is_stat and bn == "mean_var"):
             out[key], provenance[key] = value, "init"
         elif is_bn and bn == "copy":
             out[key], provenance[key] = jnp.asarray(src[key], dtype=dtype), "checkpoint"
@@ -226,9 +235,10 @@ def initialize(
 ) -> tuple[Variables, Provenance]:
     """Applies init scheme `spec` to the freshly initialised `variables` of model `model_name`.
 
-    `pretrained` is a checkpoint path read by `loader` (default `transfusion_jax.pretrained.load`, returning
-    (variables, metadata)); 'random' ignores it, 'gabor' uses it only for the filters' scale. `rng` is needed by
-    'mean_var' only.
+    `pretrained` is a checkpoint path read by `loader` (e.g. `transfusion_jax.pretrained.load`, returning
+    (variables, metadata)) only when the scheme uses it: 'random' ignores it, 'gabor' uses it only for the filters'
+    scale. Reading files is the caller's business (transfusion_jax.train.state), so these schemes stay pure.
+    `rng` is needed by 'mean_var' only.
     """
     blocks = block_names(model_name, **dict(model_overrides or {}))
     parsed = parse_init(spec, blocks)
@@ -269,7 +279,7 @@ def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tup
 def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tuple[Variables, dict]:
     """(variables, metadata) of a checkpoint for `model_name`; a resnet50_slim also takes a resnet50's."""
     if loader is None:
-        from transfusion_jax.pretrained import load as loader  # lazy: only runs that use a checkpoint need it
+        raise TypeError(f"Reading checkpoint {path!r} needs loader= (e.g. transfusion_jax.pretrained.load).")
     variables, metadata = loader(path)
     metadata = dict(metadata or {})
     accepted = (model_name, SLIM_SOURCE) if model_name == SLIM_MODEL else (model_name,)
@@ -279,18 +289,3 @@ def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tup
             f"Checkpoint {path!r} holds a {architecture!r} model but model {model_name!r} needs one of {accepted}."
         )
     return variables, metadata
-
-
-def initialize_from_config(config, variables: Mapping, rng: jax.Array | None = None, *, loader=None):
-    """`initialize` driven by a config with fields model, init, and optionally pretrained, mean_var_bn,
-    model_overrides (ml_collections.ConfigDict or anything with attribute access and .get)."""
-    return initialize(
-        config.init,
-        config.model,
-        variables,
-        rng=rng,
-        pretrained=config.get("pretrained") or None,
-        mean_var_bn=config.get("mean_var_bn") or DEFAULT_MEAN_VAR_BN,
-        model_overrides=config.get("model_overrides") or None,
-        loader=loader,
-    )

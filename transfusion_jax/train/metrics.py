@@ -111,7 +111,7 @@ def ece_metrics(diagram: dict[str, dict]) -> dict[str, float]:
 
 
 def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> int | None:
-    """The paper's convergence measure (PAPER.md 7): first eval step whose `key` >= threshold, or None."""
+    """The paper's convergence measure (docs/paper.md §7): first eval step whose `key` >= threshold, or None."""
     for record in sorted(records, key=lambda r: r["step"]):
         value = record.get(key)
         if isinstance(value, float) and np.isfinite(value) and value >= threshold:

@@ -10,7 +10,7 @@ from transfusion_jax.train import losses, partition, protocols
 from transfusion_jax.train.state import TrainState
 
 
-def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
+def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
     def loss_fn(params):
         with protocols.eval_mode(eval_blocks):  # blocks a fine-tuning protocol freezes run as fixed functions
             (logits, _), new_vars = model.apply(
@@ -27,8 +27,11 @@ def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, eval_blocks, stat
         return loss, new_vars["batch_stats"]
 
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    # Frozen blocks keep their running statistics too: a frozen block is a fixed function.
-    new_stats = {k: state.batch_stats[k] if k in frozen else v for k, v in new_stats.items()}
+    # Frozen BatchNorms keep their running statistics too: a frozen block is a fixed function.
+    if frozen_stats is not None:
+        new_stats = jax.tree.map(
+            lambda fixed, old, new: old if fixed else new, frozen_stats, state.batch_stats, new_stats
+        )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree_util.tree_map(jnp.add, state.params, updates)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
@@ -36,12 +39,15 @@ def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, eval_blocks, stat
     return new_state, {"loss": loss, "grad_norm": grad_norm}
 
 
-def make_train_step(model, tx, loss_kind: str, mesh, *, frozen=(), aux_loss_weight: float = 0.0, eval_blocks=()):
+def make_train_step(
+    model, tx, loss_kind: str, mesh, *, frozen_stats=None, aux_loss_weight: float = 0.0, eval_blocks=()
+):
     """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'.
 
-    frozen: blocks whose BN running statistics stay fixed (config.freeze); eval_blocks: blocks that run in eval mode
-    (`protocols.eval_mode`), as the fine-tuning protocols freeze them."""
-    step = functools.partial(_train_step, model, tx, loss_kind, frozenset(frozen), aux_loss_weight, tuple(eval_blocks))
+    frozen_stats: None, or a batch_stats-shaped tree of bools (`state.frozen_statistics`) marking the BatchNorm
+    statistics that stay fixed (config.freeze); eval_blocks: blocks that run in eval mode (`protocols.eval_mode`),
+    as the fine-tuning protocols freeze them."""
+    step = functools.partial(_train_step, model, tx, loss_kind, frozen_stats, aux_loss_weight, tuple(eval_blocks))
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
 

@@ -98,6 +98,18 @@ def _finite_auc(record: dict) -> float | None:
     return value if isinstance(value, float) and math.isfinite(value) else None
 
 
+def _export_variables(config, task, state, path: epath.Path, source: str) -> None:
+    export.export_pretrained(
+        str(path),
+        {"params": state.params, "batch_stats": state.batch_stats},
+        architecture=config.model.name,
+        model_overrides=dict(config.model.overrides),
+        num_classes=task.num_outputs,
+        normalization=config.data.normalization,
+        source=source,
+    )
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint if any); returns the run summary."""
     workdir = epath.Path(workdir)
@@ -120,7 +132,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     first = next(batches)
     sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
     batches = itertools.chain([first], batches)
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
+    state, tx, schedule = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
+    if lead and not start:  # what step 1 starts from, as the analyses' "init" (one file, whatever the scheme)
+        _export_variables(config, task, state, workdir / export.INIT_FILE, f"init:{workdir}")
     state = jax.device_put(state, partition.replicated(mesh))
 
     writer = MetricWriter(workdir, enabled=lead)
@@ -143,12 +157,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             tx,
             task.loss,
             mesh,
-            frozen=state_lib.frozen_blocks(config, state.params),
+            frozen_stats=state_lib.frozen_statistics(config, state.params, state.batch_stats),
             aux_loss_weight=config.aux_loss_weight,
         ),
     )
     eval_step = steps.make_eval_step(model, task.loss, mesh)
-    lr_fn = state_lib.learning_rate_fn(config)
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
@@ -165,7 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if done % config.log_every_steps == 0 or is_eval or is_ckpt:
                 logged = _check_finite(pending)
                 now = time.perf_counter()
-                logged.update(learning_rate=float(lr_fn(step)), steps_per_second=(done - tick_step) / (now - tick))
+                logged.update(learning_rate=float(schedule(step)), steps_per_second=(done - tick_step) / (now - tick))
                 tick, tick_step, pending = now, done, []
                 writer.write(done, "train", logged)
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
@@ -188,15 +201,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt.close()
         writer.close()
     if config.export_pretrained and lead:
-        export.export_pretrained(
-            str(workdir / "pretrained.npz"),
-            {"params": state.params, "batch_stats": state.batch_stats},
-            architecture=config.model.name,
-            model_overrides=dict(config.model.overrides),
-            num_classes=task.num_outputs,
-            normalization=config.data.normalization,
-            source=f"trained:{workdir}",
-        )
+        _export_variables(config, task, state, workdir / export.FINAL_FILE, f"trained:{workdir}")
     if reliability is None:  # resumed after the last evaluation: the same diagram, from the same final state
         reliability = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh, config.calibration_bins)["reliability"]
     summary = {**_summary(records, config.auc_threshold), "reliability": reliability}
