@@ -104,7 +104,7 @@ def train_step(name, args, mesh):
 
     config = bench_config(name, args.dtype, 1000)
     model = state_lib.build_model(config, 2)
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
     state = jax.device_put(state, partition.replicated(mesh))
     rng = np.random.default_rng(0)
     batch = {

@@ -30,16 +30,17 @@ def test_barrier_height_of_hand_worked_curves():
 
 
 def double_well(variables):
-    """loss(w) = (w^2 - 1)^2 with minima at w = -1 and w = 1; 'auc' = 1 - loss / 2."""
-    w = float(variables["params"]["w"])
+    """One block, `well`, holding one weight w (trees name leaves block/.../leaf): loss(w) = (w^2 - 1)^2, minima at
+    w = -1 and w = 1; 'auc' = 1 - loss / 2."""
+    w = float(variables["params"]["well"]["w"])
     loss = (w * w - 1.0) ** 2
     return {"loss": loss, "auc": 1.0 - loss / 2}
 
 
 def test_double_well_barrier_is_its_closed_form():
     """w(alpha) = -1 + 2 alpha: loss(alpha) = ((2 alpha - 1)^2 - 1)^2, endpoints 0, so the barrier is loss(1/2) = 1."""
-    a = {"params": {"w": jnp.float32(-1.0)}, "batch_stats": {}}
-    b = {"params": {"w": jnp.float32(1.0)}, "batch_stats": {}}
+    a = {"params": {"well": {"w": jnp.float32(-1.0)}}, "batch_stats": {}}
+    b = {"params": {"well": {"w": jnp.float32(1.0)}}, "batch_stats": {}}
     alphas = np.linspace(0, 1, 9)
     out = interpolation.interpolate(a, b, double_well, alphas=alphas)
     expected = ((2 * alphas - 1) ** 2 - 1) ** 2
@@ -53,12 +54,12 @@ def test_double_well_barrier_is_its_closed_form():
 
 
 def test_bad_alphas_and_mismatched_solutions_are_named():
-    a = {"params": {"w": jnp.float32(-1.0)}, "batch_stats": {}}
+    a = {"params": {"well": {"w": jnp.float32(-1.0)}}, "batch_stats": {}}
     for alphas in ([0.0, 1.0], [0.1, 0.5, 1.0], [0.0, 0.6, 0.4, 1.0]):
         with pytest.raises(ValueError, match="alphas"):
             interpolation.interpolate(a, a, double_well, alphas=alphas)
     with pytest.raises(tree.TreeMismatchError, match="not the same architecture"):
-        interpolation.interpolate(a, {"params": {"w": jnp.zeros(2)}, "batch_stats": {}}, double_well)
+        interpolation.interpolate(a, {"params": {"well": {"w": jnp.zeros(2)}}, "batch_stats": {}}, double_well)
 
 
 # ----- BatchNorm statistics ---------------------------------------------------------------------------------------

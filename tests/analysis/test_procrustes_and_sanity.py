@@ -130,16 +130,16 @@ def test_sanity_table_is_json_ready_and_checks_its_inputs():
         sanity.sanity_table(x, x, ks=(0,))
 
 
-ACTIVATIONS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "activations"
+ACTIVATIONS = Path(__file__).resolve().parent / "data" / "activations.npz"  # provenance: data/README.md
 
 
-@pytest.mark.skipif(not ACTIVATIONS.is_dir(), reason=f"real activations not found at {ACTIVATIONS}")
 def test_sanity_table_on_two_trained_seeds():
     """SVHN fc layer (1000 x 200) of two independently trained networks: for every measure the seed pair is
     closer than its shuffled null; CKA detects the removal of the top principal component and Procrustes that of
     the top 8 (not of the top 1: Procrustes' seed-to-seed distance, 0.43, exceeds that change, 0.11); the CCA family
     detects neither (a subspace of a layer is, to CCA, the same layer)."""
-    x, y = (np.load(ACTIVATIONS / f"svhn_model{i}_fc.npy") for i in (0, 1))
+    with np.load(ACTIVATIONS) as archive:
+        x, y = (archive[f"svhn_model{i}_fc"] for i in (0, 1))
     table = sanity.sanity_table(x, y, ks=(1, 8))
     rows = {r["measure"]: r for r in table["rows"]}
     for row in table["rows"]:

@@ -128,7 +128,7 @@ def test_bad_settings_raise_before_training(finetune, match):
 
 def _state_with_stale_statistics(config, model):
     """Init variables whose BN running statistics are far from any batch's, so eval and train mode differ."""
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     stats = jax.tree_util.tree_map(lambda s: s + 0.7, state.batch_stats)
     return state.replace(batch_stats=stats), tx
 
@@ -207,7 +207,7 @@ def test_lp_ft_run_freezes_then_trains_the_backbone_and_resumes_exactly_across_t
     unbroken = str(tmp_path / "unbroken")
     trainer.train_and_evaluate(config, unbroken)
     model = models.get_model("cbr_small", 2, widths=(4, 8))
-    initial, _ = state_lib.create_train_state(config, model, jax.random.key(config.seed), jnp.zeros((1, 8, 8, 3)))
+    initial, _, _ = state_lib.create_train_state(config, model, jax.random.key(config.seed), jnp.zeros((1, 8, 8, 3)))
     at4, at8, final = (_checkpoint(unbroken, s) for s in (4, 8, 12))
     for name in ("layer1", "layer2"):  # a fixed function during the probe: weights and statistics
         for a, b in zip(block(at4["params"], name), block(initial.params, name)):

@@ -23,7 +23,7 @@ from transfusion_jax.surgery import tree
 
 def reset_block(variables: Mapping, reference: Mapping, block: str) -> dict:
     """`variables` with every leaf of `block` (params and batch_stats) taken from `reference`, strictly."""
-    present = {tree.block_of(k) for k in tree.flatten(variables)}
+    present = {tree.block_of(tree.name_of(k)) for k in tree.flatten(variables)}
     if block not in present:
         raise ValueError(f"Unknown block {block!r}; the variables hold blocks {sorted(present)}.")
     out, _ = tree.merge(reference, variables, [block], origin="reference")

@@ -54,6 +54,7 @@ __all__ = [
     "slim",
     "transfer",
     "transfusion",
+    "transfusion_mean_var",
     "TreeMismatchError",
     "block_of",
     "flatten",
