@@ -7,9 +7,12 @@ Crash safety, in layers:
 - After that rename, process 0 hashes every file of the step into `<step>/checksums.json` (in a background
   thread, so training goes on). A step without it never finished saving; one whose files differ from it (a
   truncated or missing file, a flipped byte, a deleted folder) was damaged afterwards.
-- On start, process 0 verifies the newest steps first; damaged or incomplete ones are moved to
+- On start, process 0 verifies the newest steps first; unfinished and damaged ones are moved to
   `checkpoints/damaged/` (kept for inspection, not deleted) with a warning naming what is wrong, and the run
-  resumes from the newest intact step. If none is intact, the run stops with `CheckpointError`, changing nothing.
+  resumes from the newest intact step. An unfinished step counts as no checkpoint (as an orbax temporary folder
+  does): with nothing older the run starts from the beginning, which reproduces the same result. If steps
+  finished saving but none is intact, the run stops with `CheckpointError`, changing nothing: something damaged
+  them, and a person should look before hours of training are redone.
 - The step to resume from is broadcast from process 0, so every process restores the same one.
 
 Hashes are SHA-256 from hashlib: orbax/tensorstore keep no content checksum that survives a flipped byte.
@@ -84,7 +87,7 @@ def verify(step_dir) -> str | None:
     if not step_dir.is_dir():
         return "the step folder is missing"
     if not manifest_path.exists():
-        return f"it has no {CHECKSUM_FILE}, so its save never completed"
+        return f"it has no {CHECKSUM_FILE} (its save never finished)"
     try:
         expected = json.loads(manifest_path.read_text())["files"]
     except (ValueError, KeyError, TypeError) as e:
@@ -131,25 +134,37 @@ def _quarantine(step_dir: epath.Path, damaged_root: epath.Path) -> epath.Path:
 
 def _recover(root: epath.Path) -> int:
     """Process 0's pass over the checkpoints before the managers open them; returns the step to resume from (0:
-    none). Moves damaged steps aside, drops best steps newer than that step (the resumed run recomputes them,
-    exactly), raises CheckpointError if there are steps but none is intact."""
+    the beginning). Moves unfinished and damaged steps aside, drops best steps newer than the resume step (the
+    resumed run recomputes them, exactly), raises CheckpointError if steps finished saving but none is intact."""
     latest_dir, best_dir, damaged_dir = root / "latest", root / "best", root / "damaged"
-    step, problems = None, []
+    step, unfinished, damaged = None, [], []
     for candidate in _steps(latest_dir):
-        problem = verify(latest_dir / str(candidate))
-        if problem is None:
+        if not (latest_dir / str(candidate) / CHECKSUM_FILE).exists():
+            unfinished.append(candidate)  # killed between orbax's rename and the checksum: never a checkpoint
+        elif (problem := verify(latest_dir / str(candidate))) is not None:
+            damaged.append((candidate, problem))
+        else:
             step = candidate
             break
-        problems.append((candidate, problem))
-    if problems and step is None:
-        listed = "; ".join(f"step {s}: {p}" for s, p in problems)
+    if damaged and step is None:
+        listed = "; ".join(f"step {s}: {p}" for s, p in damaged)
         raise CheckpointError(
             f"No intact checkpoint in {latest_dir} ({listed}). To start fresh, move {root} away or use a new --workdir."
         )
-    for bad_step, problem in problems:
+    resume = f"step {step}" if step is not None else "the beginning"
+    for bad_step in unfinished:
         moved = _quarantine(latest_dir / str(bad_step), damaged_dir)
         logging.warning(
-            "Checkpoint step %d is damaged: %s. Moved it to %s; resuming from step %d.", bad_step, problem, moved, step
+            "Checkpoint step %d never finished saving (no %s). Moved it to %s; resuming from %s.",
+            bad_step,
+            CHECKSUM_FILE,
+            moved,
+            resume,
+        )
+    for bad_step, problem in damaged:
+        moved = _quarantine(latest_dir / str(bad_step), damaged_dir)
+        logging.warning(
+            "Checkpoint step %d is damaged: %s. Moved it to %s; resuming from %s.", bad_step, problem, moved, resume
         )
     step = step or 0
     for best_step in _steps(best_dir):
@@ -158,7 +173,7 @@ def _recover(root: epath.Path) -> int:
         elif (problem := verify(best_dir / str(best_step))) is not None:
             moved = _quarantine(best_dir / str(best_step), damaged_dir)
             logging.warning(
-                "Best checkpoint step %d is damaged: %s. Moved it to %s; best/ stays empty until an evaluation "
+                "Best checkpoint step %d is unusable: %s. Moved it to %s; best/ stays empty until an evaluation "
                 "beats the best AUC recorded so far.",
                 best_step,
                 problem,
