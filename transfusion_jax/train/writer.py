@@ -12,7 +12,6 @@ import math
 import re
 
 from etils import epath
-from tensorboardX import SummaryWriter
 
 TENSORBOARD_DIR = "tensorboard"
 _EVENT_FILE_PREFIX = "events.out.tfevents."
@@ -51,6 +50,9 @@ class MetricWriter:
         self._tb = None
         if not enabled:
             return
+        # Imported by the writing process only: tensorboardX imports torch whenever torch is installed (seconds).
+        from tensorboardX import SummaryWriter
+
         kept = [r for r in read_records(self.path) if r["step"] <= start_step]
         staging = self.path.with_name(self.path.name + ".tmp")
         staging.write_text("".join(json.dumps(r) + "\n" for r in kept))
