@@ -240,8 +240,8 @@ class Checkpointer:
 
     def _start_save(self, manager, step: int, state, **kwargs) -> None:
         self._join_checksum(manager)
-        manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
-        if self._lead:
+        saved = manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
+        if saved and self._lead:
             thread = threading.Thread(target=self._checksum_when_finished, args=(manager, step), daemon=True)
             self._checksum_threads[str(manager.directory)] = thread
             thread.start()

@@ -81,6 +81,8 @@ def distributed_settings(
         return None
     if mode == "auto" and not explicit and launcher is None:
         return None
+    if launcher is not None:
+        logging.info("Multi-process launcher detected: %s.", launcher)
     if explicit and launcher is None:
         missing = [k for k, v in given.items() if v is None]
         if missing:

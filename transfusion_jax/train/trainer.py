@@ -128,7 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         logging.info("Resuming from the checkpoint at step %d in %s", start, workdir)
         state, loop = ckpt.restore(start, like=state)
     records = writer.records()
-    best_auc = -math.inf if loop["best_auc"] is None else loop["best_auc"]
+    best_auc = -math.inf if loop.get("best_auc") is None else loop["best_auc"]
 
     train_step = steps.make_train_step(
         model,
