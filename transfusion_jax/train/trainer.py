@@ -23,7 +23,7 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.train import export, partition, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
-from transfusion_jax.train.checkpoint import Checkpointer
+from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
 from transfusion_jax.train.writer import MetricWriter
 
 
@@ -65,14 +65,17 @@ def evaluate(
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
-    """Mean of the pending train metrics; raises at the first step whose loss is not finite."""
+    """Mean of the pending train metrics; raises at the first step whose loss is not finite (process 0's finding,
+    so that every process stops at the same step rather than leave the others waiting in a collective)."""
     host = jax.device_get([m for _, m in pending])
-    for (step, _), m in zip(pending, host):
-        if not np.isfinite(m["loss"]):
-            raise NonFiniteLossError(
-                f"Training loss is {float(m['loss'])} at step {step}; stopping. Lower the learning rate, try "
-                f"--config.optimizer.grad_clip_norm, or check the data for bad values."
-            )
+    bad = [i for i, m in enumerate(host) if not np.isfinite(m["loss"])]
+    first_bad = int(same_on_all_processes(bad[0] if bad else -1))
+    if first_bad >= 0:
+        step, loss = pending[first_bad][0], float(host[first_bad]["loss"])
+        raise NonFiniteLossError(
+            f"Training loss is {loss} at step {step}; stopping. Lower the learning rate, try "
+            f"--config.optimizer.grad_clip_norm, or check the data for bad values."
+        )
     return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
@@ -127,7 +130,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     task = train_ds.task
     model = state_lib.build_model(config, task.num_outputs)
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_best=1)
-    start = ckpt.latest_step() or 0
+    start = ckpt.start_step
     batches = train_ds.batches(config.batch_size, mesh=mesh, seed=config.seed, start_step=start)
     first = next(batches)
     sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
@@ -137,16 +140,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _export_variables(config, task, state, workdir / export.INIT_FILE, f"init:{workdir}")
     state = jax.device_put(state, partition.replicated(mesh))
 
-    writer = MetricWriter(workdir, enabled=lead)
+    writer = MetricWriter(workdir, start_step=start, enabled=lead)
+    # The loop's own state, saved with each checkpoint: every process resumes with the same best-so-far (the
+    # metrics file is process 0's and may hold records the checkpoint does not).
+    loop = {"best_auc": None}
     if start:
         logging.info("Resuming from the checkpoint at step %d in %s", start, workdir)
-        state = ckpt.restore(start, like=state)
-        writer.truncate_after(start)
-        ckpt.forget_best_after(start)
+        state, loop = ckpt.restore(start, like=state)
     records = writer.records()
-    best_auc = max(
-        [_finite_auc(r) for r in records if r["split"] == "eval" and _finite_auc(r) is not None], default=-math.inf
-    )
+    best_auc = -math.inf if loop.get("best_auc") is None else loop["best_auc"]
 
     train_step_at = protocols.StepsByPhase(  # the step for each phase of config.finetune (LP-FT has two)
         config,
@@ -191,11 +193,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if reached == done:
                     logging.info("Eval AUC reached %s at step %d.", config.auc_threshold, done)
                 logging.info("step %d eval %s", done, {k: round(v, 4) for k, v in eval_metrics.items()})
-                if np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc:
+                # Process 0's decision, so that all processes call the collective save together.
+                if same_on_all_processes(np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc):
                     best_auc = eval_metrics["auc"]
                     ckpt.save_best(done, state, best_auc)
             if is_ckpt:
-                ckpt.save(done, state)
+                ckpt.save(done, state, {"best_auc": best_auc if math.isfinite(best_auc) else None})
     finally:  # an error (e.g. a NaN loss) still finalises the checkpoints already started
         bar.close()
         ckpt.close()
