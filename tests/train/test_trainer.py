@@ -16,7 +16,7 @@ from fake_data import route_build_dataset, tiny_config
 from tb_events import scalars
 
 from transfusion_jax import pretrained
-from transfusion_jax.train import NonFiniteLossError, trainer
+from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -66,7 +66,7 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
 def test_rerun_of_a_finished_run_gives_the_same_summary(fake_data, tmp_path):
     """A run killed after its last checkpoint resumes with nothing left to train: the summary, reliability diagram
     included, is recomputed from the final state and equals the first one."""
-    config = _tiny_config(num_train_steps=10, calibration_bins=4)
+    config = tiny_config(num_train_steps=10, calibration_bins=4)
     first = trainer.train_and_evaluate(config, str(tmp_path))
     os.remove(tmp_path / "summary.json")
     again = trainer.train_and_evaluate(config, str(tmp_path))
