@@ -11,9 +11,11 @@ Three pure measurements, used before any claim is tested (docs/study.md, "Diagno
   A white-noise filter spreads its power over all bins; a sinusoid at a DFT frequency puts all of it in two
   (conjugate) bins, a constant filter in one; Gabor filters lie close to the sinusoid. We use it rather than a
   Gabor fit because it has no fitting step to fail and a closed form at both ends.
-* `pooled_features` + `linear_probe_auc`: the frozen-feature linear probe of each block (global-average-pooled
-  features, standardised, L2 logistic regression, AUC on held-out images). Applied to a randomly initialised
-  network it says what random conv features already know about the label.
+* `pooled_features` + `linear_probe_auc` / `cross_validated_probe_auc`: the frozen-feature linear probe of each
+  block (global-average-pooled features, standardised, L2 logistic regression, AUC on held-out images, or on
+  out-of-fold predictions of k-fold cross-validation within one split, which needs no validation or test images
+  and scores every image once). Applied to a randomly initialised network it says what random conv features
+  already know about the label.
 
 The probe here is the minimal version the study needs; the general layer-wise probes (k-NN, multi-label, probes of
 any run) are meant to live in one probes module, which this one should then call.
@@ -29,6 +31,8 @@ import numpy as np
 from flax import traverse_util
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
@@ -117,6 +121,11 @@ def pooled_features(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+def _check_binary(labels: np.ndarray, name: str) -> None:
+    if set(np.unique(labels)) != {0, 1}:
+        raise ValueError(f"The probe needs both classes (0 and 1) in the {name} labels, got {np.unique(labels)}.")
+
+
 def linear_probe_auc(
     train_features: np.ndarray,
     train_labels: np.ndarray,
@@ -130,12 +139,24 @@ def linear_probe_auc(
     Binary labels only (the study's target); standardisation statistics come from the train features alone.
     """
     train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
-    for name, labels in (("train", train_labels), ("eval", eval_labels)):
-        if set(np.unique(labels)) != {0, 1}:
-            raise ValueError(f"The probe needs both classes (0 and 1) in its {name} labels, got {np.unique(labels)}.")
+    _check_binary(train_labels, "train")
+    _check_binary(eval_labels, "eval")
     scaler = StandardScaler().fit(train_features)
     probe = LogisticRegression(C=1.0 / l2, max_iter=max_iter).fit(scaler.transform(train_features), train_labels)
     return float(roc_auc_score(eval_labels, probe.decision_function(scaler.transform(eval_features))))
+
+
+def cross_validated_probe_auc(
+    features: np.ndarray, labels: np.ndarray, folds: int = 5, l2: float = 1.0, seed: int = 0, max_iter: int = 5000
+) -> float:
+    """AUC of out-of-fold decision values of the same probe (standardise + L2 logistic regression, refitted on each
+    training fold) under stratified `folds`-fold cross-validation, shuffled with `seed`."""
+    labels = np.asarray(labels)
+    _check_binary(labels, "given")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, max_iter=max_iter))
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(probe, features, labels, cv=split, method="decision_function")
+    return float(roc_auc_score(labels, scores))
 
 
 def frozen_probe_per_block(
