@@ -124,13 +124,21 @@ def write_kaggle_dr(out: str, num: int, seed: int = 0, size: int = 96, lesions: 
 
 
 def write_tfds_dr_manual(
-    out: str, num: int, seed: int = 0, size: int = 96, num_test: int | None = None, lesions: str = "blobs"
+    out: str,
+    num: int,
+    seed: int = 0,
+    size: int = 96,
+    num_test: int | None = None,
+    lesions: str = "blobs",
+    public_fraction: float = 0.3,
 ) -> str:
     """The TFDS DR manual dir: the Kaggle train tree plus `num_test` test images labelled in
-    retinopathy_solution.csv, the first ~30 % Usage=Public (TFDS 'validation'), the rest Private ('test'), and
-    sample/ with up to 10 unlabelled images (TFDS 'sample'). Every image is drawn from its own stream of one
-    generator, and eye ids are consecutive across train, test and sample, so no image or id is in two splits."""
+    retinopathy_solution.csv, the first `public_fraction` of them Usage=Public (TFDS 'validation'), the rest
+    Private ('test'), and sample/ with up to 10 unlabelled images (TFDS 'sample'). Eye ids are consecutive across
+    train, test and sample, so no id is in two splits."""
     num_test = max(8, num // 4) if num_test is None else num_test
+    if not 0 < public_fraction < 1:
+        raise ValueError(f"public_fraction must be in (0, 1), got {public_fraction}")
     write_kaggle_dr(out, num, seed, size, lesions)
     rng = np.random.default_rng([seed, 1])
     names = _eye_names(10 + num, num_test)
@@ -140,7 +148,7 @@ def write_tfds_dr_manual(
         writer = csv.writer(f)
         writer.writerow(["image", "level", "Usage"])
         for i, (name, grade) in enumerate(zip(names, grades)):
-            writer.writerow([name, grade, "Public" if i < max(1, round(0.3 * num_test)) else "Private"])
+            writer.writerow([name, grade, "Public" if i < max(1, round(public_fraction * num_test)) else "Private"])
     sample = _eye_names(10 + num + num_test, min(10, num))  # Kaggle's sample.zip: 10 unlabelled images
     _retina_images(out, "sample", sample, synthetic.sample_retina_grades(rng, len(sample)), rng, size, lesions)
     return out

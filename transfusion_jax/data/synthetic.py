@@ -155,34 +155,36 @@ POLARITY_BRIGHT_PER_GRADE = ((0, 0), (1, 3), (2, 4), (4, 6), (6, 8))
 # Total spots per eye: uniform over this inclusive range (raised to the bright count if that is larger).
 POLARITY_SPOTS = (3, 8)
 # Spot centre-Gaussian sigma as a fraction of the image side (the surround's sigma is twice it).
-POLARITY_SIGMA = (0.03, 0.05)
-# Peak amplitude of a spot's profile, in 8-bit levels.
-POLARITY_AMPLITUDE = (70.0, 110.0)
+POLARITY_SIGMA = (0.035, 0.055)
+# Contrast of a spot: it multiplies the local fundus by (1 + sign * contrast * profile * colour weight), so spots
+# of either sign stay inside 0..255 (no clipping, which would make bright and dark spots differ in energy).
+POLARITY_CONTRAST = (0.6, 0.9)
 
 
 def _fundus_background(rng: np.random.Generator, size: int):
-    """(image float32 [size, size, 3], disc mask, yy, xx): a vignetted disc, an optic disc on a random side and four
-    dark vessels (circle arcs through the optic disc). Shared by every grade, so none of it carries the label."""
+    """(image float32 [size, size, 3] in 0..255, disc mask, yy, xx): a vignetted disc, an optic disc on a random side
+    and four dark vessels (circle arcs through the optic disc). Shared by every grade: none of it carries the label.
+    The disc is kept dim enough (red <= ~150) that a bright-core spot does not saturate it."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     yy, xx = (yy + 0.5) / size, (xx + 0.5) / size  # pixel centres
     r = np.hypot(yy - 0.5, xx - 0.5)
     disc = (r < 0.47).astype(np.float32)
-    base = np.array([170, 80, 40], np.float32) * rng.uniform(0.8, 1.2, 3)
-    img = disc[..., None] * (1.0 - 0.5 * (r / 0.47) ** 2)[..., None] * base
+    base = np.array([115, 70, 45], np.float32) * rng.uniform(0.8, 1.2, 3)
+    img = disc[..., None] * (1.0 - 0.4 * (r / 0.47) ** 2)[..., None] * base
     oy, ox = 0.5 + rng.uniform(-0.05, 0.05), 0.5 + rng.choice([-1, 1]) * rng.uniform(0.2, 0.27)
-    img += disc[..., None] * _blob(yy, xx, oy, ox, 0.05)[..., None] * np.array([60, 60, 30], np.float32)
+    img += disc[..., None] * _blob(yy, xx, oy, ox, 0.05)[..., None] * np.array([50, 45, 25], np.float32)
     for _ in range(4):
         radius, angle = rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi)
         cy, cx = oy + radius * np.sin(angle), ox + radius * np.cos(angle)
         distance = np.abs(np.hypot(yy - cy, xx - cx) - radius)
         width = rng.uniform(0.008, 0.015)
-        vessel = np.exp(-(distance**2) / (2 * width**2)) * rng.uniform(0.6, 1.2)
-        img -= disc[..., None] * vessel[..., None] * np.array([50, 35, 15], np.float32)
+        vessel = np.exp(-(distance**2) / (2 * width**2)) * rng.uniform(0.3, 0.5)
+        img *= 1.0 - disc[..., None] * vessel[..., None]  # vessels darken by 30-50 %
     return img, disc, yy, xx
 
 
 def polarity_spot(yy, xx, cy: float, cx: float, sigma: float) -> np.ndarray:
-    """Zero-mean centre-surround profile: G(sigma) - G(2 sigma) / 4, whose integral over the plane is 0; peak ~0.75."""
+    """Zero-mean centre-surround profile: G(sigma) - G(2 sigma) / 4, whose integral over the plane is 0; peak 0.75."""
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
     return np.exp(-d2 / (2 * sigma**2)) - 0.25 * np.exp(-d2 / (8 * sigma**2))
 
@@ -201,13 +203,14 @@ def render_retina_polarity(rng: np.random.Generator, grade: int, size: int) -> n
     """uint8 [size, size, 3] fundus-like disc whose 0-4 grade sets how many of its spots are bright-core (module
     comment above): vessels, optic disc, colour, spot count, size, colour and place are all independent of it."""
     img, disc, yy, xx = _fundus_background(rng, size)
+    modulation = np.ones_like(img)
     for sign in sample_polarity_spots(rng, grade):
         angle, radius = rng.uniform(0, 2 * np.pi), 0.4 * np.sqrt(rng.uniform())
         sigma = rng.uniform(*POLARITY_SIGMA)
         profile = polarity_spot(yy, xx, 0.5 + radius * np.sin(angle), 0.5 + radius * np.cos(angle), sigma)
-        color = np.array([1.0, 0.8, 0.5], np.float32) * rng.uniform(0.8, 1.2, 3)
-        img += disc[..., None] * (sign * rng.uniform(*POLARITY_AMPLITUDE) * profile)[..., None] * color
-    img += rng.normal(0, 4, img.shape) * disc[..., None]
+        weight = np.array([1.0, 0.9, 0.8], np.float32) * rng.uniform(0.85, 1.15, 3)
+        modulation += (sign * rng.uniform(*POLARITY_CONTRAST) * profile)[..., None] * weight
+    img = img * np.maximum(modulation, 0.0) + rng.normal(0, 3, img.shape) * disc[..., None]
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
