@@ -21,6 +21,7 @@ the answer.
 import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import os
 import platform
@@ -289,6 +290,17 @@ def _timed(fn):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _step_body(model, tx):
+    """The function `steps.make_train_step` jits, with every option off (nothing frozen, no aux loss): vmapping it is
+    what a multi-run program does. It is private and its option parameters differ across versions, so they are
+    filled by name."""
+    from transfusion_jax.train import steps
+
+    off = {"frozen": frozenset(), "frozen_stats": None, "aux_loss_weight": 0.0, "eval_blocks": ()}
+    options = list(inspect.signature(steps._train_step).parameters)[3:-3]  # between loss_kind and (state, batch, rng)
+    return functools.partial(steps._train_step, model, tx, "softmax", *(off[name] for name in options))
+
+
 def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
     """Median seconds per train step (one run; `vmapped_runs` runs as one jax.vmap program), interleaved per round,
     and per validation pass. The step is the project's (train/steps.py), vmapped as-is."""
@@ -296,7 +308,6 @@ def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
     import jax.numpy as jnp
     import optax
 
-    from transfusion_jax.train import steps
     from transfusion_jax.train.state import TrainState
 
     b, s, n = plan.batch_size, plan.image_size, vmapped_runs
@@ -309,8 +320,7 @@ def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
             v = model.init(rng, jnp.zeros((1, s, s, 3)), train=False)
             return TrainState(jnp.zeros((), jnp.int32), v["params"], v["batch_stats"], tx.init(v["params"]))
 
-        # steps._train_step is the body make_train_step jits; vmapping it is what a multi-run program does.
-        step = functools.partial(steps._train_step, model, tx, "softmax", frozenset(), 0.0)
+        step = _step_body(model, tx)
 
         def batch(lead=()):
             return {
