@@ -23,6 +23,10 @@ def main(argv=None):
     gen.add_argument("--size", type=int, default=None, help="image side in pixels (default 96; source 64)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num_classes", type=int, default=10, help="source only")
+    gen.add_argument("--kind", choices=generate.SOURCE_KINDS, default=None, help="source only (default shapes)")
+    gen.add_argument(
+        "--lesions", choices=sorted(generate.RETINA_LESIONS), default=None, help="kaggle_dr / tfds_dr_manual only"
+    )
     prep = commands.add_parser(
         "prepare",
         help="prepare a TFDS builder to ArrayRecord",
@@ -70,6 +74,11 @@ def main(argv=None):
             kwargs["size"] = args.size
         if args.format == "source":
             kwargs["num_classes"] = args.num_classes
+        for name, formats in (("kind", ("source",)), ("lesions", ("kaggle_dr", "tfds_dr_manual"))):
+            if getattr(args, name) is not None:
+                if args.format not in formats:
+                    parser.error(f"--{name} does not apply to {args.format}")
+                kwargs[name] = getattr(args, name)
         eval_arg = {"chexpert": "num_valid", "tfds_dr_manual": "num_test", "source": "num_test"}.get(args.format)
         if args.num_eval is not None:
             if eval_arg is None:
