@@ -214,6 +214,26 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert feats["layer1"].dtype == jnp.bfloat16
 
 
+def test_bfloat16_body_has_a_float32_head():
+    """Under bf16 compute the head still runs in float32: its logits equal a float64 matmul of the (bf16) pooled
+    features with the float32 kernel and a bias that bf16 cannot represent, to float32 precision."""
+    model = get_model("cbr_small", 2, dtype=jnp.bfloat16, widths=(4, 8))
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    params = dict(variables["params"])
+    rng = np.random.default_rng(0)
+    params["head"] = {
+        "kernel": jnp.asarray(rng.normal(size=(8, 2)) * 1e-3, jnp.float32),
+        "bias": jnp.asarray([1.0 + 2**-12, -3.0 - 2**-11], jnp.float32),  # 8 mantissa bits cannot hold these
+    }
+    logits, feats = model.apply({**variables, "params": params}, x, train=False)
+    features = np.asarray(feats["pre_logits"], np.float64)
+    expected = features @ np.asarray(params["head"]["kernel"], np.float64) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(logits, np.float64), expected, rtol=1e-6, atol=0)
+    rounded = np.asarray(jnp.asarray(logits).astype(jnp.bfloat16).astype(jnp.float32))
+    assert np.all(rounded != np.asarray(logits)), "logits must carry more precision than bf16"
+
+
 def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match="resnet50.*cbr_small"):
         get_model("resnet5O", 2)

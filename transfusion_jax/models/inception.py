@@ -163,7 +163,7 @@ class AuxHead(nn.Module):
         x = nn.avg_pool(x, (5, 5), (3, 3))
         x = self.conv(128, (1, 1), padding="VALID", name="conv0")(x, train)
         x = self.conv(768, (5, 5), padding="VALID", name="conv1")(x, train)
-        return dense_head(self.num_classes, x.dtype, name="fc")(global_avg_pool(x))
+        return dense_head(self.num_classes, name="fc")(global_avg_pool(x))
 
 
 class InceptionV3(nn.Module):
@@ -182,7 +182,7 @@ class InceptionV3(nn.Module):
         v = VARIANTS[self.variant]
         conv = functools.partial(ConvBN, bn_epsilon=1e-3, bn_scale=v["bn_scale"], dtype=self.dtype)
         kw = dict(conv=conv, count_include_pad=v["count_include_pad"])
-        A, B, C, D, E = (
+        A, B, C, D, E = (  # noqa: N806  (the Inception module types A-E, as the paper names them)
             functools.partial(m, **kw) for m in (InceptionA, InceptionB, InceptionC, InceptionD, InceptionE)
         )
         stages = {
@@ -205,12 +205,12 @@ class InceptionV3(nn.Module):
             if stage_name == "mixed_6" and self.aux_logits:
                 aux = AuxHead(self.num_classes, conv, name="aux_logits")(x, train)
                 if train:
-                    self.sow("intermediates", AUX_OUTPUT, aux.astype(jnp.float32))
+                    self.sow("intermediates", AUX_OUTPUT, aux)
         x = global_avg_pool(x)
         features["pre_logits"] = x
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = dense_head(self.num_classes, self.dtype)(x)
-        return logits.astype(jnp.float32), features
+        logits = dense_head(self.num_classes)(x)
+        return logits, features
 
 
 def inception_v3(num_classes: int, **overrides) -> InceptionV3:
