@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from transfusion_jax.models import AUX_OUTPUT, HEAD_NAMES, MODEL_NAMES, block_names, feature_names, get_model
+from transfusion_jax.models import (
+    AUX_OUTPUT,
+    HEAD_NAMES,
+    MODEL_NAMES,
+    block_names,
+    feature_names,
+    fits_input,
+    get_model,
+    min_input_size,
+)
 
 
 def init_shapes(model, size, batch=1):
@@ -232,6 +241,38 @@ def test_bfloat16_body_has_a_float32_head():
     np.testing.assert_allclose(np.asarray(logits, np.float64), expected, rtol=1e-6, atol=0)
     rounded = np.asarray(jnp.asarray(logits).astype(jnp.bfloat16).astype(jnp.float32))
     assert np.all(rounded != np.asarray(logits)), "logits must carry more precision than bf16"
+
+
+def cbr_min_size(num_pools: int, pool_padding: str) -> int:
+    """Invert n -> (n - 3) // 2 + 1 (VALID 3x3/2 pool) num_pools times from a 1x1 map; SAME pools never shrink to 0."""
+    if pool_padding == "SAME":
+        return 1
+    n = 1
+    for _ in range(num_pools):
+        n = 2 * (n - 1) + 3
+    return n
+
+
+@pytest.mark.parametrize(
+    "name,overrides,num_pools",
+    [
+        ("cbr_small", {}, 4),
+        ("cbr_larget", {}, 4),  # 5 layers, no pool after the last
+        ("cbr_tiny", {"widths": (4, 8)}, 2),
+        ("cbr_small", {"widths": (4, 8, 8), "pool_padding": "SAME"}, 3),
+    ],
+)
+def test_min_input_size_of_cbrs_matches_pool_arithmetic(name, overrides, num_pools):
+    expected = cbr_min_size(num_pools, overrides.get("pool_padding", "VALID"))
+    assert min_input_size(name, **overrides) == expected
+
+
+@pytest.mark.parametrize("name,weights", [("inception_v3", "Inception_V3_Weights"), ("resnet50", "ResNet50_Weights")])
+def test_min_input_size_matches_torchvision_metadata(name, weights):
+    torchvision = pytest.importorskip("torchvision")
+    smallest = getattr(torchvision.models, weights).IMAGENET1K_V1.meta["min_size"][0]  # 75 and 1
+    assert fits_input(name, smallest)
+    assert smallest == 1 or not fits_input(name, smallest - 1)
 
 
 def test_errors_name_the_culprit():
