@@ -22,11 +22,24 @@ class FakeDataset:
 
     softmax: labels int [n] in 0..num_outputs-1. sigmoid: labels float [n, C], with `label_mask` zeroing a fixed
     pattern of entries. `nan_at_step`: the train batch of that step holds NaN pixels (to test the NaN stop).
+    `learnable=False` shuffles the labels after drawing the images, so no model can score above chance on them.
     """
 
-    def __init__(self, n, size=8, loss="softmax", num_outputs=2, train=True, seed=0, nan_at_step=None):
+    def __init__(
+        self,
+        n,
+        size=8,
+        loss="softmax",
+        num_outputs=2,
+        train=True,
+        seed=0,
+        nan_at_step=None,
+        name="fake",
+        learnable=True,
+    ):
         rng = np.random.default_rng(seed)
-        self.train, self.nan_at_step = train, nan_at_step
+        self.train, self.nan_at_step, self.name = train, nan_at_step, name
+        self.bad_images = {}
         self.task = Task("fake", tuple(f"c{i}" for i in range(num_outputs)), num_outputs, loss)
         self.images = rng.normal(size=(n, size, size, 3)).astype(np.float32)
         if loss == "softmax":
@@ -39,9 +52,21 @@ class FakeDataset:
             for c in range(min(num_outputs, 3)):
                 self.images[..., c] += 1.5 * self.labels[:, c, None, None]
             self.masks = (rng.uniform(size=(n, num_outputs)) < 0.8).astype(np.float32)
+        if not learnable:
+            self.labels = self.labels[rng.permutation(n)]
 
     def __len__(self):
         return len(self.images)
+
+    @property
+    def targets(self):
+        return self.labels
+
+    def example_ids(self):
+        return [f"{self.name}/{i}" for i in range(len(self))]
+
+    def check(self):
+        """Nothing on disk to check."""
 
     def _batch(self, rows, valid, sharding):
         batch = {

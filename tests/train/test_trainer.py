@@ -13,9 +13,11 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import CACHE_DIR
 from fake_data import FakeDataset
+from sklearn.metrics import roc_auc_score
 
 from transfusion_jax import pretrained
 from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
+from transfusion_jax.train.writer import MetricWriter, dumps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,17 +33,24 @@ def _tiny_config(**changes):
     c.checkpoint_every_steps = 20
     c.progress_bar = False
     c.auc_threshold = 0.8
+    c.data.image_size = 8  # what FakeDataset makes
     c.update(changes)
     return c
 
 
+SPLITS = ("train", "validation", "test")
+
+
 @pytest.fixture
 def fake_data(monkeypatch):
-    """Routes build_dataset to FakeDataset; returns a setter for the dataset's kwargs."""
+    """Routes build_dataset to FakeDataset; returns the datasets' kwargs: a split's name as key holds that split's
+    own, every other key applies to all splits."""
     kwargs = {}
 
     def build(config, split, *, train):
-        return FakeDataset(64 if train else 40, size=8, train=train, seed=0 if train else 1, **kwargs)
+        common = {k: v for k, v in kwargs.items() if k not in SPLITS}
+        own = {"seed": SPLITS.index(split), "name": split, **common, **kwargs.get(split, {})}
+        return FakeDataset(64 if train else 40, size=8, train=train, **own)
 
     monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
     return kwargs
@@ -52,21 +61,40 @@ def _records(workdir, split):
         return [r for r in map(json.loads, f) if r["split"] == split]
 
 
+def _strict_json(path):
+    """The file parsed as standard JSON: a bare NaN or Infinity raises."""
+
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    with open(path) as f:
+        return (
+            [json.loads(line, parse_constant=refuse) for line in f]
+            if path.endswith(".jsonl")
+            else json.load(f, parse_constant=refuse)
+        )
+
+
 def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     workdir = str(tmp_path)
     summary = trainer.train_and_evaluate(_tiny_config(export_pretrained=True), workdir)
-    train, evals = _records(workdir, "train"), _records(workdir, "eval")
-    assert [r["step"] for r in evals] == list(range(5, 41, 5))
+    train, val, test = (_records(workdir, split) for split in ("train", "val", "test"))
+    assert [r["step"] for r in val] == [r["step"] for r in test] == list(range(5, 41, 5))
     assert np.mean([r["loss"] for r in train[-2:]]) < 0.7 * np.mean([r["loss"] for r in train[:2]])
-    assert evals[-1]["auc"] > evals[0]["auc"] + 0.1 and evals[-1]["auc"] > 0.9
-    assert evals[-1]["num_examples"] == 40
-    reached = next(r["step"] for r in evals if r["auc"] >= 0.8)
-    assert summary["steps_to_threshold"] == reached
-    assert summary["best_auc"] == max(r["auc"] for r in evals)
-    with open(os.path.join(workdir, "summary.json")) as f:
-        assert json.load(f)["steps_to_threshold"] == reached
+    assert test[-1]["auc"] > test[0]["auc"] + 0.1 and test[-1]["auc"] > 0.9
+    assert val[-1]["num_examples"] == test[-1]["num_examples"] == 40
+    assert summary["test"]["steps_to_threshold"] == next(r["step"] for r in test if r["auc"] > 0.8)
+    assert summary["val"]["steps_to_threshold"] == next(r["step"] for r in val if r["auc"] > 0.8)
+    relative = 0.95 * val[-1]["auc"]
+    assert summary["relative_threshold_auc"] == pytest.approx(relative)
+    assert summary["val"]["steps_to_relative_threshold"] == next(r["step"] for r in val if r["auc"] > relative)
+    assert summary["final_step"] == 40 and not summary["stopped_early"] and summary["epochs"] == 40 * 16 / 64
+    assert summary["test"]["final"] == {k: v for k, v in test[-1].items() if k != "split"}
+    assert _strict_json(os.path.join(workdir, "summary.json")) == json.loads(json.dumps(summary))
+    _strict_json(os.path.join(workdir, "metrics.jsonl"))
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["model"]["overrides"]["widths"] == [4, 8]
+        written = json.load(f)
+    assert written["model"]["overrides"]["widths"] == [4, 8] and written["data"]["normalization"] == "torchvision"
     assert os.listdir(os.path.join(workdir, "tensorboard"))
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest")))[-1] == "40"
     # The exported weights are the final state's, in the format transfer/transfusion read.
@@ -75,6 +103,85 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     assert meta["architecture"] == "cbr_small" and meta["num_classes"] == 2
     for a, b in zip(jax.tree_util.tree_leaves(variables["params"]), jax.tree_util.tree_leaves(final["params"])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_selection_uses_validation_only_and_test_is_reported_at_both_steps(fake_data, tmp_path):
+    """Validation labels carry no signal (its AUC wanders around 0.5) while the test AUC climbs: the selected step,
+    the best/ checkpoint and every 'selected' number follow validation, never the test curve."""
+    fake_data["validation"] = {"learnable": False}
+    workdir = str(tmp_path)
+    summary = trainer.train_and_evaluate(_tiny_config(), workdir)
+    val, test = _records(workdir, "val"), _records(workdir, "test")
+    by_val = max(val, key=lambda r: (r["auc"], -r["step"]))["step"]  # highest validation AUC, earliest of ties
+    by_test = max(test, key=lambda r: (r["auc"], -r["step"]))["step"]
+    assert by_val != by_test  # the two criteria disagree in this run, so the test below can tell them apart
+    assert summary["selected_step"] == by_val
+    assert os.listdir(os.path.join(workdir, "checkpoints", "best")) == [str(by_val)]
+    assert summary["test"]["selected"] == {k: v for k, v in next(r for r in test if r["step"] == by_val).items()
+                                           if k != "split"}  # fmt: skip
+    assert summary["val"]["selected"]["auc"] == max(r["auc"] for r in val)
+    assert not any("best" in key for key in _flat_keys(summary))
+    # Per-example test scores at both steps reproduce the recorded AUCs (an independent sklearn computation).
+    with np.load(os.path.join(workdir, trainer.TEST_SCORES)) as scores:
+        assert int(scores["selected_step"]) == by_val and int(scores["final_step"]) == 40
+        assert list(scores["id"]) == [f"test/{i}" for i in range(40)]
+        for when, record in (("selected", summary["test"]["selected"]), ("final", summary["test"]["final"])):
+            auc = roc_auc_score(scores["label"], scores[f"{when}_scores"][:, 1])
+            assert auc == pytest.approx(record["auc"], abs=1e-12)
+    assert not os.path.exists(os.path.join(workdir, "test_scores_pending"))
+
+
+def _flat_keys(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return [prefix]
+    return [k for key, value in tree.items() for k in _flat_keys(value, f"{prefix}/{key}")] + [prefix]
+
+
+def test_early_stopping_and_epochs(fake_data, tmp_path):
+    fake_data["validation"] = {"learnable": False}
+    config = _tiny_config(early_stopping_evals=2, num_train_epochs=25.0, checkpoint_every_steps=100)
+    summary = trainer.train_and_evaluate(config, str(tmp_path))
+    assert summary["num_train_steps"] == 25 * 64 // 16  # 25 passes over 64 training examples at batch 16
+    val = _records(str(tmp_path), "val")
+    best = max(val, key=lambda r: (r["auc"], -r["step"]))["step"]
+    assert summary["stopped_early"] and summary["final_step"] == best + 2 * 5 == val[-1]["step"] < 100
+    assert os.listdir(tmp_path / "checkpoints" / "latest") == [str(summary["final_step"])]
+    with np.load(tmp_path / trainer.TEST_SCORES) as scores:
+        assert int(scores["final_step"]) == summary["final_step"]
+    # Rerunning the finished workdir resumes at the stop step and stops again without training.
+    again = trainer.train_and_evaluate(config, str(tmp_path))
+    assert again == json.loads(json.dumps(summary))
+
+
+def test_metric_files_are_strict_json(tmp_path):
+    """An undefined metric (an AUC of a split with one class) is written as null, never as bare NaN or a string."""
+    writer = MetricWriter(str(tmp_path))
+    writer.write(5, "val", {"auc": float("nan"), "auc/a": 0.75, "loss": float("inf")})
+    writer.truncate_after(5)
+    writer.close()
+    (record,) = _strict_json(str(tmp_path / "metrics.jsonl"))
+    assert record == {"step": 5, "split": "val", "auc": None, "auc/a": 0.75, "loss": None}
+    assert dumps({"a": [np.float32("nan"), np.int64(3)]}) == '{"a": [null, 3]}'
+
+
+def test_summary_selection_by_hand():
+    records = [
+        {"step": 1, "split": "val", "auc": 0.70},
+        {"step": 1, "split": "test", "auc": 0.99},
+        {"step": 2, "split": "val", "auc": 0.80},
+        {"step": 2, "split": "test", "auc": 0.60},
+        {"step": 3, "split": "val", "auc": 0.80},  # a tie: the earlier step stays selected
+        {"step": 3, "split": "test", "auc": 0.70},
+        {"step": 4, "split": "val", "auc": None},
+        {"step": 4, "split": "test", "auc": 0.91},
+    ]
+    config = _tiny_config(num_train_steps=4, eval_every_steps=1, auc_threshold=0.9, relative_threshold=0.9)
+    summary = trainer._summary(records, config, train_examples=8, final_step=4)
+    assert summary["selected_step"] == 2
+    assert summary["test"]["selected"] == {"step": 2, "auc": 0.60} and summary["test"]["final"]["auc"] == 0.91
+    assert summary["test"]["steps_to_threshold"] == 1 and summary["val"]["steps_to_threshold"] is None
+    assert summary["relative_threshold_auc"] is None  # the final validation AUC is undefined
+    assert trainer.evals_since_best(trainer._split_records(records, "val")) == 2
 
 
 def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):
@@ -136,7 +243,12 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
     for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_array_equal(x, y)
     drop_timing = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_second"} for r in rs]  # noqa: E731
-    for split in ("train", "eval"):
+    for split in ("train", "val", "test"):
         assert drop_timing(_records(unbroken, split)) == drop_timing(_records(killed, split))
     with open(os.path.join(unbroken, "summary.json")) as f1, open(os.path.join(killed, "summary.json")) as f2:
         assert json.load(f1) == json.load(f2)
+    with (
+        np.load(os.path.join(unbroken, trainer.TEST_SCORES)) as a,
+        np.load(os.path.join(killed, trainer.TEST_SCORES)) as b,
+    ):
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)

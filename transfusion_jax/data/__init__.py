@@ -90,6 +90,7 @@ from transfusion_jax.data.pipeline import (
     dataset_family,
     default_data_config,
     image_size,
+    subset_seed,
 )
 from transfusion_jax.data.preprocess import Normalization, get_normalization
 from transfusion_jax.data.readers import BadImageError, DatasetFormatError, TooManyBadImagesError
@@ -102,6 +103,7 @@ __all__ = [
     "dataset_family",
     "default_data_config",
     "image_size",
+    "subset_seed",
     "Normalization",
     "get_normalization",
     "BadImageError",

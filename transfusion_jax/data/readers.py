@@ -394,9 +394,10 @@ class ChexpertFolderSource(FileSource):
 class ChexpertTfdsSource(TfdsSource):
     """The TFDS `chexpert` builder: `label` is 14 ClassLabel ids (uncertain, positive, negative, unmentioned) in
     the CSV's observation order; `image_view` 0 = frontal, 1 = lateral; `name` is the CSV's Path, which names the
-    patient. Splits train / validation (the official valid set)."""
+    patient. Splits train / validation (the official valid set; 'valid' as in the folder reader works too)."""
 
     def __init__(self, split: str, data_dir, policy: str, frontal_only: bool):
+        split = re.sub(r"^valid(?=\[|$)", "validation", split)
         super().__init__("chexpert", split, data_dir, by_patient=True)
         columns = [tasks.CHEXPERT_OBSERVATIONS.index(p) for p in tasks.CHEXPERT_PATHOLOGIES]
         frontal, raw, patients = [], [], []

@@ -11,11 +11,10 @@ checked on ImageNet; transfer drops them (transfusion_jax.surgery).
 
 import datetime
 import os
-from typing import Optional, Tuple
 
 from transfusion_jax.models import HEAD_NAMES, get_model
 from transfusion_jax.pretrained import from_keras, from_torch
-from transfusion_jax.pretrained.checkpoint import describe, load, save
+from transfusion_jax.pretrained.checkpoint import describe, load, read_metadata, save
 from transfusion_jax.pretrained.common import (
     ARCHITECTURES,
     DEFAULT_PREPROCESSING,
@@ -35,6 +34,7 @@ CONVERTER_VERSION = 1
 __all__ = [
     "convert",
     "load",
+    "read_metadata",
     "save",
     "describe",
     "model_from_metadata",

@@ -39,11 +39,12 @@ def auc_metrics(kind: str, label_names: Sequence[str], scores, labels, label_mas
     return out
 
 
-def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> int | None:
-    """The paper's convergence measure (PAPER.md 7): first eval step whose `key` >= threshold, or None."""
+def first_step_above(records: Iterable[dict], key: str, threshold: float) -> int | None:
+    """The paper's convergence measure: the first eval step whose `key` is strictly above `threshold` ("train steps
+    until AUC > 0.91"), or None. `records` are one split's evaluations; non-finite or missing values never count."""
     for record in sorted(records, key=lambda r: r["step"]):
         value = record.get(key)
-        if isinstance(value, float) and np.isfinite(value) and value >= threshold:
+        if isinstance(value, float) and np.isfinite(value) and value > threshold:
             return int(record["step"])
     return None
 

@@ -8,13 +8,28 @@ import json
 import math
 import re
 
+import numpy as np
 from etils import epath
 from tensorboardX import SummaryWriter
 
 
-def _jsonable(value):
-    value = float(value)
-    return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf
+def strict_json(value):
+    """`value` with every non-finite float replaced by None, recursively: standard JSON has no NaN or Infinity
+    (json.dumps would write bare `NaN`, which strict parsers reject), so an undefined metric is written as null."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """Standard JSON (NaN -> null); raises rather than ever writing NaN."""
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
 
 
 def tensorboard_tag(split: str, key: str) -> str:
@@ -48,14 +63,14 @@ class MetricWriter:
     def truncate_after(self, step: int) -> None:
         if self.enabled:
             kept = [r for r in read_records(self.path) if r["step"] <= step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            self.path.write_text("".join(dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")
         for key, value in metrics.items():
             self._tb.add_scalar(tensorboard_tag(split, key), float(value), int(step))
         self._tb.flush()
