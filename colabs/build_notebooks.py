@@ -74,14 +74,14 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         """\
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
-final_auc = {}  # (model, init) -> final eval AUC per seed
+final_auc = {}  # (model, init) -> final test AUC per seed
 if MINI:
     paths = quickstart.make_data(WORKDIR, NB)
     for name, widths in SIZES.items():
         s = dataclasses.replace(NB, widths=widths, inits=("random", "transfer"))
         trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, s)
         for init in s.inits:
-            final_auc[name, init] = [trained["summaries"][init, seed]["final_eval"]["auc"] for seed in s.seeds]
+            final_auc[name, init] = [runs.final_test_auc(trained["summaries"][init, seed]) for seed in s.seeds]
 else:
     sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, pretrained=PRETRAINED,
                 overrides=[f"data.root={DATA_ROOT}"])
@@ -241,14 +241,14 @@ summaries = {init: [json.load(open(os.path.join(run_dir(init, seed), "summary.js
              for init in inits}
 rows = []
 for init in inits:
-    reached = [x["steps_to_threshold"] for x in summaries[init] if x["steps_to_threshold"] is not None]
-    mean, std, n = report.mean_std([x["final_eval"]["auc"] for x in summaries[init]])
+    reached = [s for s in map(runs.test_steps_to_threshold, summaries[init]) if s is not None]
+    mean, std, n = report.mean_std([runs.final_test_auc(x) for x in summaries[init]])
     rows.append([init, f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached",
                  report.pct(mean, std)])
 """.replace("import json", "import json\nimport numpy as np")
-        + md_table(["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows")
+        + md_table(["init", "steps to test AUC > 0.91 (runs reaching it)", "final test AUC %"], "rows")
         + """
-display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
+display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Test AUC, mean over seeds")))""",
     ),
     (
         "code",

@@ -10,21 +10,24 @@ from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
 
 
-def _write(root, group, model, init, seed, auc, steps=None, extra=None):
+def _write(root, group, model, init, seed, auc, steps=None, extra=None, selected_auc=None, relative_steps=50):
+    """A finished run's summary.json as the trainer writes it (test AUC at the final and the selected step)."""
     workdir = runs.RunSpec(group, model, init, seed).workdir(str(root))
     os.makedirs(workdir)
-    final = {"step": 100, "split": "eval", "auc": auc, **(extra or {})}
+    final = {"step": 100, "auc": auc, **(extra or {})}
+    selected = {"step": 90, "auc": auc + 0.001 if selected_auc is None else selected_auc, **(extra or {})}
+    summary = {
+        "final_step": 100,
+        "eval_every_steps": 10,
+        "selected_step": 90,
+        "auc_threshold": 0.91,
+        "relative_threshold": 0.95,
+        "val": {"final": {"step": 100, "auc": 0.9}, "steps_to_relative_threshold": relative_steps},
+        "test": {"final": final, "selected": selected, "steps_to_threshold": steps},
+    }
     with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
-        json.dump(
-            {
-                "final_eval": final,
-                "best_auc": auc + 0.001,
-                "best_step": 90,
-                "auc_threshold": 0.91,
-                "steps_to_threshold": steps,
-            },
-            f,
-        )
+        json.dump(summary, f)
+    return workdir
 
 
 def test_mean_and_sample_std_match_statistics_module(tmp_path):
@@ -42,6 +45,9 @@ def test_mean_and_sample_std_match_statistics_module(tmp_path):
     text = report.render(str(tmp_path))
     expected = f"{100 * statistics.mean(aucs):.2f} ± {100 * statistics.stdev(aucs):.2f}"
     assert expected in text
+    selected = [a + 0.001 for a in aucs]  # the test AUC at the validation-selected step, its own column
+    assert f"{100 * statistics.mean(selected):.2f} ± {100 * statistics.stdev(selected):.2f}" in text
+    assert not [line for line in text.splitlines() if line.startswith("|") and "best" in line.lower()]
     # CBR-Small's Table 1 numbers are recollections: shown, with their tag and a '?'
     assert paper_numbers.TABLE1[("cbr_small", "random")].format(1) + " [S]" in text
     assert "(?)" in text
@@ -51,8 +57,8 @@ def test_differs_marking(tmp_path):
     _write(tmp_path, "retina", "resnet50", "random", 0, 0.80)  # paper 96.4: far off
     _write(tmp_path, "retina", "resnet50", "transfer", 0, 0.9672)  # paper 96.7: within 1 point
     lines = report.render(str(tmp_path)).splitlines()
-    random_line = next(l for l in lines if "| resnet50 | random |" in l)
-    transfer_line = next(l for l in lines if "| resnet50 | transfer |" in l)
+    random_line = next(line for line in lines if "| resnet50 | random |" in line)
+    transfer_line = next(line for line in lines if "| resnet50 | transfer |" in line)
     assert "96.4 ± 0.05 [S]" in random_line and "**differs**" in random_line
     assert "96.7 ± 0.04 [S]" in transfer_line and "**differs**" not in transfer_line
 
@@ -66,10 +72,10 @@ def test_convergence_table_averages_reached_runs_only(tmp_path):
     assert (row.reached, row.n) == (2, 3)
     assert row.steps_mean == pytest.approx(8008.0)
     text = report.render(str(tmp_path))
-    line = next(l for l in text.splitlines() if "| resnet50 | transfer |" in l)
+    line = next(line for line in text.splitlines() if "| resnet50 | transfer |" in line)
     assert "8,008 ± 1,416 (2/3 reached)" in line  # stdev(7007, 9009) = 1416.0
     assert "8,008 [P-fig]" in line and "**differs**" not in line
-    transfusion = next(l for l in text.splitlines() if "transfusion:conv1" in l)
+    transfusion = next(line for line in text.splitlines() if "transfusion:conv1" in line)
     assert "30,030" in transfusion and "—" in transfusion  # no paper number for per-block transfusion
 
 
@@ -77,7 +83,7 @@ def test_chexpert_table_per_pathology(tmp_path):
     per_class = {f"auc/{p}": 0.80 + 0.01 * i for i, p in enumerate(paper_numbers.CHEXPERT_PATHOLOGIES)}
     _write(tmp_path, "chexpert", "resnet50", "random", 0, 0.82, extra=per_class)
     text = report.render(str(tmp_path))
-    line = next(l for l in text.splitlines() if "| resnet50 | random |" in l)
+    line = next(line for line in text.splitlines() if "| resnet50 | random |" in line)
     assert "80.00 / 79.52" in line and "83.00 / 88.34 **differs**" in line
 
 

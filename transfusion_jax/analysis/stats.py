@@ -52,19 +52,20 @@ class Interval:
         return self.low is not None and self.high is not None
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE, extra_variance: float = 0.0) -> Interval:
+def t_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE, extra_variance: float = 0.0, method: str = "t over seeds"
+) -> Interval:
     """mean ± t_{(1+c)/2, n-1} sqrt(s^2 / n + extra_variance), s the sample std (ddof 1): the t interval of a mean,
     widened by an independent variance of the mean from elsewhere (e.g. DeLong's over test examples)."""
-    x = np.asarray([v for v in values], np.float64)
+    x = np.asarray(values, np.float64)
     n = x.size
     if n == 0:
-        return Interval(None, None, None, 0, "t over seeds")
+        return Interval(None, None, None, 0, method)
     mean = float(x.mean())
     if n < 2:
-        return Interval(mean, None, None, 1, "t over seeds (one value: no interval)")
+        return Interval(mean, None, None, 1, f"{method} (one value: no interval)")
     half = scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * math.sqrt(x.var(ddof=1) / n + extra_variance)
-    method = "t over seeds" + (" + DeLong over test examples" if extra_variance else "")
-    return Interval(mean, mean - half, mean + half, n, method)
+    return Interval(mean, float(mean - half), float(mean + half), n, method)
 
 
 def paired(a: Mapping, b: Mapping) -> tuple[list, list, list]:
@@ -113,7 +114,7 @@ def averaged_auc_difference(
     contrast = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
     example_variance = float(max(contrast @ cov @ contrast, 0.0))
     if n >= 2:
-        return t_interval(diffs, confidence, extra_variance=example_variance)
+        return t_interval(diffs, confidence, example_variance, method="t over seeds + DeLong over test examples")
     half = scipy_stats.norm.ppf((1 + confidence) / 2) * math.sqrt(example_variance)
     mean = float(diffs[0])
     return Interval(mean, mean - half, mean + half, 1, "DeLong over test examples only (one seed)")

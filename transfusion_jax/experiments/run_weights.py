@@ -65,7 +65,7 @@ def eval_batches(config, batch_size: int, max_images: int | None = None) -> list
     from transfusion_jax import data as data_lib  # noqa: PLC0415
     from transfusion_jax.train import partition  # noqa: PLC0415
 
-    dataset = data_lib.build_dataset(config, config.eval_split, train=False)
+    dataset = data_lib.build_dataset(config, config.test_split or config.val_split, train=False)
     images, count = [], 0
     for batch in dataset.batches(batch_size, mesh=partition.make_data_mesh()):
         valid = np.asarray(jax.device_get(batch["valid"])).astype(bool)
