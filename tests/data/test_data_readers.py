@@ -236,6 +236,11 @@ def test_generated_source_folder(tmp_path):
     for path, target in zip(ds.source.paths, ds.targets):
         assert f"class_{target:02d}" in path
     assert len(build_dataset(make_config("image_folder", root=str(tmp_path)), "test", train=False)) == 4
+    # A split without some class keeps the class indices of the others (the union of every split's classes).
+    os.makedirs(tmp_path / "val" / "class_02")
+    generate._save(np.zeros((16, 16, 3), np.uint8), str(tmp_path / "val" / "class_02" / "000000.jpeg"))
+    val = build_dataset(make_config("image_folder", root=str(tmp_path)), "val", train=False)
+    assert val.task == ds.task and list(val.targets) == [2]
 
 
 def _local_features(a: np.ndarray) -> np.ndarray:

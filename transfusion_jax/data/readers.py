@@ -450,16 +450,24 @@ class SyntheticSource(Source):
         return f"synthetic_{self.kind}(seed={self.seed})[{index}]"
 
 
+def _subdirs(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
 class ImageFolderSource(FileSource):
-    """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set); classes in sorted order."""
+    """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set). The classes are the sorted union of
+    the class folders of every split under root, so a class index means the same class in every split even where a
+    small split lacks some classes."""
 
     def __init__(self, root: str, split: str):
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} not found: image_folder expects ROOT/<split>/<class>/<image>.jpeg")
-        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        classes = sorted({c for s in _subdirs(root) for c in _subdirs(os.path.join(root, s))})
         self.paths, targets = [], []
         for c, name in enumerate(classes):
+            if not os.path.isdir(os.path.join(folder, name)):
+                continue
             files = sorted(
                 f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith((".jpeg", ".jpg", ".png"))
             )
