@@ -117,6 +117,8 @@ def test_tfds_slices_keep_patients_together(chexpert_root, kaggle_root, tfds_dir
     assert len(head) + len(tail) == len(every) and sorted(head.example_ids() + tail.example_ids()) == sorted(
         every.example_ids()
     )
+    valid = build_dataset(make_config("chexpert_tfds", data_dir=tfds_dir), "valid", train=False)  # as the folder's
+    assert len(valid) == 9
     dr = dict(data_dir=tfds_dir, tfds_config="original")
     eyes = [build_dataset(make_config("retina_tfds", **dr), s, train=False) for s in ("train[:50%]", "train[50%:]")]
     sides = [{n.split("_")[0] for n in names(ds)} for ds in eyes]
