@@ -9,7 +9,7 @@ Selection and reporting: every evaluation scores the validation split (`config.v
 selected step and its `best/` checkpoint, early stopping) looks at validation AUC only; the test split is reported
 at the validation-selected step and at the final step, and its curve exists for convergence plots
 (steps-to-threshold), but it never decides anything. Per-example test scores at both steps go to test_scores.npz
-(for DeLong / bootstrap comparisons between runs).
+(for DeLong comparisons between runs on the same test examples).
 """
 
 import itertools
@@ -154,8 +154,11 @@ def _summary(records: list[dict], config, train_examples: int, final_step: int) 
 
 
 def _save_scores(path: epath.Path, arrays: dict[str, np.ndarray]) -> None:
-    with path.open("wb") as f:
+    """Written whole or not at all (a temporary file renamed), so a kill never leaves a truncated file."""
+    tmp = path.parent / f"{path.name}.tmp"
+    with tmp.open("wb") as f:
         np.savez(f, **arrays)
+    tmp.replace(path)
 
 
 def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
@@ -165,7 +168,7 @@ def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
 
 def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
     """test_scores.npz: per-example test scores at the selected and the final step, with ids, labels and masks,
-    so that runs can be compared on the same examples (DeLong, paired bootstrap). The scores come from the files
+    so that runs can be compared on the same examples (DeLong). The scores come from the files
     written at each new validation best (and the final step) or, for a finished run started again, from the
     test_scores.npz it wrote; the pending files are dropped afterwards."""
     done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
