@@ -150,7 +150,7 @@ class Dataset:
         num_workers: int = 2,
         worker_type: str = "thread",
         prefetch: int = 2,
-        max_skip_fraction: float = 0.0,
+        max_skip_fraction: float = 0.01,
         name: str = "",
     ):
         if on_bad_image not in ("skip", "raise"):
