@@ -124,7 +124,7 @@ def test_selection_uses_validation_only_and_test_is_reported_at_both_steps(fake_
     # Per-example test scores at both steps reproduce the recorded AUCs (an independent sklearn computation).
     with np.load(os.path.join(workdir, trainer.TEST_SCORES)) as scores:
         assert int(scores["selected_step"]) == by_val and int(scores["final_step"]) == 40
-        assert list(scores["id"]) == [f"test/{i}" for i in range(40)]
+        assert [i.decode() for i in scores["id"]] == [f"test/{i}" for i in range(40)]
         for when, record in (("selected", summary["test"]["selected"]), ("final", summary["test"]["final"])):
             auc = roc_auc_score(scores["label"], scores[f"{when}_scores"][:, 1])
             assert auc == pytest.approx(record["auc"], abs=1e-12)

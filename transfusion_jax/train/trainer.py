@@ -12,6 +12,7 @@ at the validation-selected step and at the final step, and its curve exists for 
 (for DeLong comparisons between runs on the same test examples).
 """
 
+import hashlib
 import itertools
 import logging
 import math
@@ -166,33 +167,44 @@ def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def _pending_scores(outputs: dict[str, np.ndarray], full: bool) -> dict[str, np.ndarray]:
+    """What is kept of one test evaluation until the run ends: its scores and a digest of which examples they are;
+    the final step's file also holds the ids (UTF-8 bytes), labels and masks, which do not change between steps."""
+    ids = np.char.encode(np.asarray(outputs["id"], str), "utf-8")
+    kept = {"scores": outputs["scores"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
+    if full:
+        kept.update(id=ids, label=outputs["label"], label_mask=outputs["label_mask"])
+    return kept
+
+
 def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
     """test_scores.npz: per-example test scores at the selected and the final step, with ids, labels and masks,
-    so that runs can be compared on the same examples (DeLong). The scores come from the files
-    written at each new validation best (and the final step) or, for a finished run started again, from the
-    test_scores.npz it wrote; the pending files are dropped afterwards."""
+    so that runs can be compared on the same examples (DeLong). The scores come from the files written at each new
+    validation best and at the final step or, for a finished run started again, from the test_scores.npz it wrote;
+    the pending files are dropped afterwards."""
     done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
     known = {}
     if done.exists():
         old = _load_scores(done)
         for when in ("selected", "final"):
             if f"{when}_step" in old:
-                common = {k: old[k] for k in ("id", "label", "label_mask")}
-                known[int(old[f"{when}_step"])] = {"scores": old[f"{when}_scores"], **common}
+                known[int(old[f"{when}_step"])] = {"scores": old[f"{when}_scores"], "id_digest": old["id_digest"]}
+        common = {k: old[k] for k in ("id", "label", "label_mask")}
+        known[int(old["final_step"])].update(common)
     for path in pending.glob("step_*.npz"):
         known[int(path.stem.split("_")[1])] = _load_scores(path)
     missing = [step for step in (selected, final) if step is not None and step not in known]
     if missing:
         raise RuntimeError(f"{workdir} holds no test scores of step(s) {missing}; delete the workdir to start over.")
     arrays = {
-        **{k: known[final][k] for k in ("id", "label", "label_mask")},
+        **{k: known[final][k] for k in ("id", "id_digest", "label", "label_mask")},
         "loss": np.array(task.loss),
         "label_names": np.array(task.label_names),
         "final_step": np.array(final),
         "final_scores": known[final]["scores"],
     }
     if selected is not None:
-        if not np.array_equal(known[selected]["id"], arrays["id"]):
+        if known[selected]["id_digest"] != arrays["id_digest"]:
             raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
         arrays.update(selected_step=np.array(selected), selected_scores=known[selected]["scores"])
     _save_scores(done, arrays)
@@ -295,7 +307,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     logging.info("Early stop at step %d: no better validation AUC in %d evaluations.", done, patience)
                     stopped = is_ckpt = True
                 if lead and TEST in outputs and (improved or is_last or stopped):
-                    _save_scores(pending_scores / f"step_{done}.npz", outputs[TEST])
+                    full = is_last or stopped  # the final step's file carries the ids and labels
+                    _save_scores(pending_scores / f"step_{done}.npz", _pending_scores(outputs[TEST], full))
             if is_ckpt:
                 ckpt.save(done, state)
             if stopped:
