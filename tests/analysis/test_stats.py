@@ -116,7 +116,7 @@ def test_verdicts_come_from_intervals_never_from_point_estimates():
     equal = stats.Interval(0.001, -0.004, 0.006, 3, "t")
     helps = stats.Interval(0.024, 0.015, 0.033, 3, "t")
     vague = stats.Interval(0.024, -0.1, 0.15, 3, "t")  # a large point estimate that decides nothing
-    assert stats.verdict(equal, 0.01, "equivalent")[0] == "supported"
+    assert stats.verdict(equal, 0.01, "equivalent") == ("supported", "equivalent")
     assert stats.verdict(helps, 0.01, "equivalent")[0] == "contradicted"
     assert stats.verdict(helps, 0.01, "greater")[0] == "supported"
     assert stats.verdict(equal, 0.01, "greater")[0] == "contradicted"

@@ -108,6 +108,7 @@ def test_steps_with_censored_random_runs(tmp_path):
     # random's value is its run length, 1000: a lower bound of its true steps, so A - B is an upper bound
     assert faster.interval.estimate == pytest.approx(np.mean([100, 110, 120]) - 1000)
     assert faster.verdict == "supported" and faster.claim.kind == "less"
+    assert effects.describe(faster) == "**supported** (fewer steps)"
     both = found[("resnet50", "gabor", "steps to test AUC > 0.91")]
     assert both.verdict == "inconclusive" and "both bound" in both.why
     relative = found[("resnet50", "gabor", "steps to validation AUC > 0.95 x final")]

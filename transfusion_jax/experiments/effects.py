@@ -171,9 +171,28 @@ def effects(group: str, runs: Sequence) -> list[Effect]:
             if claim:
                 verdict, why = stats.verdict(interval, margin, claim.kind, bound)
             else:
-                verdict, why = "", stats.outcome(interval, margin) + (f" ({bound} bound)" if bound else "")
+                verdict, why = "", stats.outcome(interval, margin, bound)
             out.append(Effect(model, init, label, interval, margin, claim, verdict, why))
     return out
+
+
+# The interval's outcome for A - B in words that fit the measure (fewer steps is the good direction).
+_WORDS = {
+    "auc": {"better": "higher", "worse": "lower", "equivalent": "equivalent", "inconclusive": "spans the margin"},
+    "steps": {
+        "better": "more steps",
+        "worse": "fewer steps",
+        "equivalent": "equivalent",
+        "inconclusive": "spans the margin",
+    },
+}
+
+
+def describe(effect: Effect) -> str:
+    """The verdict (or, without a claim, the outcome) with its reason in the measure's words."""
+    words = _WORDS["steps" if effect.measure.startswith("steps") else "auc"]
+    why = words.get(effect.why, effect.why)
+    return f"**{effect.verdict}** ({why})" if effect.verdict else why
 
 
 def _number(value: float, kind_steps: bool) -> str:
@@ -213,9 +232,9 @@ def section(grouped: dict[str, Sequence]) -> list[str]:
         out.append("|---|---|---|---|---|---|---|")
         for e in rows:
             claim = e.claim.text if e.claim else "—"
-            verdict = f"**{e.verdict}** ({e.why})" if e.verdict else e.why
             out.append(
-                f"| {e.model} | {e.init} | {e.measure} | {e.interval.n} | {format_interval(e)} | {claim} | {verdict} |"
+                f"| {e.model} | {e.init} | {e.measure} | {e.interval.n} | {format_interval(e)} | {claim} | "
+                f"{describe(e)} |"
             )
         out.append("")
     return out
