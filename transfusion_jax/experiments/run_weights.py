@@ -79,7 +79,7 @@ def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
 
 def eval_batches(config, batch_size: int, max_images: int | None = None) -> list[np.ndarray]:
     """The run's evaluation images (padding dropped, at most `max_images`) as host batches of `batch_size`."""
-    dataset = data_lib.build_dataset(config, config.eval_split, train=False)
+    dataset = data_lib.build_dataset(config, config.test_split or config.val_split, train=False)
     images, count = [], 0
     for batch in dataset.batches(batch_size, mesh=partition.make_data_mesh()):
         valid = np.asarray(jax.device_get(batch["valid"])).astype(bool)
