@@ -355,8 +355,9 @@ class Dataset:
             )
 
     def example_ids(self) -> list[str]:
-        """Each example's path or record key, in the order of `indices` (eval order)."""
-        return [self.source.describe(int(i)) for i in self.indices]
+        """Each example's identity (path or record key; a resized copy's original id), in the order of `indices`
+        (eval order)."""
+        return [self.source.example_id(int(i)) for i in self.indices]
 
     def check(self) -> None:
         """Checks the split as training will read it, before step 1: every image file exists (missing ones raise

@@ -63,7 +63,8 @@ def decode_image(data, path: str, target_size: int) -> Image.Image:
 
 
 class Source:
-    """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key)."""
+    """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key, for
+    messages), `example_id(i)` (the example's identity; `describe(i)` unless a source knows better)."""
 
     task: tasks.TaskInfo
     labels: Labels
@@ -76,6 +77,10 @@ class Source:
 
     def describe(self, index: int) -> str:
         raise NotImplementedError
+
+    def example_id(self, index: int) -> str:
+        """What identifies the example across splits and copies (Dataset.example_ids): its path or key."""
+        return self.describe(index)
 
     def missing_files(self, indices) -> list[str]:
         """Paths of examples `indices` absent from disk; records of TFDS and in-memory sources always exist."""
