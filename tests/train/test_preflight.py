@@ -9,6 +9,7 @@ import pytest
 from fake_data import FakeDataset, route_build_dataset, tiny_config
 
 from transfusion_jax import data as data_lib
+from transfusion_jax import pretrained
 from transfusion_jax.data import generate
 from transfusion_jax.pretrained import common
 from transfusion_jax.train import config_lib, export, preflight, trainer
@@ -28,8 +29,6 @@ def _checkpoint(path, preprocessing) -> str:
         source="t",
     )
     if not isinstance(preprocessing, str):  # rewrite the record as the converters write it (numbers included)
-        from transfusion_jax import pretrained
-
         variables, meta = pretrained.load(str(path))
         pretrained.save(str(path), variables, {**meta, "preprocessing": preprocessing})
     return str(path)
@@ -61,6 +60,16 @@ def test_a_converted_record_must_match_the_preset_it_names(tmp_path):
     assert preflight.resolve(c).data.normalization == "inception"
     c.pretrained = _checkpoint(tmp_path / "odd.npz", {**record, "channel_order": "BGR"})
     with pytest.raises(preflight.ConfigError, match="channel_order='BGR'"):
+        preflight.resolve(c)
+
+
+def test_the_local_stand_in_checkpoint_decides_the_normalisation_too():
+    """',local' configs name the generated stand-in checkpoint (pretrained.STAND_IN), resolved as the loader does."""
+    c = config_lib.apply_runlocal(config_lib.retina_config("cbr_small", "transfer"))
+    assert c.pretrained == pretrained.STAND_IN
+    assert preflight.resolve(c).data.normalization == "torchvision"  # what the stand-in's metadata records
+    c.data.normalization = "inception"
+    with pytest.raises(preflight.ConfigError, match=r"expects 'torchvision'"):
         preflight.resolve(c)
 
 
