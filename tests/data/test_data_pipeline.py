@@ -396,7 +396,7 @@ def test_bad_image_in_index_source_is_skipped_in_training():
 
 def test_check_before_step_one_finds_missing_and_unreadable_images(small_kaggle):
     c = make_config("retina_folder", root=small_kaggle)
-    build_dataset(c, "train", train=True).check()  # a sound split passes (decoding, resizing, augmenting one image)
+    build_dataset(c, "train", train=True).check()  # a sound split passes (decoding and resizing one image)
     os.remove(os.path.join(small_kaggle, "train", "12_right.jpeg"))
     ds = build_dataset(c, "train", train=False)
     with pytest.raises(BadImageError, match=r"retina_folder/train: 1 of 6 image files are missing, e.g. \[.*12_right"):
