@@ -76,7 +76,7 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         settings(
             "performance",
-            "figures, paper_numbers, quickstart, report, sweep",
+            "figures, paper_numbers, quickstart, report, runs, sweep",
             '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny"]',
         ),
     ),
@@ -84,14 +84,14 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         """\
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
-final_auc = {}  # (model, init) -> final eval AUC per seed
+final_auc = {}  # (model, init) -> final test AUC per seed
 if MINI:
     paths = quickstart.make_data(WORKDIR, quickstart_config())
     for name, widths in SIZES.items():
         q = quickstart_config(widths=widths, inits=("random", "transfer"))
         trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, q)
         for init in q.inits:
-            final_auc[name, init] = [trained["summaries"][init, seed]["final_eval"]["auc"] for seed in q.seeds]
+            final_auc[name, init] = [runs.final_test_auc(trained["summaries"][init, seed]) for seed in q.seeds]
 else:
     kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}"])
     sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, **kwargs)
@@ -111,7 +111,7 @@ for (model, init), aucs in final_auc.items():
         + """
 bars = {i: {m: report.mean_std(a)[0] for (m, j), a in final_auc.items() if j == i} for i in ("random", "transfer")}
 png = os.path.join(WORKDIR, "performance.png")
-display(Image(figures.grouped_bars(bars, png, "final eval AUC", "Random init vs transfer per model")))""",
+display(Image(figures.grouped_bars(bars, png, "final test AUC", "Random init vs transfer per model")))""",
     ),
     (
         "md",
@@ -139,7 +139,7 @@ ResNet-50. The analysis cells below read any finished runs (trained with `export
             "representations",
             "figures, quickstart, report, run_weights, runs, sweep",
             '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
-            "MAX_IMAGES = 128 if MINI else 1024  # eval images streamed through CCA",
+            "MAX_IMAGES = 128 if MINI else 1024  # test images streamed through CCA",
         ).replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand"),
     ),
     (
@@ -213,7 +213,7 @@ CONVERGENCE = [
         """\
 # Transfusion — 3. Convergence: Mean-Var, weight transfusion, Slim, synthetic Gabor
 
-Paper Fig. 6 and the hybrid figures: steps until eval AUC > 0.91. Transfer converges fastest; Mean-Var init (only the
+Paper Fig. 6 and the hybrid figures: steps until test AUC > 0.91. Transfer converges fastest; Mean-Var init (only the
 pretrained weights' scale) and synthetic Gabor conv1 sit between transfer and random; reusing conv1 gives the largest
 marginal gain; Slim (pretrained up to block2, the rest at half width) matches transfer.""",
     ),
@@ -258,14 +258,14 @@ curves = {init: [quickstart.eval_curve(run_dir(init, seed)) for seed in SEEDS] f
 summaries = {init: [json.load(open(os.path.join(run_dir(init, s), "summary.json"))) for s in SEEDS] for init in inits}
 rows = []
 for init in inits:
-    reached = [x["steps_to_threshold"] for x in summaries[init] if x["steps_to_threshold"] is not None]
-    mean, std, n = report.mean_std([x["final_eval"]["auc"] for x in summaries[init]])
+    reached = [s for s in map(runs.test_steps_to_threshold, summaries[init]) if s is not None]
+    mean, std, n = report.mean_std([runs.final_test_auc(x) for x in summaries[init]])
     steps = f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached"
     rows.append([init, steps, report.pct(mean, std)])
 """
-        + md_table(["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows")
+        + md_table(["init", "steps to test AUC > 0.91 (runs reaching it)", "final test AUC %"], "rows")
         + """
-display(Image(figures.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
+display(Image(figures.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Test AUC, mean over seeds")))""",
     ),
     (
         "code",

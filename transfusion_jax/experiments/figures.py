@@ -178,7 +178,8 @@ def curve_band(curves: Sequence[dict[int, float]]):
 def auc_curves(
     curves_by_init: dict[str, list[dict[int, float]]], path: str, threshold: float | None = None, title: str = ""
 ) -> str:
-    """Eval AUC vs train step per init: mean over seeds as a line, min-max over seeds shaded."""
+    """Test AUC vs train step per init (the curves of the convergence figures: the test split is reported at every
+    evaluation, never used to choose): mean over seeds as a line, min-max over seeds shaded."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     for init, curves in curves_by_init.items():
@@ -190,7 +191,7 @@ def auc_curves(
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"AUC {threshold}")
     ax.set_xlabel("train step")
-    ax.set_ylabel("eval AUC")
+    ax.set_ylabel("test AUC")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)

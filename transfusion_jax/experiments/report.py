@@ -1,7 +1,9 @@
 """Aggregate sweep workdirs (ROOT/<group>/<model>/<init>/seed_<k>/summary.json) into the paper's tables.
 
 Statistics: mean and sample standard deviation (ddof=1, the usual "± over repetitions"; none for a single run) of
-the final evaluation's AUC; steps-to-threshold averaged over the runs that reached the threshold, with how many did.
+the test AUC at the final step and at the step selected on validation (the test split never chooses anything);
+steps until the test AUC is above the threshold averaged over the runs that got there, with how many did. The
+paired effects with intervals and verdicts per claim follow in their own section (experiments.effects).
 A row is marked as differing from the paper when |ours - paper| > max(DIFF_AUC_POINTS, 2 * our std) AUC points, or
 when our steps-to-threshold is more than DIFF_STEPS_RATIO times off the paper's in either direction.
 """
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
-from transfusion_jax.experiments import paper_numbers, runs
+from transfusion_jax.experiments import effects, paper_numbers, runs
 
 DIFF_AUC_POINTS = 1.0
 DIFF_STEPS_RATIO = 1.5
@@ -27,11 +29,13 @@ class RunResult:
     model: str
     init: str
     seed: int
-    final_auc: float | None
-    best_auc: float | None
-    steps_to_threshold: int | None
+    final_auc: float | None  # test AUC at the final step
+    selected_auc: float | None  # test AUC at the step of the best validation AUC
+    steps_to_threshold: int | None  # first step with test AUC > threshold
     threshold: float | None
-    final_eval: dict
+    final_test: dict  # the test evaluation at the final step (per-class AUCs)
+    summary: dict
+    workdir: str
 
 
 def _finite(value) -> float | None:
@@ -49,18 +53,19 @@ def collect(root: str) -> list[RunResult]:
             continue
         with open(os.path.join(dirpath, runs.SUMMARY)) as f:
             summary = json.load(f)
-        final = summary.get("final_eval") or {}
         results.append(
             RunResult(
                 group=rel[0],
                 model=rel[1],
                 init=runs.init_from_dirname(rel[2]),
                 seed=int(rel[3][len("seed_") :]),
-                final_auc=_finite(final.get("auc")),
-                best_auc=_finite(summary.get("best_auc")),
-                steps_to_threshold=summary.get("steps_to_threshold"),
+                final_auc=_finite(runs.final_test_auc(summary)),
+                selected_auc=_finite(runs.selected_test_auc(summary)),
+                steps_to_threshold=runs.test_steps_to_threshold(summary),
                 threshold=summary.get("auc_threshold"),
-                final_eval=final,
+                final_test=(summary.get("test") or {}).get("final") or {},
+                summary=summary,
+                workdir=dirpath,
             )
         )
     return sorted(results, key=lambda r: (r.group, r.model, r.init, r.seed))
@@ -81,7 +86,8 @@ class Row:
     n: int
     auc_mean: float | None
     auc_std: float | None
-    best_mean: float | None
+    selected_mean: float | None
+    selected_std: float | None
     steps_mean: float | None
     steps_std: float | None
     reached: int
@@ -96,13 +102,25 @@ def aggregate(results: Sequence[RunResult]) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for (group, model, init), rs in keyed.items():
         auc_mean, auc_std, n = mean_std([r.final_auc for r in rs])
-        best_mean, _, _ = mean_std([r.best_auc for r in rs])
+        selected_mean, selected_std, _ = mean_std([r.selected_auc for r in rs])
         reached = [float(r.steps_to_threshold) for r in rs if r.steps_to_threshold is not None]
         steps_mean, steps_std, _ = mean_std(reached)
-        class_keys = sorted({k for r in rs for k in r.final_eval if k.startswith("auc/")})
-        per_class = {k[len("auc/") :]: mean_std([_finite(r.final_eval.get(k)) for r in rs])[:2] for k in class_keys}
+        class_keys = sorted({k for r in rs for k in r.final_test if k.startswith("auc/")})
+        per_class = {k[len("auc/") :]: mean_std([_finite(r.final_test.get(k)) for r in rs])[:2] for k in class_keys}
         out.setdefault(group, []).append(
-            Row(model, init, len(rs), auc_mean, auc_std, best_mean, steps_mean, steps_std, len(reached), per_class)
+            Row(
+                model,
+                init,
+                len(rs),
+                auc_mean,
+                auc_std,
+                selected_mean,
+                selected_std,
+                steps_mean,
+                steps_std,
+                len(reached),
+                per_class,
+            )
         )
     return out
 
@@ -153,14 +171,23 @@ def auc_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 row.init,
                 str(row.n),
                 pct(row.auc_mean, row.auc_std),
-                pct(row.best_mean),
+                pct(row.selected_mean, row.selected_std),
                 _steps(row),
                 ref.format(1) + f" [{ref.tag}]" if ref else "—",
                 mark,
             ]
         )
     return markdown_table(
-        ["model", "init", "runs", "final AUC % (ours)", "best AUC % (ours)", "steps to threshold", "paper AUC %", ""],
+        [
+            "model",
+            "init",
+            "runs",
+            "test AUC % final (ours)",
+            "test AUC % at the validation-selected step (ours)",
+            "steps to test AUC > threshold",
+            "paper AUC %",
+            "",
+        ],
         lines,
     )
 
@@ -185,7 +212,7 @@ def chexpert_table(rows: Sequence[Row], paper: dict) -> list[str]:
 
 
 def convergence_table(rows: Sequence[Row], paper: dict) -> list[str]:
-    """Hybrid inits: steps until eval AUC first reaches the threshold, beside the paper's (eval every 1001 steps)."""
+    """Hybrid inits: steps until the test AUC is first above the threshold, beside the paper's (eval every 1001)."""
     lines = []
     for row in rows:
         ref = paper.get((row.model, row.init))
@@ -202,19 +229,65 @@ def convergence_table(rows: Sequence[Row], paper: dict) -> list[str]:
             ]
         )
     return markdown_table(
-        ["model", "init", "runs", "steps to threshold (ours)", "final AUC % (ours)", "paper steps to 0.91", ""], lines
+        [
+            "model",
+            "init",
+            "runs",
+            "steps to test AUC > threshold (ours)",
+            "test AUC % final (ours)",
+            "paper steps to 0.91",
+            "",
+        ],
+        lines,
     )
+
+
+def effects_section(grouped: dict[str, Sequence[RunResult]]) -> list[str]:
+    """Markdown: per group, every paired effect (experiments.effects) with its interval, the paper's claim and the
+    verdict."""
+    out = [
+        "## Effects: init - random, paired by seed (95% intervals)",
+        "",
+        f"AUC differences in AUC points: t over seed pairs plus DeLong's variance over the shared test examples; "
+        f"margin ±{100 * effects.AUC_MARGIN:g} point. Steps: t over seed pairs, margin one evaluation interval (the "
+        f"measure's resolution); a run that never crossed counts as its run length (a bound). Verdicts come from the "
+        f"interval and the margin only: 'supported' / 'contradicted' / 'inconclusive'; rows without a claim of the "
+        f"paper show the interval's outcome (better / worse / equivalent / inconclusive). The test split is never "
+        f"used to choose: 'selected' is the step of the best validation AUC.",
+        "",
+    ]
+    for group, results in grouped.items():
+        rows = effects.effects(group, results)
+        if not rows:
+            continue
+        lines = [
+            [
+                e.model,
+                e.init,
+                e.measure,
+                e.interval.n,
+                effects.format_interval(e),
+                e.claim.text if e.claim else "—",
+                effects.describe(e),
+            ]
+            for e in rows
+        ]
+        header = ["model", "init - random", "measure", "seed pairs", "difference [95% CI]", "paper's claim", "verdict"]
+        out += [f"### {group}", "", *markdown_table(header, lines), ""]
+    return out
 
 
 def render(root: str) -> str:
     """The Markdown report of every group under `root`."""
-    grouped = aggregate(collect(root))
+    results = collect(root)
+    grouped = aggregate(results)
     if not grouped:
         raise FileNotFoundError(f"No finished runs (ROOT/<group>/<model>/<init>/seed_<k>/summary.json) under {root!r}.")
     out = [
         f"# Results under `{root}`",
         "",
-        f"Final AUC: mean ± sample std over seeds. A row is marked **differs** when |ours - paper| > "
+        f"Test AUC: mean ± sample std over seeds, at the final step and at the step selected on validation (the "
+        f"test split never chooses). A row is marked **differs** when |ours - paper| > "
         f"max({DIFF_AUC_POINTS:g}, 2·std) AUC points, or steps are more than {DIFF_STEPS_RATIO:g}x off. Paper "
         f"values marked (?) are unconfirmed (docs/paper.md); tags: P-fig figure, S secondary source.",
         "",
@@ -229,4 +302,8 @@ def render(root: str) -> str:
         else:
             out += auc_table(rows, paper)
         out.append("")
+    by_group: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_group.setdefault(r.group, []).append(r)
+    out += effects_section(by_group)
     return "\n".join(out)
