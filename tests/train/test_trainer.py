@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from tb_events import scalars
 
 from transfusion_jax import pretrained
-from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
+from transfusion_jax.train import NonFiniteLossError, config_lib, preflight, trainer
 from transfusion_jax.train.writer import MetricWriter, dumps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -152,6 +152,16 @@ def test_early_stopping_and_epochs(fake_data, tmp_path):
     # Rerunning the finished workdir resumes at the stop step and stops again without training.
     again = trainer.train_and_evaluate(config, str(tmp_path))
     assert again == json.loads(json.dumps(summary))
+
+
+def test_explicit_eval_steps_and_the_last_step_are_the_evaluations(fake_data, tmp_path):
+    summary = trainer.train_and_evaluate(tiny_config(num_train_steps=12, eval_steps=(1, 2, 3, 7)), str(tmp_path))
+    assert [r["step"] for r in _records(str(tmp_path), "val")] == [1, 2, 3, 7, 12]
+    assert [r["step"] for r in _records(str(tmp_path), "test")] == [1, 2, 3, 7, 12]
+    assert summary["eval_steps"] == [1, 2, 3, 7]
+    with pytest.raises(preflight.ConfigError, match="eval_steps must lie in 1..num_train_steps"):
+        trainer.train_and_evaluate(tiny_config(num_train_steps=12, eval_steps=(0, 13)), str(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()  # refused before step 1
 
 
 def test_metric_files_are_strict_json(tmp_path):

@@ -14,6 +14,7 @@ Fields (override any with `--config.<field>=...`):
   train_split, val_split, test_split   training; selection (best checkpoint, early stopping, every "best");
                                 reporting only (test AUC at the validation-selected step and at the final step)
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
+  eval_steps                    explicit evaluation steps (replace eval_every_steps when given; the last is added)
   num_train_epochs              > 0: training length in passes over the training split (sets num_train_steps)
   early_stopping_evals          > 0: stop after this many evaluations without a better validation AUC
   auc_threshold                 the paper's convergence measure: first eval step with AUC > this (0.91)
@@ -81,6 +82,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.aux_loss_weight = 0.0  # Inception-v3 aux head loss weight (needs model.overrides.aux_logits=True)
     c.log_every_steps = 100
     c.eval_every_steps = PAPER_EVAL_EVERY
+    # Explicit evaluation steps (e.g. log-spaced, dense early, so steps-to-threshold is not censored by the grid's
+    # floor); empty: every eval_every_steps. The last step is always evaluated.
+    c.eval_steps = ()
     c.checkpoint_every_steps = PAPER_EVAL_EVERY
     c.keep_checkpoints = 3
     c.auc_threshold = 0.91  # steps to the first eval with AUC > this (the paper's convergence measure)

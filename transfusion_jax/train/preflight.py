@@ -108,6 +108,23 @@ def num_train_steps(config, train_examples: int) -> int:
     return math.ceil(config.num_train_epochs * train_examples / config.batch_size)
 
 
+def eval_steps(config) -> frozenset:
+    """The steps after which the run evaluates: config.eval_steps (each in 1..num_train_steps) or every
+    eval_every_steps; the last step always (the final numbers). Call after num_train_steps is resolved."""
+    last = config.num_train_steps
+    if config.eval_steps:
+        steps = [int(s) for s in config.eval_steps]
+        bad = [s for s in steps if not 1 <= s <= last]
+        if bad:
+            raise ConfigError(f"config.eval_steps must lie in 1..num_train_steps ({last}); got {bad[:5]}.")
+        return frozenset(steps) | {last}
+    if config.eval_every_steps <= 0:
+        raise ConfigError(
+            f"config.eval_every_steps must be > 0 (or give config.eval_steps), got {config.eval_every_steps}."
+        )
+    return frozenset(range(config.eval_every_steps, last + 1, config.eval_every_steps)) | {last}
+
+
 def check_input_size(config) -> None:
     """An input too small for the architecture (a feature map of size 0) fails here, naming the smallest."""
     size = data_lib.image_size(config)

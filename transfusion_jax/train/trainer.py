@@ -150,6 +150,7 @@ def _summary(records: list[dict], config, train_examples: int, final_step: int, 
         "final_step": final_step,
         "stopped_early": final_step < config.num_train_steps,
         "eval_every_steps": config.eval_every_steps,
+        "eval_steps": sorted(int(s) for s in config.eval_steps),  # empty: every eval_every_steps (and the last)
         "selection": "max validation AUC (earliest of ties)",
         "selected_step": selected,
         "auc_threshold": config.auc_threshold,
@@ -254,6 +255,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_sets = {role: data_lib.build_dataset(config, split, train=False) for role, split in roles if split}
     preflight.check_run(config, train_ds, eval_sets)
     config.num_train_steps = preflight.num_train_steps(config, len(train_ds))
+    eval_at = preflight.eval_steps(config)
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
         _write_config(config, workdir)
@@ -318,7 +320,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             pending.append((done, train_metrics))
             bar.update(1)
             is_last = done == config.num_train_steps
-            is_eval = done % config.eval_every_steps == 0 or is_last
+            is_eval = done in eval_at
             is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
             if done % config.log_every_steps == 0 or is_eval or is_ckpt:
                 logged = _check_finite(pending)
