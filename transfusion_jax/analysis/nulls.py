@@ -9,7 +9,9 @@ independent Gaussian data the mean squared canonical correlation is about d / n)
 unrelated activations of the same size score.
 
 Rows are (images * rows_per_image, features) with each image's rows contiguous, as `activations.collect_rows` gives
-them. Pure NumPy plus the streamed moments of `moments` and the measures of `similarity`.
+them. Pure NumPy: the moments every measure of `similarity` reads are computed here in float64 from the whole arrays
+(`moments_of`), not streamed through `moments.from_arrays`, whose jitted accumulator compiles once per array shape:
+a null takes a handful of shapes per layer, each used a few times.
 """
 
 from collections.abc import Mapping
@@ -39,8 +41,27 @@ def shuffle_images(rows: np.ndarray, num_images: int, permutation: np.ndarray) -
     return rows.reshape(num_images, per_image, rows.shape[1])[np.asarray(permutation)].reshape(rows.shape)
 
 
+def moments_of(x: np.ndarray, y: np.ndarray) -> moments.Stats:
+    """`moments.Stats` of two whole arrays of paired rows, in float64 (what `moments.finalize` gives for them)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    n = x.shape[0]
+    a, b = np.sum(xc**2, axis=1), np.sum(yc**2, axis=1)
+    return moments.Stats(
+        n=n,
+        mean_x=x.mean(axis=0),
+        mean_y=y.mean(axis=0),
+        cxx=xc.T @ xc / n,
+        cyy=yc.T @ yc / n,
+        cxy=xc.T @ yc / n,
+        p_xx=float(a @ a),
+        p_yy=float(b @ b),
+        p_xy=float(a @ b),
+    )
+
+
 def _scores(x: np.ndarray, y: np.ndarray, methods: Mapping[str, Mapping]) -> dict[str, similarity.Similarity]:
-    stats = moments.finalize(moments.from_arrays(x, y))  # one accumulation serves every method
+    stats = moments_of(x, y)  # one set of moments serves every method
     return {method: similarity.measure(stats, method, **dict(options)) for method, options in methods.items()}
 
 
