@@ -90,3 +90,17 @@ def test_quote_verdicts_copies_the_block_verbatim(written, tmp_path):
     assert quoted.startswith("intro\n\n") and quoted.endswith("\n\nafter\n")
     with pytest.raises(ValueError, match="markers"):
         study_report.verdicts_block("no block here")
+
+
+def test_readme_and_results_quote_the_committed_report_verbatim():
+    """README.md and docs/RESULTS.md show the verdicts of docs/study_report/report.md, the report our run of the
+    quickstart wrote, character for character (regenerate with study_report.quote_verdicts)."""
+    import os
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "docs", "study_report", "report.md")) as f:
+        block = study_report.verdicts_block(f.read())
+    assert "| C1 |" in block
+    for doc in ("README.md", os.path.join("docs", "RESULTS.md")):
+        with open(os.path.join(repo, doc)) as f:
+            assert study_report.verdicts_block(f.read()) == block, doc

@@ -22,6 +22,7 @@ from transfusion_jax.surgery import gabor_filters
 
 VERDICTS_BEGIN = "<!-- study-verdicts:begin -->"
 VERDICTS_END = "<!-- study-verdicts:end -->"
+BORDERLINE = 0.01  # a G2 upper bound this close to its ceiling is reported as borderline
 _MEASURE_NAMES = {"auc": "test AUC", "log_steps": "ln steps to threshold", "similarity": "similarity"}
 
 
@@ -91,12 +92,16 @@ def _mean_sd(values: Sequence[float], digits: int = 3) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def _fraction(value: float, low: float, high: float) -> str:
+    return f"{(value - low) / (high - low):.0%}" if high != low else "n/a"
+
+
 # ---------------------------------------------------------------- sections
 
 
-def verdicts_section(c, verdicts: StudyVerdicts) -> list[str]:
-    """The table README.md and docs/RESULTS.md quote: per claim and scope, the effect with its 95 % interval, the
-    margin and the verdict."""
+def verdicts_section(c, verdicts: StudyVerdicts, timing: Mapping) -> list[str]:
+    """What README.md and docs/RESULTS.md quote: where and how long it ran, the gates, and per claim and scope the
+    effect with its 95 % interval, the margin and the verdict."""
     rows = []
     for v in verdicts.verdicts:
         parts = v.parts or [v]
@@ -115,8 +120,14 @@ def verdicts_section(c, verdicts: StudyVerdicts) -> list[str]:
         f" (fails: {', '.join(g4_failed)})" if g4_failed else ""
     )
     judged = [v for v in verdicts.verdicts if v.verdict in ("supported", "contradicted", "inconclusive")]
+    cut = [m for m in ("small", "large") if m not in c.models_run]
     return [
         VERDICTS_BEGIN,
+        f"configs/study.py:{c.variant}"
+        + (f" (the CPU cut: the {', '.join(cut)} model not run)" if cut else "")
+        + f" on {machine()}; {timing['wall'] / 60:.1f} min wall time (load average {timing['load'][0]:.1f} at the "
+        f"start, {timing['load'][1]:.1f} at the end), {timing['trained']} of {timing['runs']} runs trained in it.",
+        "",
         f"**Gates**: {gates}.",
         "",
         *markdown_table(
@@ -185,6 +196,10 @@ def gates_section(c, verdicts: StudyVerdicts, diagnostics: Mapping, measures: Ma
             f"{c.gates.kernel_sd:g} sd of the random inits, peakedness above their largest, accuracy ≥ "
             f"{c.gates.chance_multiple:g} x chance." + ("" if g1.passed else f" Fails: {g1.detail}."),
             "",
+            f"How structured is the conv1 that C8 compares the Gabor bank with: its peakedness lies "
+            f"{_fraction(d['pretrained']['conv1_peakedness'], np.mean(peaks), d['gabor_peakedness'])} of the way from "
+            "the random inits' mean to the Gabor bank's.",
+            "",
         ]
         probes[model] = d["probe"]
     if ratios:
@@ -193,13 +208,15 @@ def gates_section(c, verdicts: StudyVerdicts, diagnostics: Mapping, measures: Ma
         )
         lines += ["![G1 kernel std ratios](figures/g1_kernel_std_ratio.png)", ""]
     ceiling = c.threshold - c.gates.probe_below_threshold
-    rows, bars, errors = [], {}, {}
+    rows, bars, errors, borderline = [], {}, {}, []
     for model, runs_ in probes.items():
         cells = []
         for layer in runs_[0]:
             values = [p[layer] for p in runs_]
             interval = stats.t_interval(values, c.confidence)
             cells.append(f"{_mean_sd(values)} (≤ {interval.high:.3f})")
+            if abs(interval.high - ceiling) < BORDERLINE:
+                borderline.append(f"{model} model's {layer} ({interval.high:.3f})")
             bars.setdefault(f"{model} model", {})[layer] = float(np.mean(values))
             errors.setdefault(f"{model} model", {})[layer] = float(interval.high - interval.estimate)
         g2 = by["G2", model]
@@ -223,6 +240,15 @@ def gates_section(c, verdicts: StudyVerdicts, diagnostics: Mapping, measures: Ma
             "",
             *markdown_table(["model", *layers, "G2"], rows),
             "",
+            *(
+                [
+                    f"Borderline (upper bound within {BORDERLINE} of the ceiling, either side): "
+                    f"{', '.join(borderline)}; a less noisy probe could put it on the other side.",
+                    "",
+                ]
+                if borderline
+                else []
+            ),
             "![G2 probe AUC](figures/g2_probe_auc.png)",
             "",
         ]
@@ -523,7 +549,15 @@ def write(
             f"- **The CPU cut** (docs/study.md §9, fixed before any claim was tested): the {', '.join(cut)} model "
             f'is not run here; its claims read "{NOT_RUN}".'
         )
-    lines += ["", "## Verdicts", "", *verdicts_section(c, verdicts), "", "![verdicts](figures/verdicts.png)", ""]
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        *verdicts_section(c, verdicts, timing),
+        "",
+        "![verdicts](figures/verdicts.png)",
+        "",
+    ]
     lines += gates_section(c, verdicts, diagnostics, measures, fig_dir)
     lines += claims_section(verdicts)
     lines += measures_section(c, measures, fig_dir)
