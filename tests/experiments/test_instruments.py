@@ -71,7 +71,7 @@ def test_probes_fit_on_train_score_on_validation(trained, tmp_path):
             as_batches(train_images, train_labels),
             as_batches(val_images, val_labels),
             kind="softmax",
-            label_names=("no", "yes"),
+            label_names=("grade < 2", "grade >= 2"),
             layers=list(run.blocks),
             k=5,
         )
@@ -203,14 +203,14 @@ def test_calibration_reads_the_test_scores(trained, tmp_path):
         got = result["runs"][workdir]
         assert got["reliability"] == recorded["reliability"]  # the trainer's diagrams, from the same scores
         assert got["auc"] == pytest.approx(recorded["auc"], abs=1e-12) and got["ece"] == pytest.approx(recorded["ece"])
-        bins = got["reliability"]["yes"]
+        bins = got["reliability"]["grade >= 2"]
         n = sum(bins["count"])
         by_hand = sum(c / n * abs(f - p) for c, f, p in zip(bins["count"], bins["frequency"], bins["confidence"]))
         assert got["ece"] == pytest.approx(by_hand, abs=1e-12)
     argv = ["calibration", "--runs", trained["random0"], "--when", "final", "--bins", "4"]
     assert cli.main([*argv, "--out", str(tmp_path), "--name", "four"]) == 0
     four = outputs(tmp_path, "four")["runs"][trained["random0"]]
-    assert four["bins"] == 4 and len(four["reliability"]["yes"]["count"]) <= 4
+    assert four["bins"] == 4 and len(four["reliability"]["grade >= 2"]["count"]) <= 4
 
 
 def test_bad_invocations_are_named(trained, tmp_path, capsys):
