@@ -155,6 +155,13 @@ def test_initial_weights_come_from_the_run_not_from_its_config(trained):
     )
 
 
+def test_legend_labels_are_the_shortest_distinct_path_suffixes(tmp_path):
+    same_group = [str(tmp_path / "g1/m/random/seed_0"), str(tmp_path / "g1/m/random/seed_1")]
+    assert list(figures.labels(same_group).values()) == ["m/random/seed_0", "m/random/seed_1"]
+    two_groups = [str(tmp_path / "lp/m/transfer/seed_0"), str(tmp_path / "ft/m/transfer/seed_0")]
+    assert list(figures.labels(two_groups).values()) == ["lp/m/transfer/seed_0", "ft/m/transfer/seed_0"]
+
+
 # ---------------------------------------------------------------- filter grids
 
 

@@ -116,9 +116,20 @@ def weight_change(runs: Sequence[RunWeights]) -> dict:
     }
 
 
-def label(workdir: str) -> str:
-    """A short legend entry for a run: the last three parts of its path (e.g. random/seed_0 under its sweep)."""
-    return os.path.join(*Path(workdir).resolve().parts[-3:])
+def label(workdir: str, parts: int = 3) -> str:
+    """A short legend entry for a run: the last `parts` parts of its path (e.g. random/seed_0 under its sweep)."""
+    return os.path.join(*Path(workdir).resolve().parts[-parts:])
+
+
+def labels(workdirs) -> dict[str, str]:
+    """workdir -> the shortest path suffix (at least 3 parts) that tells apart every run of one picture (runs of two
+    sweep groups differ only in the 4th part from the end)."""
+    workdirs = list(dict.fromkeys(workdirs))
+    for parts in range(3, 64):
+        short = {w: label(w, parts) for w in workdirs}
+        if len(set(short.values())) == len(workdirs):
+            return short
+    return {w: str(w) for w in workdirs}
 
 
 def save(result: dict, out_dir: str, name: str | None = None) -> tuple[str, str]:
@@ -145,12 +156,14 @@ def _fig2_picture(result: dict, path: str) -> str:
 
 
 def _fig3_picture(result: dict, path: str) -> str:
-    values = {label(w): v["similarity"] for w, v in result["runs"].items()}
+    names = labels(result["runs"])
+    values = {names[w]: v["similarity"] for w, v in result["runs"].items()}
     return grouped_bars(values, path, f"{result['method']} similarity to init", "Similarity to init")
 
 
 def _weights_picture(result: dict, path: str) -> str:
-    values = {label(w): v for w, v in result["runs"].items()}
+    names = labels(result["runs"])
+    values = {names[w]: v for w, v in result["runs"].items()}
     return grouped_bars(values, path, "||W_T - W_0|| / ||W_0||", "Relative weight change per block")
 
 
@@ -258,13 +271,13 @@ def init_vs_final_scatter(result: dict, path: str) -> str:
 
 def probe_curves(result: dict, path: str) -> str:
     """Probes: AUC per block, one panel per probe; per run the final weights (solid) and the init (dashed)."""
-    kinds = result["probes"]
+    kinds, names = result["probes"], labels(result["runs"])
     fig = Figure(figsize=(5 * len(kinds), 3.8))
     for i, kind in enumerate(kinds):
         ax = fig.add_subplot(1, len(kinds), i + 1)
         for workdir, run in result["runs"].items():
             blocks = run["final"]["layers"]
-            (line,) = ax.plot(blocks, [run["final"][kind][b]["auc"] for b in blocks], "o-", label=f"{label(workdir)}")
+            (line,) = ax.plot(blocks, [run["final"][kind][b]["auc"] for b in blocks], "o-", label=names[workdir])
             ax.plot(blocks, [run["init"][kind][b]["auc"] for b in blocks], "o--", color=line.get_color(), alpha=0.6)
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
         split = next(iter(result["runs"].values()))["split"]["name"]
@@ -279,12 +292,12 @@ def probe_curves(result: dict, path: str) -> str:
 
 def criticality_curves(result: dict, path: str) -> str:
     """Resilience: per block, the AUC drop and the loss rise when that block is reset (one line per run)."""
-    fig = Figure(figsize=(10, 3.8))
+    fig, names = Figure(figsize=(10, 3.8)), labels(result["runs"])
     for i, (key, ylabel) in enumerate((("auc_drop", "AUC drop"), ("loss_rise", "loss rise"))):
         ax = fig.add_subplot(1, 2, i + 1)
         for workdir, run in result["runs"].items():
             ax.plot(
-                run["blocks"], [run["per_block"][b].get(key, np.nan) for b in run["blocks"]], "o-", label=label(workdir)
+                run["blocks"], [run["per_block"][b].get(key, np.nan) for b in run["blocks"]], "o-", label=names[workdir]
             )
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_ylabel(ylabel)
@@ -308,7 +321,8 @@ def interpolation_path(result: dict, path: str) -> str:
         ax.plot([0, 1], [values[0], values[-1]], "k--", lw=0.8)
         barrier = result["barrier"].get(key)
         ax.set_title(f"{key}: barrier {barrier:.4f} (grid step {result['resolution']:.3g})", fontsize=9)
-        ax.set_xlabel(f"alpha: {label(result['runs'][0])} -> {label(result['runs'][1])}", fontsize=7)
+        ends = labels(result["runs"])
+        ax.set_xlabel(f"alpha: {ends[result['runs'][0]]} -> {ends[result['runs'][1]]}", fontsize=7)
         ax.set_ylabel(f"{key} on {result['split']['name']}")
         ax.grid(alpha=0.3)
     return save_figure(fig, path)
@@ -365,14 +379,14 @@ def reliability_diagrams(result: dict, path: str) -> str:
     """Calibration: per output a panel of observed frequency vs mean predicted probability per equal-mass bin, one
     line per run (ECE in the legend), the diagonal for perfect calibration."""
     outputs = list(dict.fromkeys(o for run in result["runs"].values() for o in run["reliability"]))
-    fig = Figure(figsize=(4 * max(len(outputs), 1), 4))
+    fig, names = Figure(figsize=(4 * max(len(outputs), 1), 4)), labels(result["runs"])
     for i, output in enumerate(outputs):
         ax = fig.add_subplot(1, len(outputs), i + 1)
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         for workdir, run in result["runs"].items():
             bins = run["reliability"].get(output)
             if bins:
-                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{label(workdir)}: ECE {bins['ece']:.3f}")
+                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['ece']:.3f}")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("mean predicted probability")
