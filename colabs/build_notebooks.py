@@ -407,7 +407,8 @@ pairs = {
 }
 barriers = []
 for name, (a, b) in pairs.items():
-    result = instruments.interpolate_runs(*run_weights.load_runs([a, b]))
+    grid = dict(alphas=[0, 0.25, 0.5, 0.75, 1], bn_batches=4) if MINI else {}  # full: 11 points, 16 BN batches
+    result = instruments.interpolate_runs(*run_weights.load_runs([a, b]), **grid)
     _, png = figures.save(result, ANALYSES, f"interpolation_{name}")
     barriers.append([name, f"{result['barrier']['loss']:.4f}", f"{result['barrier']['auc']:.4f}"])
     display(Image(png))
