@@ -315,8 +315,9 @@ data, a 20-step pretrain as the "ImageNet" checkpoint) the numbers show the mech
             '    "linear_probe": ["finetune.protocol=linear_probe"],\n'
             '    "lp_ft": ["finetune.protocol=lp_ft", f"finetune.probe_steps={10 if MINI else 5005}"],\n'
             "    # Tiles of 8 px at 32 px (4 x 4 tiles); full scale 84 px tiles need an input size they divide: 588.\n"
-            '    "block_shuffle": ["data.block_shuffle.block_size=8"] if MINI else\n'
-            '    ["data.image_size=588", "data.block_shuffle.block_size=84"],\n'
+            '    "block_shuffle": ["data.block_shuffle.block_size=8"]\n'
+            "    if MINI\n"
+            '    else ["data.image_size=588", "data.block_shuffle.block_size=84"],\n'
             "}\n"
             'ANALYSES = os.path.join(WORKDIR, "analyses")  # where the report finds the instruments\' JSON',
         ).replace(
@@ -378,13 +379,14 @@ display(Image(png))""",
         "code",
         """\
 # Layer-wise probes at init and after fine-tuning: k-NN (cosine, k = 20) and logistic regression per block.
-probe_runs = [run_weights.RunWeights(run_dir(g, i, SEEDS[0])) for g, i in ((GROUP, "random"), (GROUP, "transfer"),
-                                                                         ("linear_probe", "transfer"))]
-probes = instruments.probe_runs(probe_runs, k=20, batch_size=32)
+probed = [(GROUP, "random"), (GROUP, "transfer"), ("linear_probe", "transfer")]
+probes = instruments.probe_runs([run_weights.RunWeights(run_dir(g, i, SEEDS[0])) for g, i in probed], batch_size=32)
 display(Image(figures.save(probes, ANALYSES)[1]))
-rows = [[f"{g}/{i}", b, f"{r['init']['linear'][b]['auc']:.3f}", f"{r['final']['linear'][b]['auc']:.3f}"]
-        for (g, i), r in zip(((GROUP, "random"), (GROUP, "transfer"), ("linear_probe", "transfer")),
-                             probes["runs"].values()) for b in r["final"]["layers"]]
+rows = [
+    [f"{g}/{i}", b, f"{r['init']['linear'][b]['auc']:.3f}", f"{r['final']['linear'][b]['auc']:.3f}"]
+    for (g, i), r in zip(probed, probes["runs"].values())
+    for b in r["final"]["layers"]
+]
 """
         + md_table(["run", "block", "linear probe AUC at init", "after training"], "rows"),
     ),
@@ -392,8 +394,9 @@ rows = [[f"{g}/{i}", b, f"{r['init']['linear'][b]['auc']:.3f}", f"{r['final']['l
         "code",
         """\
 # Re-initialisation resilience: reset one block of the fine-tuned model to its init, evaluate on validation.
-resilience = instruments.resilience_runs([run_weights.RunWeights(run_dir(GROUP, i, SEEDS[0])) for i in
-                                          ("random", "transfer")])
+resilience = instruments.resilience_runs(
+    [run_weights.RunWeights(run_dir(GROUP, i, SEEDS[0])) for i in ("random", "transfer")]
+)
 display(Image(figures.save(resilience, ANALYSES)[1]))""",
     ),
     (
