@@ -285,6 +285,27 @@ def test_reuse_cli_equals_the_decomposition_of_the_recorded_values(tmp_path):
     assert never["gain"] is None and "never reached" in never["share"]["reason"]
 
 
+def test_reuse_without_shared_seeds_is_unpaired(tmp_path):
+    """Seeds 0-2 of transfer, 3-5 of mean_var, 0 and 6 of random: fewer than two shared, so every run counts,
+    unpaired (Welch); a single seed of an init has no variance and leaves the row undefined, saying why."""
+    for seed, auc in zip((0, 1, 2), WT):
+        write_summary(tmp_path, "retina", "cbr_small", "transfer", seed, auc)
+    for seed, auc in zip((3, 4, 5), ST):
+        write_summary(tmp_path, "retina", "cbr_small", "mean_var", seed, auc)
+    for seed, auc in zip((0, 6), RI[:2]):
+        write_summary(tmp_path, "retina", "cbr_small", "random", seed, auc)
+    write_summary(tmp_path, "retina", "cbr_tiny", "transfer", 0, 0.9)
+    write_summary(tmp_path, "retina", "cbr_tiny", "mean_var", 0, 0.9)
+    write_summary(tmp_path, "retina", "cbr_tiny", "random", 1, 0.9)
+    rows = instruments.reuse_decomposition(report.collect(str(tmp_path)))["rows"]
+    final = next(r for r in rows if r["model"] == "cbr_small" and r["measure"] == "auc_final")
+    assert final["paired"] is False and final["seeds"] == {"WT": [0, 1, 2], "ST": [3, 4, 5], "RI": [0, 6]}
+    expected = json.loads(json.dumps(reuse.decompose(WT, ST, RI[:2], paired=False)))
+    assert final["gain"] == expected["gain"] and final["share"] == expected["share"]
+    single = next(r for r in rows if r["model"] == "cbr_tiny" and r["measure"] == "auc_final")
+    assert single["gain"] is None and "at least 2 seeds" in single["share"]["reason"]
+
+
 def test_report_section_on_constructed_runs_and_analyses(tmp_path):
     root = sweep_root(tmp_path)
     analyses = root / "analyses"
