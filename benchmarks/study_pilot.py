@@ -229,7 +229,7 @@ def _images_and_labels(config, split):
 def part_probe(workdir, paths, plan=PLAN) -> dict:
     """Probe AUC per block by 5-fold cross-validation within the target's train split (no validation or test image
     is used), for 5 random initialisations and the same with the Gabor bank as conv1."""
-    from transfusion_jax.analysis import diagnostics
+    from transfusion_jax.analysis import probes
     from transfusion_jax.surgery import schemes
 
     config = target_config(paths, plan.models[0][1], 0, plan)
@@ -242,9 +242,9 @@ def part_probe(workdir, paths, plan=PLAN) -> dict:
             gabor, _ = schemes.gabor(variables, [f"layer{i + 1}" for i in range(len(widths))])
             for init, v in (("random", variables), ("gabor_conv1", gabor)):
                 chunks = (images[i : i + 250] for i in range(0, len(images), 250))
-                pooled = diagnostics.pooled_features(functools.partial(model.apply, train=False), v, chunks)
+                pooled = probes.pooled_features(functools.partial(model.apply, train=False), v, chunks)
                 per_init[init].append(
-                    {block: diagnostics.cross_validated_probe_auc(f, labels, seed=seed) for block, f in pooled.items()}
+                    {block: probes.cross_validated_probe_auc(f, labels, seed=seed) for block, f in pooled.items()}
                 )
         out["models"][name] = per_init
         log(f"probe {name}: {json.dumps(per_init)[:600]}")

@@ -1,7 +1,8 @@
 """Retina (diabetic retinopathy, moderate-or-worse vs not), random init vs ImageNet transfer: paper Table 1.
 
 Launch (arg 'MODEL,INIT[,local]'; MODEL in resnet50, inception_v3, cbr_larget, cbr_largew, cbr_small, cbr_tiny;
-INIT in random, transfer):
+INIT in random, transfer, or mean_var: "statistics transfer", the third init of the feature-reuse decomposition,
+`python -m transfusion_jax.experiments reuse ROOT`, docs/instruments.md):
   python -m transfusion_jax.main --config=configs/retina.py:resnet50,transfer --workdir=$WORKDIR \
       --config.data.root=/path/to/kaggle_dr --config.pretrained=/path/to/imagenet.npz
   python -m transfusion_jax.main --config=configs/retina.py:cbr_small,random,local --workdir=/tmp/w   # CPU, ~1 min
@@ -17,7 +18,7 @@ configs/imagenet.py (export_pretrained).
 
 from transfusion_jax.train import config_lib
 
-INITS = ("random", "transfer")
+INITS = ("random", "transfer", "mean_var")
 
 
 def get_config(arg: str = "resnet50,random"):

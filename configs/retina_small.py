@@ -1,6 +1,7 @@
 """Very small data: 5000 Retina training examples, random init vs transfer: paper Table 3.
 
-Launch (arg 'MODEL,INIT[,local]'; any of the six paper models, INIT random or transfer):
+Launch (arg 'MODEL,INIT[,local]'; any of the six paper models, INIT random or transfer, or mean_var for the
+feature-reuse decomposition at this data size, docs/instruments.md):
   python -m transfusion_jax.main --config=configs/retina_small.py:resnet50,transfer --workdir=$WORKDIR \
       --config.data.root=/path/to/kaggle_dr --config.pretrained=/path/to/imagenet.npz
 Targets (Table 3, AUC %, random / transfer): ResNet-50 92.2 / 94.6, CBR-LargeT 93.6 / 93.9,
@@ -15,7 +16,7 @@ final step's; the best/ checkpoint is that step's.
 
 from transfusion_jax.train import config_lib
 
-INITS = ("random", "transfer")
+INITS = ("random", "transfer", "mean_var")
 
 
 def get_config(arg: str = "resnet50,random"):

@@ -30,9 +30,9 @@ def _second_block(model):
 
 
 ARGS = (
-    [("retina", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer")]
+    [("retina", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
     + [("chexpert", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
-    + [("retina_small", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer")]
+    + [("retina_small", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
     + [("hybrid", f"{m},{i}") for m in PAPER_MODELS for i in ("mean_var", "gabor", "random", "transfer")]
     + [("hybrid", f"{m},transfusion:{_second_block(m)}") for m in PAPER_MODELS]
     + [("hybrid", "resnet50,slim")]

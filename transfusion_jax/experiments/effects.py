@@ -84,7 +84,8 @@ def _auc_columns(scores: dict, key: str, when: str) -> tuple[np.ndarray, np.ndar
     return labels[keep, c] > 0.5, values[keep, c]
 
 
-def _load_scores(workdir: str) -> dict | None:
+def load_test_scores(workdir: str) -> dict | None:
+    """A run's test_scores.npz as a dict of arrays, or None when it has none."""
     path = os.path.join(workdir, TEST_SCORES)
     if not os.path.exists(path):
         return None
@@ -95,7 +96,7 @@ def _load_scores(workdir: str) -> dict | None:
 def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Interval:
     """Interval of the mean over seed pairs of test AUC(A) - AUC(B), `when` = 'selected' | 'final'. Each item of
     pairs_* is (summary, workdir) of one seed, in the same seed order."""
-    scores = [_load_scores(w) for _, w in pairs_a + pairs_b]
+    scores = [load_test_scores(w) for _, w in pairs_a + pairs_b]
     usable = all(s is not None and f"{when}_scores" in s for s in scores) and all(
         np.array_equal(s["id"], scores[0]["id"]) for s in scores
     )

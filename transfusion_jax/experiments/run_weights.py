@@ -64,9 +64,8 @@ class RunWeights:
         return self._final
 
 
-def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
-    """RunWeights of each workdir; all must share one architecture (activations go through one apply)."""
-    loaded = [RunWeights(str(w)) for w in workdirs]
+def check_same_architecture(loaded: Sequence[RunWeights]) -> None:
+    """Raises naming the first run whose model differs from the first run's (activations go through one apply)."""
     first = loaded[0].config.model.to_dict()
     for run in loaded[1:]:
         if run.config.model.to_dict() != first:
@@ -74,6 +73,12 @@ def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
                 f"run {run.workdir} has model {run.config.model.to_dict()} but {loaded[0].workdir} has {first}: "
                 "compare runs of the same architecture"
             )
+
+
+def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
+    """RunWeights of each workdir; all must share one architecture."""
+    loaded = [RunWeights(str(w)) for w in workdirs]
+    check_same_architecture(loaded)
     return loaded
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from transfusion_jax import data as data_lib
 from transfusion_jax import models, pretrained, surgery
-from transfusion_jax.analysis import activations, diagnostics, nulls, similarity, weights
+from transfusion_jax.analysis import activations, diagnostics, nulls, probes, similarity, weights
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import run_weights, runs, study_report, study_verdicts
 from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures
@@ -379,14 +379,14 @@ def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train
     kernel = np.asarray(variables["params"]["layer1"]["conv"]["kernel"])
     images, labels, _ = split_arrays(train_config, "train")
     labels = np.asarray(labels)
-    random_weights, probes = [], []
+    random_weights, probe_aucs = [], []
     for k in range(c.gates.random_inits):
         net, random = _random_variables(c, model, 2, k)
         random_weights.append(_weight_diagnostics(random["params"]))
-        pooled = diagnostics.pooled_features(functools.partial(net.apply, train=False), random, chunks(images))
-        probes.append(
+        pooled = probes.pooled_features(functools.partial(net.apply, train=False), random, chunks(images))
+        probe_aucs.append(
             {
-                block: diagnostics.cross_validated_probe_auc(pooled[block], labels, folds=c.gates.probe_folds, seed=k)
+                block: probes.cross_validated_probe_auc(pooled[block], labels, folds=c.gates.probe_folds, seed=k)
                 for block in blocks(c, model)
             }
         )
@@ -398,7 +398,7 @@ def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train
         "peakedness_floor": 4 / (kernel.shape[0] * kernel.shape[1]),
         "source_accuracy": accuracy,
         "chance": 1.0 / c.source.classes,
-        "probe": probes,
+        "probe": probe_aucs,
         "probe_images": int(len(labels)),
     }
 
