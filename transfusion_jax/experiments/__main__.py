@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     r.add_argument("--out", default="", help="also write the Markdown here")
     args = parser.parse_args(argv)
     if args.command == "sweep":
+        from transfusion_jax.train import compile_cache  # noqa: PLC0415  (the report command needs no JAX)
+
+        compile_cache.enable()  # each distinct program of the sweep compiles once, across processes too
         records = sweep.sweep(
             args.config,
             args.models,

@@ -621,13 +621,12 @@ def run_quickstart(workdir: str, s: Settings = DEFAULT, log=print) -> str:
 
 
 def enable_compile_cache(workdir: str) -> None:
-    """Every fine-tuning run compiles the same programs; a persistent cache makes that once per quickstart.
-    A JAX_COMPILATION_CACHE_DIR set in the environment wins (e.g. one cache shared by several workdirs)."""
-    import jax  # noqa: PLC0415
+    """Every fine-tuning run compiles the same programs; a persistent cache (transfusion_jax.train.compile_cache)
+    makes that once per quickstart: DIR/jax_cache, unless JAX_COMPILATION_CACHE_DIR is set (e.g. one cache shared
+    by several workdirs)."""
+    from transfusion_jax.train import compile_cache  # noqa: PLC0415
 
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.abspath(workdir), "jax_cache")
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compile_cache.enable(os.path.join(os.path.abspath(workdir), "jax_cache"), min_compile_seconds=0.0)
 
 
 def main(argv=None) -> int:
