@@ -22,15 +22,16 @@ setuptools.setup(
         "tensorboardX>=2.6",
         "tqdm>=4.66",
         "absl-py>=2.1",
-        # tensorflow-datasets and what it needs but does not declare (ENGINEERING.md).
+        # tensorflow-datasets and what it needs but does not declare.
         "tensorflow-datasets>=4.9.10",
         "importlib_resources>=6",
         "pillow>=10",
         "array_record>=0.8",  # tfds.data_source reads prepared datasets from ArrayRecord files
         "etils>=1.5",
+        "grain>=0.2.18",  # the input pipeline (MapDataset, worker threads/processes)
     ],
     extras_require={
-        "test": ["pytest>=8", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],
+        "test": ["pytest>=8", "ruff>=0.17", "nbformat>=5.10", "nbclient>=0.10", "ipykernel>=6"],
         # Reference frameworks, only for converting ImageNet weights and for the exactness tests.
         "convert": ["torch>=2.9", "torchvision>=0.24", "keras>=3.10", "h5py>=3.10"],
         # Only for `python -m transfusion_jax.data prepare` of the official TFDS DR builder.

@@ -15,8 +15,6 @@ separately), finish = CCA + SVCCA(0.99) + PWCCA + CKA
 from the moments on the host (the same float64 code for both). Scores of both are printed to show they agree.
 """
 
-from __future__ import annotations
-
 import argparse
 import functools
 import json
@@ -210,7 +208,8 @@ def main() -> None:
     for r in rows_out:
         print(
             f"{r['case']:9} {r['shape']:>15} {r['impl']:8} {r['device']:6} {r['moments_s']:9.2f} "
-            f"{r['compile_s']:9.2f} {r['finish_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} {r['pwcca']:9.6f} {r['cka']:9.6f}"
+            f"{r['compile_s']:9.2f} {r['finish_s']:8.2f} {r['peak_rss_mb']:11.0f} {r['cca']:9.6f} {r['svcca']:9.6f} "
+            f"{r['pwcca']:9.6f} {r['cka']:9.6f}"
         )
 
 

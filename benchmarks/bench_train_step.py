@@ -87,7 +87,7 @@ def jax_stepper(name, size, args):
     config = bench_config(name, args.dtype, args.steps + args.warmup)
     mesh = partition.make_data_mesh()
     model = state_lib.build_model(config, 2)
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, size, size, 3)))
     state = jax.device_put(state, partition.replicated(mesh))
     rng = np.random.default_rng(0)
     batch = {

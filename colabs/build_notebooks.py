@@ -17,39 +17,48 @@ import nbformat
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL = """\
 # Colab: fetch the project (its configs/ are needed too) and install it; skipped when transfusion_jax is importable.
+import importlib.util
+import os
+import subprocess
+import sys
+
 REPO_URL = ""  # the git URL of your transfusion_jax clone (or upload the repo as ./transfusion_jax_repo)
-import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("transfusion_jax") is None:
     if not os.path.exists("transfusion_jax_repo"):
         if not REPO_URL:
-            raise SystemExit("Set REPO_URL to the git URL of transfusion_jax, or upload the repo as transfusion_jax_repo/.")
+            raise SystemExit("Set REPO_URL to your clone's git URL, or upload the repo as transfusion_jax_repo/.")
         subprocess.check_call(["git", "clone", "--depth", "1", REPO_URL, "transfusion_jax_repo"])
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "transfusion_jax_repo"])
     os.chdir("transfusion_jax_repo")
     sys.path.insert(0, os.getcwd())"""
 
 
-def settings(name: str, extra: str = "") -> str:
+def settings(name: str, imports: str, extra: str = "") -> str:
     return f"""\
+from IPython.display import Image, Markdown, display
+
+from transfusion_jax.experiments import {imports}
+
 MINI = True  # True: tiny CBRs on generated data, CPU, ~1-2 minutes. False: the paper's setup on real data (GPU/TPU).
 WORKDIR = os.path.abspath("colab_runs/{name}" + ("_mini" if MINI else ""))
 DATA_ROOT = "/path/to/kaggle_dr"  # MINI = False: Kaggle DR 2015 folder (trainLabels.csv, train/, test/, solution csv)
 PRETRAINED = "resnet50=/path/resnet50_imagenet.npz"  # MINI = False: model=checkpoint,... (transfusion_jax.pretrained)
 SEEDS = [0] if MINI else [0, 1, 2]{extra}
 
-import dataclasses
-from IPython.display import Image, Markdown, display
-from transfusion_jax.experiments import plots, quickstart, report, runs, sweep
-
 quickstart.enable_compile_cache(WORKDIR)
-# Mini scale: big enough for the fine-tuning AUC to pass 0.91, small enough for a CPU.
-NB = dataclasses.replace(quickstart.MINI, widths=(8, 16, 32, 32), source_train=120, target_train=300,
-                         target_test=80, pretrain_steps=20, finetune_steps=30, seeds=tuple(SEEDS))"""
+
+
+def quickstart_config(**fields):
+    # configs/quickstart.py at mini scale: the fine-tuning AUC passes 0.91, and a CPU runs it in a minute or two.
+    c = quickstart.load_config(mini=True)
+    c.update(widths=(8, 16, 32, 32), source_train=120, target_train=300, target_test=80, seeds=tuple(SEEDS))
+    c.update(pretrain_steps=20, finetune_steps=30, **fields)
+    return c"""
 
 
 def md_table(header, rows_expr: str) -> str:
-    return f"""display(Markdown("\\n".join(["| " + " | ".join({header!r}) + " |", "|" + "---|" * {len(header)}]
-                             + ["| " + " | ".join(map(str, row)) + " |" for row in {rows_expr}])))"""
+    header = "[" + ", ".join(f'"{h}"' for h in header) + "]"
+    return f'table = report.markdown_table({header}, {rows_expr})\ndisplay(Markdown("\\n".join(table)))'
 
 
 PERFORMANCE = [
@@ -67,6 +76,7 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         settings(
             "performance",
+            "figures, paper_numbers, quickstart, report, sweep",
             '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny"]',
         ),
     ),
@@ -76,22 +86,21 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
 final_auc = {}  # (model, init) -> final eval AUC per seed
 if MINI:
-    paths = quickstart.make_data(WORKDIR, NB)
+    paths = quickstart.make_data(WORKDIR, quickstart_config())
     for name, widths in SIZES.items():
-        s = dataclasses.replace(NB, widths=widths, inits=("random", "transfer"))
-        trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, s)
-        for init in s.inits:
-            final_auc[name, init] = [trained["summaries"][init, seed]["final_eval"]["auc"] for seed in s.seeds]
+        q = quickstart_config(widths=widths, inits=("random", "transfer"))
+        trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, q)
+        for init in q.inits:
+            final_auc[name, init] = [trained["summaries"][init, seed]["final_eval"]["auc"] for seed in q.seeds]
 else:
-    sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, pretrained=PRETRAINED,
-                overrides=[f"data.root={DATA_ROOT}"])
+    kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}"])
+    sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, **kwargs)
     for r in report.collect(WORKDIR):
         final_auc.setdefault((r.model, r.init), []).append(r.final_auc)""",
     ),
     (
         "code",
         """\
-from transfusion_jax.experiments import paper_numbers
 rows = []
 for (model, init), aucs in final_auc.items():
     mean, std, n = report.mean_std(aucs)
@@ -100,10 +109,9 @@ for (model, init), aucs in final_auc.items():
 """
         + md_table(["model", "init", "runs", "final AUC %", "paper AUC % (Table 1)"], "rows")
         + """
-bars = {init: {model: report.mean_std(a)[0] for (model, i), a in final_auc.items() if i == init}
-        for init in ("random", "transfer")}
-display(Image(plots.grouped_bars(bars, os.path.join(WORKDIR, "performance.png"), "final eval AUC",
-                                 "Random init vs transfer per model")))""",
+bars = {i: {m: report.mean_std(a)[0] for (m, j), a in final_auc.items() if j == i} for i in ("random", "transfer")}
+png = os.path.join(WORKDIR, "performance.png")
+display(Image(figures.grouped_bars(bars, png, "final eval AUC", "Random init vs transfer per model")))""",
     ),
     (
         "md",
@@ -121,13 +129,15 @@ REPRESENTATIONS = [
 
 Paper Fig. 2, 3 and 5: for large models, networks trained from random init are more similar to each other than to
 transferred ones in the top layers; lower layers stay close to their initialisation; conv1 filters barely move in
-ResNet-50. The analysis cells below read any finished runs (trained with `export_pretrained=True`).""",
+ResNet-50. The analysis cells below read any finished runs (trained with `export_pretrained=True`) through
+`transfusion_jax.experiments.figures`, the functions behind `python -m transfusion_jax.experiments fig2 ...`.""",
     ),
     ("code", INSTALL),
     (
         "code",
         settings(
             "representations",
+            "figures, quickstart, report, run_weights, runs, sweep",
             '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
             "MAX_IMAGES = 128 if MINI else 1024  # eval images streamed through CCA",
         ).replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand"),
@@ -135,66 +145,63 @@ ResNet-50. The analysis cells below read any finished runs (trained with `export
     (
         "code",
         """\
+def run_dir(init, seed):
+    if MINI:
+        return quickstart.run_dir(WORKDIR, init, seed)
+    return runs.RunSpec("retina", MODEL, init, seed).workdir(WORKDIR)
+
+
 if MINI:
-    s = dataclasses.replace(NB, inits=("random", "transfer"))
-    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, s), s)
-    run_dir = lambda init, seed: quickstart.run_dir(WORKDIR, init, seed)
+    q = quickstart_config(inits=("random", "transfer"))
+    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, q), q)
 else:
-    sweep.sweep("configs/retina.py", [MODEL], ["random", "transfer"], SEEDS, WORKDIR, pretrained=PRETRAINED,
-                overrides=[f"data.root={DATA_ROOT}", "export_pretrained=True"])
-    run_dir = lambda init, seed: runs.RunSpec("retina", MODEL, init, seed).workdir(WORKDIR)""",
+    kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}", "export_pretrained=True"])
+    sweep.sweep("configs/retina.py", [MODEL], ["random", "transfer"], SEEDS, WORKDIR, **kwargs)""",
     ),
     (
         "code",
         """\
-import itertools
 import numpy as np
-from transfusion_jax.analysis import paper
-from transfusion_jax.experiments.run_weights import RunWeights, eval_batches
 
-weights = {(init, seed): RunWeights(run_dir(init, seed)) for init in ("random", "transfer") for seed in SEEDS}
-first = weights["random", SEEDS[0]]
-layers = list(first.blocks)
-batches = eval_batches(first.config, 32, max_images=MAX_IMAGES)
-score = lambda result: {layer: v["score"] for layer, v in result["per_layer"].items()}
-rand_imnet = [score(paper.top_layers_similarity(first.apply, weights["random", s].final(),
-                                                weights["transfer", s].final(), batches, layers)) for s in SEEDS]
-rand_rand = [score(paper.top_layers_similarity(first.apply, weights["random", a].final(),
-                                               weights["random", b].final(), batches, layers))
-             for a, b in itertools.combinations(SEEDS, 2)]
-rows = [[layer, f"{np.mean([r[layer] for r in rand_imnet]):.3f}", f"{np.mean([r[layer] for r in rand_rand]):.3f}"]
-        for layer in layers]
+run = {(init, seed): run_weights.RunWeights(run_dir(init, seed)) for init in ("random", "transfer") for seed in SEEDS}
+layers = list(run["random", SEEDS[0]].blocks)
+batches = run_weights.eval_batches(run["random", SEEDS[0]].config, 32, max_images=MAX_IMAGES)
+pairs = {  # Rand-ImNet: random vs transfer at the same seed; Rand-Rand: every two random seeds
+    "rand_imnet": [(run["random", s], run["transfer", s]) for s in SEEDS],
+    "rand_rand": [(run["random", a], run["random", b]) for i, a in enumerate(SEEDS) for b in SEEDS[i + 1 :]],
+}
+fig2 = figures.fig2(pairs, batches, layers)
+
+
+def layer_mean(group, layer):
+    return np.mean([p["per_layer"][layer] for p in fig2[group]])
+
+
+rows = [[layer, f"{layer_mean('rand_imnet', layer):.3f}", f"{layer_mean('rand_rand', layer):.3f}"] for layer in layers]
 """
         + md_table(["layer", "CCA(Rand, ImNet)", "CCA(Rand, Rand)"], "rows")
         + """
 top = layers[-2:]  # the paper averages the top two layers / stages
-print("top two layers: CCA(Rand, ImNet) %.3f, CCA(Rand, Rand) %.3f" % (
-    np.mean([np.mean([r[l] for l in top]) for r in rand_imnet]),
-    np.mean([np.mean([r[l] for l in top]) for r in rand_rand])))""",
+imnet, rand = (np.mean([layer_mean(group, t) for t in top]) for group in ("rand_imnet", "rand_rand"))
+print(f"top two layers: CCA(Rand, ImNet) {imnet:.3f}, CCA(Rand, Rand) {rand:.3f}")""",
     ),
     (
         "code",
         """\
-to_init, change = {}, {}
-for init in ("random", "transfer"):
-    w = weights[init, SEEDS[0]]
-    result = paper.similarity_to_init(first.apply, w.initial(), w.final(), batches, layers)
-    to_init[init] = {layer: v["score"] for layer, v in result["similarity"].items()}
-    change[init] = result["relative_weight_change"]
-display(Image(plots.grouped_bars(to_init, os.path.join(WORKDIR, "to_init.png"), "SVCCA(init, final)",
-                                 "Similarity of each layer to its initialisation")))
-display(Image(plots.grouped_bars(change, os.path.join(WORKDIR, "change.png"), "||W_T - W_0|| / ||W_0||",
-                                 "Relative weight change per block")))""",
+fig3 = figures.fig3([run[init, SEEDS[0]] for init in ("random", "transfer")], batches)
+to_init = {init: r["similarity"] for init, r in zip(("random", "transfer"), fig3["runs"].values())}
+change = {init: r["relative_weight_change"] for init, r in zip(("random", "transfer"), fig3["runs"].values())}
+png = os.path.join(WORKDIR, "to_init.png")
+display(Image(figures.grouped_bars(to_init, png, "SVCCA(init, final)", "Similarity of each layer to its init")))
+png = os.path.join(WORKDIR, "change.png")
+display(Image(figures.grouped_bars(change, png, "||W_T - W_0|| / ||W_0||", "Relative weight change per block")))""",
     ),
     (
         "code",
         """\
-from transfusion_jax.analysis import filters
 for init in ("random", "transfer"):
-    w = weights[init, SEEDS[0]]
-    for when, variables in (("init", w.initial()), ("final", w.final())):
-        path = os.path.join(WORKDIR, f"filters_{init}_{when}.png")
-        filters.save_filter_grid(variables, path, blocks=layers, ncols=8, scale=8)
+    paths = figures.conv1_filters(run[init, SEEDS[0]], WORKDIR, f"filters_{init}")
+    for when, path in paths.items():
         print(init, when)
         display(Image(path))""",
     ),
@@ -215,40 +222,50 @@ marginal gain; Slim (pretrained up to block2, the rest at half width) matches tr
         "code",
         settings(
             "convergence",
+            "figures, quickstart, report, runs, sweep",
             '\nMODEL = "resnet50"  # MINI = False\n'
-            'INITS = ["random", "transfer", "mean_var", "transfusion:conv1", '
-            '"transfusion:block1", "transfusion:block2", "gabor", "slim"]  # MINI = False',
+            "# MINI = False: the inits to compare\n"
+            'INITS = ["random", "transfer", "mean_var", "gabor", "slim"]\n'
+            'INITS += ["transfusion:conv1", "transfusion:block1", "transfusion:block2"]',
         ),
     ),
     (
         "code",
         """\
 if MINI:
-    s = dataclasses.replace(NB, inits=("random", "transfer", "mean_var", "transfusion:layer1", "gabor"))
-    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, s), s)
-    inits, run_dir = s.inits, lambda init, seed: quickstart.run_dir(WORKDIR, init, seed)
+    q = quickstart_config(inits=("random", "transfer", "mean_var", "transfusion:layer1", "gabor"))
+    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, q), q)
+    inits = q.inits
 else:
-    sweep.sweep("configs/hybrid.py", [MODEL], INITS, SEEDS, WORKDIR, pretrained=PRETRAINED,
-                overrides=[f"data.root={DATA_ROOT}"])
-    inits, run_dir = INITS, lambda init, seed: runs.RunSpec("hybrid", MODEL, init, seed).workdir(WORKDIR)""",
+    kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}"])
+    sweep.sweep("configs/hybrid.py", [MODEL], INITS, SEEDS, WORKDIR, **kwargs)
+    inits = INITS
+
+
+def run_dir(init, seed):
+    if MINI:
+        return quickstart.run_dir(WORKDIR, init, seed)
+    return runs.RunSpec("hybrid", MODEL, init, seed).workdir(WORKDIR)""",
     ),
     (
         "code",
         """\
 import json
+
+import numpy as np
+
 curves = {init: [quickstart.eval_curve(run_dir(init, seed)) for seed in SEEDS] for init in inits}
-summaries = {init: [json.load(open(os.path.join(run_dir(init, seed), "summary.json"))) for seed in SEEDS]
-             for init in inits}
+summaries = {init: [json.load(open(os.path.join(run_dir(init, s), "summary.json"))) for s in SEEDS] for init in inits}
 rows = []
 for init in inits:
     reached = [x["steps_to_threshold"] for x in summaries[init] if x["steps_to_threshold"] is not None]
     mean, std, n = report.mean_std([x["final_eval"]["auc"] for x in summaries[init]])
-    rows.append([init, f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached",
-                 report.pct(mean, std)])
-""".replace("import json", "import json\nimport numpy as np")
+    steps = f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached"
+    rows.append([init, steps, report.pct(mean, std)])
+"""
         + md_table(["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows")
         + """
-display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
+display(Image(figures.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
     ),
     (
         "code",
@@ -256,9 +273,9 @@ display(Image(plots.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91
 # Slim: ResNet-50 up to block2 from the checkpoint, block3/4 at half width. Mini: the configs' CPU-sized ResNet
 # (one unit per stage, a random stand-in checkpoint) for a handful of steps, to show the mechanics.
 if MINI:
-    records = sweep.sweep("configs/hybrid.py", ["resnet50"], ["slim"], [0], os.path.join(WORKDIR, "slim"), local=True,
-                          overrides=["num_train_steps=4", "eval_every_steps=2", "checkpoint_every_steps=4",
-                                     "progress_bar=False"])
+    overrides = ["num_train_steps=4", "eval_every_steps=2", "checkpoint_every_steps=4", "progress_bar=False"]
+    slim_root = os.path.join(WORKDIR, "slim")
+    records = sweep.sweep("configs/hybrid.py", ["resnet50"], ["slim"], [0], slim_root, local=True, overrides=overrides)
     print(records[0]["status"], runs.describe(records[0]["summary"]))
 else:
     print(report.render(WORKDIR))  # the convergence table beside the paper's steps (Slim 8,208 vs transfer 8,008)""",

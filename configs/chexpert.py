@@ -9,7 +9,7 @@ Targets (Table 2, AUC %, Atelectasis / Cardiomegaly / Consolidation / Edema / Pl
   ResNet-50 random 79.52 / 75.23 / 85.49 / 88.34 / 88.70; transfer 79.76 / 74.93 / 84.42 / 88.89 / 88.07.
   Other rows UNCONFIRMED. Fig. 6c (ResNet-50, Consolidation): transfer ~0.83 within ~10k steps, all inits
   ~0.85-0.86 by 100k; mean_var in between.
-Recipe: SGD momentum 0.9, lr 1e-3, batch 32 (PAPER.md 3), 224 px, 100k steps (Fig. 6c). Uncertain labels follow
+Recipe: SGD momentum 0.9, lr 1e-3, batch 32 (docs/paper.md §3), 224 px, 100k steps (Fig. 6c). Uncertain labels follow
 config.data.uncertainty_policy (default u_mixed; the paper's policy is unknown). Evaluation on the official
 valid split (the paper's evaluation split is UNCONFIRMED).
 """

@@ -1,9 +1,9 @@
 """Hybrid and feature-independent inits on Retina: Mean Var (Fig. 6), weight transfusion (Fig. 4.6), synthetic Gabor
-conv1 and Slim (PAPER.md 4.4). The measure is steps until eval AUC first reaches 0.91 (summary.json:
+conv1 and Slim (docs/paper.md §4.4). The measure is steps until eval AUC first reaches 0.91 (summary.json:
 steps_to_threshold), evaluated every 1001 steps.
 
-Launch (arg 'MODEL,INIT[,local]'; INIT in mean_var, transfusion:<block>, gabor, slim, or random / transfer for the
-baselines of the same plots):
+Launch (arg 'MODEL,INIT[,local]'; INIT in mean_var, transfusion:<block>, transfusion:<block>+mean_var (weights up to
+<block>, Mean-Var above), gabor, slim, or random / transfer for the baselines of the same plots):
   python -m transfusion_jax.main --config=configs/hybrid.py:resnet50,transfusion:block2 --workdir=$WORKDIR \
       --config.data.root=/path/to/kaggle_dr --config.pretrained=/path/to/resnet50_imagenet.npz
   python -m transfusion_jax.main --config=configs/hybrid.py:resnet50,slim,local --workdir=/tmp/w   # CPU
@@ -26,7 +26,7 @@ def get_config(arg: str = "resnet50,mean_var"):
     if not a["init"].startswith("transfusion:"):
         config_lib.check_choice("init", a["init"], SCHEMES + ("transfusion:<block>",), "configs/hybrid.py")
     if a["init"] == "slim" and a["model"] != "resnet50":
-        raise ValueError("init 'slim' is defined for resnet50 only (PAPER.md 6.3); use 'resnet50,slim'.")
+        raise ValueError("init 'slim' is defined for resnet50 only (docs/paper.md §6.3); use 'resnet50,slim'.")
     c = config_lib.retina_config("resnet50_slim" if a["init"] == "slim" else a["model"], a["init"])
     c.num_train_steps = 150_000 if a["model"] in ("resnet50", "inception_v3") else 120_000
     return config_lib.apply_runlocal(c) if a["local"] else c

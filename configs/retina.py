@@ -8,7 +8,7 @@ INIT in random, transfer):
 Targets (Table 1, test AUC %, random / transfer): ResNet-50 96.4 / 96.7, Inception-v3 96.6 / 96.7,
 CBR-LargeT 96.2 / 96.2; CBR-LargeW, CBR-Small, CBR-Tiny about 95.7-95.8 (UNCONFIRMED). The paper's data are private
 (~250k images); the public Kaggle DR 2015 set binarised at grade >= 2 stands in, so absolute AUCs will differ.
-Recipe: 150k steps at batch 32, Adam lr 1e-3 (PAPER.md 3), 587 px. ImageNet weights: ResNet-50 / Inception-v3 from
+Recipe: 150k steps at batch 32, Adam lr 1e-3 (docs/paper.md §3), 587 px. ImageNet weights: ResNet-50 / Inception-v3 from
 `python -m transfusion_jax.pretrained convert ...`; CBRs from configs/imagenet.py (export_pretrained).
 """
 

@@ -80,9 +80,10 @@ run() {
   for arg in "$@"; do
     extra+=" $(printf '%q' "${arg}")"
   done
-  # Every worker runs the same command; jax.distributed starts itself on a multi-host slice (--distributed=auto).
-  # Rerunning the same command resumes from the latest checkpoint in the workdir.
-  on_all_workers "cd ~/${REMOTE_DIR} && python3 -m transfusion_jax.main \
+  # Every worker runs the same command as one jax.distributed job: --distributed=true lets JAX find the slice's
+  # hosts from the TPU VM metadata (a single-host VM is a job of one process). Rerunning the same command resumes
+  # from the latest intact checkpoint in the workdir.
+  on_all_workers "cd ~/${REMOTE_DIR} && python3 -m transfusion_jax.main --distributed=true \
     --config=$(printf '%q' "${config}") --workdir=$(printf '%q' "${workdir}") \
     --config.data.data_dir=$(printf '%q' "${GCS_BUCKET}/data/tensorflow_datasets") ${extra} \
     2>&1 | tee -a ~/run_$(printf '%q' "${name//\//_}").log"

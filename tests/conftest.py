@@ -2,8 +2,8 @@
 for the session and the processes it starts (the same tiny programs recur across tests; on 2 cores compiles are
 the main cost). The cache lives in the temp dir, never in the user's own cache.
 
-On jax 0.10.2 with 2 cores, collectives over >= 5 fake devices deadlock unless PJRT_NPROC exceeds the device
-count, hence PJRT_NPROC=16.
+On jax 0.10.2 with 2 cores, collectives over >= 5 fake devices deadlock ("Termination timeout for 'all reduce'")
+unless PJRT_NPROC exceeds the device count, hence PJRT_NPROC=16 (jax 0.12 does not need it).
 """
 
 import os

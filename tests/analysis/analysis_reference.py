@@ -1,12 +1,14 @@
 """Independent float64 NumPy references for the similarity tests, computed from the data rows (not from moments).
 
 Deliberately a different route from the implementation: CCA via QR of the centred data and an SVD of Qx^T Qy;
-PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5).
+PCA via an SVD of the centred rows; CKA and unbiased HSIC via n x n Gram matrices (Song et al. 2012, eq. 5);
+Procrustes by solving for the rotation with scipy and measuring the residual.
 """
 
 import functools
 
 import numpy as np
+import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 
@@ -64,20 +66,36 @@ def _gram(a):
 def cka_gram(x, y):
     n = len(x)
     h = np.eye(n) - 1.0 / n
-    k, l = h @ _gram(x) @ h, h @ _gram(y) @ h
-    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+    kx, ky = h @ _gram(x) @ h, h @ _gram(y) @ h
+    return np.sum(kx * ky) / np.sqrt(np.sum(kx * kx) * np.sum(ky * ky))
 
 
-def hsic_unbiased(k, l):
-    n = len(k)
-    k, l = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+def hsic_unbiased(kx, ky):
+    n = len(kx)
+    kx, ky = kx - np.diag(np.diag(kx)), ky - np.diag(np.diag(ky))
     one = np.ones(n)
-    total = np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ k @ l @ one
+    total = (
+        np.trace(kx @ ky)
+        + (one @ kx @ one) * (one @ ky @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ kx @ ky @ one
+    )
     return total / (n * (n - 3))
 
 
 @single_threaded
 def cka_debiased_gram(x, y):
     """Gram matrices of the raw (uncentred) rows: the unbiased estimator does not need centring."""
-    k, l = _gram(x), _gram(y)
-    return hsic_unbiased(k, l) / np.sqrt(hsic_unbiased(k, k) * hsic_unbiased(l, l))
+    kx, ky = _gram(x), _gram(y)
+    return hsic_unbiased(kx, ky) / np.sqrt(hsic_unbiased(kx, kx) * hsic_unbiased(ky, ky))
+
+
+@single_threaded
+def procrustes_scipy(x, y):
+    """min_R ||X R - Y||_F^2 over orthogonal R, X and Y centred and scaled to unit Frobenius norm, the narrower one
+    zero-padded: R from scipy.linalg.orthogonal_procrustes, then the residual itself (not the nuclear norm)."""
+    x, y = centred(x), centred(y)
+    x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
+    width = max(x.shape[1], y.shape[1])
+    x, y = (np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (x, y))
+    r, _ = scipy.linalg.orthogonal_procrustes(x, y)
+    return float(np.sum((x @ r - y) ** 2))

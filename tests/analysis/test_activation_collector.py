@@ -11,6 +11,7 @@ import pytest
 
 from transfusion_jax.analysis import activations, moments, similarity
 from transfusion_jax.analysis.activations import Reduction
+from transfusion_jax.models.layers import global_avg_pool
 
 
 class Tiny(nn.Module):
@@ -40,7 +41,7 @@ def tiny_models():
 
 def test_reductions_shapes_and_values():
     f = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 6, 3)), jnp.float32)
-    np.testing.assert_allclose(activations.mean_pool(f), np.asarray(f).mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(global_avg_pool(f), np.asarray(f).mean(axis=(1, 2)), rtol=1e-6)
     np.testing.assert_array_equal(activations.positions_as_datapoints(f), np.asarray(f).reshape(48, 3))
     sampled = activations.positions_as_datapoints(f, positions=5, key=jax.random.key(3))
     assert sampled.shape == (10, 3)

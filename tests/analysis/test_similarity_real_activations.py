@@ -1,4 +1,4 @@
-"""Real activations of independently trained networks (../shared/data/activations, see its README)."""
+"""Real activations of independently trained networks (data/activations.npz; provenance in data/README.md)."""
 
 import functools
 from pathlib import Path
@@ -9,21 +9,24 @@ import pytest
 
 from transfusion_jax.analysis import moments, similarity
 
-ACTIVATIONS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "activations"
+ACTIVATIONS = Path(__file__).resolve().parent / "data" / "activations.npz"
 PAIRS = {
     "svhn_fc": ("svhn_model0_fc", "svhn_model1_fc"),
     "mnist_logits": ("mnist_model0_logits", "mnist_model1_logits"),
 }
-
-pytestmark = pytest.mark.skipif(
-    not ACTIVATIONS.is_dir(), reason=f"real activations not found at {ACTIVATIONS} (the repo's parent lacks shared/)"
-)
+SHAPES = {"svhn_fc": (1000, 200), "mnist_logits": (10000, 10)}
 
 
 @functools.cache
 def load(pair):
-    a, b = PAIRS[pair]
-    return np.load(ACTIVATIONS / f"{a}.npy"), np.load(ACTIVATIONS / f"{b}.npy")
+    with np.load(ACTIVATIONS) as archive:
+        return tuple(archive[name] for name in PAIRS[pair])
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_the_files_are_what_their_readme_says(pair):
+    for array in load(pair):
+        assert array.shape == SHAPES[pair] and array.dtype == np.float32 and np.all(np.isfinite(array))
 
 
 @functools.cache

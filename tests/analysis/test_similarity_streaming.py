@@ -6,7 +6,14 @@ import pytest
 
 from transfusion_jax.analysis import moments, similarity
 
-METHODS = [("cca", {}), ("svcca", {"keep": 6}), ("pwcca", {}), ("cka", {}), ("cka", {"debiased": True})]
+METHODS = [
+    ("cca", {}),
+    ("svcca", {"keep": 6}),
+    ("pwcca", {}),
+    ("cka", {}),
+    ("cka", {"debiased": True}),
+    ("procrustes", {}),
+]
 
 
 def data(seed, n=600, dx=12, dy=16, offset=0.0):
@@ -41,6 +48,8 @@ def test_large_mean_offset_and_drift_stay_accurate(method, kw):
         expected = ref.svcca_svd(x, y, kw["keep"])
     elif method == "pwcca":
         expected = ref.pwcca_morcos(x, y)
+    elif method == "procrustes":
+        expected = ref.procrustes_scipy(x, y)
     else:
         expected = ref.cka_debiased_gram(ref.centred(x), ref.centred(y)) if kw.get("debiased") else ref.cka_gram(x, y)
     assert streamed.score == pytest.approx(expected, abs=1e-5)

@@ -1,11 +1,13 @@
 """Batching contract: sharding, exact-once padded eval, seeded epochs, restart by index arithmetic, subsets,
 parallel workers, multi-host shares, and every bad-input error."""
 
+import json
 import logging
 import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from transfusion_jax.data import (
     build_dataset,
     generate,
     pipeline,
+    preprocess,
     readers,
     subsets,
     tasks,
@@ -60,17 +63,21 @@ class IndexSource(readers.Source):
         return f"index/{index}.jpeg"
 
 
-def index_dataset(n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2):
-    decode = pipeline._Decode(8, "squash", augment)
+def index_dataset(
+    n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2, **kwargs
+):
     return pipeline.Dataset(
         IndexSource(n, sigmoid, bad),
         train=train,
-        decode=decode,
+        image_size=8,
+        resize_mode="squash",
         normalization="none",
         on_bad_image=on_bad_image,
+        augment=augment,
         indices=indices,
-        num_workers=0,
+        num_workers=kwargs.pop("num_workers", 0),
         prefetch=prefetch,
+        **kwargs,
     )
 
 
@@ -129,7 +136,7 @@ def test_train_epochs_are_seeded_permutations():
 
 
 def _augment():
-    return pipeline.Augment(
+    return preprocess.Augment(
         hflip=True,
         vflip=False,
         rotate_deg=20.0,
@@ -156,13 +163,114 @@ def test_restart_at_step_reproduces_the_stream_without_decoding_skipped_images()
         np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
 
 
+class TextureSource(IndexSource):
+    """Image i is uniform noise drawn from seed i, so flips and warps show."""
+
+    def load(self, index, target_size):
+        self.calls += 1
+        return Image.fromarray(texture(index))
+
+
+def texture(index):
+    return np.random.default_rng(index).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+
+
+def texture_dataset(n, *, train, augment=None, block_shuffle=None, **kwargs):
+    return pipeline.Dataset(
+        TextureSource(n),
+        train=train,
+        image_size=8,
+        resize_mode="squash",
+        normalization="none",
+        on_bad_image="raise",
+        augment=augment,
+        block_shuffle=block_shuffle,
+        num_workers=kwargs.pop("num_workers", 0),
+        **kwargs,
+    )
+
+
+def test_each_example_is_augmented_with_the_key_of_its_seed_epoch_and_position():
+    """Batch 2 of 10 examples in batches of 8 spans epochs 1 and 2; every row must equal `preprocess.augment` of
+    that example with key fold_in(fold_in(key(seed), epoch), position in epoch), then its block shuffle."""
+    shuffle = preprocess.BlockShuffle(block_size=4, seed=9)
+    ds = texture_dataset(10, train=True, augment=_augment(), block_shuffle=shuffle)
+    image = np.asarray(_take(ds.batches(8, mesh=mesh(), seed=4), 3)[2]["image"])
+    stream = ds._stream(8, seed=4, epoch_start=0, start_step=2)
+    epochs = set()
+    for j in range(8):
+        row, epoch, position = stream[j]
+        epochs.add(epoch)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(4), epoch), position)
+        augmented = preprocess.augment(jnp.asarray(texture(row), jnp.float32), key, _augment())
+        assert not np.allclose(np.asarray(augmented), texture(row), atol=10)  # it did transform the image
+        want = preprocess.block_shuffle(augmented, shuffle.key(row), 4) / 255
+        np.testing.assert_allclose(image[j], np.asarray(want), atol=1e-6)
+    assert epochs == {1, 2}
+
+
+@pytest.mark.parametrize("worker_type", ["thread", "process"])
+def test_batches_do_not_depend_on_devices_or_workers(worker_type):
+    """Augmented batches are the same on 8 devices decoded inline and on 1 device decoded by 2 grain workers."""
+    one_device = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+    inline = _take(texture_dataset(12, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=2), 3)
+    ds = texture_dataset(12, train=True, augment=_augment(), num_workers=2, worker_type=worker_type)
+    with ds.batches(8, mesh=one_device, seed=2) as batches:
+        workers = _take(batches, 3)
+    for want, got in zip(inline, workers):
+        for key in want:
+            np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=1e-6, err_msg=key)
+
+
+def test_iterator_state_resumes_the_stream():
+    reference = _take(texture_dataset(12, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5), 5)
+    batches = texture_dataset(12, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5)
+    _take(batches, 3)
+    state = json.loads(json.dumps(batches.get_state()))  # a plain, JSON-able dict
+    assert state == {"step": 3, "seed": 5, "epoch_start": 0, "global_batch_size": 8}
+    fresh = texture_dataset(12, train=True, augment=_augment())
+    restored = fresh.batches(8, mesh=mesh(), seed=5)
+    restored.set_state(state)
+    for want, got in zip(reference[3:], _take(restored, 2)):
+        np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
+    assert fresh.source.calls == 2 * 8  # only the two batches taken after the restored step were decoded
+    with pytest.raises(ValueError, match="another stream.*'seed': \\(5, 6\\)"):
+        fresh.batches(8, mesh=mesh(), seed=6).set_state(state)
+
+
+def test_block_shuffle_is_one_fixed_permutation_per_example_in_every_split():
+    shuffle = preprocess.BlockShuffle(block_size=2, seed=1, per_example=True)
+    plain = np.asarray(next(texture_dataset(8, train=False).batches(8, mesh=mesh()))["image"])
+    eval_batch = next(texture_dataset(8, train=False, block_shuffle=shuffle).batches(8, mesh=mesh()))
+    shuffled_eval = np.asarray(eval_batch["image"])
+    for i in range(8):
+        np.testing.assert_array_equal(
+            shuffled_eval[i], np.asarray(preprocess.block_shuffle(plain[i], shuffle.key(i), 2))
+        )
+    assert not np.array_equal(shuffled_eval, plain)
+    train = texture_dataset(8, train=True, block_shuffle=shuffle)
+    rows = [train._stream(8, seed=3, epoch_start=0, start_step=0)[j][0] for j in range(8)]
+    shuffled_train = next(train.batches(8, mesh=mesh(), seed=3))["image"]
+    np.testing.assert_array_equal(np.asarray(shuffled_train), shuffled_eval[rows])  # same per example
+
+
+def test_block_shuffle_size_is_checked_when_the_dataset_is_built():
+    c = make_config("synthetic_retina", image_size=18, **{"block_shuffle.block_size": 4})
+    with pytest.raises(ValueError, match="block_size 4 does not tile image_size 18.*16 or 20"):
+        build_dataset(c, "train", train=False)
+    c.image_size = 16
+    assert build_dataset(c, "train", train=False).transform.block_shuffle == preprocess.BlockShuffle(4)
+
+
 def test_process_shares_partition_each_global_batch(monkeypatch):
     ds = index_dataset(13, train=False)
     shares = []
     for p in range(2):
         monkeypatch.setattr(jax, "process_count", lambda: 2)
         monkeypatch.setattr(jax, "process_index", lambda p=p: p)
-        shares.append([[row for row, _ in share] for share in ds._plan(8, 0, 0, 0)])
+        stream = ds._stream(8, seed=0, epoch_start=0, start_step=0)
+        assert len(stream) == 2 * 4
+        shares.append(np.reshape([stream[k][0] for k in range(len(stream))], (2, 4)))
     np.testing.assert_array_equal(shares[0], [[0, 1, 2, 3], [8, 9, 10, 11]])
     np.testing.assert_array_equal(shares[1], [[4, 5, 6, 7], [12, -1, -1, -1]])
 

@@ -1,6 +1,5 @@
-"""Normalisation presets against closed forms and the reference libraries; resize and augmentation geometry."""
-
-import types
+"""Normalisation presets against closed forms and the reference libraries; resizing. (Augmentation and block
+shuffling: test_data_augment.py.)"""
 
 import numpy as np
 import pytest
@@ -72,64 +71,6 @@ def test_resize_center_crop_and_gray_replication():
         preprocess.resize(Image.fromarray(wide), 6, "pad")
 
 
-@pytest.mark.parametrize("size", [9, 10])
-def test_affine_geometry_matches_numpy(size):
-    a = np.random.default_rng(size).integers(0, 255, (size, size)).astype(np.uint8)
-    image = Image.fromarray(a)
-
-    def warp(angle, scale, tx, ty):
-        return np.asarray(
-            image.transform(
-                (size, size),
-                Image.AFFINE,
-                preprocess._inverse_affine(angle, scale, tx, ty, size),
-                resample=Image.NEAREST,
-            )
-        )
-
-    np.testing.assert_array_equal(warp(0, 1, 0, 0), a)
-    np.testing.assert_array_equal(warp(np.pi / 2, 1, 0, 0), np.rot90(a, -1))  # +angle: clockwise on screen
-    np.testing.assert_array_equal(warp(0, 1, 2, 0)[:, 2:], a[:, :-2])  # +tx moves content right
-    np.testing.assert_array_equal(warp(0, 1, 0, -3)[:-3], a[3:])  # -ty moves content up
-    zoom = warp(0, 2, 0, 0)  # x2 about the centre: each central pixel becomes a 2x2 block
-    c = size // 2
-    np.testing.assert_array_equal(zoom[c - 2 : c + 2 : 2, c - 2 : c + 2 : 2], a[c - 1 : c + 1, c - 1 : c + 1])
-
-
-def _augment_cfg(**overrides):
-    cfg = dict(
-        hflip=False,
-        vflip=False,
-        rotate_deg=0.0,
-        translate=0.0,
-        scale_min=1.0,
-        scale_max=1.0,
-        brightness=0.0,
-        contrast=0.0,
-    )
-    cfg.update(overrides)
-    return types.SimpleNamespace(**cfg)
-
-
-def test_augment_identity_flip_and_determinism():
-    image = Image.fromarray(_pixels(3, (16, 16, 3)))
-    rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(np.asarray(preprocess.augment(image, rng, _augment_cfg())), np.asarray(image))
-    flips = {
-        tuple(np.asarray(preprocess.augment(image, np.random.default_rng(s), _augment_cfg(hflip=True))).ravel())
-        for s in range(20)
-    }
-    assert flips == {tuple(np.asarray(image).ravel()), tuple(np.asarray(image)[:, ::-1].ravel())}
-    full = _augment_cfg(
-        hflip=True, rotate_deg=15.0, translate=0.05, scale_min=0.9, scale_max=1.1, brightness=0.2, contrast=0.2
-    )
-    one = np.asarray(preprocess.augment(image, np.random.default_rng(7), full))
-    two = np.asarray(preprocess.augment(image, np.random.default_rng(7), full))
-    other = np.asarray(preprocess.augment(image, np.random.default_rng(8), full))
-    np.testing.assert_array_equal(one, two)
-    assert not np.array_equal(one, other)
-
-
 @pytest.mark.parametrize("name", sorted(preprocess.PRESETS))
 def test_device_normalisation_matches_host(name):
     import jax.numpy as jnp
@@ -137,13 +78,3 @@ def test_device_normalisation_matches_host(name):
     x = _pixels(4)
     norm = preprocess.get_normalization(name)
     np.testing.assert_allclose(np.asarray(norm(x, xp=jnp)), norm(x), rtol=1e-6, atol=1e-5)
-
-
-@pytest.mark.parametrize("b, c", [(1.3, 0.7), (0.8, 1.25), (1.0, 1.0)])
-def test_brightness_contrast_table_matches_image_enhance(b, c):
-    from PIL import ImageEnhance
-
-    image = Image.fromarray(_pixels(5, (20, 24, 3)))
-    want = np.asarray(ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(b)).enhance(c), np.int64)
-    got = np.asarray(preprocess.brightness_contrast(image, b, c), np.int64)
-    assert np.abs(got - want).max() <= 2  # PIL truncates each blend, we round

@@ -66,10 +66,10 @@ def test_report_numbers_come_from_the_runs(mini):
     for init in ("random", "transfer"):
         summary = json.loads((workdir / "runs" / init / "seed_0" / "summary.json").read_text())
         final = summary["final_eval"]["auc"]
-        row = next(l for l in report.splitlines() if l.startswith(f"| {init} | 1 |"))
+        row = next(line for line in report.splitlines() if line.startswith(f"| {init} | 1 |"))
         assert f"| {final:.3f} |" in row
         metrics = [
-            json.loads(l) for l in (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text().splitlines()
+            json.loads(line) for line in (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text().splitlines()
         ]
         assert [m["step"] for m in metrics if m["split"] == "eval"] == [10, 20]
     analysis = json.loads((workdir / "analysis" / "analysis.json").read_text())

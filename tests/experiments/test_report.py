@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
 
@@ -51,8 +52,8 @@ def test_differs_marking(tmp_path):
     _write(tmp_path, "retina", "resnet50", "random", 0, 0.80)  # paper 96.4: far off
     _write(tmp_path, "retina", "resnet50", "transfer", 0, 0.9672)  # paper 96.7: within 1 point
     lines = report.render(str(tmp_path)).splitlines()
-    random_line = next(l for l in lines if "| resnet50 | random |" in l)
-    transfer_line = next(l for l in lines if "| resnet50 | transfer |" in l)
+    random_line = next(line for line in lines if "| resnet50 | random |" in line)
+    transfer_line = next(line for line in lines if "| resnet50 | transfer |" in line)
     assert "96.4 ± 0.05 [S]" in random_line and "**differs**" in random_line
     assert "96.7 ± 0.04 [S]" in transfer_line and "**differs**" not in transfer_line
 
@@ -66,18 +67,18 @@ def test_convergence_table_averages_reached_runs_only(tmp_path):
     assert (row.reached, row.n) == (2, 3)
     assert row.steps_mean == pytest.approx(8008.0)
     text = report.render(str(tmp_path))
-    line = next(l for l in text.splitlines() if "| resnet50 | transfer |" in l)
+    line = next(line for line in text.splitlines() if "| resnet50 | transfer |" in line)
     assert "8,008 ± 1,416 (2/3 reached)" in line  # stdev(7007, 9009) = 1416.0
     assert "8,008 [P-fig]" in line and "**differs**" not in line
-    transfusion = next(l for l in text.splitlines() if "transfusion:conv1" in l)
+    transfusion = next(line for line in text.splitlines() if "transfusion:conv1" in line)
     assert "30,030" in transfusion and "—" in transfusion  # no paper number for per-block transfusion
 
 
 def test_chexpert_table_per_pathology(tmp_path):
-    per_class = {f"auc/{p}": 0.80 + 0.01 * i for i, p in enumerate(paper_numbers.CHEXPERT_PATHOLOGIES)}
+    per_class = {f"auc/{p}": 0.80 + 0.01 * i for i, p in enumerate(CHEXPERT_PATHOLOGIES)}
     _write(tmp_path, "chexpert", "resnet50", "random", 0, 0.82, extra=per_class)
     text = report.render(str(tmp_path))
-    line = next(l for l in text.splitlines() if "| resnet50 | random |" in l)
+    line = next(line for line in text.splitlines() if "| resnet50 | random |" in line)
     assert "80.00 / 79.52" in line and "83.00 / 88.34 **differs**" in line
 
 

@@ -87,12 +87,15 @@ def test_bad_inputs_fail_before_any_run(tmp_path):
 def test_override_types():
     from transfusion_jax.train import config_lib
 
-    c = runs.apply_overrides(
+    c = config_lib.apply_overrides(
         config_lib.base_config(),
         ["progress_bar=false", "freeze=('layer1', 'layer2')", "num_train_steps=7", "data.subset_size=5000"],
     )
     assert c.progress_bar is False and c.freeze == ("layer1", "layer2") and c.num_train_steps == 7
     assert c.data.subset_size == 5000
+    assert config_lib.apply_overrides(c, ["freeze=conv1"]).freeze == ("conv1",)  # one bare value is a 1-tuple
+    with pytest.raises(ValueError, match="Bad value in override 'num_train_steps=many'"):
+        config_lib.apply_overrides(c, ["num_train_steps=many"])
 
 
 def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):

@@ -26,7 +26,7 @@ def num_params(variables):
     return sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
 
 
-# torchvision's counts (ENGINEERING.md: resnet50 / inception_v3 built by torchvision 0.29 and counted).
+# torchvision's counts (resnet50 / inception_v3 built by torchvision 0.29 and counted).
 @pytest.mark.parametrize(
     "name,num_classes,kwargs,expected",
     [
@@ -43,14 +43,14 @@ def test_param_counts_match_torchvision(name, num_classes, kwargs, expected):
 
 
 def cbr_formula(widths, k, num_classes, cin=3):
-    """PAPER.md 1.2: conv kernels (no bias) + BN gamma/beta + dense head."""
+    """docs/paper.md §1.2: conv kernels (no bias) + BN gamma/beta + dense head."""
     chans = [cin, *widths]
     return (
         sum(k * k * a * b for a, b in zip(chans, chans[1:])) + 2 * sum(widths) + widths[-1] * num_classes + num_classes
     )
 
 
-# The "+ FC (2 classes)" column of PAPER.md 1.2's derived table, and its widths.
+# The "+ FC (2 classes)" column of docs/paper.md §1.2's derived table, and its widths.
 @pytest.mark.parametrize(
     "name,widths,k,paper_count",
     [
@@ -116,7 +116,7 @@ def cbr_expected(n, widths, k_pool_last):
 def test_cbr_feature_shapes(name, widths, pool_last, size):
     _, feats = init_shapes(get_model(name, 2), size)
     assert feats == cbr_expected(size, widths, pool_last)
-    if size == 587:  # PAPER.md 1.2: VALID pools give 587 -> 293 -> 146 -> 72 -> 35
+    if size == 587:  # docs/paper.md §1.2: VALID pools give 587 -> 293 -> 146 -> 72 -> 35
         assert [feats[f"layer{i}"][0] for i in range(1, 5)] == [293, 146, 72, 35]
 
 

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 
-from transfusion_jax.pretrained import PREPROCESSING
+from transfusion_jax.data.preprocess import PRESETS
 
 TOL = 1e-4  # max|ours - reference| / max|reference|, per activation
 
@@ -21,10 +21,10 @@ def pixels(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def normalise(px: np.ndarray, preset: str) -> np.ndarray:
     """The preset's formula written out independently of transfusion_jax.data: reorder, scale, centre, divide."""
-    p = PREPROCESSING[preset]
-    x = px[..., ::-1] if p["channel_order"] == "BGR" else px
-    x = x.astype(np.float64) / 255.0 * p["scale"]
-    return ((x - np.asarray(p["mean"])) / np.asarray(p["std"])).astype(np.float32)
+    p = PRESETS[preset]
+    x = px[..., ::-1] if p.channel_order == "BGR" else px
+    x = x.astype(np.float64) / 255.0 * p.scale
+    return ((x - np.asarray(p.mean)) / np.asarray(p.std)).astype(np.float32)
 
 
 _JITTED = {}

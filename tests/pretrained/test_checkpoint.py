@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from transfusion_jax import pretrained
+from transfusion_jax.data import preprocess
 from transfusion_jax.pretrained import checkpoint
-from transfusion_jax.pretrained.common import DEFAULT_PREPROCESSING, ConversionError, check_tree
+from transfusion_jax.pretrained.common import DEFAULT_PREPROCESSING, ConversionError, check_tree, preprocessing_record
+from transfusion_jax.surgery import tree
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -43,7 +45,7 @@ def test_save_load_round_trip(tmp_path):
     pretrained.save(str(path), variables, meta)
     got, got_meta = pretrained.load(str(path))
     assert got_meta["note"] == "ünïcode" and got_meta["format"] == checkpoint.FORMAT
-    flat, got_flat = (checkpoint.traverse_util.flatten_dict(v, sep="/") for v in (variables, got))
+    flat, got_flat = (tree.flatten(v) for v in (variables, got))
     assert flat.keys() == got_flat.keys()
     for k in flat:
         np.testing.assert_array_equal(flat[k], got_flat[k])
@@ -95,18 +97,20 @@ def test_check_tree_lists_every_kind_of_difference_and_caps_the_listing():
     check_tree({"params/a": np.zeros(2)}, {"params/a": (2,)}, {}, {}, "X", "hint")  # a match raises nothing
 
 
-def test_presets_agree_with_the_data_pipeline():
-    """The metadata's numbers must be the ones the data pipeline applies under the same name."""
-    preprocess = pytest.importorskip("transfusion_jax.data.preprocess")
-    for name, p in pretrained.PREPROCESSING.items():
-        n = preprocess.get_normalization(name)
-        assert (tuple(n.mean), tuple(n.std), n.scale, n.channel_order) == (
-            p["mean"],
-            p["std"],
-            p["scale"],
-            p["channel_order"],
+def test_preprocessing_record_states_the_pipeline_preset():
+    """A checkpoint's metadata holds the numbers the data pipeline applies under the same name, in JSON types."""
+    for name, n in preprocess.PRESETS.items():
+        record = json.loads(json.dumps(preprocessing_record(name)))
+        assert record["name"] == name and "formula" in record
+        assert (record["mean"], record["std"], record["scale"], record["channel_order"]) == (
+            list(n.mean),
+            list(n.std),
+            n.scale,
+            n.channel_order,
         ), name
     assert set(DEFAULT_PREPROCESSING.values()) <= set(preprocess.PRESETS)
+    with pytest.raises(ConversionError, match="Unknown preprocessing 'caffe'"):
+        preprocessing_record("caffe")
 
 
 def test_unknown_arch_source_and_file_are_rejected(tmp_path):

@@ -16,6 +16,7 @@ from pretrained_testlib import TOL, normalise, our_forward, pixels, rel_err  # n
 
 from transfusion_jax import pretrained  # noqa: E402
 from transfusion_jax.pretrained.__main__ import main  # noqa: E402
+from transfusion_jax.surgery import tree  # noqa: E402
 
 
 def randomise(model, seed: int) -> None:
@@ -133,7 +134,7 @@ def convert_layouts(paths, arch, out_dir):
     for layout, (variables, metadata) in results.items():
         assert metadata["original_file"]["layout"] == LAYOUT_READ[layout]  # each reader path was taken
         for c in ("params", "batch_stats"):
-            a, b = (pretrained.checkpoint.traverse_util.flatten_dict(v[c], sep="/") for v in (variables, first[0]))
+            a, b = (tree.flatten(v[c]) for v in (variables, first[0]))
             assert a.keys() == b.keys(), layout
             for k in a:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=f"{layout}: {k}")
@@ -188,11 +189,7 @@ def test_resnet50_matches_keras(resnet):
 def test_resnet50_parameter_count_matches_keras(resnet):
     ref, _, variables, _ = resnet
     n = sum(int(np.prod(w.shape)) for w in ref.weights)  # trainable + BN moving statistics
-    ours = sum(
-        int(np.size(a))
-        for c in ("params", "batch_stats")
-        for a in pretrained.checkpoint.traverse_util.flatten_dict(variables[c]).values()
-    )
+    ours = sum(int(np.size(a)) for c in ("params", "batch_stats") for a in tree.flatten(variables[c]).values())
     assert ours == n
 
 
@@ -243,7 +240,7 @@ def test_truncated_keras_file_is_rejected(resnet, tmp_path):
 
 def inception_names(model):
     """Ours -> Keras layer names. The stem ends at the second max-pool Keras constructs (auto-named)."""
-    pools = sorted((l.name for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)), key=_serial)
+    pools = sorted((layer.name for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)), key=_serial)
     return {
         "stem": pools[1],
         "mixed_5": "mixed2",

@@ -103,3 +103,20 @@ def test_labels_and_no_state_for_frozen_leaves():
     mu = flat(state.inner_states["trainable"].inner_state[0].mu)
     assert isinstance(mu["layer1/conv/kernel"], optax.MaskedNode)  # Adam keeps no moments for frozen leaves
     assert mu["layer2/conv/kernel"].shape == (7, 7, 4, 8)
+
+
+@pytest.mark.parametrize(
+    "patterns,fixed_blocks",
+    [
+        (["layer1"], {"layer1"}),
+        ([r"layer[12]/.*"], {"layer1", "layer2"}),
+        ([r"layer3/bn/(scale|bias)"], {"layer3"}),
+        ([r"layer3/bn/scale"], set()),  # its bias still trains, so the BatchNorm is not a fixed function
+        ([r".*/kernel"], set()),
+    ],
+)
+def test_statistics_are_fixed_when_their_batchnorm_parameters_all_are(patterns, fixed_blocks):
+    variables = tiny_init(0)
+    fixed = flat(fz.frozen_statistics(variables["params"], variables["batch_stats"], patterns))
+    assert set(fixed) == set(flat(variables["batch_stats"]))
+    assert {k.split("/")[0] for k, v in fixed.items() if v} == fixed_blocks

@@ -1,7 +1,6 @@
 """Init schemes: which leaves come from the checkpoint, Mean-Var statistics, Gabor placement, parsing, entry point."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import scipy.stats
@@ -155,6 +154,74 @@ def test_mean_var_rejects_a_mismatched_checkpoint_and_bad_modes():
         schemes.mean_var(init, init, jax.random.key(0), bn="gamma")
 
 
+# ----- transfusion:<block>+mean_var (weight transfer below, statistics transfer above) -----------------------------
+
+
+@pytest.mark.parametrize("k", range(len(TINY_BLOCKS)))
+def test_hybrid_copies_the_prefix_and_draws_mean_var_above(k):
+    init = tiny_init(0)
+    source = structured_source(init)
+    out, provenance = schemes.transfusion_mean_var(init, source, TINY_BLOCKS, TINY_BLOCKS[k], jax.random.key(0))
+    plain, _ = schemes.mean_var(init, source, jax.random.key(0))
+    res, src, ini, mv = flat(out), flat(source), flat(init), flat(plain)
+    copied = {f"layer{i + 1}" for i in range(k + 1)}  # by hand: layer1..layer(k+1)
+    assert res.keys() == ini.keys()
+    for key, value in res.items():
+        block = key.split("/")[1]
+        if block in copied:  # weights and BN statistics from the checkpoint
+            expected, origin = src[key], "checkpoint"
+        elif block == "head" or key.startswith("batch_stats/"):  # random head; running stats reset (bn='mean_var')
+            expected, origin = ini[key], "init"
+        else:  # exactly plain Mean-Var's draw for this leaf
+            expected, origin = mv[key], "mean_var"
+        assert provenance[key] == origin, key
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(expected), err_msg=key)
+    # The Mean-Var part has its pretrained tensor's moments and none of its structure.
+    for key in [k_ for k_, o in provenance.items() if o == "mean_var" and k_.endswith("conv/kernel")]:
+        x, y = np.asarray(src[key], np.float64).ravel(), np.asarray(res[key], np.float64).ravel()
+        assert abs(y.mean() - x.mean()) < 5 * x.std() / np.sqrt(x.size), key
+        assert abs(y.std() / x.std() - 1) < 5 / np.sqrt(2 * x.size), key
+        assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(x.size), key
+
+
+@pytest.mark.parametrize("bn", schemes.MEAN_VAR_BN)
+def test_hybrid_batchnorm_above_the_prefix_follows_mean_var_bn(bn):
+    init = tiny_init(0)
+    source = structured_source(init)
+    _, provenance = schemes.transfusion_mean_var(init, source, TINY_BLOCKS, "layer2", jax.random.key(0), bn=bn)
+    expect_params = {"default": "init", "copy": "checkpoint", "mean_var": "mean_var"}[bn]
+    expect_stats = "checkpoint" if bn == "copy" else "init"
+    assert provenance["params/layer2/bn/scale"] == provenance["batch_stats/layer2/bn/var"] == "checkpoint"
+    assert provenance["params/layer3/bn/scale"] == provenance["params/layer4/bn/bias"] == expect_params
+    assert provenance["batch_stats/layer3/bn/mean"] == provenance["batch_stats/layer4/bn/var"] == expect_stats
+
+
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("inception_v3", 75), ("cbr_larget", 64)])
+def test_hybrid_routes_every_leaf_of_full_size_models(name, size, monkeypatch):
+    """Which leaf is copied, drawn or left at init, on every family's real tree. The draw itself (moments, rng) is
+    tested above on the tiny CBR; here it is replaced by a marker so 20M-parameter trees cost no random draws."""
+    monkeypatch.setattr(schemes, "_mean_var_draw", lambda rng, tensor, dtype: np.full(np.shape(tensor), -7.0, dtype))
+    blocks = block_names(name)
+    init, source = resnet_like(name, 0.0, size), resnet_like(name, 1.0, size)
+    out, provenance = schemes.initialize(
+        f"transfusion:{blocks[1]}+mean_var",
+        name,
+        init,
+        rng=jax.random.key(0),
+        pretrained="/p",
+        loader=FakeLoader(source, architecture=name),
+    )
+    for key, value in flat(out).items():
+        block = key.split("/")[1]
+        if block in blocks[:2]:
+            expected = (1.0, "checkpoint")
+        elif block in ("head", "aux_logits") or key.startswith("batch_stats/"):
+            expected = (0.0, "init")
+        else:
+            expected = (-7.0, "mean_var")
+        assert (float(np.asarray(value).reshape(-1)[0]), provenance[key]) == expected, key
+
+
 # ----- Gabor ------------------------------------------------------------------------------------------------------
 
 
@@ -210,6 +277,9 @@ def test_gabor_finds_the_first_conv_of_every_architecture(name, size, key, shape
         ("transfusion", "transfusion:conv1"),
         ("random:conv1", "Valid choices"),
         ("Transfer", "Did you mean 'transfer'"),
+        ("transfusion:block2+meanvar", "Did you mean 'transfusion:block2+mean_var'"),
+        ("transfusion:block2+gabor", "only '+mean_var'"),
+        ("transfusion:blok2+mean_var", "Did you mean 'block2'"),
     ],
 )
 def test_parse_rejects_typos_naming_choices_and_blocks(spec, hint):
@@ -223,13 +293,15 @@ def test_parse_rejects_typos_naming_choices_and_blocks(spec, hint):
 def test_parse_accepts_every_scheme():
     blocks = block_names("resnet50")
     assert schemes.parse_init("transfusion:block3", blocks) == schemes.InitSpec("transfusion", "block3")
+    hybrid = schemes.parse_init("transfusion:block3+mean_var", blocks)
+    assert hybrid == schemes.InitSpec("transfusion", "block3", "mean_var") and hybrid.draws
     for name in ("random", "transfer", "mean_var", "gabor", "slim"):
         assert schemes.parse_init(name, blocks) == schemes.InitSpec(name)
 
 
-def make_config(**fields):
-    defaults = dict(model="cbr_small", init="random", pretrained="", mean_var_bn="", model_overrides=dict(TINY))
-    return ml_collections.ConfigDict({**defaults, **fields})
+def initialize(spec, init, rng=None, **kwargs):
+    """`schemes.initialize` on the tiny CBR."""
+    return schemes.initialize(spec, "cbr_small", init, rng=rng, model_overrides=TINY, **kwargs)
 
 
 class FakeLoader:
@@ -248,49 +320,46 @@ class FakeLoader:
         }
 
 
-def test_config_entry_point_dispatches_and_loads_lazily():
+def test_entry_point_dispatches_and_reads_the_checkpoint_only_when_needed():
     init, source = tiny_pair()
     loader = FakeLoader(source)
-    out, _ = schemes.initialize_from_config(
-        make_config(init="transfusion:layer2", pretrained="/ckpt"), init, loader=loader
-    )
+    out, _ = initialize("transfusion:layer2", init, pretrained="/ckpt", loader=loader)
     assert loader.paths == ["/ckpt"]
     assert_origins(out, init, source, lambda k: k.split("/")[1] in ("layer1", "layer2"))
-    out, provenance = schemes.initialize_from_config(
-        make_config(init="random", pretrained="/ckpt"), init, loader=loader
-    )
+    out, provenance = initialize("random", init, pretrained="/ckpt", loader=loader)
     assert loader.paths == ["/ckpt"] and set(provenance.values()) == {"init"}  # random never reads the file
-    out, provenance = schemes.initialize_from_config(
-        make_config(init="mean_var", pretrained="/ckpt", mean_var_bn="copy"), init, jax.random.key(0), loader=loader
+    out, provenance = initialize(
+        "mean_var", init, jax.random.key(0), pretrained="/ckpt", mean_var_bn="copy", loader=loader
     )
     assert provenance["batch_stats/layer1/bn/mean"] == "checkpoint"
 
 
-def test_config_entry_point_errors():
+def test_entry_point_errors():
     init, source = tiny_pair()
     with pytest.raises(ValueError, match="config.pretrained"):
-        schemes.initialize_from_config(make_config(init="transfer"), init, loader=FakeLoader(source))
+        initialize("transfer", init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="holds a 'resnet50' model but model 'cbr_small' needs"):
-        schemes.initialize_from_config(
-            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(source, architecture="resnet50")
-        )
+        initialize("transfer", init, pretrained="/p", loader=FakeLoader(source, architecture="resnet50"))
     with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
-        schemes.initialize_from_config(make_config(init="slim", pretrained="/p"), init, loader=FakeLoader(source))
+        initialize("slim", init, pretrained="/p", loader=FakeLoader(source))
     with pytest.raises(ValueError, match="layer9"):
-        schemes.initialize_from_config(make_config(init="transfusion:layer9"), init)
+        initialize("transfusion:layer9", init)
     with pytest.raises(ValueError, match="Unknown mean_var_bn 'copies'"):
-        schemes.initialize_from_config(make_config(init="random", mean_var_bn="copies"), init)
-    with pytest.raises(ValueError, match="pass rng"):
-        schemes.initialize_from_config(make_config(init="mean_var", pretrained="/p"), init, loader=FakeLoader(source))
+        initialize("random", init, mean_var_bn="copies")
+    for spec in ("mean_var", "transfusion:layer2+mean_var"):
+        with pytest.raises(ValueError, match="pass rng"):
+            initialize(spec, init, pretrained="/p", loader=FakeLoader(source))
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        initialize("transfusion:layer2+mean_var", init, jax.random.key(0))
+    with pytest.raises(TypeError, match="needs loader="):  # surgery reads no file itself
+        initialize("transfer", init, pretrained="/p")
     # A shape mismatch names the checkpoint and the model next to the diff.
     with pytest.raises(
         tree.TreeMismatchError,
         match=r"(?s)shape mismatch.*Checkpoint /p: architecture 'cbr_small'.*"
         r"model 'cbr_small' with overrides",
     ):
-        schemes.initialize_from_config(
-            make_config(init="transfer", pretrained="/p"), init, loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8)))
-        )
+        initialize("transfer", init, pretrained="/p", loader=FakeLoader(tiny_random(1, widths=(4, 8, 16, 8))))
 
 
 def test_slim_entry_point_takes_a_resnet50_checkpoint():
@@ -303,13 +372,13 @@ def test_slim_entry_point_takes_a_resnet50_checkpoint():
         assert provenance["params/block3/unit1/conv1/conv/kernel"] == "init"
 
 
-def test_config_entry_point_with_a_real_checkpoint_file(tmp_path):
+def test_entry_point_with_a_real_checkpoint_file(tmp_path):
     from transfusion_jax import pretrained
 
     init, source = tiny_pair()
     path = str(tmp_path / "tiny.npz")
     pretrained.save(path, source, {"architecture": "cbr_small", "variant": None, "num_classes": 2, "preprocessing": {}})
-    out, provenance = schemes.initialize_from_config(make_config(init="transfer", pretrained=path), init)
+    out, provenance = initialize("transfer", init, pretrained=path, loader=pretrained.load)
     assert_origins(out, init, source, lambda k: k.split("/")[1] != "head")
     assert provenance["params/layer4/conv/kernel"] == "checkpoint"
 

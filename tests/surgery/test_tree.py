@@ -12,7 +12,10 @@ from transfusion_jax.surgery import tree
 def test_flatten_keys_carry_collection_and_block():
     keys = set(tree.flatten(tiny_init()))
     assert "params/layer1/conv/kernel" in keys and "batch_stats/layer4/bn/var" in keys and "params/head/bias" in keys
-    assert {tree.block_of(k) for k in keys} == set(TINY_BLOCKS) | {"head"}
+    assert {tree.block_of(tree.name_of(k)) for k in keys} == set(TINY_BLOCKS) | {"head"}
+    assert (
+        tree.name_of("batch_stats/layer4/bn/var") == "layer4/bn/var" and tree.module_of("layer4/bn/var") == "layer4/bn"
+    )
 
 
 def test_select_by_block_and_by_regex():
@@ -59,7 +62,10 @@ def test_shape_mismatch_raises_with_a_diff():
 def test_missing_and_unexpected_keys_are_listed():
     init = tiny_init(0)
     shallow, deep = tiny_random(1, widths=(4, 8, 8)), tiny_random(1, widths=(4, 8, 8, 8, 8))
-    body = lambda k: tree.block_of(k) != "head"
+
+    def body(name):
+        return tree.block_of(name) != "head"
+
     missing = r"(?s)missing from the source.*\[5\].*- params/layer4/conv/kernel"
     with pytest.raises(tree.TreeMismatchError, match=missing):
         tree.merge(shallow, init, body)
@@ -70,7 +76,7 @@ def test_missing_and_unexpected_keys_are_listed():
 
 def test_long_diffs_are_capped_with_a_count():
     init, other = tiny_init(0), tiny_random(1, widths=(5, 9, 9, 9), num_classes=3)
-    report = tree.mismatch_report(tree.flatten(other), tree.flatten(init), lambda k: True)
+    report = tree.mismatch_report(tree.flatten(other), tree.flatten(init), lambda name: True)
     n = len(tree.flatten(init))  # every key differs in shape
     assert f"shape mismatch [{n}]" in report
     assert f"... and {n - tree.MAX_LISTED} more" in report
@@ -99,3 +105,26 @@ def test_summary_counts_per_block_and_origins():
     assert rows["total"].split()[1] == f"{sum(expected.values()):,}"
     assert "checkpoint (5)" in rows["layer1"] and "init (5)" in rows["layer3"] and "init (2)" in rows["head"]
     assert rows["layer1"].split()[2] == "2" and rows["head"].split()[2] == "0"  # batch_stats leaves
+
+
+def test_mask_keeps_the_structure_and_selects_by_name():
+    params = {"layer1": {"conv": {"kernel": np.ones(2)}, "bn": {"scale": np.ones(2)}}, "empty": {}, "head": {"bias": 0}}
+    mask = tree.mask(params, tree.matcher(blocks=["head"], regex=r".*/kernel"))
+    assert mask == {"layer1": {"conv": {"kernel": True}, "bn": {"scale": False}}, "empty": {}, "head": {"bias": True}}
+
+
+def test_patterns_are_block_names_or_full_regexes_and_must_match():
+    names = list(tree.flatten(tiny_init()["params"]))
+    select = tree.from_patterns(["layer1", r"layer2/bn/.*"], names)
+    assert {n for n in names if select(n)} == {
+        "layer1/conv/kernel",
+        "layer1/bn/scale",
+        "layer1/bn/bias",
+        "layer2/bn/scale",
+        "layer2/bn/bias",
+    }
+    assert not tree.from_patterns([r"layer2/bn"], ["layer2/bn/scale", "layer2/bn"])("layer2/bn/scale")  # full match
+    with pytest.raises(ValueError, match="'layer2/conv' matches no leaf. Blocks: .*layer1"):
+        tree.from_patterns(["layer2/conv"], names)
+    with pytest.raises(ValueError, match="neither a block name nor a valid regex"):
+        tree.from_patterns(["layer[2"], names)

@@ -70,3 +70,32 @@ class FakeDataset:
                 batch["image"] = batch["image"] * np.nan
             yield batch
             step += 1
+
+
+def route_build_dataset(monkeypatch, kwargs: dict | None = None):
+    """Makes the trainer's build_dataset return FakeDatasets: 64 training and 40 evaluation examples of 8 px, with
+    the extra FakeDataset `kwargs` as they are when the trainer builds them."""
+    from transfusion_jax.train import trainer  # noqa: PLC0415
+
+    def build(config, split, *, train):
+        return FakeDataset(64 if train else 40, size=8, train=train, seed=0 if train else 1, **(kwargs or {}))
+
+    monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
+
+
+def tiny_config(**changes):
+    """A CBR of widths (4, 8) on FakeDataset: 40 steps of batch 16, eval every 5, checkpoints every 20."""
+    from transfusion_jax.train import config_lib  # noqa: PLC0415
+
+    c = config_lib.base_config()
+    c.model.name = "cbr_small"
+    c.model.overrides.widths = (4, 8)
+    c.batch_size = 16
+    c.num_train_steps = 40
+    c.log_every_steps = 5
+    c.eval_every_steps = 5
+    c.checkpoint_every_steps = 20
+    c.progress_bar = False
+    c.auc_threshold = 0.8
+    c.update(changes)
+    return c

@@ -3,13 +3,14 @@
 import functools
 import importlib.util
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from transfusion_jax import data as data_lib
-from transfusion_jax import models, surgery
+from transfusion_jax import models, pretrained, surgery
 from transfusion_jax.train import partition, steps, trainer
 from transfusion_jax.train import state as state_lib
 
@@ -41,7 +42,20 @@ ARGS = (
 
 def test_every_config_file_is_covered():
     files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")}
-    assert files == {name for name, _ in ARGS}
+    assert files == {name for name, _ in ARGS} | {"quickstart"}
+
+
+def test_quickstart_config_is_plain_data_with_valid_inits():
+    module = _load("quickstart")
+    assert "python -m transfusion_jax.experiments.quickstart --workdir" in module.__doc__  # its launch line
+    default, mini = module.get_config(), module.get_config("mini")
+    assert set(default) == set(mini) and len(mini.seeds) < len(default.seeds)
+    for c in (default, mini):
+        blocks = models.block_names(c.model, widths=c.widths)
+        for init in c.inits:
+            surgery.parse_init(init, blocks)
+    with pytest.raises(ValueError, match="'default' or 'mini'"):
+        module.get_config("big")
 
 
 @pytest.mark.parametrize("name,arg", ARGS)
@@ -52,11 +66,23 @@ def test_config_loads_with_paper_recipe_and_valid_init(name, arg):
     surgery.parse_init(c.init, models.block_names(c.model.name))
     assert not c.runlocal and c.data.name in data_lib.DATASET_NAMES
     if name != "imagenet":
-        assert (c.batch_size, c.optimizer.learning_rate) == (32, 1e-3)  # PAPER.md 3
+        assert (c.batch_size, c.optimizer.learning_rate) == (32, 1e-3)  # docs/paper.md §3
         assert c.optimizer.name == ("sgd" if name == "chexpert" else "adam")
     local = module.get_config(arg + ",local")
     assert local.runlocal and local.num_train_steps <= 50 and local.data.name in data_lib.DATASET_NAMES
     assert local.model.name == c.model.name and local.init == c.init and local.optimizer.name == c.optimizer.name
+
+
+@pytest.mark.parametrize(
+    "name,arg", [("chexpert", "cbr_tiny,transfer"), ("hybrid", "resnet50,slim"), ("hybrid", "cbr_small,mean_var")]
+)
+def test_building_a_local_config_only_sets_fields(name, arg, tmp_path, monkeypatch):
+    """No data and no checkpoint are made while building: the config names them, the run makes them."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    c = _load(name).get_config(arg + ",local")
+    assert list(tmp_path.iterdir()) == []
+    assert c.pretrained == pretrained.STAND_IN
+    assert c.data.name == ("local_chexpert" if name == "chexpert" else "synthetic_retina")
 
 
 def test_bad_arg_is_named():
@@ -84,7 +110,7 @@ def test_local_config_builds_a_train_step(name, arg):
     size = c.data.image_size
     x = jnp.zeros((1, size, size, 3))
     variables = jax.eval_shape(lambda r: state_lib._random_variables(model, r, x), jax.random.key(0))
-    tx = state_lib.make_optimizer(c, variables["params"])
+    tx, _ = state_lib.make_optimizer(c, variables["params"])
     state = state_lib.TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
         params=variables["params"],
@@ -114,6 +140,7 @@ def test_local_hybrid_inits_run(arg):
     c, task = _task("hybrid", arg)
     model = state_lib.build_model(c, task.num_outputs)
     x = jnp.zeros((1, c.data.image_size, c.data.image_size, 3))
+    assert c.pretrained == pretrained.STAND_IN  # resolved to a generated checkpoint only now, by the trainer's loader
     variables = state_lib.init_variables(c, model, jax.random.key(0), x)
     assert set(variables["params"]) == set(models.block_names(c.model.name, **dict(c.model.overrides))) | {"head"}
 

@@ -72,10 +72,13 @@ RUNS = [dict(seed=0), dict(seed=1, freeze=("layer1",), learning_rate=3e-2), dict
 
 
 def _train_alone(config, model, mesh, batches):
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(config.seed), jnp.zeros((1, SIZE, SIZE, 3)))
+    state, tx, _ = state_lib.create_train_state(
+        config, model, jax.random.key(config.seed), jnp.zeros((1, SIZE, SIZE, 3))
+    )
     initial = jax.device_get(state)
     state = jax.device_put(state, partition.replicated(mesh))
-    step = steps.make_train_step(model, tx, "softmax", mesh, frozen=state_lib.frozen_blocks(config, state.params))
+    frozen_stats = state_lib.frozen_statistics(config, state.params, state.batch_stats)
+    step = steps.make_train_step(model, tx, "softmax", mesh, frozen_stats=frozen_stats)
     metrics = []
     for t in range(STEPS):
         state, m = step(state, batches[t], steps.step_rng(config.seed, t))

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from transfusion_jax import models
 from transfusion_jax.train import losses, partition, steps, trainer
+from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 
 
@@ -48,10 +49,11 @@ def _model():
 
 
 def _state_after_one_step(mesh, config, batch_np, model):
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    frozen_stats = state_lib.frozen_statistics(config, state.params, state.batch_stats)
     state = jax.device_put(state, partition.replicated(mesh))
     batch = {k: jax.device_put(v, partition.data_sharded(mesh)) for k, v in batch_np.items()}
-    step = steps.make_train_step(model, tx, "softmax", mesh, frozen=state_lib.frozen_blocks(config, state.params))
+    step = steps.make_train_step(model, tx, "softmax", mesh, frozen_stats=frozen_stats)
     new_state, metrics = step(state, batch, steps.step_rng(0, 0))
     return jax.device_get(new_state), jax.device_get(metrics)
 
@@ -65,7 +67,7 @@ def _numpy_batch(n=16):
 def one_step():
     """The same first step on a 1-device and on the 8-device mesh, from the same initial state."""
     batch, model, config = _numpy_batch(), _model(), _config()
-    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state0, _, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     one = _state_after_one_step(partition.make_data_mesh(jax.devices()[:1]), config, batch, model)
     eight = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
     return batch, jax.device_get(state0), one, eight
@@ -94,11 +96,18 @@ def test_batch_stats_use_global_batch(one_step):
     np.testing.assert_allclose(after.batch_stats["layer1"]["bn"]["mean"], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_frozen_blocks_keep_params_and_statistics():
+@pytest.mark.parametrize(
+    "freeze",
+    [("layer1",), (r"layer1/.*",), (r"layer1/conv/kernel", r"layer1/bn/(scale|bias)")],
+    ids=["block name", "regex over the block", "regexes naming each parameter"],
+)
+def test_frozen_blocks_keep_params_and_statistics(freeze):
+    """However layer1 is selected (its name or regexes over its parameters), its parameters and its BN running
+    statistics stay exactly as they were; layer2's move."""
     batch, model = _numpy_batch(), _model()
     config = _config()
-    config.freeze = ("layer1",)
-    state0, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    config.freeze = freeze
+    state0, _, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     after, _ = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
     for before, now in zip(
         jax.tree_util.tree_leaves((state0.params["layer1"], state0.batch_stats["layer1"])),
@@ -107,6 +116,18 @@ def test_frozen_blocks_keep_params_and_statistics():
         np.testing.assert_array_equal(before, now)
     assert not np.allclose(state0.params["layer2"]["conv"]["kernel"], after.params["layer2"]["conv"]["kernel"])
     assert not np.allclose(state0.batch_stats["layer2"]["bn"]["mean"], after.batch_stats["layer2"]["bn"]["mean"])
+
+
+def test_a_batchnorm_with_a_trainable_parameter_keeps_updating_its_statistics():
+    """Freezing layer1's conv and BN scale but not its BN bias leaves a trainable BatchNorm: its statistics move."""
+    batch, model = _numpy_batch(), _model()
+    config = _config()
+    config.freeze = (r"layer1/conv/kernel", r"layer1/bn/scale")
+    state0, _, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    after, _ = _state_after_one_step(partition.make_data_mesh(), config, batch, model)
+    np.testing.assert_array_equal(state0.params["layer1"]["bn"]["scale"], after.params["layer1"]["bn"]["scale"])
+    assert not np.allclose(state0.params["layer1"]["bn"]["bias"], after.params["layer1"]["bn"]["bias"])
+    assert not np.allclose(state0.batch_stats["layer1"]["bn"]["mean"], after.batch_stats["layer1"]["bn"]["mean"])
 
 
 def test_freeze_of_unknown_block_is_named():
@@ -124,7 +145,7 @@ def test_weight_decay_touches_kernels_only():
         "layer1": {"conv": {"kernel": jnp.full((2, 2), 3.0)}, "bn": {"scale": jnp.ones(2), "bias": jnp.ones(2)}},
         "head": {"kernel": jnp.full((2,), -2.0), "bias": jnp.ones(2)},
     }
-    tx = state_lib.make_optimizer(config, params)
+    tx, _ = state_lib.make_optimizer(config, params)
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = tx.update(zeros, tx.init(params), params)
     np.testing.assert_allclose(updates["layer1"]["conv"]["kernel"], -0.5 * 0.01 * 3.0)
@@ -138,7 +159,7 @@ def test_adam_first_step_matches_closed_form():
     config = _config(name="adam", learning_rate=1e-3)
     params = {"head": {"kernel": jnp.array([1.0, -2.0, 3.0])}}
     grads = {"head": {"kernel": jnp.array([0.5, -4.0, 1e-3])}}
-    tx = state_lib.make_optimizer(config, params)
+    tx, _ = state_lib.make_optimizer(config, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     g = np.array([0.5, -4.0, 1e-3])
     np.testing.assert_allclose(updates["head"]["kernel"], -1e-3 * g / (np.abs(g) + 1e-8), rtol=1e-5)
@@ -147,10 +168,22 @@ def test_adam_first_step_matches_closed_form():
 def test_warmup_cosine_schedule():
     config = _config(schedule="cosine", warmup_steps=10, learning_rate=1.0)
     config.num_train_steps = 110
-    lr = state_lib.learning_rate_fn(config)
+    _, lr = state_lib.make_optimizer(config, {"head": {"kernel": jnp.zeros(2)}})
     assert float(lr(5)) == pytest.approx(0.5)
     assert float(lr(10)) == pytest.approx(1.0)
     assert float(lr(60)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 50 / 100)))
+
+
+def test_the_returned_schedule_is_the_one_the_optimizer_follows():
+    """Plain SGD: each update is -lr(step) * g, with lr the schedule make_optimizer returns (and the trainer logs)."""
+    config = _config(momentum=0.0, schedule="cosine", warmup_steps=3, learning_rate=0.5)
+    params = {"head": {"kernel": jnp.ones(2)}}
+    tx, schedule = state_lib.make_optimizer(config, params)
+    opt_state, grads = tx.init(params), {"head": {"kernel": jnp.full(2, 2.0)}}
+    for step in range(config.num_train_steps):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        np.testing.assert_allclose(updates["head"]["kernel"], -2.0 * float(schedule(step)), rtol=1e-6)
+    assert len({round(float(schedule(s)), 6) for s in range(config.num_train_steps)}) > 5  # it does vary
 
 
 def test_eval_counts_every_example_once_on_odd_sizes():
@@ -161,9 +194,9 @@ def test_eval_counts_every_example_once_on_odd_sizes():
     for loss in ("softmax", "sigmoid"):
         ds = FakeDataset(13, size=8, loss=loss, num_outputs=2 if loss == "softmax" else 3, train=False, seed=5)
         model = models.get_model("cbr_small", ds.task.num_outputs, widths=(4, 8))
-        state, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
+        state, _, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
         state = jax.device_put(state, partition.replicated(mesh))
-        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh)
+        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh, calibration_bins=4)
         logits = np.asarray(
             model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images, train=False)[0],
             np.float64,
@@ -174,6 +207,7 @@ def test_eval_counts_every_example_once_on_odd_sizes():
             p /= p.sum(1, keepdims=True)
             expected_loss = -np.log(p[np.arange(13), ds.labels]).mean()
             assert out["auc"] == pytest.approx(roc_auc_score(ds.labels, p[:, 1]), abs=1e-6)
+            expected_ece = {"c1": metrics_lib.reliability_bins(p[:, 1], ds.labels == 1, 4)["ece"]}
         else:
             p = 1 / (1 + np.exp(-logits))
             bce = -(ds.labels * np.log(p) + (1 - ds.labels) * np.log(1 - p))
@@ -181,7 +215,15 @@ def test_eval_counts_every_example_once_on_odd_sizes():
             for c in range(3):
                 keep = ds.masks[:, c] > 0
                 assert out[f"auc/c{c}"] == pytest.approx(roc_auc_score(ds.labels[keep, c], p[keep, c]), abs=1e-6)
+            expected_ece = {
+                f"c{c}": metrics_lib.reliability_bins(p[ds.masks[:, c] > 0, c], ds.labels[ds.masks[:, c] > 0, c], 4)[
+                    "ece"
+                ]
+                for c in range(3)
+            }
         assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
+        assert {k: out[f"ece/{k}"] for k in expected_ece} == pytest.approx(expected_ece, abs=1e-6)
+        assert sum(out["reliability"]["c1"]["count"]) == (13 if loss == "softmax" else int(ds.masks[:, 1].sum()))
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -225,7 +267,7 @@ def test_aux_head_loss_is_added_with_its_weight(aux_weight):
     model = _NetWithAuxHead()
     config = _config()
     batch_np = _numpy_batch()
-    state, tx = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     (logits, _), _ = model.apply(
         {"params": state.params, "batch_stats": state.batch_stats},
         batch_np["image"],

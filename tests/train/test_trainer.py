@@ -12,7 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import CACHE_DIR
-from fake_data import FakeDataset
+from fake_data import route_build_dataset, tiny_config
+from tb_events import scalars
 
 from transfusion_jax import pretrained
 from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
@@ -20,30 +21,11 @@ from transfusion_jax.train import NonFiniteLossError, config_lib, trainer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _tiny_config(**changes):
-    c = config_lib.base_config()
-    c.model.name = "cbr_small"
-    c.model.overrides.widths = (4, 8)
-    c.batch_size = 16
-    c.num_train_steps = 40
-    c.log_every_steps = 5
-    c.eval_every_steps = 5
-    c.checkpoint_every_steps = 20
-    c.progress_bar = False
-    c.auc_threshold = 0.8
-    c.update(changes)
-    return c
-
-
 @pytest.fixture
 def fake_data(monkeypatch):
-    """Routes build_dataset to FakeDataset; returns a setter for the dataset's kwargs."""
+    """Routes build_dataset to FakeDataset; returns a dict of extra FakeDataset kwargs to fill in."""
     kwargs = {}
-
-    def build(config, split, *, train):
-        return FakeDataset(64 if train else 40, size=8, train=train, seed=0 if train else 1, **kwargs)
-
-    monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
+    route_build_dataset(monkeypatch, kwargs)
     return kwargs
 
 
@@ -54,7 +36,7 @@ def _records(workdir, split):
 
 def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     workdir = str(tmp_path)
-    summary = trainer.train_and_evaluate(_tiny_config(export_pretrained=True), workdir)
+    summary = trainer.train_and_evaluate(tiny_config(export_pretrained=True), workdir)
     train, evals = _records(workdir, "train"), _records(workdir, "eval")
     assert [r["step"] for r in evals] == list(range(5, 41, 5))
     assert np.mean([r["loss"] for r in train[-2:]]) < 0.7 * np.mean([r["loss"] for r in train[:2]])
@@ -65,6 +47,10 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     assert summary["best_auc"] == max(r["auc"] for r in evals)
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f)["steps_to_threshold"] == reached
+    # Calibration beside AUC: the final eval's ECE is that of the reliability diagram in the summary (positive class).
+    assert list(summary["reliability"]) == ["c1"] and sum(summary["reliability"]["c1"]["count"]) == 40
+    assert len(summary["reliability"]["c1"]["count"]) == config_lib.base_config().calibration_bins
+    assert evals[-1]["ece"] == evals[-1]["ece/c1"] == pytest.approx(summary["reliability"]["c1"]["ece"])
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["model"]["overrides"]["widths"] == [4, 8]
     assert os.listdir(os.path.join(workdir, "tensorboard"))
@@ -77,9 +63,21 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_rerun_of_a_finished_run_gives_the_same_summary(fake_data, tmp_path):
+    """A run killed after its last checkpoint resumes with nothing left to train: the summary, reliability diagram
+    included, is recomputed from the final state and equals the first one."""
+    config = tiny_config(num_train_steps=10, calibration_bins=4)
+    first = trainer.train_and_evaluate(config, str(tmp_path))
+    os.remove(tmp_path / "summary.json")
+    again = trainer.train_and_evaluate(config, str(tmp_path))
+    assert again == first and len(first["reliability"]["c1"]["count"]) == 4
+    with open(tmp_path / "summary.json") as f:
+        assert json.load(f) == json.loads(json.dumps(first))
+
+
 def test_nan_loss_stops_the_run_naming_the_step(fake_data, tmp_path):
     fake_data["nan_at_step"] = 6  # the 7th update sees NaN pixels
-    config = _tiny_config(log_every_steps=100, eval_every_steps=100, checkpoint_every_steps=3)
+    config = tiny_config(log_every_steps=100, eval_every_steps=100, checkpoint_every_steps=3)
     with pytest.raises(NonFiniteLossError, match="at step 7;"):
         trainer.train_and_evaluate(config, str(tmp_path))
     # The checkpoint due at step 9 was never written; the one at step 6 (before the NaN) was.
@@ -116,7 +114,7 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
     unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
     reference = _cli(unbroken, env)
     victim = _cli(killed, env)
-    first_ckpt = os.path.join(killed, "checkpoints", "latest", "5")
+    first_ckpt = os.path.join(killed, "checkpoints", "latest", "5", "checksums.json")  # a finished checkpoint
     deadline = time.time() + 240
     while not os.path.exists(first_ckpt) and victim.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -140,3 +138,12 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
         assert drop_timing(_records(unbroken, split)) == drop_timing(_records(killed, split))
     with open(os.path.join(unbroken, "summary.json")) as f1, open(os.path.join(killed, "summary.json")) as f2:
         assert json.load(f1) == json.load(f2)
+
+    # TensorBoard: each (tag, step) once, the same points as the unbroken run's.
+    def points(workdir):
+        return sorted(
+            (t, s, v) for _, t, s, v in scalars(os.path.join(workdir, "tensorboard")) if "per_second" not in t
+        )
+
+    assert points(unbroken) == points(killed)
+    assert len({(t, s) for t, s, _ in points(killed)}) == len(points(killed))

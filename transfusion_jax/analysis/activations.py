@@ -6,8 +6,6 @@ A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images)
 gets its own accumulator, so memory stays proportional to channels**2 however many images stream through.
 """
 
-from __future__ import annotations
-
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -16,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from transfusion_jax.analysis import moments, similarity
+from transfusion_jax.models.layers import global_avg_pool
 
 Model = tuple[Callable[..., Any], Any]  # (apply_fn, variables)
 MODES = ("positions", "mean")
@@ -57,11 +56,6 @@ def resize(features: jax.Array, grid: tuple[int, int], method: str = "linear") -
     return jax.image.resize(features, (n, *grid, c), method=method)
 
 
-def mean_pool(features: jax.Array) -> jax.Array:
-    """[N, H, W, C] -> [N, C]."""
-    return jnp.mean(features, axis=(1, 2))
-
-
 def positions_as_datapoints(features: jax.Array, positions: int | None = None, key: jax.Array | None = None):
     """[N, H, W, C] -> [N * P, C]: spatial positions as datapoints, P = H*W or `positions` sampled per image.
 
@@ -88,7 +82,7 @@ def to_datapoints(features: jax.Array, reduction: Reduction, key: jax.Array) -> 
     if reduction.grid is not None:
         features = resize(features, reduction.grid, reduction.resize_method)
     if reduction.mode == "mean":
-        return mean_pool(features)
+        return global_avg_pool(features)
     return positions_as_datapoints(features, reduction.positions, key)
 
 

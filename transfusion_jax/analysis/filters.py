@@ -1,16 +1,15 @@
-"""conv1 filters as a PNG grid (paper Fig. 5; the synthetic Gabor bank of 6.4).
+"""conv1 filters as an image grid (paper Fig. 5; the synthetic Gabor bank of the hybrid inits).
 
-The picture is built as an exact pixel mosaic (no axes or text) so its size is predictable: each filter is one
-cell of k*scale pixels, cells are separated by `pad` pixels of white, panels by `3 * pad`. Each filter is
-min-max normalised on its own (over all its channels) for display, as its absolute scale would otherwise make
-most filters invisible; filters with 3 input channels are shown in RGB, others as the grayscale mean over inputs.
-Written with matplotlib's Agg-based `imsave`, so no display or pyplot state is involved.
+The picture is an exact pixel mosaic (no axes or text) so its size is predictable: each filter is one cell of
+k*scale pixels, cells are separated by `pad` pixels of white, panels by `3 * pad`. Each filter is min-max
+normalised on its own (over all its channels) for display, as its absolute scale would otherwise make most filters
+invisible; filters with 3 input channels are shown in RGB, others as the grayscale mean over inputs.
+transfusion_jax.experiments.figures.filter_grid writes it as a PNG.
 """
 
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib.image
 import numpy as np
 
 from transfusion_jax.surgery.schemes import first_conv_key
@@ -56,28 +55,4 @@ def filter_mosaic(kernel: np.ndarray, ncols: int = 8, panels: int = 1, scale: in
         r, c = divmod(j, ncols)
         top, left = pad + r * (cell + pad), p * (panel_w + gap) + pad + c * (cell + pad)
         image[top : top + cell, left : left + cell] = np.kron(cells[i], np.ones((scale, scale, 1)))
-    return image
-
-
-def save_filter_grid(
-    kernel_or_variables: np.ndarray | Mapping,
-    path: str,
-    blocks: Sequence[str] | None = None,
-    ncols: int = 8,
-    panels: int = 1,
-    scale: int = 8,
-    pad: int = 2,
-) -> np.ndarray:
-    """Writes the mosaic of a conv kernel, or of a variables dict's first conv (give the model's `blocks`), as PNG.
-
-    Returns the image array written, (H, W, 3) in [0, 1].
-    """
-    if isinstance(kernel_or_variables, Mapping):
-        if blocks is None:
-            raise ValueError("Pass blocks=block_names(model) to find the first conv in a variables dict.")
-        kernel = conv1_kernel(kernel_or_variables, blocks)
-    else:
-        kernel = np.asarray(kernel_or_variables)
-    image = filter_mosaic(kernel, ncols=ncols, panels=panels, scale=scale, pad=pad)
-    matplotlib.image.imsave(path, image)
     return image

@@ -16,8 +16,6 @@ shifted rows) exist only for debiased CKA: its unbiased HSIC needs `sum_i |x_i -
 expands exactly into these sums (see `_centered_norm_product`).
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 from typing import NamedTuple
@@ -61,7 +59,9 @@ class Accumulator(NamedTuple):
 
 
 def _zero_sums(dx: int, dy: int) -> Sums:
-    z = lambda *s: jnp.zeros(s, jnp.float32)
+    def z(*shape):
+        return jnp.zeros(shape, jnp.float32)
+
     return Sums(z(dx), z(dy), z(dx, dx), z(dy, dy), z(dx, dy), z(), z(), z(), z(dx), z(dx), z(dy), z(dy))
 
 

@@ -1,4 +1,4 @@
-"""The paper's representation analyses (§5.2, §5.3) as functions of variables + apply_fn + batches, writing JSON.
+"""The paper's representation analyses (§5.2, §5.3) as pure functions of variables + apply_fn + batches.
 
 Loading checkpoints and building the model stay with the caller, so these work for any pair of variable dicts:
   * `top_layers_similarity`: Fig. 2, CCA(Rand, ImNet) vs CCA(Rand, Rand): mean similarity of the top layers
@@ -7,29 +7,20 @@ Loading checkpoints and building the model stay with the caller, so these work f
     the relative weight change of each block (§5.3, "larger models change less").
   * `init_vs_final_correlation`: Fig. 4, per layer, similarity of two networks at init vs after training over
     several pairs, with Pearson r and R² (for ResNet-50 lower layers correlate strongly; for CBR-Small not).
-Defaults follow PAPER.md §5.1's recommendation: SVCCA to 99% variance over spatial positions as datapoints.
+Defaults (docs/paper.md §8.5): SVCCA to 99 % variance over spatial positions as datapoints, as in google/svcca's
+conv tutorial.
 """
 
-from __future__ import annotations
-
-import json
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from transfusion_jax.analysis import activations, weights
 from transfusion_jax.analysis.activations import Reduction
+from transfusion_jax.surgery import tree
 
 DEFAULT_REDUCTION = Reduction(mode="positions", positions=16, seed=0)
-
-
-def _write(result: dict[str, Any], out: str | Path | None) -> dict[str, Any]:
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def top_layers_similarity(
@@ -40,7 +31,6 @@ def top_layers_similarity(
     layers: Sequence[str],
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
     """Similarity of the same `layers` in two trained networks and their mean (one point of Fig. 2's violins)."""
@@ -61,7 +51,7 @@ def top_layers_similarity(
         "mean": float(np.mean([r["score"] for r in per_layer.values()])),
         "per_layer": {key.split("/")[0]: value for key, value in per_layer.items()},
     }
-    return _write(result, out)
+    return result
 
 
 def similarity_to_init(
@@ -72,8 +62,7 @@ def similarity_to_init(
     layers: Sequence[str] | None = None,
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    block_of: Callable[[tuple[str, ...]], str | None] = weights.first_component,
-    out: str | Path | None = None,
+    block_of: Callable[[str], str | None] = tree.block_of,
     **options,
 ) -> dict[str, Any]:
     """Per block: representation similarity between init and trained weights, and ||W_T - W_0|| / ||W_0||.
@@ -98,7 +87,7 @@ def similarity_to_init(
         "similarity": {key.split("/")[0]: value for key, value in per_layer.items()},
         "relative_weight_change": change,
     }
-    return _write(result, out)
+    return result
 
 
 def init_vs_final_correlation(
@@ -108,7 +97,6 @@ def init_vs_final_correlation(
     layers: Sequence[str],
     method: str = "svcca",
     reduction: Reduction = DEFAULT_REDUCTION,
-    out: str | Path | None = None,
     **options,
 ) -> dict[str, Any]:
     """Fig. 4: per layer, does similarity of two networks at init predict their similarity after training?
@@ -116,7 +104,8 @@ def init_vs_final_correlation(
     pairs: ((init_a, final_a), (init_b, final_b)) variable dicts of two runs each. Per layer, every pair gives a
     point (similarity(init_a, init_b), similarity(final_a, final_b)); the Pearson r and R² = r² of those points
     (float64) say how strongly init similarity predicts final similarity. r needs >= 3 points (two always lie on
-    a line), finite similarities and points that vary on both axes; otherwise r and R² are NaN with the reason in `note`.
+    a line), finite similarities and points that vary on both axes; otherwise r and R² are NaN with the reason in
+    `note`.
     """
     if not pairs:
         raise ValueError("pairs is empty: give at least one ((init_a, final_a), (init_b, final_b))")
@@ -147,7 +136,7 @@ def init_vs_final_correlation(
         "num_pairs": len(pairs),
         "per_layer": per_layer,
     }
-    return _write(result, out)
+    return result
 
 
 def _pearson(points: np.ndarray) -> dict[str, Any]:

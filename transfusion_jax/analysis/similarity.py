@@ -1,4 +1,5 @@
-"""CCA, SVCCA, PWCCA and linear CKA, all computed from streamed moments (`moments.Stats`), in float64 on the host.
+"""CCA, SVCCA, PWCCA, linear CKA and the orthogonal Procrustes distance, all from streamed moments (`moments.Stats`),
+in float64 on the host.
 
 Convention: activations are (examples, features). Each measure needs only d x d covariances, so the heavy part
 (accumulating them) runs jitted on the device and the small eigen/SVD problems here run in float64 NumPy.
@@ -16,8 +17,6 @@ Choices the papers leave open, made here:
     averages only the top coefficients holding 98% of their sum).
 """
 
-from __future__ import annotations
-
 import dataclasses
 from typing import Any
 
@@ -25,7 +24,10 @@ import numpy as np
 
 from transfusion_jax.analysis import moments
 
-METHODS = ("cca", "svcca", "pwcca", "cka")
+METHODS = ("cca", "svcca", "pwcca", "cka", "procrustes")
+# Methods whose score is a distance (0 = the same up to rotation, larger = less similar); the others are similarities
+# in [0, 1] (1 = the same up to their invariances).
+DISTANCES = ("procrustes",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +216,32 @@ def cka(stats: moments.Stats, debiased: bool = False) -> Similarity:
     return Similarity("cka", float(hxy / np.sqrt(hxx * hyy)), n, info={"debiased": True})
 
 
+def procrustes(stats: moments.Stats) -> Similarity:
+    """Orthogonal Procrustes distance (Ding, Denain & Steinhardt 2021; Williams et al. 2021), a distance in [0, 2].
+
+    With X, Y the centred activations each scaled to unit Frobenius norm, min over orthogonal R of ||XR - Y||_F^2 is
+    2 - 2 ||X^T Y||_* (nuclear norm; Schönemann 1966). From moments: X^T Y = n Cxy and ||X||_F^2 = n tr(Cxx), so the
+    normalised cross-product is Cxy / sqrt(tr Cxx tr Cyy) and no activation is needed. Layers of different widths
+    are compared as if the narrower were zero-padded (the nuclear norm of the dx x dy product already is that).
+    Invariant to rotations and isotropic scaling, not to other linear maps (unlike CCA).
+    """
+    tx, ty = np.trace(stats.cxx), np.trace(stats.cyy)
+    if tx <= 0 or ty <= 0:
+        raise ValueError(
+            f"Procrustes distance is undefined for a constant layer (total variance x={tx:.3g}, y={ty:.3g})"
+        )
+    nuclear = float(np.linalg.svd(stats.cxy, compute_uv=False).sum() / np.sqrt(tx * ty))
+    return Similarity("procrustes", max(2.0 - 2.0 * nuclear, 0.0), stats.n, info={"nuclear_norm": nuclear})
+
+
+def as_distance(result: Similarity) -> float:
+    """A result on one orientation for every method: the Procrustes distance as is, 1 - score for similarities."""
+    return float(result.score) if result.method in DISTANCES else 1.0 - float(result.score)
+
+
 def measure(stats: moments.Stats, method: str, **options) -> Similarity:
     """Dispatch to one of METHODS with its options (keep=, epsilon=, rtol=, debiased=)."""
-    functions = {"cca": cca, "svcca": svcca, "pwcca": pwcca, "cka": cka}
+    functions = {"cca": cca, "svcca": svcca, "pwcca": pwcca, "cka": cka, "procrustes": procrustes}
     if method not in functions:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     return functions[method](stats, **options)

@@ -1,34 +1,27 @@
 """How far training moved the weights: ||W_T - W_0|| / ||W_0|| per block (paper §5.3, "larger models change less")."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flax import traverse_util
 
-
-def first_component(path: tuple[str, ...]) -> str | None:
-    """Block of a parameter in our models: the first path component (conv1, block1, ..., layer1, ..., head)."""
-    return path[0]
+from transfusion_jax.surgery import tree
 
 
 def relative_weight_change(
-    params_0: Any, params_t: Any, block_of: Callable[[tuple[str, ...]], str | None] = first_component
+    params_0: Any, params_t: Any, block_of: Callable[[str], str | None] = tree.block_of
 ) -> dict[str, float]:
     """Per block, the Frobenius norm of (params_t - params_0) over all its tensors, divided by that of params_0.
 
     params_0/params_t: two flax `params` trees of the same structure (before / after training).
-    block_of: maps a flattened parameter path to its block name, or None to leave that tensor out
-      (e.g. `lambda p: p[0] if p[-1] == 'kernel' else None` for kernels only). Computed in float64.
+    block_of: maps a parameter name ('layer1/conv/kernel', transfusion_jax.surgery.tree) to the group it counts
+      in, or None to leave that tensor out; default its block (the first component). Computed in float64.
     Blocks whose initial weights are all zero (e.g. only zero-initialised biases) get inf if they moved, else 0.
     """
-    flat_0 = traverse_util.flatten_dict(params_0)
-    flat_t = traverse_util.flatten_dict(params_t)
+    flat_0, flat_t = tree.flatten(params_0), tree.flatten(params_t)
     if flat_0.keys() != flat_t.keys():
-        only_0 = sorted("/".join(k) for k in flat_0.keys() - flat_t.keys())
-        only_t = sorted("/".join(k) for k in flat_t.keys() - flat_0.keys())
+        only_0 = sorted(flat_0.keys() - flat_t.keys())
+        only_t = sorted(flat_t.keys() - flat_0.keys())
         raise ValueError(f"the two params trees differ: only in params_0 {only_0}, only in params_t {only_t}")
     diff2: dict[str, float] = {}
     init2: dict[str, float] = {}
@@ -39,7 +32,7 @@ def relative_weight_change(
         w0 = np.asarray(w0, np.float64)
         wt = np.asarray(flat_t[path], np.float64)
         if w0.shape != wt.shape:
-            raise ValueError(f"parameter {'/'.join(path)} has shape {w0.shape} in params_0 but {wt.shape} in params_t")
+            raise ValueError(f"parameter {path} has shape {w0.shape} in params_0 but {wt.shape} in params_t")
         diff2[block] = diff2.get(block, 0.0) + float(np.sum((wt - w0) ** 2))
         init2[block] = init2.get(block, 0.0) + float(np.sum(w0**2))
     if not diff2:

@@ -11,6 +11,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
                    (`python -m transfusion_jax.data prepare ...`); splits train / validation / test.
   chexpert_folder  the official CheXpert-v1.0-small/ download under root; splits 'train', 'valid'.
   chexpert_tfds    TFDS chexpert prepared under data_dir; splits train / validation.
+  local_chexpert   a miniature generated CheXpert-v1.0-small folder, made on first use and cached (local.py);
+                   what `,local` CheXpert configs read. Splits 'train', 'valid'.
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
@@ -19,6 +21,9 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
   imagenet_tfds    its preset for TFDS imagenet2012 (1000 classes named by WordNet id); splits train / validation.
                    Prepared with TFDS's own builder from ILSVRC2012_img_train.tar + ILSVRC2012_img_val.tar
                    (`tfds build imagenet2012 --manual_dir=M --data_dir=D --file_format=array_record`, needs TF).
+  resized          a resized copy written by `python -m transfusion_jax.data resize OUT --name NAME ...` from any
+                   of the above (root = OUT): ArrayRecord shards of JPEG/PNG images with the original ids and raw
+                   labels, so every task option still applies; image_size 0 = the stored size. See resized.py.
 Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]', cut at patient
 boundaries so that no patient is on both sides (TFDS slices follow TFDS's own order and do not).
 
@@ -29,7 +34,7 @@ Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Pleural Effusion. Blank labels count as negative. Uncertain (-1) labels follow `uncertainty_policy`:
   u_ones, u_zeros, u_ignore (mask 0: the loss and the AUC must skip them) or u_mixed (default: U-Ones for
   Atelectasis and Edema, U-Zeros for the rest). u_mixed is the default because it is the only recipe published
-  by overlapping authors (PAPER.md 2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
+  by overlapping authors (docs/paper.md §2.2) and CheXpert's own paper found U-Ones best for Atelectasis and Edema;
   Transfusion's own choice is unknown.
   TFDS classification (imagenet_tfds): loss 'softmax' over the ClassLabel's classes; labels outside them (the
   unlabelled imagenet2012 'test' split, -1) are an error.
@@ -45,24 +50,34 @@ contiguous share of every global batch:
               padding and skipped images
   valid       bool [B]: False for eval padding and for images skipped under on_bad_image='skip'
 Weight every per-example loss by `valid` (and per-label by `label_mask`) and count only valid rows in
-metrics. Images travel to the devices as uint8 and are normalised there (a jitted elementwise op).
+metrics. The host only decodes and resizes; images travel to the devices as uint8 and one jitted per-example
+transform makes the model input there: augmentation (train), block shuffle (if set), normalisation.
 train=True: endless; epoch e is a permutation drawn from (seed, e); batches run across epoch ends without
-gaps, augmentation draws from (seed, epoch, position in epoch). Batch s therefore depends only on
-(seed, epoch_start, s): `start_step=s` resumes exactly, by index arithmetic, decoding nothing skipped.
+gaps; example at position p of epoch e is augmented with key fold_in(fold_in(key(seed), e), p)
+(`preprocess.augment`). Batch s therefore depends only on (seed, epoch_start, s): `start_step=s` resumes exactly,
+by index arithmetic, decoding nothing skipped; the iterator's `get_state()` / `set_state()` do the same.
 train=False: one pass, every example exactly once in file order, `ceil(N / B)` batches, the last padded with
 valid=False; no augmentation.
+Block shuffle (`config.data.block_shuffle.block_size` = b > 0; Neyshabur et al. 2020): every split, after
+augmentation, the image cut into b x b pixel tiles permuted by one permutation for all images (from
+block_shuffle.seed, as the authors' code), or with per_example=True by a permutation fixed per example (from
+(block_shuffle.seed, the example's index in its source)); b must
+divide image_size (checked when the dataset is built).
 
 Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-cropped to a square, CheXpert
 squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
 `preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
 
-Decoding runs in a thread or process pool (config.data.num_workers / worker_type) rather than grain's loader:
-grain 0.2.18's multi-worker loader needs absl flags parsed first, and a plain pool keeps the (seed, epoch,
-position) -> batch arithmetic explicit. TFDS sources are read with `tfds.data_source` (ArrayRecord), no TF.
+Decoding runs on grain: a MapDataset over this process's stream positions (index arithmetic above), decoded
+by config.data.num_workers worker threads or processes (worker_type; grain's `mp_prefetch`, whose workers need
+absl flags marked parsed, which the pipeline does when the caller has not). TFDS sources are read with
+`tfds.data_source` (ArrayRecord), no TF; resized copies with grain's ArrayRecordDataSource.
 
 Command line: `python -m transfusion_jax.data generate {chexpert,kaggle_dr,tfds_dr_manual,source} OUT --num N`
 writes miniature datasets in the real formats; `python -m transfusion_jax.data prepare NAME --manual_dir M
---data_dir D` prepares a TFDS builder (see prepare.py for where the Kaggle / Stanford files go).
+--data_dir D` prepares a TFDS builder (see prepare.py for where the Kaggle / Stanford files go);
+`python -m transfusion_jax.data resize OUT --name NAME [--root R | --data_dir D] --size S --splits a,b` writes a
+resized copy (see resized.py). docs/INPUT.md explains the design and its choices.
 """
 
 from transfusion_jax.data.pipeline import DATASET_NAMES, Dataset, build_dataset, default_data_config

@@ -1,34 +1,36 @@
-"""The `Dataset`: index arithmetic for shuffling / resuming / padding, parallel decoding, global sharded batches."""
+"""The `Dataset`: index arithmetic for shuffling / resuming / padding, grain decoding of this process's share of
+each global batch on the host, one jitted per-example device transform (augment, block shuffle, normalise)."""
 
-import collections
-import concurrent.futures
 import dataclasses
 import functools
 import logging
-import multiprocessing
 import zlib
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from transfusion_jax.data import preprocess, readers, subsets, tasks
+from transfusion_jax.data import local, preprocess, readers, resized, subsets, tasks
 
 DATASET_NAMES = (
     "retina_folder",
     "retina_tfds",
     "chexpert_folder",
     "chexpert_tfds",
+    "local_chexpert",
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
     "tfds_classification",
     "imagenet_tfds",
+    "resized",
 )
-# The paper's resolutions (PAPER.md 1.1 / 2): Retina 587 (Inception may use 299), CheXpert 224.
+# The paper's resolutions (docs/paper.md §1.1, §2): Retina 587 (Inception may use 299), CheXpert 224.
 _PAPER_SIZE = {
     "retina": 587,
     "chexpert": 224,
@@ -43,7 +45,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     """Fields of `config.data`, with defaults and why (see also the package docstring)."""
     c = ml_collections.ConfigDict()
     c.name = "retina_folder"  # one of DATASET_NAMES
-    c.root = ""  # folder readers: Kaggle DR folder / folder holding CheXpert-v1.0-small
+    c.root = ""  # folder readers: Kaggle DR folder / folder holding CheXpert-v1.0-small / a resized copy
     c.data_dir = ""  # TFDS readers: TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets)
     c.tfds_config = "btgraham-300"  # retina_tfds builder config: original / 1M / 250K / btgraham-300
     c.tfds_name = ""  # tfds_classification: the TFDS builder, e.g. 'imagenet2012' (imagenet_tfds sets its own)
@@ -71,60 +73,125 @@ def default_data_config() -> ml_collections.ConfigDict:
             brightness=0.1,
             contrast=0.1,
         )
-    )  # applied only when train=True
+    )  # applied only when train=True, on the device, per example (preprocess.Augment)
+    # Block-shuffled inputs (Neyshabur et al. 2020), every split: tiles of block_size x block_size pixels permuted;
+    # 0 = off. One permutation (from seed) for all images, as the authors' code; per_example=True: each image its own
+    # fixed permutation from (seed, example).
+    c.block_shuffle = ml_collections.ConfigDict(dict(block_size=0, seed=0, per_example=False))
     c.on_bad_image = "raise"  # 'raise' (stop, naming the path) or 'skip' (count, log, valid=False)
-    c.num_workers = 2  # decoding workers; 0 = decode in the calling thread
-    c.worker_type = "thread"  # 'thread' (Pillow releases the GIL) or 'process'
+    c.num_workers = 2  # grain decoding workers (decode + resize only); 0 = decode in the calling thread
+    c.worker_type = "thread"  # 'thread' (Pillow releases the GIL) or 'process' (grain worker processes)
     c.prefetch = 2  # batches decoded ahead
     c.synthetic = ml_collections.ConfigDict(dict(num_examples=512, seed=0, native_size=128, num_classes=10))
     return c
 
 
-@dataclasses.dataclass(frozen=True)
-class Augment:
-    """A picklable copy of `config.data.augment` for worker processes."""
+# Enough steps for any run: the train stream is endless in practice, and grain needs a length.
+_ENDLESS_STEPS = 2**40
 
-    hflip: bool
-    vflip: bool
-    rotate_deg: float
-    translate: float
-    scale_min: float
-    scale_max: float
-    brightness: float
-    contrast: float
+
+@functools.lru_cache(maxsize=4)
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Decode:
-    """How one example becomes pixels; shared by every worker."""
+class _Stream:
+    """This process's share of a batch stream as a random-access sequence: the source of grain's MapDataset.
 
-    image_size: int
-    resize_mode: str
-    augment: Augment | None
+    Element k is position p = (start_step + k // share) * batch_size + first + k % share of the global stream, and
+    maps to (subset row, epoch, position in epoch). Train: row perm(seed, epoch)[p mod n] of epoch
+    epoch_start + p // n, so batches run across epoch ends without gaps and step s starts at p = s * batch_size
+    with nothing before it decoded. Eval: row p, or -1 (padding) past the end of the split.
+    """
+
+    n: int
+    batch_size: int
+    share: int  # examples of each global batch that this process decodes
+    first: int  # where this process's share starts within a global batch
+    start_step: int
+    num_steps: int
+    train: bool
+    seed: int
+    epoch_start: int
+
+    def __len__(self):
+        return self.num_steps * self.share
+
+    def __getitem__(self, k: int) -> tuple[int, int, int]:
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        step, j = divmod(k, self.share)
+        p = (self.start_step + step) * self.batch_size + self.first + j
+        if self.train:
+            epoch, position = self.epoch_start + p // self.n, p % self.n
+            return int(_permutation(self.seed, epoch, self.n)[position]), epoch, position
+        return (p if p < self.n else -1), 0, p
 
 
-def _load_pixels(source, decode: _Decode, index: int, aug_key: tuple):
-    """(uint8 [H, W, 3], None) or (None, message) for a bad image. Augmentation draws from rng(aug_key), a
-    function of (seed, epoch, position in the epoch) only, so output does not depend on worker scheduling."""
-    try:
-        image = source.load(index, decode.image_size)
-        image = preprocess.resize(image, decode.image_size, decode.resize_mode)
-        if decode.augment is not None:
-            image = preprocess.augment(image, np.random.default_rng(aug_key), decode.augment)
-        return np.asarray(image, np.uint8), None
-    except readers.BadImageError as e:
-        return None, str(e)
+class _Load:
+    """grain map: (row, epoch, position) -> this example's uint8 pixels at image_size and what the device transform
+    needs. A bad image gives zeros and its error message (the main process raises or counts it)."""
+
+    def __init__(self, source: readers.Source, indices: np.ndarray, image_size: int, resize_mode: str):
+        self.source, self.indices, self.image_size, self.resize_mode = source, indices, image_size, resize_mode
+
+    def __call__(self, item: tuple[int, int, int]) -> dict:
+        row, epoch, position = item
+        size = self.image_size
+        pixels, error = np.zeros((size, size, 3), np.uint8), ""
+        index = int(self.indices[row]) if row >= 0 else 0
+        if row >= 0:
+            try:
+                image = preprocess.resize(self.source.load(index, size), size, self.resize_mode)
+                pixels = np.asarray(image, np.uint8)
+            except readers.BadImageError as e:
+                error = str(e)
+        return {
+            "image": pixels,
+            "row": np.int64(row),
+            "example": np.int32(index),
+            "epoch_position": np.array([epoch, position], np.uint32),
+            "error": error,
+        }
 
 
-_WORKER = {}
+def _allow_grain_worker_processes():
+    """grain 0.2.18's worker processes read absl flags (--grain_*) and raise UnparsedFlagAccessError unless the
+    program parsed them, i.e. whenever the caller is not an absl app (a notebook, pytest, a library user). Marking
+    the flags parsed leaves every flag at its default, as an absl app without --grain_* arguments would."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
-def _init_worker(source, decode):
-    _WORKER["source"], _WORKER["decode"] = source, decode
+@dataclasses.dataclass(frozen=True)
+class _DeviceTransform:
+    """uint8 pixels -> model input, per example on the device: augmentation (train), block shuffle, normalisation.
+    Block shuffle comes after augmentation, as in the authors' code, so tiles keep sharp edges."""
+
+    normalization: preprocess.Normalization
+    augment: preprocess.Augment | None
+    block_shuffle: preprocess.BlockShuffle | None
+
+    def example(self, seed: int, pixels, example, epoch_position):
+        x = pixels.astype(jnp.float32)
+        if self.augment is not None:
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch_position[0]), epoch_position[1])
+            x = preprocess.augment(x, key, self.augment)
+        if self.block_shuffle is not None:
+            x = preprocess.block_shuffle(x, self.block_shuffle.key(example), self.block_shuffle.block_size)
+        return self.normalization(x, xp=jnp)
 
 
-def _load_in_worker(index, aug_key):
-    return _load_pixels(_WORKER["source"], _WORKER["decode"], index, aug_key)
+@functools.lru_cache(maxsize=16)
+def _compiled_transform(transform: _DeviceTransform, mesh: jax.sharding.Mesh, seed: int):
+    """jit of the per-example transform over a batch sharded on 'data': each device transforms its own rows
+    (shard_map: no communication)."""
+
+    def local(pixels, example, epoch_position):
+        return jax.vmap(functools.partial(transform.example, seed))(pixels, example, epoch_position)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P("data")))
 
 
 class Dataset:
@@ -135,9 +202,12 @@ class Dataset:
         source: readers.Source,
         *,
         train: bool,
-        decode: _Decode,
+        image_size: int,
+        resize_mode: str,
         normalization: str,
         on_bad_image: str,
+        augment: preprocess.Augment | None = None,
+        block_shuffle: preprocess.BlockShuffle | None = None,
         indices: np.ndarray | None = None,
         num_workers: int = 2,
         worker_type: str = "thread",
@@ -147,9 +217,18 @@ class Dataset:
             raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
         if worker_type not in ("thread", "process"):
             raise ValueError(f"worker_type must be 'thread' or 'process', got {worker_type!r}")
-        self.source, self.train, self.decode = source, train, decode
+        if num_workers < 0 or prefetch < 0:
+            raise ValueError(f"num_workers and prefetch must be >= 0, got {num_workers} and {prefetch}")
+        if resize_mode not in ("center_crop", "squash"):
+            raise ValueError(f"resize mode must be 'center_crop' or 'squash', got {resize_mode!r}")
+        if block_shuffle is not None:
+            block_shuffle.check(image_size)
+        self.source, self.train = source, train
+        self.image_size, self.resize_mode = image_size, resize_mode
         self.task: tasks.TaskInfo = source.task
-        self.normalize = preprocess.get_normalization(normalization)
+        self.transform = _DeviceTransform(
+            preprocess.get_normalization(normalization), augment if train else None, block_shuffle
+        )
         self.on_bad_image = on_bad_image
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.num_workers, self.worker_type, self.prefetch = num_workers, worker_type, max(1, prefetch)
@@ -161,36 +240,9 @@ class Dataset:
     def __len__(self):
         return len(self.indices)
 
-    # ----------------------------------------------------------------------------------- index arithmetic
-
-    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(len(self))
-
-    def _plan(self, batch_size: int, seed: int, epoch_start: int, start_step: int):
-        """Yields, per global batch, this process's share: a list of (subset row or -1 for padding,
-        augmentation key). Train: position p of the endless stream is row perm(seed, epoch)[p mod n] of
-        epoch epoch_start + p // n, so step s starts at p = s * batch_size with no decoding of what came before."""
-        n = len(self)
-        per_process = batch_size // jax.process_count()
-        first = jax.process_index() * per_process
-        perms = collections.OrderedDict()
-        step = start_step
-        while self.train or step * batch_size < n:
-            share = []
-            for p in range(step * batch_size + first, step * batch_size + first + per_process):
-                if self.train:
-                    epoch = epoch_start + p // n
-                    if epoch not in perms:
-                        perms[epoch] = self._permutation(seed, epoch)
-                        if len(perms) > 2:
-                            perms.popitem(last=False)
-                    share.append((int(perms[epoch][p % n]), (seed, epoch, p % n)))
-                else:
-                    share.append((p if p < n else -1, ()))
-            yield share
-            step += 1
-
-    # -------------------------------------------------------------------------------------------- batches
+    def num_batches(self, global_batch_size: int) -> int:
+        """Batches in one eval pass (the last one padded)."""
+        return -(-len(self) // global_batch_size)
 
     def batches(
         self,
@@ -200,7 +252,7 @@ class Dataset:
         seed: int = 0,
         epoch_start: int = 0,
         start_step: int = 0,
-    ):
+    ) -> "BatchIterator":
         """Iterator of dicts of global jax.Arrays sharded over mesh axis 'data' (see package docstring)."""
         data_devices = mesh.shape["data"]
         if global_batch_size <= 0 or global_batch_size % data_devices or global_batch_size % jax.process_count():
@@ -208,63 +260,69 @@ class Dataset:
                 f"global_batch_size {global_batch_size} must be a positive multiple of the data axis size "
                 f"({data_devices}) and of the process count ({jax.process_count()})"
             )
-        sharding = NamedSharding(mesh, P("data"))
-        decode = _Decode(self.decode.image_size, self.decode.resize_mode, self.decode.augment if self.train else None)
-        plan = self._plan(global_batch_size, seed, epoch_start, start_step)
-        with self._executor(decode) as pool:
-            pending = collections.deque()
-            for share in plan:
-                pending.append((share, [self._submit(pool, decode, row, key) for row, key in share]))
-                if len(pending) < self.prefetch:
-                    continue
-                yield self._assemble(*pending.popleft(), global_batch_size, sharding)
-            while pending:  # finite (eval) plans end here
-                yield self._assemble(*pending.popleft(), global_batch_size, sharding)
+        return BatchIterator(self, global_batch_size, mesh, seed, epoch_start, start_step)
 
-    def _executor(self, decode):
-        if self.num_workers == 0:
-            return _InlineExecutor()
-        if self.worker_type == "thread":
-            return concurrent.futures.ThreadPoolExecutor(self.num_workers)
-        # spawn: forking a process that already runs XLA threads is unsafe
-        return concurrent.futures.ProcessPoolExecutor(
-            self.num_workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.source, decode),
+    def _stream(self, batch_size: int, seed: int, epoch_start: int, start_step: int) -> _Stream:
+        share = batch_size // jax.process_count()
+        num_steps = _ENDLESS_STEPS if self.train else max(self.num_batches(batch_size) - start_step, 0)
+        return _Stream(
+            n=len(self),
+            batch_size=batch_size,
+            share=share,
+            first=jax.process_index() * share,
+            start_step=start_step,
+            num_steps=num_steps,
+            train=self.train,
+            seed=seed,
+            epoch_start=epoch_start,
         )
 
-    def _submit(self, pool, decode, row, key):
-        if row < 0:
-            return None
-        index = int(self.indices[row])
-        if isinstance(pool, concurrent.futures.ProcessPoolExecutor):
-            return pool.submit(_load_in_worker, index, key)
-        return pool.submit(_load_pixels, self.source, decode, index, key)
+    def _host_batches(self, stream: _Stream):
+        """grain: decode this process's rows in worker threads or processes, in stream order, `share` per batch."""
+        dataset = grain.MapDataset.source(stream).map(
+            _Load(self.source, self.indices, self.image_size, self.resize_mode)
+        )
+        ahead = self.prefetch * stream.share
+        if self.worker_type == "process" and self.num_workers:
+            _allow_grain_worker_processes()
+            workers = grain.MultiprocessingOptions(
+                self.num_workers, per_worker_buffer_size=-(-ahead // self.num_workers)
+            )
+            iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+            iterable = iterable.mp_prefetch(workers)
+        else:
+            threads = self.num_workers
+            iterable = dataset.to_iter_dataset(
+                grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead if threads else 0)
+            )
+        return iter(iterable.batch(stream.share))
 
-    def _assemble(self, share, futures, global_batch_size, sharding):
-        size = self.decode.image_size
-        n_local = len(share)
-        pixels = np.zeros((n_local, size, size, 3), np.uint8)
-        valid = np.zeros((n_local,), bool)
-        for j, ((row, _), future) in enumerate(zip(share, futures)):
-            if future is None:
-                continue
-            image, error = future.result()
-            if error is not None:
-                self._bad_image(int(self.indices[row]), error)
-                continue
-            pixels[j], valid[j] = image, True
-        rows = np.array([max(row, 0) for row, _ in share])
-        mask = self.masks[rows] * valid[:, None]
+    def _assemble(self, local: dict, global_batch_size: int, mesh, seed: int) -> dict:
+        """This process's decoded share -> the global batch: labels and masks looked up by row, bad images raised or
+        counted, arrays made global, the device transform applied."""
+        rows = local["row"]
+        valid = rows >= 0
+        for j in np.flatnonzero(local["error"] != ""):
+            self._bad_image(int(self.indices[rows[j]]), str(local["error"][j]))
+            valid[j] = False
+        rows = np.maximum(rows, 0)
         label = self.targets[rows]
         label = np.where(valid, label, 0) if label.ndim == 1 else label * valid[:, None]
-        local = {"image": pixels, "label": label, "label_mask": mask.astype(np.float32), "valid": valid}
+        host = {
+            "image": local["image"],
+            "example": local["example"],
+            "epoch_position": local["epoch_position"],
+            "label": label,
+            "label_mask": (self.masks[rows] * valid[:, None]).astype(np.float32),
+            "valid": valid,
+        }
+        sharding = NamedSharding(mesh, P("data"))
         batch = {
             k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
-            for k, v in local.items()
+            for k, v in host.items()
         }
-        batch["image"] = _normalize_on_device(self.normalize, batch["image"])
+        transform = _compiled_transform(self.transform, mesh, seed)
+        batch["image"] = transform(batch["image"], batch.pop("example"), batch.pop("epoch_position"))
         return batch
 
     def _bad_image(self, index, error):
@@ -275,29 +333,67 @@ class Dataset:
             logging.warning("skipping bad image (%d so far): %s", len(self.bad_images) + 1, error)
         self.bad_images[path] = error
 
-    def num_batches(self, global_batch_size: int) -> int:
-        """Batches in one eval pass (the last one padded)."""
-        return -(-len(self) // global_batch_size)
 
+class BatchIterator:
+    """The global batches of `Dataset.batches`, decoded by grain. Checkpointable: `get_state()` is a small dict
+    (the next step and the stream's identity) and `set_state(state)` continues from it, exactly as
+    `batches(..., start_step=state['step'])` would. The state is ours, not grain's iterator state, because grain's
+    records per-worker positions and breaks when num_workers changes between runs; ours depends only on the step.
+    `close()` (or garbage collection) stops grain's workers."""
 
-@functools.partial(jax.jit, static_argnums=0)
-def _normalize_on_device(normalization, pixels):
-    return normalization(pixels, xp=jnp)
+    def __init__(self, dataset: Dataset, global_batch_size: int, mesh, seed: int, epoch_start: int, start_step: int):
+        self._dataset, self._mesh = dataset, mesh
+        self._batch_size, self._seed, self._epoch_start = global_batch_size, seed, epoch_start
+        self._host = None
+        self._open(start_step)
 
+    def _open(self, step: int):
+        self.close()
+        self._step = step
+        self._host = self._dataset._host_batches(
+            self._dataset._stream(self._batch_size, self._seed, self._epoch_start, step)
+        )
 
-class _InlineExecutor:
-    """Runs each submission at once in the calling thread (num_workers=0)."""
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        local = next(self._host)  # StopIteration ends an eval pass
+        batch = self._dataset._assemble(local, self._batch_size, self._mesh, self._seed)
+        self._step += 1
+        return batch
+
+    def get_state(self) -> dict:
+        return {
+            "step": self._step,
+            "seed": self._seed,
+            "epoch_start": self._epoch_start,
+            "global_batch_size": self._batch_size,
+        }
+
+    def set_state(self, state: dict):
+        mine = self.get_state()
+        different = {
+            k: (state.get(k), mine[k]) for k in ("seed", "epoch_start", "global_batch_size") if state.get(k) != mine[k]
+        }
+        if different:
+            raise ValueError(f"iterator state is from another stream: (saved, this) = {different}")
+        self._open(int(state["step"]))
+
+    def close(self):
+        if self._host is not None and hasattr(self._host, "close"):
+            self._host.close()
+        self._host = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self.close()
         return False
 
-    def submit(self, fn, *args):
-        future = concurrent.futures.Future()
-        future.set_result(fn(*args))
-        return future
+    def __del__(self):
+        self.close()
 
 
 def _data_config(config):
@@ -315,6 +411,8 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertFolderSource(c.root, split, c.uncertainty_policy, c.frontal_only)
     if name == "chexpert_tfds":
         return readers.ChexpertTfdsSource(split, c.data_dir, c.uncertainty_policy, c.frontal_only)
+    if name == "local_chexpert":  # generated on first use (local.py): what ',local' CheXpert configs read
+        return readers.ChexpertFolderSource(local.chexpert_root(), split, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
     if name == "tfds_classification":
@@ -322,6 +420,8 @@ def _source(c, split: str) -> readers.Source:
     if name in readers.TFDS_CLASSIFICATION_PRESETS:
         tfds_name, image_key, label_key, how_to_prepare = readers.TFDS_CLASSIFICATION_PRESETS[name]
         return readers.TfdsClassificationSource(tfds_name, split, c.data_dir, image_key, label_key, how_to_prepare)
+    if name == "resized":
+        return resized.ResizedSource(c.root, split, c)
     s = c.synthetic
     split_seed = [s.seed, zlib.crc32(split.encode())]
     seed = int(np.random.default_rng(split_seed).integers(2**31))  # train and test splits differ
@@ -340,27 +440,33 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
     c = _data_config(config)
     source = _source(c, split)
     family = "retina" if "retina" in c.name else "chexpert" if "chexpert" in c.name else c.name
-    image_size = c.image_size or _PAPER_SIZE[family]
+    if c.name == "resized":
+        family = source.family
+    image_size = c.image_size or (source.native_size if c.name == "resized" else _PAPER_SIZE[family])
     resize_mode = c.resize_mode or ("center_crop" if family == "retina" else "squash")
-    augment = (
-        Augment(**{k: v for k, v in c.augment.items() if k != "enabled"}) if (train and c.augment.enabled) else None
-    )
+    augment = None
+    if train and c.augment.enabled:
+        augment = preprocess.Augment(**{k: v for k, v in c.augment.items() if k != "enabled"})
+    block_shuffle = preprocess.BlockShuffle(**c.block_shuffle) if c.block_shuffle.block_size else None
     indices = None
     if c.subset_size:
         indices = subsets.select_subset(source.labels.strata, c.subset_size, c.subset_seed, c.stratified)
     dataset = Dataset(
         source,
         train=train,
-        decode=_Decode(image_size, resize_mode, augment),
+        image_size=image_size,
+        resize_mode=resize_mode,
         normalization=c.normalization,
         on_bad_image=c.on_bad_image,
+        augment=augment,
+        block_shuffle=block_shuffle,
         indices=indices,
         num_workers=c.num_workers,
         worker_type=c.worker_type,
         prefetch=c.prefetch,
     )
     subsets.log_balance(
-        f"{c.name}/{split} ({len(dataset)} examples{', subset seed %d' % c.subset_seed if c.subset_size else ''})",
+        f"{c.name}/{split} ({len(dataset)} examples{f', subset seed {c.subset_seed}' if c.subset_size else ''})",
         dataset.class_balance,
     )
     return dataset

@@ -225,7 +225,8 @@ TFDS_CLASSIFICATION_PRESETS = {
         (
             "Prepare it once with TFDS's own builder (needs TensorFlow: pip install tensorflow-cpu): put "
             "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in MANUAL_DIR, then run `tfds build imagenet2012 "
-            "--manual_dir=MANUAL_DIR --data_dir=DATA_DIR --file_format=array_record`; set config.data.data_dir=DATA_DIR."
+            "--manual_dir=MANUAL_DIR --data_dir=DATA_DIR --file_format=array_record`; set "
+            "config.data.data_dir=DATA_DIR."
         ),
     ),
 }

@@ -25,13 +25,13 @@ CHEXPERT_OBSERVATIONS = (
     "Support Devices",
 )
 CHEXPERT_COLUMNS = CHEXPERT_METADATA_COLUMNS + CHEXPERT_OBSERVATIONS
-# The paper's 5 pathologies (PAPER.md 2.2), in the order of the model's sigmoid outputs.
+# The paper's 5 pathologies (docs/paper.md §2.2), in the order of the model's sigmoid outputs.
 CHEXPERT_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 # Raw CheXpert label codes used inside this package.
 POSITIVE, NEGATIVE, UNCERTAIN, BLANK = 1.0, 0.0, -1.0, np.nan
 
-# Per-pathology mix of the later work by overlapping authors (PAPER.md 2.2): U-Ones where the uncertain
+# Per-pathology mix of the later work by overlapping authors (docs/paper.md §2.2): U-Ones where the uncertain
 # mention usually means present, U-Zeros elsewhere.
 _MIXED_UNCERTAIN_AS = {
     "Atelectasis": 1.0,
@@ -105,7 +105,7 @@ def apply_uncertainty_policy(raw: np.ndarray, policy: str) -> tuple:
 
     Blank (not mentioned in the report) counts as negative under every policy, as in the CheXpert paper.
     Uncertain (-1): 'u_ones' -> 1, 'u_zeros' -> 0, 'u_ignore' -> masked out (mask 0, so loss and AUC skip it),
-    'u_mixed' -> 1 for Atelectasis and Edema, 0 for the others (the mix of the later work, PAPER.md 2.2).
+    'u_mixed' -> 1 for Atelectasis and Edema, 0 for the others (the mix of the later work, docs/paper.md §2.2).
     """
     raw = np.asarray(raw, np.float64)
     if raw.ndim != 2 or raw.shape[1] != len(CHEXPERT_PATHOLOGIES):

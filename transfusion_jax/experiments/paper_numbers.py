@@ -1,14 +1,14 @@
-"""The paper's numbers, copied from /work/shared/PAPER.md (the project's paper digest), each with its source tag.
+"""The paper's numbers as docs/paper.md gives them, each with its source tag and how sure we are of it.
 
-Tags (PAPER.md's): 'P-fig' read off an official figure, 'P-blog' the authors' blog post, 'P-text' the paper's text,
-'S' a secondary source quoting the paper, 'D' derived. `confirmed=False` marks values the digest calls UNCONFIRMED
+Tags: 'P-fig' an official figure, 'P-blog' the authors' blog post, 'P-text' the paper's text, 'S' a secondary source
+quoting the paper, 'D' derived. `confirmed=False` marks values docs/paper.md calls unconfirmed
 (e.g. recollections); reports print them with a '?' so they are never mistaken for confirmed targets.
 AUCs are in percent, as the paper prints them.
 """
 
-from __future__ import annotations
-
 import dataclasses
+
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +30,9 @@ def _v(mean, std=None, tag="S", confirmed=True, note=""):
     return PaperValue(mean, std, tag, confirmed, note)
 
 
-_RECALLED = "UNCONFIRMED recollection (PAPER.md 4.1)"
+_RECALLED = "unconfirmed recollection (docs/paper.md §4.1)"
 
-# Table 1: Retina moderate-DR AUC (%), (model, init) -> value. PAPER.md 4.1.
+# Table 1: Retina moderate-DR AUC (%), (model, init) -> value. docs/paper.md §4.1.
 TABLE1: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(96.4, 0.05),
     ("resnet50", "transfer"): _v(96.7, 0.04),
@@ -48,8 +48,7 @@ TABLE1: dict[tuple[str, str], PaperValue] = {
     ("cbr_tiny", "transfer"): _v(95.8, 0.01, confirmed=False, note=_RECALLED),
 }
 
-# Table 2: CheXpert AUC (%) per pathology; only the ResNet-50 rows are confirmed (PAPER.md 4.2).
-CHEXPERT_PATHOLOGIES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+# Table 2: CheXpert AUC (%) per pathology; only the ResNet-50 rows are confirmed (docs/paper.md §4.2).
 TABLE2: dict[tuple[str, str], dict[str, PaperValue]] = {
     ("resnet50", "random"): {
         p: _v(x, tag="S") for p, x in zip(CHEXPERT_PATHOLOGIES, (79.52, 75.23, 85.49, 88.34, 88.70))
@@ -59,7 +58,7 @@ TABLE2: dict[tuple[str, str], dict[str, PaperValue]] = {
     },
 }
 
-# Table 3: 5000 Retina training examples, AUC (%), no ± known (PAPER.md 4.3).
+# Table 3: 5000 Retina training examples, AUC (%), no ± known (docs/paper.md §4.3).
 TABLE3: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(92.2),
     ("resnet50", "transfer"): _v(94.6),
@@ -69,8 +68,8 @@ TABLE3: dict[tuple[str, str], PaperValue] = {
     ("cbr_largew", "transfer"): _v(93.7),
 }
 
-# Steps until test AUC > 0.91 on Retina, mean of (presumably) 5 runs: blog figure legends (PAPER.md 4.4), and
-# Mean Var read off Fig. 6 (PAPER.md 4.5, approximate: the middle of the range read).
+# Steps until test AUC > 0.91 on Retina, mean of (presumably) 5 runs: blog figure legends (docs/paper.md §4.4), and
+# Mean Var read off Fig. 6 (docs/paper.md §4.5, approximate: the middle of the range read).
 CONVERGENCE_THRESHOLD = 0.91
 CONVERGENCE: dict[tuple[str, str], PaperValue] = {
     ("resnet50", "random"): _v(69_069, tag="P-fig"),
@@ -87,7 +86,7 @@ CONVERGENCE: dict[tuple[str, str], PaperValue] = {
 }
 
 # Fig. 2 (blog violin plot), CCA similarity of the top two layers: model -> (CCA(Rand, ImNet), CCA(Rand, Rand)),
-# approximate medians read off the figure (PAPER.md 5.2).
+# approximate medians read off the figure (docs/paper.md §5.2).
 FIG2_CCA: dict[str, tuple[PaperValue, PaperValue]] = {
     "resnet50": (_v(0.239, tag="P-fig"), _v(0.266, tag="P-fig")),
     "inception_v3": (_v(0.217, tag="P-fig"), _v(0.254, tag="P-fig")),
@@ -96,7 +95,7 @@ FIG2_CCA: dict[str, tuple[PaperValue, PaperValue]] = {
     "cbr_tiny": (_v(0.360, tag="P-fig"), _v(0.359, tag="P-fig")),
 }
 
-# Qualitative findings the quickstart checks its own numbers against (PAPER.md 4.6, 5.3, 6.4).
+# Qualitative findings the quickstart checks its own numbers against (docs/paper.md §4.6, 5.3, 6.4).
 FINDINGS = {
     "transfusion": "Reusing conv1 gives the greatest marginal convergence speedup; the lowest two blocks matter most "
     "(per-block step counts UNCONFIRMED).",
@@ -111,5 +110,5 @@ GROUP_TABLES = {
     "retina": ("Table 1", TABLE1),
     "retina_small": ("Table 3", TABLE3),
     "chexpert": ("Table 2", TABLE2),
-    "hybrid": ("Convergence (PAPER.md 4.4-4.6)", CONVERGENCE),
+    "hybrid": ("Convergence (docs/paper.md §4.4-4.6)", CONVERGENCE),
 }

@@ -6,8 +6,6 @@ A row is marked as differing from the paper when |ours - paper| > max(DIFF_AUC_P
 when our steps-to-threshold is more than DIFF_STEPS_RATIO times off the paper's in either direction.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import json
 import math
@@ -16,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import paper_numbers, runs
 
 DIFF_AUC_POINTS = 1.0
@@ -135,8 +134,11 @@ def _steps(row: Row) -> str:
     return text + (f" ({row.reached}/{row.n} reached)" if row.reached < row.n else "")
 
 
-def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(l) + " |" for l in lines]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    """A Markdown table's lines (every report and notebook here writes its tables with this)."""
+    return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(str, row)) + " |" for row in rows
+    ]
 
 
 def auc_table(rows: Sequence[Row], paper: dict) -> list[str]:
@@ -157,7 +159,7 @@ def auc_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 mark,
             ]
         )
-    return _table(
+    return markdown_table(
         ["model", "init", "runs", "final AUC % (ours)", "best AUC % (ours)", "steps to threshold", "paper AUC %", ""],
         lines,
     )
@@ -169,15 +171,15 @@ def chexpert_table(rows: Sequence[Row], paper: dict) -> list[str]:
     for row in rows:
         ref = paper.get((row.model, row.init), {})
         cells = []
-        for name in paper_numbers.CHEXPERT_PATHOLOGIES:
+        for name in CHEXPERT_PATHOLOGIES:
             mean, std = row.per_class.get(name, (None, None))
             cell = pct(mean, std)
             if name in ref:
                 cell += f" / {ref[name].format(2)}" + (" **differs**" if auc_differs(mean, std, ref[name]) else "")
             cells.append(cell)
         lines.append([row.model, row.init, str(row.n), pct(row.auc_mean, row.auc_std)] + cells)
-    return _table(
-        ["model", "init", "runs", "mean AUC %"] + [f"{p} (ours / paper)" for p in paper_numbers.CHEXPERT_PATHOLOGIES],
+    return markdown_table(
+        ["model", "init", "runs", "mean AUC %"] + [f"{p} (ours / paper)" for p in CHEXPERT_PATHOLOGIES],
         lines,
     )
 
@@ -199,7 +201,7 @@ def convergence_table(rows: Sequence[Row], paper: dict) -> list[str]:
                 mark,
             ]
         )
-    return _table(
+    return markdown_table(
         ["model", "init", "runs", "steps to threshold (ours)", "final AUC % (ours)", "paper steps to 0.91", ""], lines
     )
 
@@ -214,7 +216,7 @@ def render(root: str) -> str:
         "",
         f"Final AUC: mean ± sample std over seeds. A row is marked **differs** when |ours - paper| > "
         f"max({DIFF_AUC_POINTS:g}, 2·std) AUC points, or steps are more than {DIFF_STEPS_RATIO:g}x off. Paper "
-        f"values marked (?) are UNCONFIRMED in PAPER.md; tags: P-fig figure, S secondary source.",
+        f"values marked (?) are unconfirmed (docs/paper.md); tags: P-fig figure, S secondary source.",
         "",
     ]
     for group, rows in grouped.items():

@@ -1,23 +1,31 @@
 """A finished run's weights at initialisation and after training, and its eval images: the analyses' inputs.
 
-Works for any workdir written by `train_and_evaluate` with `config.export_pretrained=True` (quickstart runs and
-sweep runs alike): the final weights are its pretrained.npz; the initial ones are recomputed from its config.json
-exactly as the trainer drew them (same init scheme, same checkpoint, same key `jax.random.key(config.seed)`).
+Works for any workdir written by `train_and_evaluate` (quickstart runs and sweep runs alike): the trainer saves the
+variables step 1 started from as init.npz and, with `config.export_pretrained=True`, the final ones as
+pretrained.npz; config.json rebuilds the model that applies them.
 """
-
-from __future__ import annotations
 
 import functools
 import json
 import os
+from collections.abc import Sequence
 
+import jax
+import ml_collections
 import numpy as np
 
+from transfusion_jax import data as data_lib
+from transfusion_jax import pretrained
+from transfusion_jax.models import block_names
+from transfusion_jax.train import partition
+from transfusion_jax.train import state as state_lib
+from transfusion_jax.train.export import FINAL_FILE, INIT_FILE
 
-def load_config(workdir: str):
+RUN_FILES = ("config.json", INIT_FILE, FINAL_FILE, "summary.json")
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The run's config.json as a ConfigDict (lists where the original had tuples)."""
-    import ml_collections  # noqa: PLC0415
-
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
@@ -26,45 +34,51 @@ def load_config(workdir: str):
 
 
 class RunWeights:
+    """One finished run: `config`, `apply(variables, images) -> (logits, features)`, `blocks`, `initial()`,
+    `final()`. Raises FileNotFoundError naming what is missing when `workdir` is not a finished training run."""
+
     def __init__(self, workdir: str):
-        import jax  # noqa: PLC0415
-        import jax.numpy as jnp  # noqa: PLC0415
-
-        from transfusion_jax import pretrained  # noqa: PLC0415
-        from transfusion_jax.train import state as state_lib  # noqa: PLC0415
-
+        if not os.path.isdir(workdir):
+            raise FileNotFoundError(f"run {workdir} is not a directory: pass training workdirs")
+        missing = [name for name in RUN_FILES if not os.path.isfile(os.path.join(workdir, name))]
+        if missing:
+            raise FileNotFoundError(
+                f"run {workdir} is not a finished training workdir: missing {', '.join(missing)} (train to the end "
+                f"with --config.export_pretrained=True; runs started before init.npz existed must be retrained)"
+            )
         self.workdir = workdir
         self.config = load_config(workdir)
-        path = os.path.join(workdir, "pretrained.npz")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: train with --config.export_pretrained=True to analyse a run.")
-        self._final, metadata = pretrained.load(path)
+        self._final, metadata = pretrained.load(os.path.join(workdir, FINAL_FILE))
         self.model = state_lib.build_model(self.config, metadata["num_classes"])
         self.apply = functools.partial(self.model.apply, train=False)
-        self._jax, self._jnp, self._state = jax, jnp, state_lib
 
     @property
     def blocks(self) -> tuple:
-        from transfusion_jax.models import block_names  # noqa: PLC0415
-
         return block_names(self.config.model.name, **dict(self.config.model.overrides))
 
     def initial(self) -> dict:
-        size = self.config.data.image_size or 224
-        sample = self._jnp.zeros((1, size, size, 3), self._jnp.float32)
-        return self._state.init_variables(self.config, self.model, self._jax.random.key(self.config.seed), sample)
+        """The variables training started from, as the trainer saved them at step 0."""
+        return pretrained.load(os.path.join(self.workdir, INIT_FILE))[0]
 
     def final(self) -> dict:
         return self._final
 
 
+def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
+    """RunWeights of each workdir; all must share one architecture (activations go through one apply)."""
+    loaded = [RunWeights(str(w)) for w in workdirs]
+    first = loaded[0].config.model.to_dict()
+    for run in loaded[1:]:
+        if run.config.model.to_dict() != first:
+            raise ValueError(
+                f"run {run.workdir} has model {run.config.model.to_dict()} but {loaded[0].workdir} has {first}: "
+                "compare runs of the same architecture"
+            )
+    return loaded
+
+
 def eval_batches(config, batch_size: int, max_images: int | None = None) -> list[np.ndarray]:
     """The run's evaluation images (padding dropped, at most `max_images`) as host batches of `batch_size`."""
-    import jax  # noqa: PLC0415
-
-    from transfusion_jax import data as data_lib  # noqa: PLC0415
-    from transfusion_jax.train import partition  # noqa: PLC0415
-
     dataset = data_lib.build_dataset(config, config.eval_split, train=False)
     images, count = [], 0
     for batch in dataset.batches(batch_size, mesh=partition.make_data_mesh()):

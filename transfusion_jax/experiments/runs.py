@@ -4,17 +4,12 @@ A run is finished when the trainer has written its `summary.json` (it does so on
 a sweep skips finished runs and resumes unfinished ones from their latest checkpoint (the trainer's own resume).
 """
 
-from __future__ import annotations
-
-import ast
 import dataclasses
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
-
-import ml_collections
+from collections.abc import Callable
 
 SUMMARY = "summary.json"
 FAILED = "FAILED"
@@ -62,40 +57,6 @@ def load_config_module(path: str):
     return module
 
 
-def _parse_value(text: str, current):
-    """A command-line value in the type of the field it replaces (bool / int / float / tuple / str)."""
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"Expected true/false, got {text!r}.")
-        return text.lower() in ("true", "1")
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        return type(current)(ast.literal_eval(text))
-    if isinstance(current, (tuple, list)):
-        value = ast.literal_eval(text) if text.strip() else ()
-        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    return text
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
-    """Applies 'a.b=value' overrides (the `--config.a.b=value` flags of the sweep command) in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like field.sub=value.")
-        key, text = item.split("=", 1)
-        node, parts = config, key.split(".")
-        for part in parts[:-1]:
-            if part not in node:
-                raise ValueError(
-                    f"Unknown config field {key!r} (no {part!r}); see transfusion_jax/train/config_lib.py."
-                )
-            node = node[part]
-        if parts[-1] not in node:
-            raise ValueError(f"Unknown config field {key!r}; see transfusion_jax/train/config_lib.py.")
-        with node.ignore_type():
-            node[parts[-1]] = _parse_value(text, node[parts[-1]])
-    return config
-
-
 def parse_pretrained(value: str) -> Callable[[str], str]:
     """'path.npz' (every model) or 'cbr_small=a.npz,resnet50=b.npz' (per model) -> model -> path ('' if none)."""
     if not value:
@@ -119,7 +80,7 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
         with open(os.path.join(workdir, SUMMARY)) as f:
             return {**json.load(f), "skipped": True, "seconds": 0.0}
     if train_fn is None:
-        from transfusion_jax.train import train_and_evaluate as train_fn  # noqa: PLC0415 (jax import is slow)
+        from transfusion_jax.train import train_and_evaluate as train_fn
     start = time.perf_counter()
     try:
         summary = train_fn(config, workdir)

@@ -1,11 +1,10 @@
 """models x inits x seeds of one configs/*.py file, run one after another in this process, resumable."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Sequence
 
 from transfusion_jax.experiments import runs
+from transfusion_jax.train import config_lib
 
 
 def build_config(
@@ -17,7 +16,7 @@ def build_config(
     path = pretrained(config.model.name)
     if path:
         config.pretrained = path
-    return runs.apply_overrides(config, overrides)
+    return config_lib.apply_overrides(config, overrides)
 
 
 def sweep(
@@ -53,7 +52,7 @@ def sweep(
         )
         try:
             summary = runs.run(config, workdir, train_fn)
-        except Exception as e:  # noqa: BLE001  (one bad run must not stop a night-long sweep)
+        except Exception as e:  # one bad run must not stop a night-long sweep
             print(f"{prefix}: FAILED: {type(e).__name__}: {e}", flush=True)
             records.append({**spec.__dict__, "workdir": workdir, "status": "failed", "error": str(e)})
             if not keep_going:

@@ -7,13 +7,23 @@ auxiliary ImageNet head): a leaf's block is the first component of its path.
 """
 
 from collections.abc import Callable
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from transfusion_jax.models import cbr, inception, resnet
 from transfusion_jax.models.inception import AUX_OUTPUT
+
+__all__ = [
+    "AUX_OUTPUT",
+    "HEAD_NAMES",
+    "MODEL_NAMES",
+    "block_names",
+    "feature_names",
+    "get_model",
+    "paper_resolutions",
+]
 
 # Top-level parameter groups that belong to a task, not to the transferable body.
 HEAD_NAMES = ("head", "aux_logits")
@@ -26,7 +36,7 @@ def _cbr_blocks(name):
 
 
 # The paper's inputs: CheXpert 224x224, Retina 587x587; Inception-v3's native 299 too (whether the paper resized
-# Retina to 299 for it is unconfirmed, PAPER.md 1.1).
+# Retina to 299 for it is unconfirmed, docs/paper.md §1.1).
 _PAPER_SIZES = (224, 587)
 
 # name -> (constructor(num_classes, **overrides), block names, input sizes the paper uses)

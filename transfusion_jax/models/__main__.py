@@ -22,7 +22,10 @@ def describe(name: str, num_classes: int, resolution: int):
     forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
     _, features = jax.eval_shape(forward, variables, x)
     flops = forward.lower(variables, x).cost_analysis()["flops"]
-    count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+    def count(tree):
+        return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
     shapes = {k: tuple(f.shape[1:]) for k, f in features.items()}
     return count(variables["params"]), count(variables.get("batch_stats", {})), shapes, flops / 1e9
 

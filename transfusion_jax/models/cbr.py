@@ -1,4 +1,4 @@
-"""The paper's CBR family (PAPER.md 1.2): stacks of conv(stride 1)-BN-ReLU, 3x3/2 max-pools, global pool, dense head.
+"""The paper's CBR family (docs/paper.md §1.2): conv(stride 1)-BN-ReLU stacks, 3x3/2 max-pools, global pool, head.
 
 Layer lists as the paper's appendix prints them:
   cbr_larget  7x7  32-64-128-256-512, a max-pool after every layer but the last

@@ -25,7 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from transfusion_jax.models.layers import ConvBN, dense_head, global_avg_pool, max_pool
+from transfusion_jax.models.layers import ConvBN, dense_head, global_avg_pool, max_pool, symmetric_padding
 
 # Key in the 'intermediates' collection under which the auxiliary head's logits are sown (train mode only).
 AUX_OUTPUT = "aux_output"
@@ -36,10 +36,6 @@ VARIANTS = {
 }
 
 
-def _pad(kernel):
-    return tuple((k // 2, k // 2) for k in kernel)
-
-
 class _Branches(nn.Module):
     """Base for the mixed blocks: a conv-BN-ReLU factory and the branch avg-pool of the chosen variant."""
 
@@ -48,7 +44,7 @@ class _Branches(nn.Module):
 
     def c(self, features, kernel, name, strides=1, padding=None):
         kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
-        padding = _pad(kernel) if padding is None else padding
+        padding = symmetric_padding(kernel) if padding is None else padding
         return self.conv(features, kernel, strides=(strides, strides), padding=padding, name=name)
 
     def avg_pool(self, x):
@@ -182,19 +178,19 @@ class InceptionV3(nn.Module):
         v = VARIANTS[self.variant]
         conv = functools.partial(ConvBN, bn_epsilon=1e-3, bn_scale=v["bn_scale"], dtype=self.dtype)
         kw = dict(conv=conv, count_include_pad=v["count_include_pad"])
-        A, B, C, D, E = (
+        a, b, c, d, e = (
             functools.partial(m, **kw) for m in (InceptionA, InceptionB, InceptionC, InceptionD, InceptionE)
         )
         stages = {
-            "mixed_5": [("Mixed_5b", functools.partial(A, pool_features=32)),
-                        ("Mixed_5c", functools.partial(A, pool_features=64)),
-                        ("Mixed_5d", functools.partial(A, pool_features=64))],
-            "mixed_6": [("Mixed_6a", B),
-                        ("Mixed_6b", functools.partial(C, channels_7x7=128)),
-                        ("Mixed_6c", functools.partial(C, channels_7x7=160)),
-                        ("Mixed_6d", functools.partial(C, channels_7x7=160)),
-                        ("Mixed_6e", functools.partial(C, channels_7x7=192))],
-            "mixed_7": [("Mixed_7a", D), ("Mixed_7b", E), ("Mixed_7c", E)],
+            "mixed_5": [("Mixed_5b", functools.partial(a, pool_features=32)),
+                        ("Mixed_5c", functools.partial(a, pool_features=64)),
+                        ("Mixed_5d", functools.partial(a, pool_features=64))],
+            "mixed_6": [("Mixed_6a", b),
+                        ("Mixed_6b", functools.partial(c, channels_7x7=128)),
+                        ("Mixed_6c", functools.partial(c, channels_7x7=160)),
+                        ("Mixed_6d", functools.partial(c, channels_7x7=160)),
+                        ("Mixed_6e", functools.partial(c, channels_7x7=192))],
+            "mixed_7": [("Mixed_7a", d), ("Mixed_7b", e), ("Mixed_7c", e)],
         }  # fmt: skip
         features = OrderedDict()
         x = Stem(**kw, name="stem")(x.astype(self.dtype), train)

@@ -5,12 +5,12 @@ weights give identical activations at any input size, odd ones included.
 """
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-Padding = Union[str, Sequence[tuple[int, int]]]
+Padding = str | Sequence[tuple[int, int]]
 
 # torchvision's ResNet init (kaiming_normal_, mode='fan_out', relu); used for every conv so "random init" means the
 # same thing across architectures.

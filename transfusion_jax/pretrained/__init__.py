@@ -11,15 +11,13 @@ checked on ImageNet; transfer drops them (transfusion_jax.surgery).
 
 import datetime
 import os
-from typing import Optional, Tuple
 
 from transfusion_jax.models import HEAD_NAMES, get_model
-from transfusion_jax.pretrained import from_keras, from_torch
+from transfusion_jax.pretrained import from_keras, from_torch, stand_in
 from transfusion_jax.pretrained.checkpoint import describe, load, save
 from transfusion_jax.pretrained.common import (
     ARCHITECTURES,
     DEFAULT_PREPROCESSING,
-    PREPROCESSING,
     SOURCES,
     ConversionError,
     check_tree,
@@ -27,8 +25,9 @@ from transfusion_jax.pretrained.common import (
     file_digest,
     infer_num_classes,
     preprocessing_record,
-    unflatten,
 )
+from transfusion_jax.pretrained.stand_in import STAND_IN
+from transfusion_jax.surgery.tree import unflatten
 
 CONVERTER_VERSION = 1
 
@@ -39,9 +38,10 @@ __all__ = [
     "describe",
     "model_from_metadata",
     "ConversionError",
-    "PREPROCESSING",
     "ARCHITECTURES",
     "SOURCES",
+    "STAND_IN",
+    "stand_in",
 ]
 
 

@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from transfusion_jax import pretrained
-from transfusion_jax.pretrained.common import ARCHITECTURES, PREPROCESSING, SOURCES, ConversionError
+from transfusion_jax.data.preprocess import PRESETS
+from transfusion_jax.pretrained.common import ARCHITECTURES, SOURCES, ConversionError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arch", required=True, choices=ARCHITECTURES)
     c.add_argument(
         "--preprocessing",
-        choices=sorted(PREPROCESSING),
+        choices=sorted(PRESETS),
         default=None,
         help="input convention to record (default: the one the source's ImageNet weights use)",
     )

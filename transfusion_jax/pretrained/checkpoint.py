@@ -8,9 +8,9 @@ import os
 import zipfile
 
 import numpy as np
-from flax import traverse_util
 
 from transfusion_jax.pretrained.common import ConversionError
+from transfusion_jax.surgery import tree
 
 METADATA_KEY = "__metadata__"
 FORMAT = "transfusion_jax.pretrained"
@@ -20,7 +20,7 @@ COLLECTIONS = ("params", "batch_stats")
 
 def save(path: str, variables: dict, metadata: dict) -> None:
     """Writes `variables` ({'params', 'batch_stats'}) and `metadata` to `path` (.npz), atomically."""
-    flat = traverse_util.flatten_dict(dict(variables), sep="/")
+    flat = tree.flatten(variables)
     bad = sorted(k for k in flat if k.split("/")[0] not in COLLECTIONS)
     if bad:
         raise ValueError(f"Only {COLLECTIONS} can be saved; got {bad[:5]}.")
@@ -60,15 +60,15 @@ def load(path: str) -> tuple[dict, dict]:
     bad = sorted(k for k in flat if k.split("/")[0] not in COLLECTIONS)
     if bad:
         raise ConversionError(f"{path}: unexpected entries {bad[:5]} (only {COLLECTIONS} are allowed).")
-    return traverse_util.unflatten_dict(flat, sep="/"), meta
+    return tree.unflatten(flat), meta
 
 
 def block_counts(variables: dict) -> dict:
     """Top-level block -> (number of parameters, number of BN statistics)."""
     counts: dict = {}
     for collection in COLLECTIONS:
-        for key, value in traverse_util.flatten_dict(variables.get(collection, {}), sep="/").items():
-            block = key.split("/")[0]
+        for key, value in tree.flatten(variables.get(collection, {})).items():
+            block = tree.block_of(key)
             params, stats = counts.get(block, (0, 0))
             n = int(np.size(value))
             counts[block] = (params + n, stats) if collection == "params" else (params, stats + n)
@@ -87,6 +87,6 @@ def describe(variables: dict, metadata: dict, shapes: bool = True) -> str:
     if shapes:
         lines.append("shapes:")
         for collection in COLLECTIONS:
-            flat = traverse_util.flatten_dict(variables.get(collection, {}), sep="/")
+            flat = tree.flatten(variables.get(collection, {}))
             lines += [f"  {collection}/{k} {tuple(np.shape(v))}" for k, v in flat.items()]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""What every converter shares: preprocessing presets, the target model's expected tree, and the key diff.
+"""What every converter shares: the preprocessing record, the target model's expected tree, and the key diff.
 
 A converter turns a foreign checkpoint into a flat dict `{'params/a/b/c': array, 'batch_stats/a/b/c': array}` and
 hands it to `check_tree`, which compares it with the tree our model would create and raises one error listing every
@@ -6,30 +6,25 @@ missing, unexpected and shape-mismatched entry. Converted weights are therefore 
 or rejected: nothing is silently left at its random init.
 """
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
+from transfusion_jax.data import preprocess
 from transfusion_jax.models import get_model
+from transfusion_jax.surgery import tree
 
 ARCHITECTURES = ("resnet50", "inception_v3")
 # The ImageNet input size of each; used to trace the model's variable shapes (any valid size gives the same).
 NATIVE_SIZE = {"resnet50": 224, "inception_v3": 299}
 SOURCES = ("torchvision", "keras")
 
-# The normalisation each network was trained with, as `x = (pixels_uint8 / 255 * scale - mean) / std` after the
-# channels are put in `channel_order` (mean/std in that order). Same presets as transfusion_jax.data.preprocess; kept
-# here in full so a checkpoint states its own input convention even where that module is absent.
-PREPROCESSING = {
-    "torchvision": dict(scale=1.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channel_order="RGB"),
-    "keras_resnet50": dict(scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), channel_order="BGR"),
-    "inception": dict(scale=2.0, mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0), channel_order="RGB"),
-    "none": dict(scale=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), channel_order="RGB"),
-}
+# How a checkpoint states the input its weights expect: one of transfusion_jax.data.preprocess.PRESETS, by name and
+# in full (numbers and formula), so the file describes its own input convention to any reader.
 PREPROCESSING_FORMULA = "x = (pixels_uint8 / 255 * scale - mean) / std, channels first reordered to channel_order"
 
 # torchvision's pretrained inception_v3 has transform_input=True: it maps torchvision-normalised input back to
@@ -49,11 +44,13 @@ class ConversionError(ValueError):
 
 
 def preprocessing_record(name: str) -> dict:
-    if name not in PREPROCESSING:
-        raise ConversionError(f"Unknown preprocessing {name!r}; choose one of {sorted(PREPROCESSING)}.")
+    """The metadata entry of preset `name`: its name, numbers (mean, std, scale, channel_order) and formula."""
+    if name not in preprocess.PRESETS:
+        raise ConversionError(f"Unknown preprocessing {name!r}; choose one of {sorted(preprocess.PRESETS)}.")
+    numbers = dataclasses.asdict(preprocess.PRESETS[name])
     return {
         "name": name,
-        **{k: list(v) if isinstance(v, tuple) else v for k, v in PREPROCESSING[name].items()},
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in numbers.items()},
         "formula": PREPROCESSING_FORMULA,
     }
 
@@ -72,8 +69,8 @@ def expected_shapes(arch: str, num_classes: int, **overrides) -> dict[str, tuple
     """Flat 'collection/a/b/c' -> shape of the variables `get_model(arch, ...)` creates (traced, not computed)."""
     model = get_model(arch, num_classes, **overrides)
     size = NATIVE_SIZE[arch]
-    tree = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+    return {k: tuple(v.shape) for k, v in tree.flatten(shapes).items()}
 
 
 def _section(title: str, lines) -> str:
@@ -119,10 +116,6 @@ def check_tree(
             + _section("shape mismatch", mismatched)
             + f"\n{hint}"
         )
-
-
-def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
 def as_float32(a) -> np.ndarray:

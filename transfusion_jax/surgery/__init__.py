@@ -1,29 +1,70 @@
-"""Parameter-tree surgery and the paper's init schemes (transfusion, Mean-Var, Slim, synthetic Gabor), freezing."""
+"""Parameter-tree names and selections, the paper's init schemes (transfusion, Mean-Var, Slim, synthetic Gabor),
+and freezing (see README.md here)."""
 
-from transfusion_jax.surgery.freezing import all_blocks_except, freeze, frozen_labels
+from transfusion_jax.surgery.freezing import all_blocks_except, freeze, frozen_labels, frozen_statistics
 from transfusion_jax.surgery.gabor_filters import bank_layout, gabor_bank
 from transfusion_jax.surgery.schemes import (
     MEAN_VAR_BN,
     SCHEMES,
+    SLIM_MODEL,
+    SLIM_SOURCE,
     InitSpec,
     first_conv_key,
     gabor,
     initialize,
-    initialize_from_config,
     mean_var,
     parse_init,
     slim,
     transfer,
     transfusion,
+    transfusion_mean_var,
 )
 from transfusion_jax.surgery.tree import (
     TreeMismatchError,
     block_of,
     flatten,
+    from_patterns,
+    mask,
     matcher,
     merge,
     mismatch_report,
+    name_of,
     select,
     summary,
     unflatten,
 )
+
+__all__ = [
+    "all_blocks_except",
+    "freeze",
+    "frozen_labels",
+    "frozen_statistics",
+    "bank_layout",
+    "gabor_bank",
+    "MEAN_VAR_BN",
+    "SCHEMES",
+    "SLIM_MODEL",
+    "SLIM_SOURCE",
+    "InitSpec",
+    "first_conv_key",
+    "gabor",
+    "initialize",
+    "mean_var",
+    "parse_init",
+    "slim",
+    "transfer",
+    "transfusion",
+    "transfusion_mean_var",
+    "TreeMismatchError",
+    "block_of",
+    "flatten",
+    "from_patterns",
+    "mask",
+    "matcher",
+    "merge",
+    "mismatch_report",
+    "name_of",
+    "select",
+    "summary",
+    "unflatten",
+]

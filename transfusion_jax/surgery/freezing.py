@@ -1,51 +1,51 @@
-"""Freezing blocks during training with optax masks.
+"""Freezing parts of a network during training: its parameters through optax masks, its BN statistics with them.
 
 `freeze(optimizer, params, frozen=[...])` routes the frozen leaves to `optax.set_to_zero()` and the rest to
 `optimizer` via `optax.multi_transform`, so nothing inside `optimizer` (momentum, Adam moments, weight decay from
 `add_decayed_weights` or `adamw`) ever sees or moves a frozen leaf, and no optimizer state is kept for it.
 
-BatchNorm running statistics are not parameters: a frozen block's running mean/var still update whenever the model
-is applied with `train=True` and `mutable=['batch_stats']`. We do not change that here (freezing is an optimizer
-concern); callers who want fully fixed frozen blocks must run them in eval mode or drop those batch_stats updates.
+`frozen` holds block names ('conv1', 'head') or regexes fully matching parameter names ('block1/unit1/.*'), the
+syntax of `config.freeze` (`tree.from_patterns`). A pattern that selects no parameter raises.
+
+BatchNorm running statistics are not parameters: they change whenever the model runs with `train=True`. A frozen
+block is meant to be a fixed function, so `frozen_statistics` marks the statistics of every BatchNorm module whose
+parameters (scale and/or bias) are all frozen, whether a block name or a regex froze them; the train step keeps
+those statistics at their current values (transfusion_jax.train.steps).
 """
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
+import jax
 import optax
-from flax import traverse_util
+
+from transfusion_jax.surgery import tree
 
 FROZEN, TRAINABLE = "frozen", "trainable"
 
 
-def _path_matches(path: str, pattern: str, blocks: Sequence[str]) -> bool:
-    """A pattern that names a top-level block selects that block; any other is a regex fully matching the path."""
-    if pattern in blocks:
-        return path.split("/", 1)[0] == pattern
-    return re.fullmatch(pattern, path) is not None
+def _selection(params: Mapping, frozen: Iterable[str]) -> tree.Predicate:
+    return tree.from_patterns(frozen, tree.flatten(params), what="parameter")
 
 
 def frozen_labels(params: Mapping, frozen: Iterable[str]) -> dict:
-    """A params-shaped tree of 'frozen'/'trainable' labels.
+    """A params-shaped tree of 'frozen'/'trainable' labels (see the module docstring for the patterns)."""
+    return jax.tree.map(
+        lambda selected: FROZEN if selected else TRAINABLE, tree.mask(params, _selection(params, frozen))
+    )
 
-    `frozen` holds block names ('conv1', 'head') or regexes over 'block/.../leaf' paths ('block1/unit1/.*').
-    A pattern that selects nothing raises, so a typo never silently trains what was meant to be frozen.
-    """
-    flat = traverse_util.flatten_dict(dict(params), sep="/")
-    blocks = list(dict.fromkeys(p.split("/", 1)[0] for p in flat))
-    patterns = list(frozen)
-    for pattern in patterns:
-        try:
-            hit = any(_path_matches(p, pattern, blocks) for p in flat)
-        except re.error as e:
-            raise ValueError(f"Freeze pattern {pattern!r} is neither a block name nor a valid regex ({e}).") from None
-        if not hit:
-            raise ValueError(
-                f"Freeze pattern {pattern!r} matches no parameter. Blocks: {', '.join(blocks)}; "
-                "regexes must fully match paths like 'block1/unit1/conv1/conv/kernel'."
-            )
-    labels = {p: FROZEN if any(_path_matches(p, q, blocks) for q in patterns) else TRAINABLE for p in flat}
-    return traverse_util.unflatten_dict(labels, sep="/")
+
+def frozen_statistics(params: Mapping, batch_stats: Mapping, frozen: Iterable[str]) -> dict:
+    """A batch_stats-shaped tree of bools: True where the statistic's module has all its parameters frozen."""
+    selected = _selection(params, frozen)
+    by_module: dict[str, list[bool]] = {}
+    for name in tree.flatten(params):
+        by_module.setdefault(tree.module_of(name), []).append(selected(name))
+
+    def fixed(name: str) -> bool:
+        flags = by_module.get(tree.module_of(name), [])
+        return bool(flags) and all(flags)
+
+    return tree.mask(batch_stats, fixed)
 
 
 def all_blocks_except(params: Mapping, trainable: Iterable[str]) -> list:
@@ -65,5 +65,4 @@ def freeze(
     frozen = list(frozen or ())
     if not frozen:
         return optimizer
-    labels = frozen_labels(params, frozen)
-    return optax.multi_transform({TRAINABLE: optimizer, FROZEN: optax.set_to_zero()}, labels)
+    return optax.multi_transform({TRAINABLE: optimizer, FROZEN: optax.set_to_zero()}, frozen_labels(params, frozen))

@@ -1,4 +1,4 @@
-"""A bank of synthetic Gabor filters for the paper's "Synthetic Gabor" hybrid init (PAPER.md 6.4).
+"""A bank of synthetic Gabor filters for the paper's "Synthetic Gabor" hybrid init (docs/paper.md §6.4).
 
 The paper gives no generator parameters, only a figure: 64 grayscale 7x7 filters repeated across RGB, two 4x8
 panels (low vs high frequency), the orientation sweeping in 8 steps along each row and a pair of rows covering the

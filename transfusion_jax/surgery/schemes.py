@@ -7,6 +7,11 @@
   transfer             every weight and BN statistic from the checkpoint except the task head and aux_logits.
   transfusion:<block>  the blocks up to and including <block> (a prefix of `block_names(model)`) from the
                        checkpoint, the rest random (paper 6.2); transfusion:<last block> equals transfer.
+  transfusion:<block>+mean_var
+                       the same blocks from the checkpoint, every body tensor above them Mean-Var (BN per
+                       `mean_var_bn`), head random: Matsoukas et al.'s (CVPR 2022) "WT-ST" hybrid, weight transfer up
+                       to a depth and statistics transfer above it. The Mean-Var draws are those plain `mean_var`
+                       makes with the same rng, so the hybrids and `mean_var` differ only where weights are copied.
   mean_var             every body tensor replaced by iid draws from N(mean, var) of the same pretrained tensor
                        (paper 6.1, per tensor); BN handled per `mean_var_bn` (below); head random.
   gabor                the first conv (the one that reads the image) filled with a synthetic Gabor bank
@@ -36,7 +41,16 @@ import numpy as np
 
 from transfusion_jax.models import HEAD_NAMES, block_names
 from transfusion_jax.surgery import gabor_filters
-from transfusion_jax.surgery.tree import TreeMismatchError, block_of, check_match, flatten, merge, path_of, unflatten
+from transfusion_jax.surgery.tree import (
+    TreeMismatchError,
+    block_of,
+    check_match,
+    flatten,
+    merge,
+    module_of,
+    name_of,
+    unflatten,
+)
 
 SCHEMES = ("random", "transfer", "transfusion", "mean_var", "gabor", "slim")
 NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
@@ -48,10 +62,20 @@ Variables = dict
 Provenance = dict
 
 
+# The suffix of 'transfusion:<block>+mean_var': what fills the blocks above <block> instead of the random init.
+ABOVE_MEAN_VAR = "mean_var"
+
+
 @dataclass(frozen=True)
 class InitSpec:
     scheme: str
     upto: str | None = None  # the last transfused block, for 'transfusion'
+    above: str | None = None  # 'mean_var' for the hybrid 'transfusion:<block>+mean_var', else None (random above)
+
+    @property
+    def draws(self) -> bool:
+        """Whether the scheme draws random weights (and so needs an rng)."""
+        return self.scheme == "mean_var" or self.above == ABOVE_MEAN_VAR
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -61,15 +85,22 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 
 def parse_init(spec: str, blocks: Sequence[str]) -> InitSpec:
     """Parses config.init strictly against the model's block names; typos raise naming the valid choices."""
-    choices = [s for s in SCHEMES if s != "transfusion"] + [f"transfusion:{b}" for b in blocks]
+    hybrids = [f"transfusion:{b}+{ABOVE_MEAN_VAR}" for b in blocks]
+    choices = [s for s in SCHEMES if s != "transfusion"] + [f"transfusion:{b}" for b in blocks] + hybrids
     help_text = f"Valid choices: {', '.join(choices)} (the model's blocks are {', '.join(blocks)})."
     if not isinstance(spec, str):
         raise ValueError(f"config.init must be a string, got {spec!r}. {help_text}")
     scheme, sep, upto = spec.partition(":")
     if scheme == "transfusion" and sep:
+        upto, plus, above = upto.partition("+")
         if upto not in blocks:
             raise ValueError(f"Unknown block {upto!r} in init {spec!r}.{_suggest(upto, blocks)} {help_text}")
-        return InitSpec("transfusion", upto)
+        if plus and above != ABOVE_MEAN_VAR:
+            raise ValueError(
+                f"Unknown suffix {'+' + above!r} in init {spec!r}: only '+{ABOVE_MEAN_VAR}' (Mean-Var above the "
+                f"transfused blocks) exists.{_suggest(spec, choices)} {help_text}"
+            )
+        return InitSpec("transfusion", upto, above or None)
     if sep or scheme not in SCHEMES or scheme == "transfusion":
         raise ValueError(f"Unknown init {spec!r}.{_suggest(spec, choices)} {help_text}")
     return InitSpec(scheme)
@@ -79,9 +110,9 @@ def _all_init(variables: Mapping) -> tuple[Variables, Provenance]:
     return dict(variables), {k: "init" for k in flatten(variables)}
 
 
-def is_body(key: str) -> bool:
+def is_body(name: str) -> bool:
     """Everything but the task heads: what 'transfer' loads."""
-    return block_of(key) not in HEAD_NAMES
+    return block_of(name) not in HEAD_NAMES
 
 
 def transfer(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
@@ -95,10 +126,26 @@ def transfusion(init: Mapping, source: Mapping, blocks: Sequence[str], upto: str
     return merge(source, init, blocks[: list(blocks).index(upto) + 1])
 
 
+def transfusion_mean_var(
+    init: Mapping, source: Mapping, blocks: Sequence[str], upto: str, rng: jax.Array, bn: str = DEFAULT_MEAN_VAR_BN
+) -> tuple[Variables, Provenance]:
+    """Blocks[0..upto] from the source (params and BN statistics), Mean-Var above (BN per `bn`), head random.
+
+    The Mean-Var part is exactly `mean_var(init, source, rng, bn)`'s draw for those leaves (same rng, same
+    per-leaf fold-in), so at a fixed rng the hybrids differ from `mean_var` only in the copied blocks.
+    """
+    if upto not in blocks:
+        raise ValueError(f"Block {upto!r} is not one of the model's blocks {tuple(blocks)}.")
+    drawn, drawn_provenance = mean_var(init, source, rng, bn=bn)
+    lower = blocks[: list(blocks).index(upto) + 1]
+    out, copied = merge(source, drawn, lower)
+    return out, {k: "checkpoint" if copied[k] == "checkpoint" else drawn_provenance[k] for k in copied}
+
+
 def batchnorm_param_keys(flat: Mapping) -> set:
     """Params keys of modules that also hold batch_stats, i.e. BatchNorm's scale and bias."""
-    bn_modules = {path_of(k).rsplit("/", 1)[0] for k in flat if k.startswith("batch_stats/")}
-    return {k for k in flat if k.startswith("params/") and path_of(k).rsplit("/", 1)[0] in bn_modules}
+    bn_modules = {module_of(name_of(k)) for k in flat if k.startswith("batch_stats/")}
+    return {k for k in flat if k.startswith("params/") and module_of(name_of(k)) in bn_modules}
 
 
 def _mean_var_draw(rng, tensor, dtype) -> jnp.ndarray:
@@ -121,7 +168,7 @@ def mean_var(
     for i, (key, value) in enumerate(tgt.items()):
         is_stat = key.startswith("batch_stats/")
         is_bn, dtype = is_stat or key in bn_params, jnp.asarray(value).dtype
-        if not is_body(key) or (is_bn and bn == "default") or (is_stat and bn == "mean_var"):
+        if not is_body(name_of(key)) or (is_bn and bn == "default") or (is_stat and bn == "mean_var"):
             out[key], provenance[key] = value, "init"
         elif is_bn and bn == "copy":
             out[key], provenance[key] = jnp.asarray(src[key], dtype=dtype), "checkpoint"
@@ -188,9 +235,10 @@ def initialize(
 ) -> tuple[Variables, Provenance]:
     """Applies init scheme `spec` to the freshly initialised `variables` of model `model_name`.
 
-    `pretrained` is a checkpoint path read by `loader` (default `transfusion_jax.pretrained.load`, returning
-    (variables, metadata)); 'random' ignores it, 'gabor' uses it only for the filters' scale. `rng` is needed by
-    'mean_var' only.
+    `pretrained` is a checkpoint path read by `loader` (e.g. `transfusion_jax.pretrained.load`, returning
+    (variables, metadata)) only when the scheme uses it: 'random' ignores it, 'gabor' uses it only for the filters'
+    scale. Reading files is the caller's business (transfusion_jax.train.state), so these schemes stay pure.
+    `rng` is needed by 'mean_var' only.
     """
     blocks = block_names(model_name, **dict(model_overrides or {}))
     parsed = parse_init(spec, blocks)
@@ -200,8 +248,8 @@ def initialize(
         raise ValueError(f"init={spec!r} needs a checkpoint: set config.pretrained to a checkpoint path.")
     if mean_var_bn not in MEAN_VAR_BN:  # checked for every scheme, so a typo never waits for a mean_var run
         raise ValueError(f"Unknown mean_var_bn {mean_var_bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
-    if parsed.scheme == "mean_var" and rng is None:
-        raise ValueError("init='mean_var' draws random weights: pass rng.")
+    if parsed.draws and rng is None:
+        raise ValueError(f"init={spec!r} draws random weights (Mean-Var): pass rng.")
     if parsed.scheme == "random":
         return _all_init(variables)
     source, metadata = _load_checkpoint(pretrained, model_name, loader) if pretrained else (None, {})
@@ -217,6 +265,8 @@ def initialize(
 def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tuple[Variables, Provenance]:
     if parsed.scheme == "transfer":
         return transfer(variables, source)
+    if parsed.scheme == "transfusion" and parsed.above == ABOVE_MEAN_VAR:
+        return transfusion_mean_var(variables, source, blocks, parsed.upto, rng, mean_var_bn)
     if parsed.scheme == "transfusion":
         return transfusion(variables, source, blocks, parsed.upto)
     if parsed.scheme == "mean_var":
@@ -229,7 +279,7 @@ def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tup
 def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tuple[Variables, dict]:
     """(variables, metadata) of a checkpoint for `model_name`; a resnet50_slim also takes a resnet50's."""
     if loader is None:
-        from transfusion_jax.pretrained import load as loader  # lazy: only runs that use a checkpoint need it
+        raise TypeError(f"Reading checkpoint {path!r} needs loader= (e.g. transfusion_jax.pretrained.load).")
     variables, metadata = loader(path)
     metadata = dict(metadata or {})
     accepted = (model_name, SLIM_SOURCE) if model_name == SLIM_MODEL else (model_name,)
@@ -239,18 +289,3 @@ def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tup
             f"Checkpoint {path!r} holds a {architecture!r} model but model {model_name!r} needs one of {accepted}."
         )
     return variables, metadata
-
-
-def initialize_from_config(config, variables: Mapping, rng: jax.Array | None = None, *, loader=None):
-    """`initialize` driven by a config with fields model, init, and optionally pretrained, mean_var_bn,
-    model_overrides (ml_collections.ConfigDict or anything with attribute access and .get)."""
-    return initialize(
-        config.init,
-        config.model,
-        variables,
-        rng=rng,
-        pretrained=config.get("pretrained") or None,
-        mean_var_bn=config.get("mean_var_bn") or DEFAULT_MEAN_VAR_BN,
-        model_overrides=config.get("model_overrides") or None,
-        loader=loader,
-    )

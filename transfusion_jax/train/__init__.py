@@ -5,12 +5,18 @@ The trainer is imported lazily so that `transfusion_jax.train.steps` / `.state` 
 smoke test needs) load without the data, TensorBoard and sklearn stack.
 """
 
-__all__ = ["NonFiniteLossError", "evaluate", "train_and_evaluate"]
+import importlib
+
+_LAZY = {
+    "CheckpointError": "checkpoint",
+    "NonFiniteLossError": "trainer",
+    "evaluate": "trainer",
+    "train_and_evaluate": "trainer",
+}
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
-    if name in __all__:
-        from transfusion_jax.train import trainer
-
-        return getattr(trainer, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"transfusion_jax.train.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'transfusion_jax.train' has no attribute {name!r}")

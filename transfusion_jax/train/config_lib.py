@@ -1,30 +1,34 @@
-"""The experiment config every configs/*.py file starts from, and the `runlocal` shrink.
+"""The experiment config every configs/*.py file starts from, the `,local` shrink, and command-line overrides.
+
+Building a config only sets fields: nothing here reads or writes files. What a `,local` config names (generated
+data, a stand-in checkpoint) is made by the data and pretrained layers when the run reads it.
 
 Fields (override any with `--config.<field>=...`):
   model.name, model.overrides   architecture (transfusion_jax.models registry) and constructor overrides
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
-  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' | 'gabor' |
-                                'slim'), pretrained checkpoint path, blocks to freeze
+  init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
+                                'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
+  finetune                      protocol full|linear_probe|lp_ft|surgical, probe_steps, surgical_blocks, layer_decay
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
   auc_threshold                 the paper's convergence measure: first eval step with AUC >= this (0.91)
+  calibration_bins              equal-mass bins of eval's expected calibration error (ece) and reliability diagrams
 """
 
-import os
-import shutil
-import tempfile
-import zlib
+import re
+from collections.abc import Iterable
 
 import ml_collections
-import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.data import generate
+from transfusion_jax.pretrained import STAND_IN
 from transfusion_jax.surgery.schemes import NEEDS_CHECKPOINT
 
-# Evaluations every 1001 steps: the paper's steps-to-0.91 numbers are all multiples of 1001/5 (PAPER.md 4.4), which
-# fits this cadence averaged over 5 runs.
+# Evaluations every 1001 steps: the paper's steps-to-0.91 numbers are all multiples of 1001/5 (docs/paper.md §4.4),
+# which fits this cadence averaged over 5 runs.
 PAPER_EVAL_EVERY = 1001
 
 
@@ -37,10 +41,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.pretrained = ""  # checkpoint (transfusion_jax.pretrained format) for transfer / transfusion / mean_var / slim
     c.mean_var_bn = "mean_var"  # BatchNorm under init='mean_var' (paper silent): mean_var | default | copy
     c.freeze = ()  # block names or path regexes whose parameters stay fixed
+    c.finetune = ml_collections.ConfigDict(  # fine-tuning protocol (train/protocols.py)
+        dict(
+            protocol="full",  # full | linear_probe | lp_ft | surgical
+            probe_steps=0,  # lp_ft: steps of linear probing before full fine-tuning
+            surgical_blocks=(),  # surgical: the blocks that train (with the head)
+            layer_decay=1.0,  # layer-wise lr decay: block i of n learns at decay^(n - i) x lr; 1 = off
+        )
+    )
     c.data = data_lib.default_data_config()
     c.train_split = "train"
     c.eval_split = "test"
-    c.batch_size = 32  # paper (PAPER.md 3)
+    c.batch_size = 32  # paper (docs/paper.md §3)
     c.eval_batch_size = 0  # 0 = batch_size
     c.num_train_steps = 150_000
     c.optimizer = ml_collections.ConfigDict(
@@ -64,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = PAPER_EVAL_EVERY
     c.keep_checkpoints = 3
     c.auc_threshold = 0.91
+    c.calibration_bins = 15  # equal-mass bins of the expected calibration error and reliability diagram (eval)
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
     c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run
@@ -80,7 +93,7 @@ def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
     c.init = init
     c.data.name = "retina_folder"
     c.data.retina_target = "binary"
-    c.data.retina_threshold = 2  # "moderate DR" on the 0-4 scale (PAPER.md 2.1)
+    c.data.retina_threshold = 2  # "moderate DR" on the 0-4 scale (docs/paper.md §2.1)
     c.train_split = "train"
     c.eval_split = "test"
     c.optimizer.name = "adam"
@@ -109,66 +122,15 @@ _LOCAL_OVERRIDES = {
 }
 
 
-def _local_chexpert_root() -> str:
-    """A miniature CheXpert-v1.0-small folder (generated once, deterministic) for local CheXpert runs."""
-    root = os.path.join(tempfile.gettempdir(), "transfusion_jax_local", "chexpert")
-    if not os.path.exists(os.path.join(root, "CheXpert-v1.0-small", "valid.csv")):
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        staging = tempfile.mkdtemp(dir=os.path.dirname(root))
-        generate.write_chexpert(staging, num=64, seed=0, size=48, num_valid=24)
-        try:
-            os.rename(staging, root)
-        except OSError:  # another process generated it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
 def _use_local_data(c: ml_collections.ConfigDict) -> None:
-    """Generated stand-ins for the real datasets, keeping the task (loss kind, number of outputs)."""
+    """Generated stand-ins for the real datasets, keeping the task (loss kind, number of outputs); the data layer
+    renders or generates them when the run reads them."""
     if "chexpert" in c.data.name:
-        c.data.name, c.data.root, c.eval_split = "chexpert_folder", _local_chexpert_root(), "valid"
+        c.data.name, c.data.root, c.eval_split = "local_chexpert", "", "valid"
     elif c.data.name in ("image_folder", "synthetic_source", "imagenet_tfds", "tfds_classification"):
         c.data.name = "synthetic_source"
     else:
         c.data.name = "synthetic_retina"
-
-
-def _stand_in_leaf(rng: np.random.Generator, path, shape) -> np.ndarray:
-    name = path[-1].key
-    if name in ("scale", "var"):
-        return np.ones(shape, np.float32)
-    if name in ("bias", "mean"):
-        return np.zeros(shape, np.float32)
-    return rng.normal(0.0, 0.05, shape).astype(np.float32)
-
-
-def _local_pretrained(model_name: str, overrides: dict) -> str:
-    """A random stand-in checkpoint of the tiny local model (shapes from a trace, values from NumPy: no compile),
-    so schemes that read a checkpoint run locally too. Cached under the temp dir."""
-    key = zlib.crc32(repr(sorted(overrides.items())).encode())
-    path = os.path.join(tempfile.gettempdir(), "transfusion_jax_local", f"pretrained_{model_name}_{key}.npz")
-    if not os.path.exists(path):
-        import jax  # noqa: PLC0415  (only local configs that need a checkpoint pay for it)
-
-        from transfusion_jax import models
-        from transfusion_jax.train import export
-
-        size = 75 if model_name == "inception_v3" else 32
-        model = models.get_model(model_name, 10, **overrides)
-        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, size, size, 3)), train=False))
-        rng = np.random.default_rng(0)
-        variables = jax.tree_util.tree_map_with_path(lambda p, s: _stand_in_leaf(rng, p, s.shape), dict(shapes))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        export.export_pretrained(
-            path,
-            variables,
-            architecture=model_name,
-            model_overrides=overrides,
-            num_classes=10,
-            normalization="torchvision",
-            source="random stand-in (runlocal)",
-        )
-    return path
 
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -190,8 +152,7 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval_every_steps = 10
     c.checkpoint_every_steps = 10
     if c.init.split(":")[0] in NEEDS_CHECKPOINT and not c.pretrained:
-        source = "resnet50" if c.init == "slim" else c.model.name
-        c.pretrained = _local_pretrained(source, dict(_LOCAL_OVERRIDES[source]))
+        c.pretrained = STAND_IN  # resolved by the trainer to a cached random checkpoint (pretrained.stand_in)
     return c
 
 
@@ -203,3 +164,27 @@ def parse_arg(arg: str, names=("model", "init")) -> dict:
     if len(parts) != len(names):
         raise ValueError(f"Config arg {arg!r} must be '{','.join(names)}[,local]'.")
     return {**dict(zip(names, parts)), "local": local}
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Applies 'a.b=value' strings in order, in place, each parsed exactly as main.py parses `--config.a.b=value`
+    (ml_collections config_flags: the value is read as the field's type; a tuple as '("a", "b")' or one bare value).
+    """
+    for item in overrides:
+        field, sep, _ = item.partition("=")
+        if not sep:
+            raise ValueError(f"Override {item!r} must look like field.sub=value.")
+        argv = ["override", f"--config.{item}"]
+        flag_values = flags.FlagValues()  # private to this call: the process-wide absl FLAGS stay untouched
+        try:
+            config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv, lock_config=False)
+            flag_values(argv)
+        except (AttributeError, KeyError) as e:  # how ml_collections reports a field the config does not have
+            suggestion = re.search(r"Did you mean .*\?", str(e).replace("\\n", " "))
+            hint = f" {suggestion.group(0)}" if suggestion else ""
+            raise ValueError(
+                f"Unknown config field {field!r}.{hint} See transfusion_jax/train/config_lib.py."
+            ) from None
+        except flags.Error as e:
+            raise ValueError(f"Bad value in override {item!r}: {e}") from None
+    return config

@@ -1,4 +1,5 @@
-"""Evaluation metrics on host-gathered arrays: AUC per class and mean (sklearn), and steps-to-threshold."""
+"""Evaluation metrics on host-gathered arrays: AUC per class and mean (sklearn), calibration (expected calibration error
+and reliability diagrams, equal-mass bins), and steps-to-threshold."""
 
 from collections.abc import Iterable, Sequence
 
@@ -39,8 +40,78 @@ def auc_metrics(kind: str, label_names: Sequence[str], scores, labels, label_mas
     return out
 
 
+# Guo et al. (2017) report ECE with 15 bins; with equal-mass bins each holds N / 15 examples (~16 on CheXpert's
+# 234-image validation set, thousands on Retina's test set).
+DEFAULT_CALIBRATION_BINS = 15
+
+
+def _reported_outputs(kind: str, label_names, scores, labels, label_mask) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, predicted probability, 0/1 outcome) of each output AUC reports, over valid rows.
+
+    softmax, 2 outputs: the positive class only (P(class 1) against label == 1). softmax, C > 2: each class one-vs-
+    rest. sigmoid: each label over the rows where it is known (`label_mask` = 1).
+    """
+    if kind == "softmax":
+        columns = [1] if scores.shape[1] == 2 else range(scores.shape[1])
+        names = [label_names[-1]] if scores.shape[1] == 2 else list(label_names)
+        return [(n, scores[:, c], (labels == c).astype(np.float64)) for n, c in zip(names, columns)]
+    if kind == "sigmoid":
+        keep = label_mask > 0
+        return [(n, scores[keep[:, c], c], labels[keep[:, c], c]) for c, n in enumerate(label_names)]
+    raise ValueError(f"Unknown loss kind {kind!r}.")
+
+
+def reliability_bins(probs: np.ndarray, outcomes: np.ndarray, num_bins: int = DEFAULT_CALIBRATION_BINS) -> dict:
+    """Equal-mass bins of predicted probabilities: per bin the mean probability ('confidence'), the observed rate of
+    the outcome ('frequency') and the number of examples ('count'); and the expected calibration error
+    ECE = sum_b count_b / N * |frequency_b - confidence_b|.
+
+    Equal mass: the examples sorted by probability and cut into `num_bins` runs whose sizes differ by at most one,
+    as in the adaptive calibration error of Nixon et al. (2019); equal-width bins would leave most bins nearly empty
+    for a confident model. Equal probabilities never straddle a cut (a cut inside a run of ties moves to the run's
+    start), so the result does not depend on the order of the examples; ties and fewer examples than bins give fewer,
+    unequal bins. With distinct probabilities and N divisible by `num_bins` the bins are those of sklearn's
+    `calibration_curve(strategy='quantile')`.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    probs, outcomes = np.asarray(probs, np.float64).ravel(), np.asarray(outcomes, np.float64).ravel()
+    if probs.shape != outcomes.shape:
+        raise ValueError(f"probs and outcomes differ in size: {probs.size} vs {outcomes.size}.")
+    order = np.argsort(probs, kind="stable")
+    ranked = probs[order]
+    nominal = [len(b) for b in np.array_split(ranked, min(num_bins, max(probs.size, 1)))]
+    cuts = np.unique(np.searchsorted(ranked, ranked[np.cumsum(nominal)[:-1]], side="left"))
+    bins = [b for b in np.split(order, cuts) if b.size]
+    confidence = [float(probs[b].mean()) for b in bins]
+    frequency = [float(outcomes[b].mean()) for b in bins]
+    count = [int(b.size) for b in bins]
+    gaps = np.abs(np.subtract(frequency, confidence))
+    ece = float(np.dot(count, gaps) / probs.size) if probs.size else float("nan")
+    return {"confidence": confidence, "frequency": frequency, "count": count, "ece": ece}
+
+
+def reliability_diagram(
+    kind: str, label_names, scores, labels, label_mask, num_bins: int = DEFAULT_CALIBRATION_BINS
+) -> dict[str, dict]:
+    """{output name: `reliability_bins`} for each output AUC reports (the positive class of a binary softmax)."""
+    return {
+        name: reliability_bins(p, y, num_bins)
+        for name, p, y in _reported_outputs(kind, label_names, scores, labels, label_mask)
+    }
+
+
+def ece_metrics(diagram: dict[str, dict]) -> dict[str, float]:
+    """{'ece': mean over outputs with a defined ECE, 'ece/<name>': each output} of a `reliability_diagram`, named
+    like the AUC keys."""
+    out = {f"ece/{name}": d["ece"] for name, d in diagram.items()}
+    eces = np.array(list(out.values()))
+    out["ece"] = float(np.nanmean(eces)) if np.isfinite(eces).any() else float("nan")
+    return out
+
+
 def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> int | None:
-    """The paper's convergence measure (PAPER.md 7): first eval step whose `key` >= threshold, or None."""
+    """The paper's convergence measure (docs/paper.md §7): first eval step whose `key` >= threshold, or None."""
     for record in sorted(records, key=lambda r: r["step"]):
         value = record.get(key)
         if isinstance(value, float) and np.isfinite(value) and value >= threshold:

@@ -118,9 +118,9 @@ def _shared_optimizer_config(config):
 
 
 def _frozen_statistics(config, params, batch_stats):
-    """batch_stats-shaped bools: the statistics the single-run step keeps fixed (those of frozen blocks)."""
-    frozen = set(state_lib.frozen_blocks(config, params))
-    return {block: jax.tree.map(lambda _, b=block: b in frozen, stats) for block, stats in batch_stats.items()}
+    """batch_stats-shaped bools: the statistics the single-run step keeps fixed (those `config.freeze` fixes)."""
+    fixed = state_lib.frozen_statistics(config, params, batch_stats)
+    return jax.tree.map(lambda _: False, batch_stats) if fixed is None else fixed
 
 
 def _trainable(config, params):
@@ -171,7 +171,7 @@ class RunGroup:
         for config in self.configs:
             if not 0 <= int(config.seed) <= _MAX_SEED:
                 raise ValueError(f"Seeds of stacked runs must be in [0, {_MAX_SEED}], got {config.seed}.")
-        self.tx = state_lib.make_optimizer(_shared_optimizer_config(self.configs[0]), self.params)
+        self.tx, _ = state_lib.make_optimizer(_shared_optimizer_config(self.configs[0]), self.params)
         per_run = [
             {
                 "seed": np.int32(config.seed),
@@ -187,7 +187,7 @@ class RunGroup:
         return len(self.configs)
 
     def _single_optimizer(self, i: int):
-        return state_lib.make_optimizer(self.configs[i], self.params)
+        return state_lib.make_optimizer(self.configs[i], self.params)[0]
 
     def _to_shared_opt_state(self, i: int, opt_state):
         if not self.configs[i].freeze:
@@ -224,10 +224,10 @@ class RunGroup:
         return dataclasses.replace(state, opt_state=self._to_single_opt_state(i, state.opt_state))
 
 
-def _run_train_step(model, tx, loss_kind, aux_loss_weight, state: TrainState, batch, run):
+def _run_train_step(model, tx, loss_kind, aux_loss_weight, eval_blocks, state: TrainState, batch, run):
     """One run's step, written for vmap: `run` holds this run's entries of RunGroup.per_run."""
     rng = steps.step_rng(run["seed"], state.step)
-    loss, new_stats, grads = steps.loss_and_grads(model, loss_kind, aux_loss_weight, state, batch, rng)
+    loss, new_stats, grads = steps.loss_and_grads(model, loss_kind, aux_loss_weight, eval_blocks, state, batch, rng)
     new_stats = jax.tree.map(jnp.where, run["keep_stats"], state.batch_stats, new_stats)
     grad_norm = steps.global_norm(grads)
     grads = jax.tree.map(lambda trainable, g: jnp.where(trainable, g, jnp.zeros_like(g)), run["trainable"], grads)
@@ -246,15 +246,18 @@ def _stack_batches(batches):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
 
-def make_multi_train_step(model, tx, loss_kind: str, mesh, *, shared_batch: bool = False, aux_loss_weight=0.0):
+def make_multi_train_step(
+    model, tx, loss_kind: str, mesh, *, shared_batch: bool = False, aux_loss_weight: float = 0.0, eval_blocks=()
+):
     """jit(stacked_state, batches, per_run) -> (stacked_state, {'loss': [N], 'grad_norm': [N]}).
 
     `tx` and `per_run` come from a RunGroup. `batches`: a sequence of N batches (run i trains on batches[i]),
     or with `shared_batch` one batch all runs train on; batches are split over 'data' as in the single-run step.
-    The stacked state is replicated and donated.
+    `eval_blocks`: as in `steps.make_train_step` (the group's fine-tuning protocol, the same for every run). The
+    stacked state is replicated and donated.
     """
     body = jax.vmap(
-        functools.partial(_run_train_step, model, tx, loss_kind, aux_loss_weight),
+        functools.partial(_run_train_step, model, tx, loss_kind, aux_loss_weight, tuple(eval_blocks)),
         in_axes=(0, None if shared_batch else 0, 0),
     )
 

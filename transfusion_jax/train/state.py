@@ -1,7 +1,7 @@
 """Train state, model variables and the optimizer: the single place where init schemes and freezing meet training.
 
-`init_variables` and `make_optimizer` are the only functions that know about transfusion_jax.surgery, so the rest
-of the training code stays the same whatever the init scheme.
+`init_variables`, `make_optimizer` and `frozen_statistics` are the only functions that know about
+transfusion_jax.surgery, so the rest of the training code stays the same whatever the init scheme.
 """
 
 import logging
@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from transfusion_jax import models, surgery
+from transfusion_jax import models, pretrained, surgery
+from transfusion_jax.train import protocols
 
 
 @flax.struct.dataclass
@@ -45,9 +46,24 @@ def _random_variables(model, rng, sample_input) -> dict[str, Any]:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
+def _checkpoint_loader(config):
+    """pretrained.load, with the name pretrained.STAND_IN (',local' configs) resolved at run time to the cached
+    random stand-in checkpoint this model can load."""
+
+    def load(path: str):
+        if path == pretrained.STAND_IN:
+            name = config.model.name
+            source = surgery.SLIM_SOURCE if name == surgery.SLIM_MODEL else name
+            path = pretrained.stand_in.path(source, dict(config.model.overrides))
+        return pretrained.load(path)
+
+    return load
+
+
 def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:
-    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>' |
-    'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random variables; logs where each block came from.
+    """{'params', 'batch_stats'} for `config.init` ('random' | 'transfer' | 'mean_var' |
+    'transfusion:<block>[+mean_var]' | 'gabor' | 'slim'), applied by transfusion_jax.surgery to fresh random
+    variables; logs where each block came from.
     """
     init_rng, scheme_rng = jax.random.split(rng)
     fresh = _random_variables(model, init_rng, sample_input)
@@ -59,12 +75,13 @@ def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any
         pretrained=config.pretrained or None,
         mean_var_bn=config.mean_var_bn,
         model_overrides=dict(config.model.overrides),
+        loader=_checkpoint_loader(config),
     )
     logging.info("init %r:\n%s", config.init, surgery.summary(variables, provenance))
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def learning_rate_fn(config):
+def _schedule(config) -> optax.Schedule:
     """Step -> learning rate: constant (the paper names no schedule) or cosine decay, after optional linear warmup."""
     opt_config, num_steps = config.optimizer, config.num_train_steps
     lr = opt_config.learning_rate
@@ -88,38 +105,44 @@ def _base_optimizer(opt_config, schedule):
     raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {opt_config.name!r}.")
 
 
-def kernel_mask(params):
-    """True on conv/dense kernels: weight decay skips biases and BatchNorm scales/offsets."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+# Weight decay applies to conv/dense kernels only, not to biases or BatchNorm scales/offsets.
+KERNELS = surgery.matcher(regex=r"(.*/)?kernel")
 
 
-def make_optimizer(config, params) -> optax.GradientTransformation:
-    """Optimizer from `config.optimizer`: L2 weight decay on kernels (added to the gradient, the TF-slim
-    regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on a schedule; the blocks (or
-    path regexes) named in `config.freeze` get zero updates (surgery.freeze)."""
+def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, its learning-rate schedule) from `config.optimizer`: L2 weight decay on kernels (added to the
+    gradient, the TF-slim regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on the
+    schedule, shaped by the fine-tuning protocol (`config.finetune`, train/protocols.py); the blocks (or name
+    regexes) in `config.freeze` get zero updates (surgery.freeze). The trainer logs the same schedule it optimises
+    with."""
     opt_config = config.optimizer
+    schedule = _schedule(config)
     parts = []
     if opt_config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
     if opt_config.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=kernel_mask))
-    parts.append(_base_optimizer(opt_config, learning_rate_fn(config)))
-    return surgery.freeze(optax.chain(*parts), params, list(config.freeze))
+        parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=lambda p: surgery.mask(p, KERNELS)))
+    parts.append(_base_optimizer(opt_config, schedule))
+    tx = protocols.finetune_optimizer(config, optax.chain(*parts), params)  # config.finetune: which blocks, when
+    return surgery.freeze(tx, params, list(config.freeze)), schedule
 
 
-def frozen_blocks(config, params) -> tuple:
-    """Top-level blocks named in `config.freeze`, whose BatchNorm running statistics the train step keeps fixed."""
-    return tuple(name for name in config.freeze if name in params)
+def frozen_statistics(config, params, batch_stats):
+    """batch_stats-shaped bools: the BatchNorm statistics `config.freeze` fixes along with their parameters, or
+    None when nothing is frozen."""
+    if not config.freeze:
+        return None
+    return surgery.frozen_statistics(params, batch_stats, list(config.freeze))
 
 
 def create_train_state(config, model, rng, sample_input):
-    """(step-0 state, optimizer). Host-side values; the trainer places them on the mesh."""
+    """(step-0 state, optimizer, learning-rate schedule). Host-side values; the trainer places them on the mesh."""
     variables = init_variables(config, model, rng, sample_input)
-    tx = make_optimizer(config, variables["params"])
+    tx, schedule = make_optimizer(config, variables["params"])
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         opt_state=jax.jit(tx.init)(variables["params"]),
     )
-    return state, tx
+    return state, tx, schedule

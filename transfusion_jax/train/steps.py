@@ -6,22 +6,23 @@ import jax
 import jax.numpy as jnp
 
 from transfusion_jax.models import AUX_OUTPUT
-from transfusion_jax.train import losses, partition
+from transfusion_jax.train import losses, partition, protocols
 from transfusion_jax.train.state import TrainState
 
 
-def loss_and_grads(model, loss_kind, aux_loss_weight, state: TrainState, batch, rng):
+def loss_and_grads(model, loss_kind, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
     """(loss, BatchNorm statistics after the batch, gradients of the loss): the part of a train step before the
     optimizer, shared by this single-run step and the many-runs step (transfusion_jax.train.multirun)."""
 
     def loss_fn(params):
-        (logits, _), new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats", "intermediates"],
-            rngs={"dropout": rng},
-        )
+        with protocols.eval_mode(eval_blocks):  # blocks a fine-tuning protocol freezes run as fixed functions
+            (logits, _), new_vars = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["image"],
+                train=True,
+                mutable=["batch_stats", "intermediates"],
+                rngs={"dropout": rng},
+            )
         loss = losses.mean_loss(loss_kind, logits, batch)
         aux = new_vars.get("intermediates", {}).get(AUX_OUTPUT)
         if aux is not None and aux_loss_weight:
@@ -36,25 +37,34 @@ def global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
 
 
-def _train_step(model, tx, loss_kind, frozen, aux_loss_weight, state: TrainState, batch, rng):
-    loss, new_stats, grads = loss_and_grads(model, loss_kind, aux_loss_weight, state, batch, rng)
-    # Frozen blocks keep their running statistics too: a frozen block is a fixed function.
-    new_stats = {k: state.batch_stats[k] if k in frozen else v for k, v in new_stats.items()}
+def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
+    loss, new_stats, grads = loss_and_grads(model, loss_kind, aux_loss_weight, eval_blocks, state, batch, rng)
+    # Frozen BatchNorms keep their running statistics too: a frozen block is a fixed function.
+    if frozen_stats is not None:
+        new_stats = jax.tree.map(
+            lambda fixed, old, new: old if fixed else new, frozen_stats, state.batch_stats, new_stats
+        )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree_util.tree_map(jnp.add, state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
     return new_state, {"loss": loss, "grad_norm": global_norm(grads)}
 
 
-def make_train_step(model, tx, loss_kind: str, mesh, *, frozen=(), aux_loss_weight: float = 0.0):
-    """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'."""
-    step = functools.partial(_train_step, model, tx, loss_kind, frozenset(frozen), aux_loss_weight)
+def make_train_step(
+    model, tx, loss_kind: str, mesh, *, frozen_stats=None, aux_loss_weight: float = 0.0, eval_blocks=()
+):
+    """jit(state, batch, rng) -> (state, metrics): state replicated and donated, batch split over 'data'.
+
+    frozen_stats: None, or a batch_stats-shaped tree of bools (`state.frozen_statistics`) marking the BatchNorm
+    statistics that stay fixed (config.freeze); eval_blocks: blocks that run in eval mode (`protocols.eval_mode`),
+    as the fine-tuning protocols freeze them."""
+    step = functools.partial(_train_step, model, tx, loss_kind, frozen_stats, aux_loss_weight, tuple(eval_blocks))
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
 
 
 def eval_outputs(model, loss_kind, state: TrainState, batch):
-    """Per-example scores and the batch's loss (sum, count) in eval mode; the body of the eval step."""
+    """Per-example scores and the batch's loss (sum, count) in eval mode: the body of the eval step."""
     logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
     loss_sum, loss_count = losses.loss_terms(loss_kind, logits, batch)
     return {"scores": losses.scores(loss_kind, logits), "loss_sum": loss_sum, "loss_count": loss_count}

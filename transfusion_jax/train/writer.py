@@ -1,7 +1,10 @@
-"""Metrics to TensorBoard (tensorboardX) and to workdir/metrics.jsonl, one JSON record per (step, split).
+"""Metrics to workdir/metrics.jsonl, one JSON record per (step, split), and to TensorBoard (tensorboardX).
 
-Only process 0 writes. After a resume from step S, records past S are dropped (`truncate_after`), so a run killed
-and restarted leaves the same file as an unbroken one.
+Only process 0 writes. metrics.jsonl is the record; TensorBoard is a view of it. A run that starts at step S
+(0 for a fresh start, also after a kill before the first checkpoint) keeps the records up to S, replaced
+atomically, and rebuilds TensorBoard from them into one fresh event file. A run killed and restarted therefore
+leaves the same metrics.jsonl as an unbroken one, and TensorBoard holds each (tag, step) once. The rebuilt points
+carry the time of the rebuild as their wall time (metrics.jsonl keeps no wall times).
 """
 
 import json
@@ -9,7 +12,9 @@ import math
 import re
 
 from etils import epath
-from tensorboardX import SummaryWriter
+
+TENSORBOARD_DIR = "tensorboard"
+_EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
 def _jsonable(value):
@@ -37,18 +42,34 @@ def read_records(path) -> list[dict]:
 
 
 class MetricWriter:
-    def __init__(self, workdir, enabled: bool = True):
+    """Writes records of a run that starts at `start_step`, after dropping every record past it (see above)."""
+
+    def __init__(self, workdir, *, start_step: int, enabled: bool = True):
         self.enabled = enabled
         self.path = epath.Path(workdir) / "metrics.jsonl"
-        self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard")) if enabled else None
+        self._tb = None
+        if not enabled:
+            return
+        # Imported by the writing process only: tensorboardX imports torch whenever torch is installed (seconds).
+        from tensorboardX import SummaryWriter
+
+        kept = [r for r in read_records(self.path) if r["step"] <= start_step]
+        staging = self.path.with_name(self.path.name + ".tmp")
+        staging.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        staging.replace(self.path)
+        tb_dir = epath.Path(workdir) / TENSORBOARD_DIR
+        if tb_dir.exists():
+            for event_file in tb_dir.glob(_EVENT_FILE_PREFIX + "*"):
+                event_file.unlink()
+        self._tb = SummaryWriter(str(tb_dir))
+        for record in kept:
+            self._add_scalars(
+                record["step"], record["split"], {k: v for k, v in record.items() if k not in ("step", "split")}
+            )
+        self._tb.flush()
 
     def records(self) -> list[dict]:
         return read_records(self.path) if self.enabled else []
-
-    def truncate_after(self, step: int) -> None:
-        if self.enabled:
-            kept = [r for r in read_records(self.path) if r["step"] <= step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -56,9 +77,12 @@ class MetricWriter:
         record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self._add_scalars(step, split, metrics)
+        self._tb.flush()
+
+    def _add_scalars(self, step: int, split: str, metrics: dict) -> None:
         for key, value in metrics.items():
             self._tb.add_scalar(tensorboard_tag(split, key), float(value), int(step))
-        self._tb.flush()
 
     def close(self) -> None:
         if self._tb is not None:

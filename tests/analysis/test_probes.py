@@ -1,0 +1,155 @@
+"""Layer-wise probes: k-NN against sklearn, AUC 1 on features that are the label, ~0.5 on random features, and a
+real model's pooled features."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from transfusion_jax.analysis import probes
+from transfusion_jax.models import get_model
+
+
+def batches_of(images, labels, masks, batch_size, pad_last=True):
+    """Data-contract dicts; the last batch padded with valid=False rows when the split does not divide evenly."""
+    n = len(images)
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, start + batch_size) if pad_last else np.arange(start, min(start + batch_size, n))
+        clipped = np.minimum(rows, n - 1)
+        yield {
+            "image": jnp.asarray(images[clipped]),
+            "label": labels[clipped],
+            "label_mask": masks[clipped],
+            "valid": rows < n,
+        }
+
+
+@pytest.mark.parametrize("k", [1, 7])
+def test_knn_equals_sklearn_cosine_neighbours_softmax(k):
+    rng = np.random.default_rng(0)
+    x, xe = rng.normal(size=(120, 6)), rng.normal(size=(50, 6))
+    y = rng.integers(0, 3, size=120)
+    ours = probes.knn_scores(x, y, xe, kind="softmax", num_outputs=3, k=k, chunk=16)
+    ref = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(x, y).predict_proba(xe)
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+def test_knn_equals_sklearn_per_known_label_sigmoid():
+    rng = np.random.default_rng(1)
+    x, xe = rng.normal(size=(150, 5)), rng.normal(size=(40, 5))
+    y = (rng.uniform(size=(150, 3)) < 0.4).astype(np.float32)
+    mask = (rng.uniform(size=(150, 3)) < 0.7).astype(np.float32)
+    ours = probes.knn_scores(x, y, xe, kind="sigmoid", num_outputs=3, k=9, train_mask=mask)
+    for c in range(3):
+        keep = mask[:, c] > 0
+        ref = KNeighborsClassifier(n_neighbors=9, metric="cosine").fit(x[keep], y[keep, c]).predict_proba(xe)[:, 1]
+        np.testing.assert_allclose(ours[:, c], ref, atol=1e-12)
+    with pytest.raises(ValueError, match="exceeds"):
+        probes.knn_scores(x[:5], y[:5], xe, kind="sigmoid", num_outputs=3, k=9)
+
+
+def test_linear_probe_is_sklearn_logistic_regression_on_standardised_features():
+    rng = np.random.default_rng(2)
+    x, xe = rng.normal(size=(200, 4)), rng.normal(size=(60, 4))
+    y = (x[:, 0] + rng.normal(size=200) > 0).astype(int)
+    ours = probes.linear_probe_scores(x, y, xe, kind="softmax", num_outputs=2, c=0.5)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000)).fit(x, y).predict_proba(xe)
+    np.testing.assert_allclose(ours, ref, atol=1e-10)
+    one_class = probes.linear_probe_scores(x, np.zeros(200, int), xe, kind="softmax", num_outputs=2)
+    assert (one_class[:, 0] == 1).all() and (one_class[:, 1] == 0).all()
+
+
+def label_images(labels, kind, size=2):
+    """Images whose pixels are the label: +-1 per class (softmax: one-hot), as a [N, size, size, C] map."""
+    code = np.eye(2)[labels] if kind == "softmax" else labels
+    return np.broadcast_to((2 * code - 1)[:, None, None, :], (len(labels), size, size, code.shape[1])).astype(
+        np.float32
+    )
+
+
+def feature_model(variables, images):
+    """A 'model' whose block features are its input: a conv map (pooled by the probe) and a 2-D one."""
+    return None, {"map": images, "flat": images[:, 0, 0, :] + variables["shift"]}
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_features_that_are_the_label_give_auc_one(kind):
+    rng = np.random.default_rng(3)
+    n_train, n_eval = 96, 61
+    if kind == "softmax":
+        labels = rng.integers(0, 2, size=n_train + n_eval).astype(np.int32)
+        masks, names = np.ones((len(labels), 1), np.float32), ("neg", "pos")
+    else:
+        labels = (rng.uniform(size=(n_train + n_eval, 3)) < 0.5).astype(np.float32)
+        masks, names = (rng.uniform(size=labels.shape) < 0.8).astype(np.float32), ("a", "b", "c")
+    images = label_images(labels, kind)
+    train = functools.partial(batches_of, images[:n_train], labels[:n_train], masks[:n_train], 32)
+    evals = functools.partial(batches_of, images[n_train:], labels[n_train:], masks[n_train:], 16)
+    out = probes.layerwise_probes(feature_model, {"shift": 0.0}, train(), evals(), kind=kind, label_names=names, k=5)
+    assert out["layers"] == ["map", "flat"] and (out["n_train"], out["n_eval"]) == (n_train, n_eval)
+    for probe in ("knn", "linear"):
+        for layer in ("map", "flat"):
+            assert out[probe][layer]["auc"] == 1.0, (probe, layer)
+
+
+def test_random_features_give_chance_auc():
+    """Features independent of the labels: AUC within 4 null standard deviations of 0.5, sqrt((n+1) / (12 n0 n1))."""
+    rng = np.random.default_rng(4)
+    n_train, n_eval = 400, 600
+    labels = rng.permutation(np.arange(n_train + n_eval) % 2).astype(np.int32)
+    images = rng.normal(size=(n_train + n_eval, 2, 2, 16)).astype(np.float32)
+    masks = np.ones((len(labels), 1), np.float32)
+    out = probes.layerwise_probes(
+        feature_model,
+        {"shift": 0.0},
+        batches_of(images[:n_train], labels[:n_train], masks[:n_train], 100),
+        batches_of(images[n_train:], labels[n_train:], masks[n_train:], 100),
+        kind="softmax",
+        label_names=("neg", "pos"),
+    )
+    null_sd = np.sqrt((n_eval + 1) / (12 * 300 * 300))
+    for probe in ("knn", "linear"):
+        for layer in ("map", "flat"):
+            assert abs(out[probe][layer]["auc"] - 0.5) < 4 * null_sd, (probe, layer)
+
+
+def test_a_real_models_features_are_pooled_and_padding_is_dropped():
+    """A tiny CBR: the probe's features are the model's conv maps averaged over space, computed here independently."""
+    model = get_model("cbr_small", 2, widths=(4, 8))
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(70, 16, 16, 3)).astype(np.float32)
+    labels = (images[..., 0].mean(axis=(1, 2)) > 0).astype(np.int32)
+    masks = np.ones((70, 1), np.float32)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
+    apply_fn = functools.partial(model.apply, train=False)
+    train, evals = (images[:40], labels[:40], masks[:40]), (images[40:], labels[40:], masks[40:])
+    out = probes.layerwise_probes(
+        apply_fn, variables, batches_of(*train, 16), batches_of(*evals, 16), kind="softmax", label_names=("n", "p")
+    )
+    assert out["layers"] == ["layer1", "layer2", "pre_logits"] and out["n_eval"] == 30  # 2 batches of 16, 2 padded
+    _, feats_train = model.apply(variables, images[:40], train=False)
+    _, feats_eval = model.apply(variables, images[40:], train=False)
+    x = np.asarray(feats_train["layer1"], np.float64).mean(axis=(1, 2))
+    xe = np.asarray(feats_eval["layer1"], np.float64).mean(axis=(1, 2))
+    ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, labels[:40]).predict_proba(xe)
+    assert out["linear"]["layer1"]["auc"] == pytest.approx(roc_auc_score(labels[40:], ref[:, 1]), abs=1e-6)
+
+
+def test_bad_arguments_are_named():
+    images, labels = np.zeros((4, 2, 2, 2), np.float32), np.zeros(4, np.int32)
+    masks = np.ones((4, 1), np.float32)
+    with pytest.raises(ValueError, match="probes must be"):
+        probes.layerwise_probes(feature_model, {"shift": 0.0}, [], [], kind="softmax", label_names="ab", probes=["svm"])
+    with pytest.raises(ValueError, match="kind"):
+        probes.layerwise_probes(feature_model, {"shift": 0.0}, [], [], kind="hinge", label_names="ab")
+    with pytest.raises(ValueError, match="empty"):
+        probes.extract_features(feature_model, {"shift": 0.0}, [])
+    with pytest.raises(ValueError, match="not among"):
+        probes.extract_features(feature_model, {"shift": 0.0}, batches_of(images, labels, masks, 4), layers=["x"])

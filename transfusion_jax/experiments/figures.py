@@ -1,0 +1,286 @@
+"""The paper's figures from finished runs: one home for the command line, the quickstart and the notebooks.
+
+Analyses of runs (`run_weights.RunWeights`), each a JSON-ready dict named by its "analysis" field:
+  fig2            Fig. 2: per pair of runs, similarity of the top layers; pairs grouped as CCA(Rand, ImNet) and
+                  CCA(Rand, Rand)
+  fig3            Fig. 3: each run's per-layer similarity to its own initialisation, with its weight change
+  fig4            Fig. 4: per pair of runs, similarity at init vs after training, with r and R² per layer
+  weight_change   relative weight change ||W_T - W_0|| / ||W_0|| per block (paper §5.3)
+`save(result, out_dir)` writes `<analysis>.json` and its standard picture `<analysis>.png`.
+
+Pictures (matplotlib's object API on Agg canvases: no pyplot state, so headless and inside tests): `auc_curves`,
+`grouped_bars`, `strip_plot`, `init_vs_final_scatter`, and `filter_grid` (the conv1 mosaic of paper Fig. 5, an
+exact pixel image written with `imsave`).
+"""
+
+import itertools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from transfusion_jax.analysis import filters, paper, weights
+from transfusion_jax.experiments.run_weights import RunWeights
+
+DPI = 110
+
+
+# ---------------------------------------------------------------- analyses of runs
+
+
+def _scores(per_layer: Mapping) -> dict[str, float]:
+    return {layer: float(v["score"]) for layer, v in per_layer.items()}
+
+
+def _num_images(batches) -> int:
+    return int(sum(len(b) for b in batches))
+
+
+def fig2(
+    pairs: Mapping[str, Sequence[tuple[RunWeights, RunWeights]]], batches, layers: Sequence[str], method="svcca"
+) -> dict:
+    """pairs: {'rand_imnet': [(random run, transfer run), ...], 'rand_rand': [(random run, random run), ...]}.
+
+    Every pair is compared on the same `batches` through the first run's model; each gives its per-layer scores and
+    their mean (one point of Fig. 2's violins)."""
+    result = {
+        "analysis": "fig2",
+        "method": method,
+        "layers": list(layers),
+        "num_images": _num_images(batches),
+        "rand_imnet": [],
+        "rand_rand": [],
+    }
+    for group, group_pairs in pairs.items():
+        for a, b in group_pairs:
+            r = paper.top_layers_similarity(a.apply, a.final(), b.final(), batches, layers, method=method)
+            result[group].append(
+                {"runs": [a.workdir, b.workdir], "mean": r["mean"], "per_layer": _scores(r["per_layer"])}
+            )
+    return result
+
+
+def all_pairs(rand: Sequence[RunWeights], imnet: Sequence[RunWeights]) -> dict[str, list]:
+    """Fig. 2's pairs from two sets of runs: every (random, transfer) pair, every two random runs."""
+    return {
+        "rand_imnet": [(a, b) for a in rand for b in imnet],
+        "rand_rand": list(itertools.combinations(rand, 2)),
+    }
+
+
+def fig3(runs: Sequence[RunWeights], batches, method="svcca", layers: Sequence[str] | None = None) -> dict:
+    """Per run: similarity of each layer (default: every block) to the same layer at init, and the weight change."""
+    result = {"analysis": "fig3", "method": method, "num_images": _num_images(batches), "runs": {}}
+    for run in runs:
+        r = paper.similarity_to_init(
+            run.apply, run.initial(), run.final(), batches, list(layers or run.blocks), method=method
+        )
+        result["runs"][run.workdir] = {
+            "similarity": _scores(r["similarity"]),
+            "relative_weight_change": r["relative_weight_change"],
+        }
+    return result
+
+
+def fig4(runs: Sequence[RunWeights], batches, method="svcca") -> dict:
+    """Per pair of runs and per block: (similarity at init, similarity after training), then r and R² per block."""
+    if len(runs) < 2:
+        raise ValueError("fig4 compares pairs of runs: give at least two runs")
+    index_pairs = list(itertools.combinations(range(len(runs)), 2))
+    ends = [(run.initial(), run.final()) for run in runs]
+    pairs = [(ends[a], ends[b]) for a, b in index_pairs]
+    result = paper.init_vs_final_correlation(runs[0].apply, pairs, batches, list(runs[0].blocks), method=method)
+    return {
+        **result,
+        "analysis": "fig4",
+        "pairs": [[runs[a].workdir, runs[b].workdir] for a, b in index_pairs],
+        "num_images": _num_images(batches),
+    }
+
+
+def weight_change(runs: Sequence[RunWeights]) -> dict:
+    """Per run: relative weight change of each block from its saved initial weights."""
+    return {
+        "analysis": "weights",
+        "runs": {
+            run.workdir: weights.relative_weight_change(run.initial()["params"], run.final()["params"]) for run in runs
+        },
+    }
+
+
+def label(workdir: str) -> str:
+    """A short legend entry for a run: the last three parts of its path (e.g. random/seed_0 under its sweep)."""
+    return os.path.join(*Path(workdir).resolve().parts[-3:])
+
+
+def save(result: dict, out_dir: str) -> tuple[str, str]:
+    """Writes `result` as <analysis>.json and its standard picture as <analysis>.png in `out_dir`; returns both."""
+    name = result["analysis"]
+    os.makedirs(out_dir, exist_ok=True)
+    json_path, png_path = os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.png")
+    with open(json_path, "w") as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    if name == "fig2":
+        strip_plot(
+            {
+                "CCA(Rand, ImNet)": [p["mean"] for p in result["rand_imnet"]],
+                "CCA(Rand, Rand)": [p["mean"] for p in result["rand_rand"]],
+            },
+            png_path,
+            f"{result['method']} similarity, mean of {', '.join(result['layers'])}",
+        )
+    elif name == "fig3":
+        grouped_bars(
+            {label(w): v["similarity"] for w, v in result["runs"].items()},
+            png_path,
+            f"{result['method']} similarity to init",
+            "Similarity to init",
+        )
+    elif name == "fig4":
+        init_vs_final_scatter(result, png_path)
+    elif name == "weights":
+        grouped_bars(
+            {label(w): v for w, v in result["runs"].items()},
+            png_path,
+            "||W_T - W_0|| / ||W_0||",
+            "Relative weight change per block",
+        )
+    else:
+        raise ValueError(f"No picture for analysis {name!r}.")
+    return json_path, png_path
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def save_figure(fig: Figure, path: str) -> str:
+    """The one way figures here become PNGs: headless Agg canvas, tight layout, 110 dpi."""
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def curve_band(curves: Sequence[dict[int, float]]):
+    """(steps, mean, low, high) over the steps every curve has; the band is the min-max over seeds."""
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    values = np.array([[c[s] for s in steps] for c in curves], np.float64)
+    if not steps:
+        return np.array([]), np.array([]), np.array([]), np.array([])
+    return np.array(steps), values.mean(0), values.min(0), values.max(0)
+
+
+def auc_curves(
+    curves_by_init: dict[str, list[dict[int, float]]], path: str, threshold: float | None = None, title: str = ""
+) -> str:
+    """Eval AUC vs train step per init: mean over seeds as a line, min-max over seeds shaded."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    for init, curves in curves_by_init.items():
+        steps, mean, low, high = curve_band(curves)
+        if not len(steps):
+            continue
+        (line,) = ax.plot(steps, mean, label=f"{init} (n={len(curves)})", lw=1.6)
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.18, lw=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"AUC {threshold}")
+    ax.set_xlabel("train step")
+    ax.set_ylabel("eval AUC")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def grouped_bars(
+    values: dict[str, dict[str, float]],
+    path: str,
+    ylabel: str,
+    title: str = "",
+    errors: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """values[series][category] as bars grouped by category (e.g. series = init, category = layer)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    categories = list(dict.fromkeys(c for series in values.values() for c in series))
+    width = 0.8 / max(len(values), 1)
+    x = np.arange(len(categories))
+    for i, (name, series) in enumerate(values.items()):
+        heights = [series.get(c, np.nan) for c in categories]
+        err = [errors[name].get(c, 0.0) for c in categories] if errors and name in errors else None
+        ax.bar(x + (i - (len(values) - 1) / 2) * width, heights, width, yerr=err, label=name, capsize=2)
+    ax.set_xticks(x, categories)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def strip_plot(groups: dict[str, list[float]], path: str, ylabel: str) -> str:
+    """Each group's values as points over a box (few points per group, so every one is shown)."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    names = list(groups)
+    ax.boxplot([groups[n] if groups[n] else [np.nan] for n in names], widths=0.5)
+    for i, name in enumerate(names, 1):
+        ax.plot(np.full(len(groups[name]), i), groups[name], "o", alpha=0.7)
+    ax.set_xticks(range(1, len(names) + 1), [f"{n}\n(n={len(groups[n])})" for n in names])
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def init_vs_final_scatter(result: dict, path: str) -> str:
+    """Fig. 4: one panel per layer, similarity at init (x) vs after training (y), R² in the title."""
+    layers = result["layers"]
+    fig = Figure(figsize=(3 * len(layers), 3.2))
+    for i, name in enumerate(layers):
+        ax = fig.add_subplot(1, len(layers), i + 1)
+        layer = result["per_layer"][name]
+        points = np.asarray(layer["points"], np.float64)
+        ax.plot(points[:, 0], points[:, 1], "o")
+        ax.set_title(f"{name}: R² = {layer['r2']:.2f}" if np.isfinite(layer["r2"]) else f"{name}: R² n/a")
+        ax.set_xlabel(f"{result['method']} at init")
+        if i == 0:
+            ax.set_ylabel(f"{result['method']} after training")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def filter_grid(
+    kernel_or_variables: np.ndarray | Mapping,
+    path: str,
+    blocks: Sequence[str] | None = None,
+    ncols: int = 8,
+    panels: int = 1,
+    scale: int = 8,
+    pad: int = 2,
+) -> np.ndarray:
+    """Writes the mosaic (analysis.filters) of a conv kernel, or of a variables dict's first conv (give the model's
+    `blocks`), as a PNG of exactly that many pixels. Returns the image written, (H, W, 3) in [0, 1]."""
+    if isinstance(kernel_or_variables, Mapping):
+        if blocks is None:
+            raise ValueError("Pass blocks=block_names(model) to find the first conv in a variables dict.")
+        kernel = filters.conv1_kernel(kernel_or_variables, blocks)
+    else:
+        kernel = np.asarray(kernel_or_variables)
+    image = filters.filter_mosaic(kernel, ncols=ncols, panels=panels, scale=scale, pad=pad)
+    matplotlib.image.imsave(path, image)
+    return image
+
+
+def conv1_filters(run: RunWeights, out_dir: str, prefix: str, ncols: int = 8, scale: int = 8) -> dict[str, str]:
+    """Paper Fig. 5 for one run: its conv1 filters at init and after training, as <prefix>_init.png and
+    <prefix>_final.png in `out_dir`; returns {'init': path, 'final': path}."""
+    os.makedirs(out_dir, exist_ok=True)
+    out = {}
+    for when, variables in (("init", run.initial()), ("final", run.final())):
+        out[when] = os.path.join(out_dir, f"{prefix}_{when}.png")
+        filter_grid(variables, out[when], blocks=run.blocks, ncols=ncols, scale=scale)
+    return out
