@@ -73,10 +73,10 @@ class _Conv:
                 for b in range(x.shape[0])
                 for r, n in ((r, min(TILE_ROWS, rows - r)) for r in range(0, rows, TILE_ROWS))
             ]
-        total = parts[0]
+        total = parts[0].astype(jnp.float32)  # bfloat16 partial sums would each round: add them in float32
         for part in parts[1:]:
-            total = total + part
-        return total
+            total = total + part.astype(jnp.float32)
+        return total.astype(w.dtype)
 
 
 def _concat_runs(w):
