@@ -133,7 +133,7 @@ def target_config(paths, widths, seed, plan=PLAN, init="random"):
 
     c = _common(config_lib.retina_config("cbr_small", init), widths, plan.finetune_steps, seed, plan)
     c.data.root = paths["target"]
-    c.train_split, c.eval_split = "train", "validation"
+    c.train_split, c.val_split, c.test_split = "train", "validation", ""  # the pilot never scores test
     c.optimizer.learning_rate = plan.finetune_lr
     c.auc_threshold = plan.threshold
     c.eval_every_steps = 10
@@ -178,7 +178,7 @@ def part_source(workdir, paths, plan=PLAN) -> dict:
         wd = os.path.join(workdir, "pretrain", name)
         c = _common(config_lib.base_config(), widths, plan.pretrain_steps, 0, plan)
         c.data.name, c.data.root = "image_folder", paths["source"]
-        c.train_split, c.eval_split = "train", "test"
+        c.train_split, c.val_split, c.test_split = "train", "test", ""  # source held-out split as validation
         c.optimizer.learning_rate, c.optimizer.schedule = plan.pretrain_lr, "constant"
         c.data.augment.enabled = False  # every source image is already a fresh instance of its class
         c.eval_every_steps = c.log_every_steps = plan.pretrain_steps // 4
@@ -188,7 +188,7 @@ def part_source(workdir, paths, plan=PLAN) -> dict:
             trainer.train_and_evaluate(c, wd)
         seconds = time.perf_counter() - start
         accuracy = {
-            r["step"]: r["accuracy"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "eval"
+            r["step"]: r["accuracy"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "val"
         }
         variables, _ = pretrained.load(os.path.join(wd, "pretrained.npz"))
         randoms = [_weight_diagnostics(_random_variables(widths, plan.source_classes, s, plan)[1]) for s in range(5)]
@@ -229,7 +229,7 @@ def _images_and_labels(config, split):
 def part_probe(workdir, paths, plan=PLAN) -> dict:
     """Probe AUC per block by 5-fold cross-validation within the target's train split (no validation or test image
     is used), for 5 random initialisations and the same with the Gabor bank as conv1."""
-    from transfusion_jax.analysis import diagnostics
+    from transfusion_jax.analysis import probes
     from transfusion_jax.surgery import schemes
 
     config = target_config(paths, plan.models[0][1], 0, plan)
@@ -242,9 +242,9 @@ def part_probe(workdir, paths, plan=PLAN) -> dict:
             gabor, _ = schemes.gabor(variables, [f"layer{i + 1}" for i in range(len(widths))])
             for init, v in (("random", variables), ("gabor_conv1", gabor)):
                 chunks = (images[i : i + 250] for i in range(0, len(images), 250))
-                pooled = diagnostics.pooled_features(functools.partial(model.apply, train=False), v, chunks)
+                pooled = probes.pooled_features(functools.partial(model.apply, train=False), v, chunks)
                 per_init[init].append(
-                    {block: diagnostics.cross_validated_probe_auc(f, labels, seed=seed) for block, f in pooled.items()}
+                    {block: probes.cross_validated_probe_auc(f, labels, seed=seed) for block, f in pooled.items()}
                 )
         out["models"][name] = per_init
         log(f"probe {name}: {json.dumps(per_init)[:600]}")
@@ -268,7 +268,7 @@ def part_learn(workdir, paths, plan=PLAN, seeds=(0, 1, 2, 3, 4)) -> dict:
             if not os.path.exists(os.path.join(wd, "summary.json")):
                 trainer.train_and_evaluate(target_config(paths, widths, seed, plan), wd)
             curve = {
-                r["step"]: r["auc"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "eval"
+                r["step"]: r["auc"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "val"
             }
             runs.append({"seed": seed, "seconds": time.perf_counter() - start, "curve": curve})
             log(f"learn {name} seed {seed}: {curve}")

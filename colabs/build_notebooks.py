@@ -1,4 +1,4 @@
-"""Writes the three Colab notebooks of colabs/ from the cell sources below, so they are reviewed as code.
+"""Writes the four Colab notebooks of colabs/ from the cell sources below, so they are reviewed as code.
 
   python colabs/build_notebooks.py          # rewrite colabs/*.ipynb
   python colabs/build_notebooks.py --check  # exit 1 if a notebook differs from what this file builds
@@ -6,7 +6,9 @@
 Each notebook runs top to bottom at mini scale on a CPU (MINI = True: tiny CBRs on generated data, a minute or two)
 and at full scale when MINI = False, pointed at the real data (DATA_ROOT) and ImageNet checkpoints (PRETRAINED),
 on a GPU/TPU runtime. The mini path and the full path share every analysis cell; only where runs come from differs
-(the quickstart's functions vs `transfusion_jax.experiments.sweep` over configs/*.py).
+(the quickstart's functions vs `transfusion_jax.experiments.sweep` over configs/*.py). The fourth notebook shows the
+instruments beyond the paper (feature reuse, probes, resilience, interpolation, similarity sanity checks, fine-tuning
+protocols, calibration).
 """
 
 import os
@@ -76,7 +78,7 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         settings(
             "performance",
-            "figures, paper_numbers, quickstart, report, sweep",
+            "figures, paper_numbers, quickstart, report, runs, sweep",
             '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny"]',
         ),
     ),
@@ -84,14 +86,14 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         """\
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
-final_auc = {}  # (model, init) -> final eval AUC per seed
+final_auc = {}  # (model, init) -> final test AUC per seed
 if MINI:
     paths = quickstart.make_data(WORKDIR, quickstart_config())
     for name, widths in SIZES.items():
         q = quickstart_config(widths=widths, inits=("random", "transfer"))
         trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, q)
         for init in q.inits:
-            final_auc[name, init] = [trained["summaries"][init, seed]["final_eval"]["auc"] for seed in q.seeds]
+            final_auc[name, init] = [runs.final_test_auc(trained["summaries"][init, seed]) for seed in q.seeds]
 else:
     kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}"])
     sweep.sweep("configs/retina.py", MODELS, ["random", "transfer"], SEEDS, WORKDIR, **kwargs)
@@ -111,7 +113,7 @@ for (model, init), aucs in final_auc.items():
         + """
 bars = {i: {m: report.mean_std(a)[0] for (m, j), a in final_auc.items() if j == i} for i in ("random", "transfer")}
 png = os.path.join(WORKDIR, "performance.png")
-display(Image(figures.grouped_bars(bars, png, "final eval AUC", "Random init vs transfer per model")))""",
+display(Image(figures.grouped_bars(bars, png, "final test AUC", "Random init vs transfer per model")))""",
     ),
     (
         "md",
@@ -139,7 +141,7 @@ ResNet-50. The analysis cells below read any finished runs (trained with `export
             "representations",
             "figures, quickstart, report, run_weights, runs, sweep",
             '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
-            "MAX_IMAGES = 128 if MINI else 1024  # eval images streamed through CCA",
+            "MAX_IMAGES = 128 if MINI else 1024  # test images streamed through CCA",
         ).replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand"),
     ),
     (
@@ -213,7 +215,7 @@ CONVERGENCE = [
         """\
 # Transfusion — 3. Convergence: Mean-Var, weight transfusion, Slim, synthetic Gabor
 
-Paper Fig. 6 and the hybrid figures: steps until eval AUC > 0.91. Transfer converges fastest; Mean-Var init (only the
+Paper Fig. 6 and the hybrid figures: steps until test AUC > 0.91. Transfer converges fastest; Mean-Var init (only the
 pretrained weights' scale) and synthetic Gabor conv1 sit between transfer and random; reusing conv1 gives the largest
 marginal gain; Slim (pretrained up to block2, the rest at half width) matches transfer.""",
     ),
@@ -258,14 +260,14 @@ curves = {init: [quickstart.eval_curve(run_dir(init, seed)) for seed in SEEDS] f
 summaries = {init: [json.load(open(os.path.join(run_dir(init, s), "summary.json"))) for s in SEEDS] for init in inits}
 rows = []
 for init in inits:
-    reached = [x["steps_to_threshold"] for x in summaries[init] if x["steps_to_threshold"] is not None]
-    mean, std, n = report.mean_std([x["final_eval"]["auc"] for x in summaries[init]])
+    reached = [s for s in map(runs.test_steps_to_threshold, summaries[init]) if s is not None]
+    mean, std, n = report.mean_std([runs.final_test_auc(x) for x in summaries[init]])
     steps = f"{np.mean(reached):,.0f} ({len(reached)}/{len(SEEDS)})" if reached else "not reached"
     rows.append([init, steps, report.pct(mean, std)])
 """
-        + md_table(["init", "steps to AUC 0.91 (runs reaching it)", "final AUC %"], "rows")
+        + md_table(["init", "steps to test AUC > 0.91 (runs reaching it)", "final test AUC %"], "rows")
         + """
-display(Image(figures.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Eval AUC, mean over seeds")))""",
+display(Image(figures.auc_curves(curves, os.path.join(WORKDIR, "curves.png"), 0.91, "Test AUC, mean over seeds")))""",
     ),
     (
         "code",
@@ -279,6 +281,170 @@ if MINI:
     print(records[0]["status"], runs.describe(records[0]["summary"]))
 else:
     print(report.render(WORKDIR))  # the convergence table beside the paper's steps (Slim 8,208 vs transfer 8,008)""",
+    ),
+]
+
+
+BEYOND = [
+    (
+        "md",
+        """\
+# Transfusion — 4. Beyond the paper: where transfer helps, measured directly
+
+The work that followed Transfusion measured feature reuse more directly. This notebook trains random, transfer,
+Mean-Var ("statistics transfer") and weights-below-statistics-above (`transfusion:<block>+mean_var`) runs over two
+seeds, a linear probe, an LP-FT run and a block-shuffled run, then applies every instrument of
+`transfusion_jax.experiments.instruments` (the functions behind `python -m transfusion_jax.experiments probes ...`):
+the feature-reuse decomposition (Matsoukas et al. 2022), layer-wise k-NN and linear probes, re-initialisation
+resilience, linear interpolation between solutions (Neyshabur et al. 2020), sanity checks of the similarity measures
+(Ding et al. 2021) and reliability diagrams. Nothing is chosen on the test split: probes fit on the training split
+and score on validation, resilience and interpolation report on validation. At mini scale (tiny CBRs, generated
+data, a 20-step pretrain as the "ImageNet" checkpoint) the numbers show the mechanics, not the science.""",
+    ),
+    ("code", INSTALL),
+    (
+        "code",
+        settings(
+            "beyond",
+            "figures, instruments, quickstart, report, run_weights, runs, sweep",
+            '\nMODEL = "cbr_small" if MINI else "resnet50"\n'
+            'GROUP = "mini" if MINI else "hybrid"  # the sweep group of the init comparison\n'
+            'HYBRID = "transfusion:" + ("layer2" if MINI else "block2") + "+mean_var"  # weights, then Mean-Var\n'
+            'INITS = ["random", "transfer", "mean_var", HYBRID]\n'
+            "PROTOCOLS = {  # group -> overrides of a transfer run\n"
+            '    "linear_probe": ["finetune.protocol=linear_probe"],\n'
+            '    "lp_ft": ["finetune.protocol=lp_ft", f"finetune.probe_steps={10 if MINI else 5005}"],\n'
+            "    # Tiles of 8 px at 32 px (4 x 4 tiles); full scale 84 px tiles need an input size they divide: 588.\n"
+            '    "block_shuffle": ["data.block_shuffle.block_size=8"]\n'
+            "    if MINI\n"
+            '    else ["data.image_size=588", "data.block_shuffle.block_size=84"],\n'
+            "}\n"
+            'ANALYSES = os.path.join(WORKDIR, "analyses")  # where the report finds the instruments\' JSON',
+        ).replace(
+            "SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2, 3, 4]  # >= 2: intervals"
+        ),
+    ),
+    (
+        "code",
+        """\
+from transfusion_jax.train import config_lib
+
+
+def run_dir(group, init, seed):
+    return runs.RunSpec(group, MODEL, init, seed).workdir(WORKDIR)
+
+
+if MINI:
+    q = quickstart_config()
+    paths = quickstart.make_data(WORKDIR, q)
+    pretrained = os.path.join(WORKDIR, "pretrain", "pretrained.npz")
+    runs.run(quickstart.pretrain_config(paths, q), os.path.dirname(pretrained))
+
+    def config_for(init, seed, overrides=()):
+        return config_lib.apply_overrides(quickstart.finetune_config(paths, q, init, seed, pretrained), overrides)
+
+else:
+    module, lookup = runs.load_config_module("configs/hybrid.py"), runs.parse_pretrained(PRETRAINED)
+    common = [f"data.root={DATA_ROOT}", "export_pretrained=True"]
+
+    def config_for(init, seed, overrides=()):
+        spec = runs.RunSpec("hybrid", MODEL, init, seed)
+        return sweep.build_config(module, spec, local=False, pretrained=lookup, overrides=[*common, *overrides])
+
+
+jobs = [(GROUP, init, seed, []) for init in INITS for seed in SEEDS]
+jobs += [(group, "transfer", seed, o) for group, o in PROTOCOLS.items() for seed in (SEEDS[:1] if MINI else SEEDS)]
+for group, init, seed, overrides in jobs:
+    summary = runs.run(config_for(init, seed, overrides), run_dir(group, init, seed))
+    print(f"{group} {init} seed {seed}: {runs.describe(summary)}")""",
+    ),
+    (
+        "md",
+        """\
+## Feature reuse: how much of transfer's gain needs the pretrained features themselves?
+
+Gain = transfer - random; share = (transfer - Mean-Var) / (transfer - random), the part of the gain that Mean-Var's
+statistics alone do not recover, with Fieller's interval over seeds; "undefined" when the gain's interval includes
+0.""",
+    ),
+    (
+        "code",
+        """\
+results = report.collect(WORKDIR)
+_, png = figures.save(instruments.reuse_decomposition(results), ANALYSES)
+display(Markdown("\\n".join(report.reuse_section(results))))
+display(Image(png))""",
+    ),
+    (
+        "code",
+        """\
+# Layer-wise probes at init and after fine-tuning: k-NN (cosine, k = 20) and logistic regression per block.
+probed = [(GROUP, "random"), (GROUP, "transfer"), ("linear_probe", "transfer")]
+probes = instruments.probe_runs([run_weights.RunWeights(run_dir(g, i, SEEDS[0])) for g, i in probed], batch_size=32)
+display(Image(figures.save(probes, ANALYSES)[1]))
+rows = [
+    [f"{g}/{i}", b, f"{r['init']['linear'][b]['auc']:.3f}", f"{r['final']['linear'][b]['auc']:.3f}"]
+    for (g, i), r in zip(probed, probes["runs"].values())
+    for b in r["final"]["layers"]
+]
+"""
+        + md_table(["run", "block", "linear probe AUC at init", "after training"], "rows"),
+    ),
+    (
+        "code",
+        """\
+# Re-initialisation resilience: reset one block of the fine-tuned model to its init, evaluate on validation.
+resilience = instruments.resilience_runs(
+    [run_weights.RunWeights(run_dir(GROUP, i, SEEDS[0])) for i in ("random", "transfer")]
+)
+display(Image(figures.save(resilience, ANALYSES)[1]))""",
+    ),
+    (
+        "code",
+        """\
+# Linear interpolation between two solutions (BN statistics recomputed at every point): Neyshabur et al.'s pairings.
+pairs = {
+    "random-random": (run_dir(GROUP, "random", SEEDS[0]), run_dir(GROUP, "random", SEEDS[1])),
+    "transfer-transfer": (run_dir(GROUP, "transfer", SEEDS[0]), run_dir(GROUP, "transfer", SEEDS[1])),
+    "random-transfer": (run_dir(GROUP, "random", SEEDS[0]), run_dir(GROUP, "transfer", SEEDS[0])),
+}
+barriers = []
+for name, (a, b) in pairs.items():
+    grid = dict(alphas=[0, 0.25, 0.5, 0.75, 1], bn_batches=4) if MINI else {}  # full: 11 points, 16 BN batches
+    result = instruments.interpolate_runs(*run_weights.load_runs([a, b]), **grid)
+    _, png = figures.save(result, ANALYSES, f"interpolation_{name}")
+    barriers.append([name, f"{result['barrier']['loss']:.4f}", f"{result['barrier']['auc']:.4f}"])
+    display(Image(png))
+"""
+        + md_table(["pair", "loss barrier", "AUC barrier"], "barriers"),
+    ),
+    (
+        "code",
+        """\
+# Sanity checks of the similarity measures on two seeds of random init: seed-to-seed distance beside its shuffled
+# null, and the layer against itself with its top principal components removed.
+a, b = run_weights.load_runs([run_dir(GROUP, "random", s) for s in SEEDS[:2]])
+images = run_weights.eval_batches(a.config, 32, max_images=64 if MINI else 512)
+sanity = instruments.sanity_runs(a, b, images, list(a.blocks[-2:]))
+display(Image(figures.save(sanity, ANALYSES)[1]))""",
+    ),
+    (
+        "code",
+        """\
+# Fine-tuning protocols and calibration: test AUC and ECE at the validation-selected step, reliability diagrams.
+protocol_dirs = {"full fine-tuning": run_dir(GROUP, "transfer", SEEDS[0])}
+protocol_dirs.update({group: run_dir(group, "transfer", SEEDS[0]) for group in PROTOCOLS})
+calibration = instruments.calibration_runs(list(protocol_dirs.values()))
+display(Image(figures.save(calibration, ANALYSES)[1]))
+rows = [[name, f"{r['auc']:.3f}", f"{r['ece']:.3f}"] for name, r in zip(protocol_dirs, calibration["runs"].values())]
+"""
+        + md_table(["transfer run", "test AUC (selected step)", "test ECE"], "rows"),
+    ),
+    (
+        "code",
+        """\
+# Everything together: the report of WORKDIR (tables with ECE, effects, and the section beyond the paper).
+display(Markdown(report.render(WORKDIR)))""",
     ),
 ]
 
@@ -301,6 +467,7 @@ NOTEBOOKS = {
     "1_performance.ipynb": PERFORMANCE,
     "2_representations.ipynb": REPRESENTATIONS,
     "3_convergence.ipynb": CONVERGENCE,
+    "4_beyond_the_paper.ipynb": BEYOND,
 }
 
 

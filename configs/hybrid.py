@@ -1,6 +1,7 @@
 """Hybrid and feature-independent inits on Retina: Mean Var (Fig. 6), weight transfusion (Fig. 4.6), synthetic Gabor
-conv1 and Slim (docs/paper.md §4.4). The measure is steps until eval AUC first reaches 0.91 (summary.json:
-steps_to_threshold), evaluated every 1001 steps.
+conv1 and Slim (docs/paper.md §4.4). The measure is steps until the test AUC is first above 0.91 (summary.json:
+test.steps_to_threshold; the validation split selects nothing here), evaluated every 1001 steps; the report adds
+steps to 95 % of each run's own final validation AUC, and intervals of hybrid - random over seeds.
 
 Launch (arg 'MODEL,INIT[,local]'; INIT in mean_var, transfusion:<block>, transfusion:<block>+mean_var (weights up to
 <block>, Mean-Var above), gabor, slim, or random / transfer for the baselines of the same plots):

@@ -10,7 +10,7 @@ train / validation. Prepare it once with TFDS's own builder, which needs TensorF
 ILSVRC2012_img_val.tar in MANUAL_DIR, then `tfds build imagenet2012 --manual_dir=MANUAL_DIR
 --data_dir=$TFDS_DATA_DIR --file_format=array_record`. Start-up scans every record once for its label (reading
 the whole train set from disk). Extracted class folders instead: --config.data.name=image_folder
---config.data.root=ROOT --config.eval_split=val for root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (val
+--config.data.root=ROOT --config.val_split=val for root/train/<wnid>/*.JPEG and root/val/<wnid>/*.JPEG (val
 images sorted into class folders, e.g. with the common valprep.sh).
 Recipe (paper UNCONFIRMED; the standard ResNet one): SGD momentum 0.9, lr 0.1 x batch/256 with 5-epoch warmup and
 cosine decay, weight decay 1e-4 on kernels, batch 1024, 90 epochs (112,590 steps), 224 px. Eval reports top-1 and
@@ -33,7 +33,8 @@ def get_config(arg: str = "cbr_small"):
     c.data.image_size = 224
     c.data.normalization = "torchvision"
     c.train_split = "train"
-    c.eval_split = "validation"
+    c.val_split = "validation"  # ImageNet's labelled held-out set (its 'test' has no labels)
+    c.test_split = ""
     c.batch_size = 1024
     steps_per_epoch = IMAGES_PER_EPOCH // c.batch_size
     c.num_train_steps = 90 * steps_per_epoch

@@ -82,6 +82,27 @@ def test_collector_matches_direct_forward_and_moments():
     assert similarity.cca(stats).score == pytest.approx(ref.cca_qr(x, y)[0].mean(), abs=1e-5)
 
 
+def test_kept_rows_are_the_streamed_datapoints():
+    """collect_pair_rows keeps the very rows collect_pair_moments streams (same sampled positions for both models):
+    their moments, computed outside the collector, equal the streamed ones."""
+    model_a, model_b, module = tiny_models()
+    reduction = Reduction(mode="positions", positions=5, seed=3)
+    batches = images(2)
+    rows = activations.collect_pair_rows(model_a, model_b, batches, ["layer1", "layer2"], reduction)
+    accs = activations.collect_pair_moments(model_a, model_b, batches, [("layer1", "layer1")], reduction)
+    x, y = rows["layer1"]
+    assert x.shape == y.shape == (3 * 4 * 5, 4) and rows["layer2"][0].shape == (3 * 4 * 5, 6)
+    stats = moments.finalize(accs[("layer1", "layer1")])
+    np.testing.assert_allclose(stats.cxy, ref.centred(x).T @ ref.centred(y) / len(x), atol=1e-6)
+    # each of a's rows is a position of its image's layer1 map
+    maps = np.asarray(jax.jit(module.apply)(model_a[1], batches[0])[1]["layer1"]).reshape(4, 64, 4)
+    assert all(any(np.allclose(r, c) for c in maps[i // 5]) for i, r in enumerate(x[:20]))
+    with pytest.raises(ValueError, match="not found"):
+        activations.collect_pair_rows(model_a, model_b, batches, ["layer9"])
+    with pytest.raises(ValueError, match="empty"):
+        activations.collect_pair_rows(model_a, model_b, [], ["layer1"])
+
+
 def test_compare_models_records_reduction_and_pairs_layers():
     model_a, _, _ = tiny_models()
     reduction = Reduction(mode="positions", positions=3, grid=(4, 4), seed=7)

@@ -47,6 +47,16 @@ def test_svcca_keep_and_cka(files, capsys):
     assert out["score"] == pytest.approx(ref.cka_debiased_gram(x, y), abs=1e-6) and "coefficients" not in out
 
 
+def test_procrustes_distance_is_its_closed_form(files, capsys):
+    """2 - 2 ||X^T Y||_* of the centred activations scaled to unit Frobenius norm, by NumPy's SVD."""
+    tmp, x, y = files
+    code, out = run([tmp / "a.npy", tmp / "b.npy", "--method", "procrustes"], capsys)
+    xc, yc = (m.astype(np.float64) - m.mean(axis=0, dtype=np.float64) for m in (x, y))
+    xc, yc = xc / np.linalg.norm(xc), yc / np.linalg.norm(yc)
+    expected = 2 - 2 * np.linalg.svd(xc.T @ yc, compute_uv=False).sum()
+    assert code == 0 and out["method"] == "procrustes" and out["score"] == pytest.approx(expected, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     "make,args,message",
     [

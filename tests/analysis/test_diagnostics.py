@@ -1,4 +1,5 @@
-"""The study's diagnostics against closed forms: He std, spectral peakedness, BN moments, the frozen-feature probe."""
+"""The study's diagnostics against closed forms: He std, spectral peakedness, BN moments (its frozen-feature probe
+is analysis.probes', tested in test_probes.py)."""
 
 import chex
 import jax
@@ -91,68 +92,3 @@ def test_gabor_bank_is_far_more_structured_than_random_filters():
     assert len(random["per_filter"]) == 64
     # white noise: the top 4 of 49 exponential-ish bin powers hold ~20 %; a Gabor concentrates most of its power
     assert 0.12 < random["mean"] < 0.3 < 0.6 < gabor["mean"]
-
-
-def test_pooled_features_averages_space_and_concatenates_batches():
-    def apply_fn(variables, x):
-        return None, {"conv": x * variables, "vector": x.sum(axis=(1, 2))}
-
-    rng = np.random.default_rng(0)
-    batches = [rng.normal(size=(4, 3, 5, 2)).astype(np.float32), rng.normal(size=(2, 3, 5, 2)).astype(np.float32)]
-    pooled = diagnostics.pooled_features(apply_fn, 2.0, batches)
-    images = np.concatenate(batches)
-    chex.assert_trees_all_close(pooled["conv"], 2.0 * images.mean(axis=(1, 2)), rtol=1e-5)
-    chex.assert_trees_all_close(pooled["vector"], images.sum(axis=(1, 2)), rtol=1e-5)
-    assert list(diagnostics.pooled_features(apply_fn, 2.0, batches, blocks=["vector"])) == ["vector"]
-
-
-def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
-    rng = np.random.default_rng(0)
-    n = 600
-    y_train, y_eval = rng.integers(0, 2, n), rng.integers(0, 2, n)
-    noise_train, noise_eval = rng.normal(size=(n, 8)), rng.normal(size=(n, 8))
-    informative = diagnostics.linear_probe_auc(
-        np.c_[y_train[:, None] + 0.1 * noise_train[:, :1], noise_train[:, 1:]],
-        y_train,
-        np.c_[y_eval[:, None] + 0.1 * noise_eval[:, :1], noise_eval[:, 1:]],
-        y_eval,
-    )
-    assert informative == 1.0
-    chance = diagnostics.linear_probe_auc(noise_train, y_train, noise_eval, y_eval)
-    n1 = y_eval.sum()
-    n0 = n - n1
-    null_sd = np.sqrt((n0 + n1 + 1) / (12 * n0 * n1))  # Mann-Whitney AUC under no signal
-    assert abs(chance - 0.5) < 3 * null_sd
-    blocks = diagnostics.frozen_probe_per_block(
-        {"a": noise_train, "b": y_train[:, None] + 0.1 * noise_train}, y_train,
-        {"a": noise_eval, "b": y_eval[:, None] + 0.1 * noise_eval}, y_eval,
-    )  # fmt: skip
-    assert blocks["b"] == 1.0 and abs(blocks["a"] - 0.5) < 3 * null_sd
-    with pytest.raises(ValueError, match="both classes"):
-        diagnostics.linear_probe_auc(noise_train, np.zeros(n), noise_eval, y_eval)
-    with pytest.raises(ValueError, match="different blocks"):
-        diagnostics.frozen_probe_per_block({"a": noise_train}, y_train, {"b": noise_eval}, y_eval)
-
-
-def test_cross_validated_probe_scores_every_example_out_of_fold():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(1)
-    n = 400
-    labels = rng.integers(0, 2, n)
-    features = np.c_[labels + rng.normal(0, 1.5, n), rng.normal(size=(n, 5))]
-    scores = np.empty(n)  # the same probe, fold by fold, by hand
-    for train, held_out in StratifiedKFold(5, shuffle=True, random_state=3).split(features, labels):
-        scaler = StandardScaler().fit(features[train])
-        probe = LogisticRegression(max_iter=5000).fit(scaler.transform(features[train]), labels[train])
-        scores[held_out] = probe.decision_function(scaler.transform(features[held_out]))
-    got = diagnostics.cross_validated_probe_auc(features, labels, folds=5, seed=3)
-    assert got == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    # one informative feature at d' = 1 / 1.5: AUC = Phi(0.667 / sqrt 2) = 0.68, standard error ~0.026 at n = 400
-    assert abs(got - 0.68) < 0.08
-    assert diagnostics.cross_validated_probe_auc(np.c_[labels + 0.01 * rng.normal(size=n)], labels) == 1.0
-    with pytest.raises(ValueError, match="both classes"):
-        diagnostics.cross_validated_probe_auc(features, np.ones(n, int))

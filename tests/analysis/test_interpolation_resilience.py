@@ -125,6 +125,13 @@ class EvalSplit:
         self.images = rng.normal(size=(n, 8, 8, 3)).astype(np.float32)
         self.images[..., 0] += self.labels[:, None, None]
         self.task = type("Task", (), {"loss": "softmax", "label_names": ("neg", "pos")})
+        self.name = "eval"
+
+    def __len__(self):
+        return len(self.labels)
+
+    def example_ids(self):
+        return [f"eval/{i}" for i in range(len(self))]
 
     def batches(self, batch_size, *, mesh):
         n, sharding = len(self.labels), NamedSharding(mesh, P("data"))
@@ -152,7 +159,7 @@ def tiny_setup():
 
     def evaluate(variables):
         state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], None)
-        out = trainer.evaluate(eval_step, jax.device_put(state, partition.replicated(mesh)), dataset, 8, mesh)
+        out, _ = trainer.evaluate(eval_step, jax.device_put(state, partition.replicated(mesh)), dataset, 8, mesh)
         return {"loss": out["loss"], "auc": out["auc"]}
 
     bn_batches = [np.random.default_rng(s).normal(size=(16, 8, 8, 3)).astype(np.float32) for s in range(2)]

@@ -1,14 +1,16 @@
 """Layer-wise probes: k-NN against sklearn, AUC 1 on features that are the label, ~0.5 on random features, and a
-real model's pooled features."""
+real model's pooled features; the binary held-out and cross-validated probes against sklearn by hand."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -153,3 +155,66 @@ def test_bad_arguments_are_named():
         probes.extract_features(feature_model, {"shift": 0.0}, [])
     with pytest.raises(ValueError, match="not among"):
         probes.extract_features(feature_model, {"shift": 0.0}, batches_of(images, labels, masks, 4), layers=["x"])
+
+
+# ---------------------------------------------------------------- binary probes on arrays
+
+
+def test_pooled_features_averages_space_and_concatenates_batches():
+    def apply_fn(variables, x):
+        return None, {"conv": x * variables, "vector": x.sum(axis=(1, 2))}
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(4, 3, 5, 2)).astype(np.float32), rng.normal(size=(2, 3, 5, 2)).astype(np.float32)]
+    pooled = probes.pooled_features(apply_fn, 2.0, batches)
+    images = np.concatenate(batches)
+    chex.assert_trees_all_close(pooled["conv"], 2.0 * images.mean(axis=(1, 2)), rtol=1e-5)
+    chex.assert_trees_all_close(pooled["vector"], images.sum(axis=(1, 2)), rtol=1e-5)
+    assert list(probes.pooled_features(apply_fn, 2.0, batches, layers=["vector"])) == ["vector"]
+
+
+def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
+    rng = np.random.default_rng(0)
+    n = 600
+    y_train, y_eval = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    noise_train, noise_eval = rng.normal(size=(n, 8)), rng.normal(size=(n, 8))
+    informative = probes.linear_probe_auc(
+        np.c_[y_train[:, None] + 0.1 * noise_train[:, :1], noise_train[:, 1:]],
+        y_train,
+        np.c_[y_eval[:, None] + 0.1 * noise_eval[:, :1], noise_eval[:, 1:]],
+        y_eval,
+    )
+    assert informative == 1.0
+    chance = probes.linear_probe_auc(noise_train, y_train, noise_eval, y_eval)
+    n1 = y_eval.sum()
+    n0 = n - n1
+    null_sd = np.sqrt((n0 + n1 + 1) / (12 * n0 * n1))  # Mann-Whitney AUC under no signal
+    assert abs(chance - 0.5) < 3 * null_sd
+    blocks = probes.linear_probe_auc_per_layer(
+        {"a": noise_train, "b": y_train[:, None] + 0.1 * noise_train}, y_train,
+        {"a": noise_eval, "b": y_eval[:, None] + 0.1 * noise_eval}, y_eval,
+    )  # fmt: skip
+    assert blocks["b"] == 1.0 and abs(blocks["a"] - 0.5) < 3 * null_sd
+    with pytest.raises(ValueError, match="both classes"):
+        probes.linear_probe_auc(noise_train, np.zeros(n), noise_eval, y_eval)
+    with pytest.raises(ValueError, match="different layers"):
+        probes.linear_probe_auc_per_layer({"a": noise_train}, y_train, {"b": noise_eval}, y_eval)
+
+
+def test_cross_validated_probe_scores_every_example_out_of_fold():
+    rng = np.random.default_rng(1)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    features = np.c_[labels + rng.normal(0, 1.5, n), rng.normal(size=(n, 5))]
+    scores = np.empty(n)  # the same probe, fold by fold, by hand
+    for train, held_out in StratifiedKFold(5, shuffle=True, random_state=3).split(features, labels):
+        scaler = StandardScaler().fit(features[train])
+        probe = LogisticRegression(max_iter=5000).fit(scaler.transform(features[train]), labels[train])
+        scores[held_out] = probe.decision_function(scaler.transform(features[held_out]))
+    got = probes.cross_validated_probe_auc(features, labels, folds=5, seed=3)
+    assert got == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    # one informative feature at d' = 1 / 1.5: AUC = Phi(0.667 / sqrt 2) = 0.68, standard error ~0.026 at n = 400
+    assert abs(got - 0.68) < 0.08
+    assert probes.cross_validated_probe_auc(np.c_[labels + 0.01 * rng.normal(size=n)], labels) == 1.0
+    with pytest.raises(ValueError, match="both classes"):
+        probes.cross_validated_probe_auc(features, np.ones(n, int))

@@ -7,7 +7,7 @@ import pytest
 import scipy.optimize
 import scipy.stats
 
-from transfusion_jax.analysis import reuse
+from transfusion_jax.analysis import reuse, stats
 
 WT = [0.90, 0.91, 0.895, 0.905, 0.92]
 ST = [0.86, 0.88, 0.855, 0.87, 0.875]
@@ -30,6 +30,9 @@ def test_paired_fieller_is_the_inverted_one_sample_t_test():
     gain = scipy.stats.ttest_1samp(db, 0.0).confidence_interval(0.95)
     np.testing.assert_allclose(out["gain"]["ci"], [gain.low, gain.high], rtol=1e-10)
     assert out["gain"]["estimate"] == pytest.approx(db.mean()) and out["gain"]["df"] == 4
+    # ... and it is the same computation as the effects' t interval over seed pairs (analysis.stats)
+    same = stats.t_interval(db)
+    np.testing.assert_allclose(out["gain"]["ci"], [same.low, same.high], rtol=1e-12)
 
 
 def test_unpaired_fieller_endpoints_have_the_contrast_at_the_t_quantile():

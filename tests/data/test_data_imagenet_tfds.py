@@ -138,5 +138,5 @@ def test_imagenet_config_defaults_to_tfds():
     from configs import imagenet
 
     c = imagenet.get_config("cbr_small")
-    assert (c.data.name, c.train_split, c.eval_split) == ("imagenet_tfds", "train", "validation")
+    assert (c.data.name, c.train_split, c.val_split, c.test_split) == ("imagenet_tfds", "train", "validation", "")
     assert imagenet.get_config("cbr_small,local").data.name == "synthetic_source"

@@ -19,6 +19,7 @@ from PIL import Image
 from transfusion_jax.data import (
     BadImageError,
     DatasetFormatError,
+    TooManyBadImagesError,
     build_dataset,
     generate,
     pipeline,
@@ -64,7 +65,17 @@ class IndexSource(readers.Source):
 
 
 def index_dataset(
-    n, *, train, augment=None, sigmoid=False, bad=(), on_bad_image="raise", indices=None, prefetch=2, **kwargs
+    n,
+    *,
+    train,
+    augment=None,
+    sigmoid=False,
+    bad=(),
+    on_bad_image="raise",
+    indices=None,
+    prefetch=2,
+    max_skip=0.5,
+    **kwargs,
 ):
     return pipeline.Dataset(
         IndexSource(n, sigmoid, bad),
@@ -77,6 +88,7 @@ def index_dataset(
         indices=indices,
         num_workers=kwargs.pop("num_workers", 0),
         prefetch=prefetch,
+        max_skip_fraction=max_skip,
         **kwargs,
     )
 
@@ -306,19 +318,38 @@ def test_subsets_are_seeded_and_stratified():
         subsets.select_subset(strata, 101, seed=0, stratified=True)
 
 
-def test_subset_through_config_logs_its_balance(caplog):
+def test_subset_is_for_training_only_and_logs_its_balance(caplog):
     c = make_config("synthetic_retina", subset_size=20, subset_seed=7, **{"synthetic.num_examples": 60})
     with caplog.at_level(logging.INFO):
-        ds = build_dataset(c, "train", train=False)
+        ds = build_dataset(c, "train", train=True)
     full = build_dataset(make_config("synthetic_retina", **{"synthetic.num_examples": 60}), "train", train=False)
     assert len(ds) == 20
     positives = int(full.targets.sum())
     assert int(ds.targets.sum()) in (positives * 20 // 60, -(-positives * 20 // 60))  # proportion kept
     assert ds.class_balance == {"grade < 2": int((ds.targets == 0).sum()), "grade >= 2": int(ds.targets.sum())}
-    assert "class balance" in caplog.text and "subset seed 7" in caplog.text
-    np.testing.assert_array_equal(build_dataset(c, "train", train=False).indices, ds.indices)
-    experiment = ml_collections.ConfigDict({"data": c})  # the experiment config, fields under config.data
-    np.testing.assert_array_equal(build_dataset(experiment, "train", train=False).indices, ds.indices)
+    assert "class balance" in caplog.text and "training subset of seed 7" in caplog.text
+    np.testing.assert_array_equal(build_dataset(c, "train", train=True).indices, ds.indices)
+    experiment = ml_collections.ConfigDict({"data": c, "seed": 0})  # the experiment config, fields under config.data
+    np.testing.assert_array_equal(build_dataset(experiment, "train", train=True).indices, ds.indices)
+    # Evaluation always scores the whole split, whatever the training subset.
+    assert len(build_dataset(c, "train", train=False)) == len(build_dataset(c, "test", train=False)) == 60
+
+
+def test_each_seed_draws_its_own_subset_unless_subset_seed_is_fixed():
+    data = make_config("synthetic_retina", subset_size=20, **{"synthetic.num_examples": 60})
+    assert data.subset_seed == -1  # the default follows the run's seed
+
+    def subset(seed, subset_seed=-1):
+        experiment = ml_collections.ConfigDict({"data": data.copy_and_resolve_references(), "seed": seed})
+        experiment.data.subset_seed = subset_seed
+        return build_dataset(experiment, "train", train=True).indices
+
+    strata = build_dataset(data, "train", train=False).source.labels.strata
+    np.testing.assert_array_equal(subset(1), subsets.select_subset(strata, 20, seed=1, stratified=True))
+    assert not np.array_equal(subset(1), subset(2))
+    np.testing.assert_array_equal(subset(1, subset_seed=5), subset(2, subset_seed=5))
+    with pytest.raises(ValueError, match="subset_seed=-1 follows config.seed"):
+        build_dataset(data, "train", train=True)
 
 
 # ------------------------------------------------------------------------------------------------- bad input
@@ -345,7 +376,10 @@ def test_bad_image_raises_or_is_skipped_and_counted(small_kaggle, damage):
     c = make_config("retina_folder", root=small_kaggle)
     with pytest.raises(BadImageError, match=f"{path}: cannot read image.*on_bad_image='skip'"):
         list(build_dataset(c, "train", train=False).batches(8, mesh=mesh()))
-    c.on_bad_image = "skip"
+    c.on_bad_image = "skip"  # 1 bad image of 6 is over the default limit (1 %) ...
+    with pytest.raises(TooManyBadImagesError, match=r"retina_folder/train: 1 of 6 images .*max_skip_fraction=0.01"):
+        list(build_dataset(c, "train", train=False).batches(8, mesh=mesh()))
+    c.max_skip_fraction = 0.2  # ... and within a limit of 20 %
     ds = build_dataset(c, "train", train=False)
     (batch,) = list(ds.batches(8, mesh=mesh()))
     np.testing.assert_array_equal(np.asarray(batch["valid"]), [1, 1, 0, 1, 1, 1, 0, 0])
@@ -358,6 +392,68 @@ def test_bad_image_in_index_source_is_skipped_in_training():
     batch = next(ds.batches(8, mesh=mesh(), seed=0))
     assert sorted(held(batch)) == [-1, 0, 1, 2, 4, 5, 6, 7]
     assert list(ds.bad_images) == ["index/3.jpeg"]
+
+
+def test_check_before_step_one_finds_missing_and_unreadable_images(small_kaggle):
+    c = make_config("retina_folder", root=small_kaggle)
+    build_dataset(c, "train", train=True).check()  # a sound split passes (decoding and resizing one image)
+    os.remove(os.path.join(small_kaggle, "train", "12_right.jpeg"))
+    ds = build_dataset(c, "train", train=False)
+    with pytest.raises(BadImageError, match=r"retina_folder/train: 1 of 6 image files are missing, e.g. \[.*12_right"):
+        ds.check()
+    c.on_bad_image, c.max_skip_fraction = "skip", 0.2
+    ds = build_dataset(c, "train", train=False)
+    ds.check()  # within the limit: counted as skipped, nothing raised
+    assert list(ds.bad_images) == [os.path.join(small_kaggle, "train", "12_right.jpeg")]
+    for name in os.listdir(os.path.join(small_kaggle, "train")):  # every image gone: a run with nothing to learn
+        os.remove(os.path.join(small_kaggle, "train", name))
+    with pytest.raises(TooManyBadImagesError, match="6 of 6 images are missing or unreadable"):
+        build_dataset(c, "train", train=True).check()
+
+
+def test_check_decodes_the_first_image(small_kaggle):
+    _write_csv(os.path.join(small_kaggle, "train", "10_left.jpeg"), "not a jpeg")  # the first row
+    ds = build_dataset(make_config("retina_folder", root=small_kaggle), "train", train=False)
+    with pytest.raises(BadImageError, match="10_left.jpeg: cannot read image"):
+        ds.check()
+
+
+def test_skip_rate_limit_applies_to_training_streams():
+    ds = index_dataset(8, train=True, bad={3, 5}, on_bad_image="skip", max_skip=0.2)
+    with pytest.raises(TooManyBadImagesError, match="2 of 8 images"):
+        next(ds.batches(8, mesh=mesh(), seed=0))
+
+
+def test_image_size_is_validated():
+    for bad in (-5, 2.5, "224"):
+        c = make_config("synthetic_retina")
+        with c.ignore_type():  # as a command-line override may set it
+            c.image_size = bad
+        with pytest.raises(ValueError, match=r"config.data.image_size must be a whole number of pixels >= 0"):
+            build_dataset(c, "train", train=False)
+    assert pipeline.image_size(make_config("chexpert_folder", image_size=0)) == 224
+
+
+def test_flips_follow_the_task(chexpert_root):
+    def flips(name, **fields):
+        ds = build_dataset(make_config(name, **fields), "train", train=True)
+        return ds.transform.augment.hflip, ds.transform.augment.vflip
+
+    assert make_config("chexpert_folder").augment.flips == "auto"
+    assert flips("chexpert_folder", root=chexpert_root) == (False, False)  # a mirrored chest has its heart on the right
+    assert flips("synthetic_retina", **{"synthetic.num_examples": 4}) == (True, False)  # a mirrored eye is an eye
+    assert flips("synthetic_retina", **{"synthetic.num_examples": 4, "augment.flips": "both"}) == (True, True)
+    with pytest.raises(ValueError, match="augment.flips must be 'auto' or one of"):
+        flips("synthetic_retina", **{"synthetic.num_examples": 4, "augment.flips": "diagonal"})
+
+
+def test_example_ids_name_each_example_in_eval_order(small_kaggle):
+    ds = build_dataset(make_config("retina_folder", root=small_kaggle), "train", train=False)
+    assert ds.example_ids() == ds.source.paths and len(set(ds.example_ids())) == 6
+    sub = build_dataset(
+        make_config("retina_folder", root=small_kaggle, subset_size=3, subset_seed=0), "train", train=True
+    )
+    assert sub.example_ids() == [ds.source.paths[i] for i in sub.indices]
 
 
 def test_csv_errors_name_the_file_and_the_problem(small_kaggle, chexpert_root, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -79,6 +80,51 @@ def test_chexpert_slices_split_by_patient(chexpert_root):
     assert head + tail == every and not set(head) & set(tail) and len(head) > 15
 
 
+def test_slices_keep_patients_together_when_the_csv_is_not_grouped(chexpert_root, tmp_path):
+    """A CSV whose rows are not grouped by patient (here shuffled) is still cut between patients: every row of a
+    patient lands on the same side, wherever it is in the file."""
+    shutil.copytree(os.path.join(chexpert_root, "CheXpert-v1.0-small"), tmp_path / "CheXpert-v1.0-small")
+    train_csv = tmp_path / "CheXpert-v1.0-small" / "train.csv"
+    header, *rows = train_csv.read_text().splitlines()
+    order = np.random.default_rng(0).permutation(len(rows))
+    train_csv.write_text("\n".join([header] + [rows[i] for i in order]) + "\n")
+
+    def patients(split):
+        ds = build_dataset(make_config("chexpert_folder", root=str(tmp_path)), split, train=False)
+        return [p.split(os.sep)[-3] for p in ds.source.paths]
+
+    every = patients("train")
+    runs = [p for i, p in enumerate(every) if i == 0 or every[i - 1] != p]  # one entry per run of a patient's rows
+    assert len(runs) > len(set(every))  # some patient's rows are scattered over the file
+    head, tail = patients("train[:50%]"), patients("train[50%:]")
+    assert not set(head) & set(tail)
+    assert sorted(head + tail) == sorted(every) and 0.3 < len(head) / len(every) < 0.7
+
+
+def test_tfds_slices_keep_patients_together(chexpert_root, kaggle_root, tfds_dir):
+    """TFDS stores records in its own (hashed) order; our slices of the CheXpert and DR builders group by the
+    patient in each record's name, so no patient is on both sides of a cut."""
+    head = build_dataset(make_config("chexpert_tfds", data_dir=tfds_dir), "train[:50%]", train=False)
+    tail = build_dataset(make_config("chexpert_tfds", data_dir=tfds_dir), "train[50%:]", train=False)
+    every = build_dataset(make_config("chexpert_tfds", data_dir=tfds_dir), "train", train=False)
+
+    def names(ds):
+        return [ds.source._ds[int(k)]["name"].decode() for k in ds.source._keys]
+
+    patient = lambda name: name.split("/")[-3]  # noqa: E731
+    assert not {patient(n) for n in names(head)} & {patient(n) for n in names(tail)}
+    assert sorted(names(head) + names(tail)) == sorted(names(every))
+    assert len(head) + len(tail) == len(every) and sorted(head.example_ids() + tail.example_ids()) == sorted(
+        every.example_ids()
+    )
+    valid = build_dataset(make_config("chexpert_tfds", data_dir=tfds_dir), "valid", train=False)  # as the folder's
+    assert len(valid) == 9
+    dr = dict(data_dir=tfds_dir, tfds_config="original")
+    eyes = [build_dataset(make_config("retina_tfds", **dr), s, train=False) for s in ("train[:50%]", "train[50%:]")]
+    sides = [{n.split("_")[0] for n in names(ds)} for ds in eyes]
+    assert not sides[0] & sides[1] and sum(map(len, eyes)) == 26
+
+
 def test_chexpert_images_are_gray_replicated_and_resized(chexpert_root):
     ds = build_dataset(make_config("chexpert_folder", root=chexpert_root), "valid", train=False)
     mesh = jax.make_mesh((8,), ("data",))
@@ -130,7 +176,7 @@ def test_tfds_chexpert_prepared_without_tf_matches_folder(chexpert_root, tfds_di
     assert len(ds) == len(folder) and ds.task == folder.task
     by_path = {os.path.relpath(p, chexpert_root): i for i, p in enumerate(folder.source.paths)}
     for i in range(len(ds)):
-        record = ds.source._ds[int(ds.source._keep[i])]
+        record = ds.source._ds[int(ds.source._keys[i])]
         j = by_path[record["name"].decode()]
         np.testing.assert_array_equal(ds.targets[i], folder.targets[j])
         np.testing.assert_array_equal(ds.source.raw[i], folder.source.raw[j])
@@ -192,6 +238,11 @@ def test_generated_source_folder(tmp_path):
     for path, target in zip(ds.source.paths, ds.targets):
         assert f"class_{target:02d}" in path
     assert len(build_dataset(make_config("image_folder", root=str(tmp_path)), "test", train=False)) == 4
+    # A split without some class keeps the class indices of the others (the union of every split's classes).
+    os.makedirs(tmp_path / "val" / "class_02")
+    generate._save(np.zeros((16, 16, 3), np.uint8), str(tmp_path / "val" / "class_02" / "000000.jpeg"))
+    val = build_dataset(make_config("image_folder", root=str(tmp_path)), "val", train=False)
+    assert val.task == ds.task and list(val.targets) == [2]
 
 
 def _local_features(a: np.ndarray) -> np.ndarray:

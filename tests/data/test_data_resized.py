@@ -78,6 +78,19 @@ def test_chexpert_copy_keeps_raw_labels_for_every_uncertainty_policy(chexpert_ro
         build_dataset(make_config("resized", root=out, frontal_only=True), "train", train=False)
 
 
+def test_copy_ids_are_the_originals_so_overlapping_splits_are_seen(chexpert_root, tmp_path):
+    """Example ids of a copy are the original ones in every split: a slice written as its own split still shares its
+    ids with the whole split (what the trainer's preflight compares), and complementary slices share none."""
+    out = str(tmp_path / "copy")
+    cli.main(["resize", out, "--name", "chexpert_folder", "--root", chexpert_root, "--size", "16"]
+             + ["--splits", "train,train[:50%],train[50%:]"])  # fmt: skip
+    ids = {s: build_dataset(make_config("resized", root=out), s, train=False).example_ids() for s in
+           ("train", "train[:50%]", "train[50%:]")}  # fmt: skip
+    original = build_dataset(make_config("chexpert_folder", root=chexpert_root), "train", train=False)
+    assert ids["train"] == [os.path.relpath(p, chexpert_root) for p in original.source.paths]
+    assert set(ids["train[50%:]"]) < set(ids["train"]) and not set(ids["train[:50%]"]) & set(ids["train[50%:]"])
+
+
 def test_classification_copy_keeps_class_names(tmp_path):
     generate.write_source(str(tmp_path / "source"), 12, seed=0, size=20, num_classes=3, num_test=3)
     out = str(tmp_path / "copy")

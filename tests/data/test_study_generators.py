@@ -15,7 +15,7 @@ from PIL import Image
 from scipy.signal import fftconvolve
 from sklearn.metrics import roc_auc_score
 
-from transfusion_jax.analysis import diagnostics
+from transfusion_jax.analysis import probes
 from transfusion_jax.data import __main__ as data_cli
 from transfusion_jax.data import build_dataset, generate, synthetic
 from transfusion_jax.data.preprocess import PRESETS
@@ -75,9 +75,9 @@ def _random_cbr_probe(train, eval_):
     norm = PRESETS["torchvision"]
 
     def pooled(x):
-        return diagnostics.pooled_features(apply, variables, (norm(x[i : i + 200]) for i in range(0, len(x), 200)))
+        return probes.pooled_features(apply, variables, (norm(x[i : i + 200]) for i in range(0, len(x), 200)))
 
-    return diagnostics.frozen_probe_per_block(pooled(x_train), y_train, pooled(x_eval), y_eval)
+    return probes.linear_probe_auc_per_layer(pooled(x_train), y_train, pooled(x_eval), y_eval)
 
 
 def _matched_filter_features(images):
@@ -105,7 +105,7 @@ def test_polarity_needs_learned_features_while_blobs_do_not():
     random_probe = _random_cbr_probe(train, eval_)
     assert max(random_probe.values()) < PROBE_CEILING, random_probe
     matched = _matched_filter_features(train[0]), _matched_filter_features(eval_[0])
-    assert diagnostics.linear_probe_auc(matched[0], train[1], matched[1], eval_[1]) > 0.88
+    assert probes.linear_probe_auc(matched[0], train[1], matched[1], eval_[1]) > 0.88
     blobs = _random_cbr_probe(_render(synthetic.render_retina, 800, 0), _render(synthetic.render_retina, 400, 1))
     assert max(blobs.values()) > 0.9, blobs
 

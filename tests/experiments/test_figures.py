@@ -1,8 +1,7 @@
 """The paper's figures from real runs (experiments.figures) through `python -m transfusion_jax.experiments`, the
 conv1 filter grid, and the Gabor bank picture.
 
-The runs are real trainer workdirs (generated data, a 3-step pretrain, 4-step fine-tunes from random seeds 0 and 1
-and from the pretrained weights), made once per session.
+The runs are real trainer workdirs, made once per session (the `trained` fixture of conftest.py).
 """
 
 import json
@@ -20,37 +19,10 @@ from transfusion_jax import pretrained
 from transfusion_jax.analysis import weights
 from transfusion_jax.analysis.filters import filter_mosaic
 from transfusion_jax.experiments import __main__ as cli
-from transfusion_jax.experiments import figures, quickstart, run_weights, runs
+from transfusion_jax.experiments import figures, run_weights
 from transfusion_jax.surgery.gabor_filters import gabor_bank
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """Three finished workdirs of the real trainer: random seed 0, random seed 1, transfer seed 0."""
-    root = str(tmp_path_factory.mktemp("analysis_runs"))
-    s = quickstart.load_config(
-        mini=True,
-        overrides=[
-            "source_train=32",
-            "source_test=8",
-            "target_train=48",
-            "target_test=32",
-            "pretrain_steps=3",
-            "finetune_steps=4",
-            "eval_every=4",
-            "batch_size=16",
-        ],
-    )
-    paths = quickstart.make_data(root, s)
-    pretrained = f"{root}/runs/pretrain/pretrained.npz"
-    runs.run(quickstart.pretrain_config(paths, s), f"{root}/runs/pretrain")
-    dirs = {}
-    for init, seed in (("random", 0), ("random", 1), ("transfer", 0)):
-        dirs[f"{init}{seed}"] = quickstart.run_dir(root, init, seed)
-        runs.run(quickstart.finetune_config(paths, s, init, seed, pretrained), dirs[f"{init}{seed}"])
-    return dirs
 
 
 SMALL = ["--max-images", "16", "--batch-size", "16"]
@@ -181,6 +153,13 @@ def test_initial_weights_come_from_the_run_not_from_its_config(trained):
     np.testing.assert_array_equal(
         initial["params"]["layer1"]["conv"]["kernel"], source["params"]["layer1"]["conv"]["kernel"]
     )
+
+
+def test_legend_labels_are_the_shortest_distinct_path_suffixes(tmp_path):
+    same_group = [str(tmp_path / "g1/m/random/seed_0"), str(tmp_path / "g1/m/random/seed_1")]
+    assert list(figures.labels(same_group).values()) == ["m/random/seed_0", "m/random/seed_1"]
+    two_groups = [str(tmp_path / "lp/m/transfer/seed_0"), str(tmp_path / "ft/m/transfer/seed_0")]
+    assert list(figures.labels(two_groups).values()) == ["lp/m/transfer/seed_0", "ft/m/transfer/seed_0"]
 
 
 # ---------------------------------------------------------------- filter grids

@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLABS = os.path.join(REPO, "colabs")
-NOTEBOOKS = ("1_performance.ipynb", "2_representations.ipynb", "3_convergence.ipynb")
+NOTEBOOKS = ("1_performance.ipynb", "2_representations.ipynb", "3_convergence.ipynb", "4_beyond_the_paper.ipynb")
 
 
 def test_notebooks_match_their_builder():

@@ -65,13 +65,13 @@ def test_report_numbers_come_from_the_runs(mini):
     report = (workdir / "report.md").read_text()
     for init in ("random", "transfer"):
         summary = json.loads((workdir / "runs" / init / "seed_0" / "summary.json").read_text())
-        final = summary["final_eval"]["auc"]
+        final, selected = summary["test"]["final"]["auc"], summary["test"]["selected"]["auc"]
         row = next(line for line in report.splitlines() if line.startswith(f"| {init} | 1 |"))
-        assert f"| {final:.3f} |" in row
-        metrics = [
-            json.loads(line) for line in (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text().splitlines()
-        ]
-        assert [m["step"] for m in metrics if m["split"] == "eval"] == [10, 20]
+        assert f"| {final:.3f} | {selected:.3f} |" in row  # final test AUC, test AUC at the validation-selected step
+        lines = (workdir / "runs" / init / "seed_0" / "metrics.jsonl").read_text().splitlines()
+        metrics = [json.loads(line) for line in lines]
+        assert [m["step"] for m in metrics if m["split"] == "test"] == [10, 20]
+        assert [m["step"] for m in metrics if m["split"] == "val"] == [10, 20]
     analysis = json.loads((workdir / "analysis" / "analysis.json").read_text())
     scores = [analysis["to_init"][init][0][layer] for init in ("random", "transfer") for layer in analysis["layers"]]
     assert all(0.0 <= s <= 1.0 + 1e-6 for s in scores)

@@ -11,21 +11,24 @@ from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
 
 
-def _write(root, group, model, init, seed, auc, steps=None, extra=None):
+def _write(root, group, model, init, seed, auc, steps=None, extra=None, selected_auc=None, relative_steps=50):
+    """A finished run's summary.json as the trainer writes it (test AUC at the final and the selected step)."""
     workdir = runs.RunSpec(group, model, init, seed).workdir(str(root))
     os.makedirs(workdir)
-    final = {"step": 100, "split": "eval", "auc": auc, **(extra or {})}
+    final = {"step": 100, "auc": auc, **(extra or {})}
+    selected = {"step": 90, "auc": auc + 0.001 if selected_auc is None else selected_auc, **(extra or {})}
+    summary = {
+        "final_step": 100,
+        "eval_every_steps": 10,
+        "selected_step": 90,
+        "auc_threshold": 0.91,
+        "relative_threshold": 0.95,
+        "val": {"final": {"step": 100, "auc": 0.9}, "steps_to_relative_threshold": relative_steps},
+        "test": {"final": final, "selected": selected, "steps_to_threshold": steps},
+    }
     with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
-        json.dump(
-            {
-                "final_eval": final,
-                "best_auc": auc + 0.001,
-                "best_step": 90,
-                "auc_threshold": 0.91,
-                "steps_to_threshold": steps,
-            },
-            f,
-        )
+        json.dump(summary, f)
+    return workdir
 
 
 def test_mean_and_sample_std_match_statistics_module(tmp_path):
@@ -43,6 +46,9 @@ def test_mean_and_sample_std_match_statistics_module(tmp_path):
     text = report.render(str(tmp_path))
     expected = f"{100 * statistics.mean(aucs):.2f} ± {100 * statistics.stdev(aucs):.2f}"
     assert expected in text
+    selected = [a + 0.001 for a in aucs]  # the test AUC at the validation-selected step, its own column
+    assert f"{100 * statistics.mean(selected):.2f} ± {100 * statistics.stdev(selected):.2f}" in text
+    assert not [line for line in text.splitlines() if line.startswith("|") and "best" in line.lower()]
     # CBR-Small's Table 1 numbers are recollections: shown, with their tag and a '?'
     assert paper_numbers.TABLE1[("cbr_small", "random")].format(1) + " [S]" in text
     assert "(?)" in text

@@ -22,7 +22,11 @@ class FakeTrainer:
         self.calls.append((config, workdir))
         if self.fail_on and self.fail_on in workdir:
             raise RuntimeError("boom")
-        summary = {"final_eval": {"auc": 0.9}, "best_auc": 0.9, "auc_threshold": 0.91, "steps_to_threshold": None}
+        summary = {
+            "selected_step": 5,
+            "auc_threshold": 0.91,
+            "test": {"final": {"auc": 0.9}, "selected": {"auc": 0.9}, "steps_to_threshold": None},
+        }
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
             json.dump(summary, f)
@@ -118,9 +122,9 @@ def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "[1/1] retina cbr_small random seed 0: training" in out and "final AUC" in out
+    assert "[1/1] retina cbr_small random seed 0: training" in out and "test AUC final" in out
     summary = json.load(open(os.path.join(str(tmp_path), "retina", "cbr_small", "random", "seed_0", runs.SUMMARY)))
-    assert summary["final_eval"]["step"] == 10
+    assert summary["test"]["final"]["step"] == 10
     assert cli.main(argv) == 0
     assert "finished before, skipping" in capsys.readouterr().out
     assert cli.main(["report", str(tmp_path)]) == 0

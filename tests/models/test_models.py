@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from transfusion_jax.models import AUX_OUTPUT, HEAD_NAMES, MODEL_NAMES, block_names, feature_names, get_model
+from transfusion_jax.models import (
+    AUX_OUTPUT,
+    HEAD_NAMES,
+    MODEL_NAMES,
+    block_names,
+    feature_names,
+    fits_input,
+    get_model,
+    min_input_size,
+)
 
 
 def init_shapes(model, size, batch=1):
@@ -212,6 +221,58 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     logits, feats = model.apply(variables, x, train=False)
     assert logits.dtype == jnp.float32
     assert feats["layer1"].dtype == jnp.bfloat16
+
+
+def test_bfloat16_body_has_a_float32_head():
+    """Under bf16 compute the head still runs in float32: its logits equal a float64 matmul of the (bf16) pooled
+    features with the float32 kernel and a bias that bf16 cannot represent, to float32 precision."""
+    model = get_model("cbr_small", 2, dtype=jnp.bfloat16, widths=(4, 8))
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    params = dict(variables["params"])
+    rng = np.random.default_rng(0)
+    params["head"] = {
+        "kernel": jnp.asarray(rng.normal(size=(8, 2)) * 1e-3, jnp.float32),
+        "bias": jnp.asarray([1.0 + 2**-12, -3.0 - 2**-11], jnp.float32),  # 8 mantissa bits cannot hold these
+    }
+    logits, feats = model.apply({**variables, "params": params}, x, train=False)
+    features = np.asarray(feats["pre_logits"], np.float64)
+    expected = features @ np.asarray(params["head"]["kernel"], np.float64) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(logits, np.float64), expected, rtol=1e-6, atol=0)
+    rounded = np.asarray(jnp.asarray(logits).astype(jnp.bfloat16).astype(jnp.float32))
+    assert np.all(rounded != np.asarray(logits)), "logits must carry more precision than bf16"
+
+
+def cbr_min_size(num_pools: int, pool_padding: str) -> int:
+    """Invert n -> (n - 3) // 2 + 1 (VALID 3x3/2 pool) num_pools times from a 1x1 map; SAME pools never shrink to 0."""
+    if pool_padding == "SAME":
+        return 1
+    n = 1
+    for _ in range(num_pools):
+        n = 2 * (n - 1) + 3
+    return n
+
+
+@pytest.mark.parametrize(
+    "name,overrides,num_pools",
+    [
+        ("cbr_small", {}, 4),
+        ("cbr_larget", {}, 4),  # 5 layers, no pool after the last
+        ("cbr_tiny", {"widths": (4, 8)}, 2),
+        ("cbr_small", {"widths": (4, 8, 8), "pool_padding": "SAME"}, 3),
+    ],
+)
+def test_min_input_size_of_cbrs_matches_pool_arithmetic(name, overrides, num_pools):
+    expected = cbr_min_size(num_pools, overrides.get("pool_padding", "VALID"))
+    assert min_input_size(name, **overrides) == expected
+
+
+@pytest.mark.parametrize("name,weights", [("inception_v3", "Inception_V3_Weights"), ("resnet50", "ResNet50_Weights")])
+def test_min_input_size_matches_torchvision_metadata(name, weights):
+    torchvision = pytest.importorskip("torchvision")
+    smallest = getattr(torchvision.models, weights).IMAGENET1K_V1.meta["min_size"][0]  # 75 and 1
+    assert fits_input(name, smallest)
+    assert smallest == 1 or not fits_input(name, smallest - 1)
 
 
 def test_errors_name_the_culprit():

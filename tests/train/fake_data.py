@@ -22,11 +22,24 @@ class FakeDataset:
 
     softmax: labels int [n] in 0..num_outputs-1. sigmoid: labels float [n, C], with `label_mask` zeroing a fixed
     pattern of entries. `nan_at_step`: the train batch of that step holds NaN pixels (to test the NaN stop).
+    `learnable=False` shuffles the labels after drawing the images, so no model can score above chance on them.
     """
 
-    def __init__(self, n, size=8, loss="softmax", num_outputs=2, train=True, seed=0, nan_at_step=None):
+    def __init__(
+        self,
+        n,
+        size=8,
+        loss="softmax",
+        num_outputs=2,
+        train=True,
+        seed=0,
+        nan_at_step=None,
+        name="fake",
+        learnable=True,
+    ):
         rng = np.random.default_rng(seed)
-        self.train, self.nan_at_step = train, nan_at_step
+        self.train, self.nan_at_step, self.name = train, nan_at_step, name
+        self.bad_images = {}
         self.task = Task("fake", tuple(f"c{i}" for i in range(num_outputs)), num_outputs, loss)
         self.images = rng.normal(size=(n, size, size, 3)).astype(np.float32)
         if loss == "softmax":
@@ -39,9 +52,21 @@ class FakeDataset:
             for c in range(min(num_outputs, 3)):
                 self.images[..., c] += 1.5 * self.labels[:, c, None, None]
             self.masks = (rng.uniform(size=(n, num_outputs)) < 0.8).astype(np.float32)
+        if not learnable:
+            self.labels = self.labels[rng.permutation(n)]
 
     def __len__(self):
         return len(self.images)
+
+    @property
+    def targets(self):
+        return self.labels
+
+    def example_ids(self):
+        return [f"{self.name}/{i}" for i in range(len(self))]
+
+    def check(self):
+        """Nothing on disk to check."""
 
     def _batch(self, rows, valid, sharding):
         batch = {
@@ -72,19 +97,29 @@ class FakeDataset:
             step += 1
 
 
+SPLITS = ("train", "validation", "test")  # the splits tiny_config's runs build
+
+
 def route_build_dataset(monkeypatch, kwargs: dict | None = None):
-    """Makes the trainer's build_dataset return FakeDatasets: 64 training and 40 evaluation examples of 8 px, with
-    the extra FakeDataset `kwargs` as they are when the trainer builds them."""
+    """Makes the trainer's build_dataset return FakeDatasets: 64 training and 40 evaluation examples of 8 px, each
+    split its own draw (seed: its index in SPLITS) named after the split, so no example id is in two splits.
+    `kwargs`, read when the trainer builds the datasets: a split's name as key holds that split's own extra
+    FakeDataset kwargs, every other key applies to all splits."""
     from transfusion_jax.train import trainer  # noqa: PLC0415
 
+    kwargs = {} if kwargs is None else kwargs
+
     def build(config, split, *, train):
-        return FakeDataset(64 if train else 40, size=8, train=train, seed=0 if train else 1, **(kwargs or {}))
+        common = {k: v for k, v in kwargs.items() if k not in SPLITS}
+        own = {"seed": SPLITS.index(split), "name": split, **common, **kwargs.get(split, {})}
+        return FakeDataset(64 if train else 40, size=8, train=train, **own)
 
     monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
 
 
 def tiny_config(**changes):
-    """A CBR of widths (4, 8) on FakeDataset: 40 steps of batch 16, eval every 5, checkpoints every 20."""
+    """A CBR of widths (4, 8) on FakeDataset (splits train / validation / test): 40 steps of batch 16, eval every 5,
+    checkpoints every 20."""
     from transfusion_jax.train import config_lib  # noqa: PLC0415
 
     c = config_lib.base_config()
@@ -97,5 +132,6 @@ def tiny_config(**changes):
     c.checkpoint_every_steps = 20
     c.progress_bar = False
     c.auc_threshold = 0.8
+    c.data.image_size = 8  # what FakeDataset makes
     c.update(changes)
     return c

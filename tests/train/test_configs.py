@@ -11,7 +11,7 @@ import pytest
 
 from transfusion_jax import data as data_lib
 from transfusion_jax import models, pretrained, surgery
-from transfusion_jax.train import partition, steps, trainer
+from transfusion_jax.train import partition, preflight, steps, trainer
 from transfusion_jax.train import state as state_lib
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -30,9 +30,9 @@ def _second_block(model):
 
 
 ARGS = (
-    [("retina", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer")]
+    [("retina", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
     + [("chexpert", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
-    + [("retina_small", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer")]
+    + [("retina_small", f"{m},{i}") for m in PAPER_MODELS for i in ("random", "transfer", "mean_var")]
     + [("hybrid", f"{m},{i}") for m in PAPER_MODELS for i in ("mean_var", "gabor", "random", "transfer")]
     + [("hybrid", f"{m},transfusion:{_second_block(m)}") for m in PAPER_MODELS]
     + [("hybrid", "resnet50,slim")]
@@ -71,6 +71,13 @@ def test_config_loads_with_paper_recipe_and_valid_init(name, arg):
     local = module.get_config(arg + ",local")
     assert local.runlocal and local.num_train_steps <= 50 and local.data.name in data_lib.DATASET_NAMES
     assert local.model.name == c.model.name and local.init == c.init and local.optimizer.name == c.optimizer.name
+    for config in (c, local):  # selection never on the test split: train, validation, test all differ
+        preflight.check_splits(config)
+        assert config.val_split and "eval_split" not in config
+    if name == "chexpert":  # the official valid set is the test set; validation is a patient slice of train
+        assert (c.train_split, c.val_split, c.test_split) == ("train[:95%]", "train[95%:]", "valid")
+    elif name != "imagenet":
+        assert (c.val_split, c.test_split) == ("validation", "test")  # Kaggle Public / Private
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,7 @@ def test_bad_arg_is_named():
 @functools.cache
 def _task(name, arg):
     c = _load(name).get_config(arg + ",local")
-    return c, data_lib.build_dataset(c, c.eval_split, train=False).task
+    return c, data_lib.build_dataset(c, c.val_split, train=False).task
 
 
 @pytest.mark.parametrize(
@@ -151,6 +158,7 @@ def test_chexpert_local_trains_end_to_end(tmp_path):
     c = c.copy_and_resolve_references()
     c.num_train_steps, c.eval_every_steps, c.progress_bar = 2, 2, False
     summary = trainer.train_and_evaluate(c, str(tmp_path))
-    final = summary["final_eval"]
-    assert final["num_examples"] == 24
+    final = summary["test"]["final"]
+    assert final["num_examples"] == 24  # the generated valid.csv: the test split
     assert {f"auc/{p}" for p in data_lib.CHEXPERT_PATHOLOGIES} <= set(final)
+    assert summary["val"]["final"]["num_examples"] == 16  # the last quarter of the 64 training rows (patient cut)

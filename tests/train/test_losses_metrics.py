@@ -95,13 +95,15 @@ def test_accuracy_and_top5():
     assert out["top5_accuracy"] == pytest.approx(np.mean([labels[i] in ranks[i] for i in range(4)]))
 
 
-def test_first_step_reaching_threshold():
+def test_first_step_above_threshold_is_strict():
     records = [
-        {"step": 3003, "split": "eval", "auc": 0.95},
-        {"step": 1001, "split": "eval", "auc": 0.5},
-        {"step": 2002, "split": "eval", "auc": 0.91},
-        {"step": 2002, "split": "train", "loss": 0.1},
-        {"step": 500, "split": "eval", "auc": "nan"},
+        {"step": 4004, "auc": 0.95},
+        {"step": 1001, "auc": 0.5},
+        {"step": 3003, "auc": 0.9100001},
+        {"step": 2002, "auc": 0.91},  # equal is not above: the paper counts "AUC > 0.91"
+        {"step": 500, "auc": None},  # strict JSON writes a NaN AUC as null
+        {"step": 400, "auc": "nan"},  # what older metrics.jsonl files hold
     ]
-    assert metrics.first_step_reaching(records, "auc", 0.91) == 2002
-    assert metrics.first_step_reaching(records, "auc", 0.99) is None
+    assert metrics.first_step_above(records, "auc", 0.91) == 3003
+    assert metrics.first_step_above(records, "auc", 0.4) == 1001
+    assert metrics.first_step_above(records, "auc", 0.99) is None

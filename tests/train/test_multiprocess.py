@@ -24,7 +24,7 @@ from conftest import CACHE_DIR
 from tb_events import scalars
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STEPS, BATCH = 20, 8  # the local config's: 20 steps of global batch 8, 64 train and 64 test examples
+STEPS, BATCH = 20, 8  # the local config's: 20 steps of global batch 8, 64 train, validation and test examples
 ARGS = [
     "--config=configs/retina.py:cbr_small,random,local",
     "--config.progress_bar=False",
@@ -133,12 +133,13 @@ def _without_timing(records):
 
 
 def _loads(path):
-    """{source seed: [example index, ...] in decoding order} from a LOAD_LOG file."""
+    """{source seed: [example index, ...] in decoding order} from a LOAD_LOG file, without each source's first load:
+    before step 1 every process decodes one example of every split it will use (the preflight check)."""
     by_source = {}
     with open(path) as f:
         for seed, index in map(json.loads, f):
             by_source.setdefault(seed, []).append(index)
-    return by_source
+    return {seed: order[1:] for seed, order in by_source.items()}
 
 
 def test_two_processes_match_one_and_survive_sigkill(tmp_path, jobs):
@@ -173,18 +174,18 @@ def test_two_processes_match_one_and_survive_sigkill(tmp_path, jobs):
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    pair_evals = [r for r in _records(pair) if r["split"] == "eval"]
-    single_evals = [r for r in _records(single) if r["split"] == "eval"]
-    assert [(r["step"], r["num_examples"], r["auc"]) for r in pair_evals] == [
-        (r["step"], r["num_examples"], r["auc"]) for r in single_evals
+    pair_evals = [r for r in _records(pair) if r["split"] in ("val", "test")]
+    single_evals = [r for r in _records(single) if r["split"] in ("val", "test")]
+    assert [(r["step"], r["split"], r["num_examples"], r["auc"]) for r in pair_evals] == [
+        (r["step"], r["split"], r["num_examples"], r["auc"]) for r in single_evals
     ]
-    assert [r["num_examples"] for r in pair_evals] == [64.0] * 4
+    assert [r["num_examples"] for r in pair_evals] == [64.0] * 8
     assert os.listdir(pair / "checkpoints" / "best") == os.listdir(single / "checkpoints" / "best")
 
     # Each process decodes exactly its half of every global batch, train and eval: together, what one process does.
     single_loads = _loads(jobs.log_dir / "single.loads")
     share0, share1 = _loads(jobs.log_dir / "pair.0.loads"), _loads(jobs.log_dir / "pair.1.loads")
-    assert len(single_loads) == 2  # the train and the test source
+    assert len(single_loads) == 3  # the train, validation and test sources
     for seed, order in single_loads.items():
         batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
         halves = lambda share: [share[seed][i : i + BATCH // 2] for i in range(0, len(share[seed]), BATCH // 2)]  # noqa: E731
@@ -193,7 +194,7 @@ def test_two_processes_match_one_and_survive_sigkill(tmp_path, jobs):
 
     # One writer: each (step, split) once in metrics.jsonl, each (tag, step) once in one TensorBoard event file.
     keys = [(r["step"], r["split"]) for r in _records(pair)]
-    assert len(keys) == len(set(keys)) == 2 * STEPS // 5  # train and eval records every 5 steps
+    assert len(keys) == len(set(keys)) == 3 * STEPS // 5  # train, val and test records every 5 steps
     events = scalars(pair / "tensorboard")
     assert len({name for name, *_ in events}) == 1
     assert len(events) == len({(tag, step) for _, tag, step, _ in events})
@@ -204,8 +205,9 @@ def test_two_processes_match_one_and_survive_sigkill(tmp_path, jobs):
     resume_step = int(restart.group(1))
     # What used to hang: after a restart only process 0 knew the best so far, so at the next evaluation that was
     # not a new best, process 1 alone started the collective best save.
-    best_before = max(r["auc"] for r in pair_evals if r["step"] <= resume_step)
-    assert next(r["auc"] for r in pair_evals if r["step"] > resume_step) <= best_before
+    pair_val = [r for r in pair_evals if r["split"] == "val"]
+    best_before = max(r["auc"] for r in pair_val if r["step"] <= resume_step)
+    assert next(r["auc"] for r in pair_val if r["step"] > resume_step) <= best_before
     for a, b in zip(
         jax.tree_util.tree_leaves(_restore_on_one_device(pair)),
         jax.tree_util.tree_leaves(_restore_on_one_device(killed)),

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from fake_data import FakeDataset
+from fake_data import FakeDataset, route_build_dataset
 
 from transfusion_jax import models
 from transfusion_jax.train import config_lib, losses, partition, protocols, steps, trainer
@@ -183,17 +183,14 @@ def test_eval_mode_refuses_a_batchnorm_it_cannot_switch():
 
 @pytest.fixture
 def fake_data(monkeypatch):
-    monkeypatch.setattr(
-        trainer.data_lib,
-        "build_dataset",
-        lambda config, split, *, train: FakeDataset(64 if train else 24, size=8, train=train, seed=0 if train else 1),
-    )
+    route_build_dataset(monkeypatch)
 
 
 def _lp_ft_config():
     c = _config("lp_ft", probe_steps=6)
     c.update(batch_size=16, num_train_steps=12, log_every_steps=4, eval_every_steps=4, checkpoint_every_steps=4)
     c.update(keep_checkpoints=10, progress_bar=False, auc_threshold=0.8)
+    c.data.image_size = 8  # what FakeDataset makes
     c.optimizer.learning_rate = 0.01
     return c
 

@@ -196,12 +196,14 @@ def test_eval_counts_every_example_once_on_odd_sizes():
         model = models.get_model("cbr_small", ds.task.num_outputs, widths=(4, 8))
         state, _, _ = state_lib.create_train_state(config, model, jax.random.key(1), jnp.zeros((1, 8, 8, 3)))
         state = jax.device_put(state, partition.replicated(mesh))
-        out = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh, calibration_bins=4)
+        out, outputs = trainer.evaluate(steps.make_eval_step(model, loss, mesh), state, ds, 8, mesh, calibration_bins=4)
         logits = np.asarray(
             model.apply({"params": state.params, "batch_stats": state.batch_stats}, ds.images, train=False)[0],
             np.float64,
         )
         assert out["num_examples"] == 13
+        np.testing.assert_array_equal(outputs["label"], ds.labels)  # the per-example outputs, in example order
+        assert list(outputs["id"]) == ds.example_ids() and outputs["scores"].shape == (13, ds.task.num_outputs)
         if loss == "softmax":
             p = np.exp(logits - logits.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)

@@ -15,7 +15,7 @@ def _write_run(workdir, start_step, steps, value):
     for step in steps:
         writer.write(step, "train", {"loss": value + step, "grade >= 2": float("nan")})
         if step % 10 == 0:
-            writer.write(step, "eval", {"auc": value})
+            writer.write(step, "val", {"auc": value})
     writer.close()
 
 
@@ -46,10 +46,10 @@ def test_restart_keeps_records_up_to_the_restored_step_and_tensorboard_once_each
     for r in records:
         if r["split"] == "train":
             assert by_point[("train/loss", r["step"])] == pytest.approx(r["loss"])
-            assert math.isnan(by_point[("train/grade_2", r["step"])])  # tag sanitised, NaN kept
-            assert r["grade >= 2"] == "nan"
+            assert math.isnan(by_point[("train/grade_2", r["step"])])  # tag sanitised, NaN kept (also on rebuild)
+            assert r["grade >= 2"] is None  # standard JSON has no NaN: an undefined metric is null
         else:
-            assert by_point[("eval/auc", r["step"])] == pytest.approx(r["auc"])
+            assert by_point[("val/auc", r["step"])] == pytest.approx(r["auc"])
     expected_points = {(f"{r['split']}/{k}", r["step"]) for r in records for k in r if k not in ("step", "split")}
     assert set(by_point) == {(tag.replace("grade >= 2", "grade_2"), step) for tag, step in expected_points}
 
@@ -64,8 +64,8 @@ def test_only_the_enabled_writer_touches_files(tmp_path):
 
 def test_records_round_trip_as_json(tmp_path):
     writer = MetricWriter(tmp_path, start_step=0)
-    writer.write(3, "eval", {"auc": 0.75, "loss": float("inf")})
+    writer.write(3, "val", {"auc": 0.75, "loss": float("inf")})
     writer.close()
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
-        {"step": 3, "split": "eval", "auc": 0.75, "loss": "inf"}
+        {"step": 3, "split": "val", "auc": 0.75, "loss": None}
     ]

@@ -66,7 +66,8 @@ def _load(path: Path, parser: argparse.ArgumentParser) -> np.ndarray:
 
 def _options(args, parser) -> dict:
     given = {"keep": args.keep is not None, "debiased": args.debiased, "epsilon": args.epsilon is not None}
-    allowed = {"cca": {"epsilon"}, "pwcca": {"epsilon"}, "svcca": {"keep"}, "cka": {"debiased"}}[args.method]
+    options_of = {"cca": {"epsilon"}, "pwcca": {"epsilon"}, "svcca": {"keep"}, "cka": {"debiased"}, "procrustes": set()}
+    allowed = options_of[args.method]
     wrong = [name for name, on in given.items() if on and name not in allowed]
     if wrong:
         parser.error(f"--{wrong[0]} does not apply to --method {args.method}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from transfusion_jax.analysis import moments, similarity
 from transfusion_jax.models.layers import global_avg_pool
@@ -144,6 +145,41 @@ def collect_pair_moments(
         if batch is None:
             return dict(zip(pairs, accs))
         images, index = _images(batch), index + 1
+
+
+def collect_pair_rows(
+    model_a: Model,
+    model_b: Model,
+    batches: Iterable,
+    layers: Sequence[str],
+    reduction: Reduction = Reduction(),
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (rows of a, rows of b)} as float32 host arrays: the same datapoints `collect_pair_moments` streams
+    (same reduction, same positions for both models), kept whole for measures that need the arrays themselves (the
+    sanity checks remove principal components). Memory grows with the images: use it on a bounded set."""
+    key0 = jax.random.key(reduction.seed)
+
+    @jax.jit
+    def step(variables_a, variables_b, images, index):
+        key = jax.random.fold_in(key0, index)
+        rows_a = _layer_rows((model_a[0], variables_a), images, reduction, key)
+        rows_b = _layer_rows((model_b[0], variables_b), images, reduction, key)
+        return {name: (rows_a[name], rows_b[name]) for name in layers}
+
+    parts: dict[str, tuple[list, list]] = {name: ([], []) for name in layers}
+    for index, batch in enumerate(batches):
+        images = _images(batch)
+        if index == 0:
+            shapes = jax.eval_shape(lambda im: _layer_rows(model_a, im, reduction, key0), images)
+            missing = [name for name in layers if name not in shapes]
+            if missing:
+                raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
+        for name, (ra, rb) in jax.device_get(step(model_a[1], model_b[1], images, index)).items():
+            parts[name][0].append(np.asarray(ra, np.float32))
+            parts[name][1].append(np.asarray(rb, np.float32))
+    if not layers or not parts[layers[0]][0]:
+        raise ValueError("batches is empty (or no layers given): nothing to collect")
+    return {name: (np.concatenate(a), np.concatenate(b)) for name, (a, b) in parts.items()}
 
 
 def compare_models(

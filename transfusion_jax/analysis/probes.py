@@ -12,6 +12,11 @@ softmax task, one-vs-rest per class of a multi-class one, per label over known l
 Conv maps [N, H, W, C] are global-average-pooled to [N, C] first: a probe per block then sees C features whatever
 the input size, the representation the head itself reads at the top; spatial layout is not probed.
 
+For a binary target held as plain arrays (the study's diagnostics: what frozen random features already know),
+`pooled_features` + `linear_probe_auc` (held-out images) or `cross_validated_probe_auc` (out-of-fold predictions of
+stratified k-fold cross-validation within one split: no validation or test image needed, every image scored once)
+run the same linear probe.
+
 A model is `(apply_fn, variables)` with `apply_fn(variables, images) -> (logits, features)` (for our models
 `functools.partial(model.apply, train=False)`: frozen means eval mode, BN with its running statistics). Batches are
 the data contract's dicts (image, label, label_mask, valid); rows with valid=False (eval padding, skipped images) are
@@ -21,13 +26,15 @@ dropped. Pass finite iterables, e.g. a train split built with train=False (every
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -35,6 +42,7 @@ from transfusion_jax.train import metrics as metrics_lib
 
 PROBES = ("knn", "linear")
 DEFAULT_K = 20
+DEFAULT_MAX_ITER = 5000  # lbfgs stops at convergence; the cap only guards against a non-converging fit
 
 
 def _pooled(features: dict[str, jax.Array]) -> OrderedDict[str, jax.Array]:
@@ -50,21 +58,47 @@ def _pooled(features: dict[str, jax.Array]) -> OrderedDict[str, jax.Array]:
     return out
 
 
-def extract_features(
-    apply_fn: Callable, variables: Any, batches: Iterable[dict], layers: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """{'features': {layer: float32 [N, C]}, 'label', 'label_mask'} over the valid rows of `batches`."""
+def _pooled_rows(
+    apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None
+) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+    """(batch, {layer: float32 [valid rows, C]}) per batch; a batch is an image array or a data-contract dict."""
     pooled = jax.jit(lambda v, images: _pooled(apply_fn(v, images)[1]))
-    parts: dict[str, list] = {"label": [], "label_mask": []}
-    feats: dict[str, list] = {}
     for batch in batches:
-        valid = np.asarray(batch["valid"]).astype(bool)
-        out = jax.device_get(pooled(variables, batch["image"]))
+        images = batch["image"] if isinstance(batch, Mapping) else batch
+        valid = np.asarray(batch["valid"]).astype(bool) if isinstance(batch, Mapping) else slice(None)
+        out = jax.device_get(pooled(variables, images))
         names = list(out) if layers is None else list(layers)
         for name in names:
             if name not in out:
                 raise ValueError(f"layer {name!r} is not among the model's features {list(out)}")
-            feats.setdefault(name, []).append(np.asarray(out[name])[valid])
+        yield batch, {name: np.asarray(out[name])[valid] for name in names}
+
+
+def pooled_features(
+    apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """{layer: float32 [N, C]} global-average-pooled features of every image in `batches` (image arrays [B, H, W, 3]
+    normalised as the model expects, or data-contract dicts whose valid=False rows are dropped); `layers` defaults
+    to every feature the model returns."""
+    feats: dict[str, list] = {}
+    for _, rows in _pooled_rows(apply_fn, variables, batches, layers):
+        for name, value in rows.items():
+            feats.setdefault(name, []).append(value)
+    if not feats:
+        raise ValueError("batches is empty: nothing to probe")
+    return {name: np.concatenate(f) for name, f in feats.items()}
+
+
+def extract_features(
+    apply_fn: Callable, variables: Any, batches: Iterable[dict], layers: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """{'features': {layer: float32 [N, C]}, 'label', 'label_mask'} over the valid rows of `batches`."""
+    parts: dict[str, list] = {"label": [], "label_mask": []}
+    feats: dict[str, list] = {}
+    for batch, rows in _pooled_rows(apply_fn, variables, batches, layers):
+        valid = np.asarray(batch["valid"]).astype(bool)
+        for name, value in rows.items():
+            feats.setdefault(name, []).append(value)
         for key in parts:
             parts[key].append(np.asarray(batch[key])[valid])
     if not parts["label"]:
@@ -137,7 +171,7 @@ def linear_probe_scores(
     num_outputs: int,
     train_mask: np.ndarray | None = None,
     c: float = 1.0,
-    max_iter: int = 1000,
+    max_iter: int = DEFAULT_MAX_ITER,
 ) -> np.ndarray:
     """Logistic-regression class probabilities [N_eval, num_outputs] (see the module docstring). A class or label
     absent from the training rows gets the constant score of its training frequency (no model can rank it)."""
@@ -175,7 +209,7 @@ def layerwise_probes(
     probes: Sequence[str] = PROBES,
     k: int = DEFAULT_K,
     c: float = 1.0,
-    max_iter: int = 1000,
+    max_iter: int = DEFAULT_MAX_ITER,
 ) -> dict[str, Any]:
     """AUC per block of each probe, fitted on `train_batches` and scored on `eval_batches`; JSON-ready.
 
@@ -219,3 +253,59 @@ def layerwise_probes(
             per_layer[name] = metrics_lib.auc_metrics(kind, label_names, scores, evals["label"], evals["label_mask"])
         result[probe] = per_layer
     return result
+
+
+# ---------------------------------------------------------------- binary probes on arrays (the study's diagnostics)
+
+
+def _check_binary(labels: np.ndarray, name: str) -> None:
+    if set(np.unique(labels)) != {0, 1}:
+        raise ValueError(f"The probe needs both classes (0 and 1) in the {name} labels, got {np.unique(labels)}.")
+
+
+def linear_probe_auc(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    eval_features: np.ndarray,
+    eval_labels: np.ndarray,
+    c: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> float:
+    """AUC on the eval set of the linear probe (standardise with the train features' statistics, L2 logistic
+    regression with C = `c`) fitted on the train set; binary 0/1 labels. Scored by the decision function, which
+    ranks like the probability without saturating to ties."""
+    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
+    _check_binary(train_labels, "train")
+    _check_binary(eval_labels, "eval")
+    probe = _logistic(c, max_iter).fit(train_features, train_labels)
+    return float(roc_auc_score(eval_labels, probe.decision_function(eval_features)))
+
+
+def cross_validated_probe_auc(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: int = 5,
+    c: float = 1.0,
+    seed: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> float:
+    """AUC of out-of-fold decision values of the same probe (refitted on each training fold) under stratified
+    `folds`-fold cross-validation, shuffled with `seed`."""
+    labels = np.asarray(labels)
+    _check_binary(labels, "given")
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    scores = cross_val_predict(_logistic(c, max_iter), features, labels, cv=split, method="decision_function")
+    return float(roc_auc_score(labels, scores))
+
+
+def linear_probe_auc_per_layer(
+    train: Mapping[str, np.ndarray],
+    train_labels: np.ndarray,
+    evaluation: Mapping[str, np.ndarray],
+    eval_labels: np.ndarray,
+    c: float = 1.0,
+) -> dict[str, float]:
+    """`linear_probe_auc` for every layer of two `pooled_features` results (train and held-out images)."""
+    if train.keys() != evaluation.keys():
+        raise ValueError(f"Train and eval features have different layers: {sorted(train)} vs {sorted(evaluation)}.")
+    return {name: linear_probe_auc(train[name], train_labels, evaluation[name], eval_labels, c) for name in train}

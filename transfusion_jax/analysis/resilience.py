@@ -9,8 +9,8 @@ parameters and its BatchNorm running statistics (the statistics describe the fea
 computed with; keeping fine-tuned statistics for reset weights would measure a mismatch, not the block).
 
 Pure orchestration over an evaluation callable, so it works for any model family and any metric set:
-`evaluate(variables) -> {'auc': ..., 'loss': ..., ...}`, e.g. `transfusion_jax.train.trainer.evaluate` over an eval
-split.
+`evaluate(variables) -> {'auc': ..., 'loss': ..., ...}`, e.g. the metrics of `transfusion_jax.train.trainer.evaluate`
+over an eval split.
 """
 
 from __future__ import annotations

@@ -19,8 +19,10 @@ Variances (both are stated in the result):
   paired=False   independent groups: Var(mean) = s^2 / n per init; the two differences share WT's mean, hence their
                  covariance s_WT^2 / n_WT; df is the smaller Welch-Satterthwaite df of the two differences
                  (conservative).
-The gain's interval is the plain t interval of WT - RI under the same choice (written here rather than shared with a
-general statistics module because Fieller needs its exact variance and quantile).
+The gain's interval is the t interval of WT - RI under the same choice, from the very variance, df and quantile that
+Fieller's interval uses (so "bounded share" and "gain excludes 0" agree exactly). Paired, that is
+`analysis.stats.t_interval` of the per-seed differences (tested equal); unpaired it is Welch's, which stats does not
+need, so the computation stays here once for both.
 """
 
 from __future__ import annotations

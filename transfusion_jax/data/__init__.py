@@ -23,9 +23,13 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
                    (`tfds build imagenet2012 --manual_dir=M --data_dir=D --file_format=array_record`, needs TF).
   resized          a resized copy written by `python -m transfusion_jax.data resize OUT --name NAME ...` from any
                    of the above (root = OUT): ArrayRecord shards of JPEG/PNG images with the original ids and raw
-                   labels, so every task option still applies; image_size 0 = the stored size. See resized.py.
-Folder splits take TFDS-style slices in file order, e.g. 'train[:90%]' / 'train[90%:]', cut at patient
-boundaries so that no patient is on both sides (TFDS slices follow TFDS's own order and do not).
+                   labels, so every task option still applies; image_size 0 = the stored size. Its splits are the
+                   ones written, by name (slices included: write 'train[:95%]' to train on it). See resized.py.
+Splits take TFDS-style slices, e.g. 'train[:95%]' / 'train[95%:]' (CheXpert's validation split: its official
+valid set is the paper's test set). Rows are grouped by patient wherever they are in the file (Kaggle: the
+'<patient>' of '<patient>_<eye>'; CheXpert: the patientNNNNN folder of Path; TFDS DR and CheXpert: the same from
+each record's name), then cut between patients, so no patient is on both sides of complementary slices. Other TFDS
+slices (tfds_classification) go to TFDS unchanged.
 
 Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   Retina: loss 'softmax'. retina_target 'binary' (default) = grade >= retina_threshold (default 2, the paper's
@@ -39,12 +43,15 @@ Tasks (`Dataset.task`, a `TaskInfo(name, label_names, num_outputs, loss)`):
   TFDS classification (imagenet_tfds): loss 'softmax' over the ClassLabel's classes; labels outside them (the
   unlabelled imagenet2012 'test' split, -1) are an error.
 
-`Dataset`: `len(ds)` = number of examples (after frontal_only and subset_size); `ds.task`; `ds.class_balance`;
-`ds.bad_images` (path -> error, images skipped so far); `ds.num_batches(B)` (eval batches);
+`Dataset`: `len(ds)` = number of examples (after frontal_only, and subset_size for training); `ds.task`;
+`ds.class_balance`; `ds.bad_images` (path -> error, images skipped so far); `ds.num_batches(B)` (eval batches);
+`ds.example_ids()` (each example's path or record key, eval order); `ds.check()` (before step 1: image files exist,
+the first example decodes; raises BadImageError / TooManyBadImagesError);
 `ds.batches(global_batch_size, *, mesh, seed=0, epoch_start=0, start_step=0)` yields dicts of global jax.Arrays,
 sharded along mesh axis 'data' (`NamedSharding(mesh, P('data'))`), each process decoding only its own
 contiguous share of every global batch:
-  image       float32 [B, H, W, 3], normalised with the `normalization` preset (take it from the checkpoint)
+  image       float32 [B, H, W, 3], normalised with the `normalization` preset ('' = torchvision here; the
+              trainer sets it from the checkpoint's metadata)
   label       int32 [B] (softmax tasks) or float32 [B, C] (sigmoid tasks)
   label_mask  float32 [B, 1] (softmax) or [B, C] (sigmoid): 1 where the label counts; 0 for u_ignore'd labels,
               padding and skipped images
@@ -68,6 +75,20 @@ Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-crop
 squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
 `preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
 
+Small-data subsets (`subset_size`) restrict training only: validation and test always score their whole split.
+The subset is a stratified sample drawn with `subset_seed`, which by default (-1) is the run's `config.seed`, so
+each seed trains on its own subset and the spread over seeds includes the subset's variance.
+
+Augmentation per task (`augment.flips='auto'`): Retina flips left-right (a mirrored fundus is a plausible other
+eye); CheXpert never flips (a mirrored chest x-ray has its heart on the wrong side); the other sets flip
+left-right. Then a small affine (±10°, 5 % translation, scale 0.95-1.05) and brightness/contrast ±0.1 everywhere.
+
+Bad images: under on_bad_image='raise' the first missing or undecodable image stops the run naming it; under
+'skip' they are masked out and counted, and a split with more than `max_skip_fraction` (default 1 %) of its
+images bad stops the run (TooManyBadImagesError): a run that cannot see its data fails instead of "succeeding".
+Grain's workers only report a bad image (zeros and its message); the main process raises or counts it when it
+assembles the batch. Missing files are found before step 1 (`check()`, every split).
+
 Decoding runs on grain: a MapDataset over this process's stream positions (index arithmetic above), decoded
 by config.data.num_workers worker threads or processes (worker_type; grain's `mp_prefetch`, whose workers need
 absl flags marked parsed, which the pipeline does when the caller has not). TFDS sources are read with
@@ -80,20 +101,32 @@ writes miniature datasets in the real formats; `python -m transfusion_jax.data p
 resized copy (see resized.py). docs/INPUT.md explains the design and its choices.
 """
 
-from transfusion_jax.data.pipeline import DATASET_NAMES, Dataset, build_dataset, default_data_config
+from transfusion_jax.data.pipeline import (
+    DATASET_NAMES,
+    Dataset,
+    build_dataset,
+    dataset_family,
+    default_data_config,
+    image_size,
+    subset_seed,
+)
 from transfusion_jax.data.preprocess import Normalization, get_normalization
-from transfusion_jax.data.readers import BadImageError, DatasetFormatError
+from transfusion_jax.data.readers import BadImageError, DatasetFormatError, TooManyBadImagesError
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES, TaskInfo
 
 __all__ = [
     "DATASET_NAMES",
     "Dataset",
     "build_dataset",
+    "dataset_family",
     "default_data_config",
+    "image_size",
+    "subset_seed",
     "Normalization",
     "get_normalization",
     "BadImageError",
     "DatasetFormatError",
+    "TooManyBadImagesError",
     "CHEXPERT_PATHOLOGIES",
     "TaskInfo",
 ]

@@ -30,6 +30,12 @@ DATASET_NAMES = (
     "imagenet_tfds",
     "resized",
 )
+# Used when config.data.normalization is '' and no checkpoint names one (the trainer takes it from the checkpoint).
+DEFAULT_NORMALIZATION = "torchvision"
+# Flips that keep each task's label (config.data.augment.flips='auto'): a fundus photo mirrored is a plausible other
+# eye, so Retina flips left-right; a chest x-ray mirrored puts the heart on the wrong side, so CheXpert never flips.
+TASK_FLIPS = {"retina": "horizontal", "chexpert": "none"}
+FLIPS = {"none": (False, False), "horizontal": (True, False), "vertical": (False, True), "both": (True, True)}
 # The paper's resolutions (docs/paper.md §1.1, §2): Retina 587 (Inception may use 299), CheXpert 224.
 _PAPER_SIZE = {
     "retina": 587,
@@ -53,19 +59,20 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.label_key = "label"  # tfds_classification: ClassLabel feature used as the softmax target
     c.image_size = 0  # 0 = the paper's: 587 Retina, 224 CheXpert (set 299 for Inception if wanted)
     c.resize_mode = ""  # '' = center_crop for Retina (round disc), squash for CheXpert and others
-    c.normalization = "torchvision"  # preset name in preprocess.PRESETS; take it from the checkpoint's metadata
+    # preset name in preprocess.PRESETS; '' = the checkpoint's (config.pretrained's metadata; the trainer resolves
+    # it and refuses a different explicit value), else DEFAULT_NORMALIZATION
+    c.normalization = ""
     c.retina_target = "binary"  # 'binary' (grade >= retina_threshold) or 'five_class'
     c.retina_threshold = 2  # paper: "moderate DR" = grade >= 2 on the 0-4 scale
     c.uncertainty_policy = "u_mixed"  # u_ones / u_zeros / u_ignore / u_mixed (see tasks.apply_uncertainty_policy)
     c.frontal_only = False  # the paper's ~223k images are nearly all 224k, i.e. both views
-    c.subset_size = 0  # 0 = all examples; paper's small-data regime: 5000 of Retina
-    c.subset_seed = 0
+    c.subset_size = 0  # training examples (0 = all); paper's small-data regime: 5000 of Retina; eval splits stay whole
+    c.subset_seed = -1  # -1 = config.seed, so each seed trains on its own subset; >= 0 fixes one subset for all seeds
     c.stratified = True  # keep class proportions exactly in a subset (softmax class / positive pattern)
     c.augment = ml_collections.ConfigDict(
         dict(
             enabled=True,
-            hflip=True,
-            vflip=False,
+            flips="auto",  # auto (per task: TASK_FLIPS) | none | horizontal | vertical | both
             rotate_deg=10.0,
             translate=0.05,
             scale_min=0.95,
@@ -79,6 +86,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     # fixed permutation from (seed, example).
     c.block_shuffle = ml_collections.ConfigDict(dict(block_size=0, seed=0, per_example=False))
     c.on_bad_image = "raise"  # 'raise' (stop, naming the path) or 'skip' (count, log, valid=False)
+    c.max_skip_fraction = 0.01  # under 'skip': a split with more bad images than this fraction stops the run
     c.num_workers = 2  # grain decoding workers (decode + resize only); 0 = decode in the calling thread
     c.worker_type = "thread"  # 'thread' (Pillow releases the GIL) or 'process' (grain worker processes)
     c.prefetch = 2  # batches decoded ahead
@@ -212,6 +220,8 @@ class Dataset:
         num_workers: int = 2,
         worker_type: str = "thread",
         prefetch: int = 2,
+        max_skip_fraction: float = 0.01,
+        name: str = "",
     ):
         if on_bad_image not in ("skip", "raise"):
             raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
@@ -229,7 +239,8 @@ class Dataset:
         self.transform = _DeviceTransform(
             preprocess.get_normalization(normalization), augment if train else None, block_shuffle
         )
-        self.on_bad_image = on_bad_image
+        self.on_bad_image, self.max_skip_fraction = on_bad_image, max_skip_fraction
+        self.name = name or type(source).__name__
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.num_workers, self.worker_type, self.prefetch = num_workers, worker_type, max(1, prefetch)
         self.bad_images: dict = {}  # path -> error, every image skipped so far
@@ -332,6 +343,44 @@ class Dataset:
         if path not in self.bad_images:
             logging.warning("skipping bad image (%d so far): %s", len(self.bad_images) + 1, error)
         self.bad_images[path] = error
+        self._check_skip_rate()
+
+    def _check_skip_rate(self):
+        """A run whose split is mostly unreadable must stop, not train or score on what is left (or on nothing)."""
+        if len(self.bad_images) > self.max_skip_fraction * len(self):
+            examples = "; ".join(list(self.bad_images.values())[:3])  # each message starts with its path
+            raise readers.TooManyBadImagesError(
+                f"{self.name}: {len(self.bad_images)} of {len(self)} images are missing or unreadable, more than "
+                f"config.data.max_skip_fraction={self.max_skip_fraction:g} of the split. First ones: {examples}"
+            )
+
+    def example_ids(self) -> list[str]:
+        """Each example's identity (path or record key; a resized copy's original id), in the order of `indices`
+        (eval order)."""
+        return [self.source.example_id(int(i)) for i in self.indices]
+
+    def check(self) -> None:
+        """Checks the split as training will read it, before step 1: every image file exists (missing ones raise
+        under on_bad_image='raise', count as skipped under 'skip', within max_skip_fraction), and the first
+        readable example decodes and resizes through the host path grain's workers run (`_Load`); the device
+        transform after it reads no files."""
+        missing = set(self.source.missing_files(self.indices))
+        if missing and self.on_bad_image == "raise":
+            raise readers.BadImageError(
+                f"{self.name}: {len(missing)} of {len(self)} image files are missing, e.g. {sorted(missing)[:3]}. "
+                f"Set config.data.on_bad_image='skip' to skip them (at most config.data.max_skip_fraction)."
+            )
+        for path in sorted(missing):
+            self.bad_images[path] = f"{path}: file not found"
+        self._check_skip_rate()
+        load = _Load(self.source, self.indices, self.image_size, self.resize_mode)
+        for row, index in enumerate(self.indices):
+            if self.source.describe(int(index)) in missing:
+                continue
+            error = load((row, 0, 0))["error"]
+            if not error:
+                return
+            self._bad_image(int(index), error)  # raises under 'raise' or once too many fail
 
 
 class BatchIterator:
@@ -435,28 +484,70 @@ def _source(c, split: str) -> readers.Source:
     raise ValueError(f"config.data.name must be one of {DATASET_NAMES}, got {name!r}")
 
 
+def dataset_family(c) -> str:
+    """'retina', 'chexpert' or the reader's name: what task defaults (size, resize, flips) are keyed by. A resized
+    copy has the family of the dataset it was written from (its metadata.json)."""
+    if c.name == "resized":
+        return resized.read_metadata(c.root)["family"]
+    return "retina" if "retina" in c.name else "chexpert" if "chexpert" in c.name else c.name
+
+
+def image_size(config) -> int:
+    """The square input size a run uses: config.data.image_size or, when 0, the paper's for the dataset (a resized
+    copy's stored size)."""
+    c = _data_config(config)
+    size = c.image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(
+            f"config.data.image_size must be a whole number of pixels >= 0 (0 = the paper's), got {size!r}"
+        )
+    if size:
+        return size
+    return resized.read_metadata(c.root)["image_size"] if c.name == "resized" else _PAPER_SIZE[dataset_family(c)]
+
+
+def _augment(c, family: str) -> preprocess.Augment:
+    """config.data.augment as preprocess.Augment, its `flips` choice ('auto': the task's) spelled as hflip / vflip."""
+    flips = TASK_FLIPS.get(family, "horizontal") if c.augment.flips == "auto" else c.augment.flips
+    if flips not in FLIPS:
+        raise ValueError(f"config.data.augment.flips must be 'auto' or one of {sorted(FLIPS)}, got {flips!r}")
+    hflip, vflip = FLIPS[flips]
+    fields = {k: v for k, v in c.augment.items() if k not in ("enabled", "flips")}
+    return preprocess.Augment(hflip=hflip, vflip=vflip, **fields)
+
+
+def subset_seed(config) -> int:
+    """config.data.subset_seed, or the run's seed when it is -1 (each seed draws its own small-data subset)."""
+    c = _data_config(config)
+    if c.subset_seed >= 0:
+        return c.subset_seed
+    if "seed" not in config:
+        raise ValueError("config.data.subset_seed=-1 follows config.seed: pass the experiment config, or fix the seed")
+    return config.seed
+
+
 def build_dataset(config, split: str, *, train: bool) -> Dataset:
-    """`config` is the experiment ConfigDict (fields under `config.data`) or the data ConfigDict itself."""
+    """`config` is the experiment ConfigDict (fields under `config.data`) or the data ConfigDict itself.
+
+    train=True: endless, augmented, and restricted to `subset_size` examples when set; train=False (validation,
+    test): the whole split, always."""
     c = _data_config(config)
     source = _source(c, split)
-    family = "retina" if "retina" in c.name else "chexpert" if "chexpert" in c.name else c.name
-    if c.name == "resized":
-        family = source.family
-    image_size = c.image_size or (source.native_size if c.name == "resized" else _PAPER_SIZE[family])
+    family = dataset_family(c)
+    size = image_size(config)
     resize_mode = c.resize_mode or ("center_crop" if family == "retina" else "squash")
-    augment = None
-    if train and c.augment.enabled:
-        augment = preprocess.Augment(**{k: v for k, v in c.augment.items() if k != "enabled"})
+    augment = _augment(c, family) if (train and c.augment.enabled) else None
     block_shuffle = preprocess.BlockShuffle(**c.block_shuffle) if c.block_shuffle.block_size else None
-    indices = None
-    if c.subset_size:
-        indices = subsets.select_subset(source.labels.strata, c.subset_size, c.subset_seed, c.stratified)
+    indices, seed = None, None
+    if c.subset_size and train:
+        seed = subset_seed(config)
+        indices = subsets.select_subset(source.labels.strata, c.subset_size, seed, c.stratified)
     dataset = Dataset(
         source,
         train=train,
-        image_size=image_size,
+        image_size=size,
         resize_mode=resize_mode,
-        normalization=c.normalization,
+        normalization=c.normalization or DEFAULT_NORMALIZATION,
         on_bad_image=c.on_bad_image,
         augment=augment,
         block_shuffle=block_shuffle,
@@ -464,9 +555,9 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
         num_workers=c.num_workers,
         worker_type=c.worker_type,
         prefetch=c.prefetch,
+        max_skip_fraction=c.max_skip_fraction,
+        name=f"{c.name}/{split}",
     )
-    subsets.log_balance(
-        f"{c.name}/{split} ({len(dataset)} examples{f', subset seed {c.subset_seed}' if c.subset_size else ''})",
-        dataset.class_balance,
-    )
+    subset = f", training subset of seed {seed}" if seed is not None else ""
+    subsets.log_balance(f"{c.name}/{split} ({len(dataset)} examples{subset})", dataset.class_balance)
     return dataset

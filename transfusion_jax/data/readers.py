@@ -20,6 +20,10 @@ class BadImageError(Exception):
     """An image that is missing or cannot be decoded; the message starts with its path."""
 
 
+class TooManyBadImagesError(BadImageError):
+    """More of a split is missing or unreadable than config.data.max_skip_fraction allows under on_bad_image='skip'."""
+
+
 class DatasetFormatError(ValueError):
     """A dataset whose files do not have the expected layout, columns or label values."""
 
@@ -59,7 +63,8 @@ def decode_image(data, path: str, target_size: int) -> Image.Image:
 
 
 class Source:
-    """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key)."""
+    """Interface: `task`, `labels`, `len()`, `load(i) -> PIL.Image`, `describe(i) -> str` (a path or key, for
+    messages), `example_id(i)` (the example's identity; `describe(i)` unless a source knows better)."""
 
     task: tasks.TaskInfo
     labels: Labels
@@ -73,29 +78,77 @@ class Source:
     def describe(self, index: int) -> str:
         raise NotImplementedError
 
+    def example_id(self, index: int) -> str:
+        """What identifies the example across splits and copies (Dataset.example_ids): its path or key."""
+        return self.describe(index)
 
-def select_split(groups: list, split: str, where: str) -> tuple:
-    """`split` may carry a TFDS-style slice: 'train[:90%]', 'train[90%:]', 'train[10:50]'. Returns (base name,
-    slice over the rows). `groups` holds each row's patient: both bounds move forward to the next patient's first
-    row, so complementary slices ('[:90%]', '[90%:]') never share a patient (rows are grouped by patient in
-    the real CSVs). Rows keep file order, so a slice is deterministic."""
+    def missing_files(self, indices) -> list[str]:
+        """Paths of examples `indices` absent from disk; records of TFDS and in-memory sources always exist."""
+        return []
+
+
+class FileSource(Source):
+    """A source whose example i is the image file `paths[i]`."""
+
+    paths: list[str]
+
+    def load(self, index, target_size):
+        return decode_image(self.paths[index], self.paths[index], target_size)
+
+    def describe(self, index):
+        return self.paths[index]
+
+    def missing_files(self, indices) -> list[str]:
+        return [self.paths[i] for i in indices if not os.path.isfile(self.paths[i])]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSlice:
+    """The TFDS-style slice of a split name: '[:90%]' -> lo None, hi 90 (percent); '[10:50]' -> rows 10 to 50."""
+
+    lo: int | None
+    lo_percent: bool
+    hi: int | None
+    hi_percent: bool
+
+
+def parse_split(split: str, where: str) -> tuple[str, SplitSlice | None]:
+    """'train' -> ('train', None); 'train[:90%]' / 'train[90%:]' / 'train[10:50]' -> ('train', SplitSlice)."""
     m = re.fullmatch(r"(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?", split)
     if not m:
         raise ValueError(f"{where}: cannot parse split {split!r}; use e.g. 'train' or 'train[:90%]'")
     base, lo, lo_pct, hi, hi_pct = m.groups()
-    n = len(groups)
+    if lo is None:
+        return base, None
+    as_int = lambda v: int(v) if v not in ("", None) else None  # noqa: E731
+    return base, SplitSlice(as_int(lo), bool(lo_pct), as_int(hi), bool(hi_pct))
 
-    def bound(value, pct, default):
-        if value in (None, ""):
+
+def patient_slice(patients: list, part: SplitSlice | None) -> np.ndarray:
+    """Sorted row indices of the slice `part` of rows whose patient ids are `patients`, cut between patients.
+
+    Rows are first grouped by patient, wherever they are in the file (patients in order of first appearance, each
+    patient's rows in file order); the slice's bounds are taken over that grouped order and move forward to the
+    next patient's first row. So complementary slices ('[:90%]', '[90%:]') never share a patient even when a
+    patient's rows are scattered. For a file already grouped by patient, a slice is a plain run of rows."""
+    n = len(patients)
+    if part is None:
+        return np.arange(n)
+    first_seen: dict = {}
+    rank = np.array([first_seen.setdefault(p, len(first_seen)) for p in patients], np.int64)
+    grouped = np.argsort(rank, kind="stable")
+    ordered = rank[grouped]
+
+    def bound(value, percent, default):
+        if value is None:
             return default
-        value = int(value)
-        index = round(n * value / 100) if pct else value
+        index = round(n * value / 100) if percent else value
         index = min(max(index + n if index < 0 else index, 0), n)
-        while 0 < index < n and groups[index] == groups[index - 1]:
+        while 0 < index < n and ordered[index] == ordered[index - 1]:
             index += 1
         return index
 
-    return base, slice(bound(lo, lo_pct, 0), bound(hi, hi_pct, n))
+    return np.sort(grouped[bound(part.lo, part.lo_percent, 0) : bound(part.hi, part.hi_percent, n)])
 
 
 def read_csv(path: str, required: tuple) -> list:
@@ -119,7 +172,7 @@ def _check_nonempty(n: int, what: str):
 # ----------------------------------------------------------------------------------------------------- Retina
 
 
-class RetinaFolderSource(Source):
+class RetinaFolderSource(FileSource):
     """The Kaggle layout: `root/trainLabels.csv` (image,level) with `root/train/<image>.jpeg`. Split 'test' /
     'validation' read `root/retinopathy_solution.csv` (image,level,Usage) with `root/test/<image>.jpeg`, keeping
     Usage Private / Public as the TFDS builder does."""
@@ -131,7 +184,7 @@ class RetinaFolderSource(Source):
     }
 
     def __init__(self, root: str, split: str, task: tasks.TaskInfo):
-        base, part = select_split([], split, root)
+        base, part = parse_split(split, root)
         if base not in self._SPLITS:
             raise ValueError(f"retina_folder split {split!r}: base must be one of {sorted(self._SPLITS)}")
         csv_name, image_dir, usage = self._SPLITS[base]
@@ -145,8 +198,7 @@ class RetinaFolderSource(Source):
         rows = read_csv(csv_path, ("image", "level") + (("Usage",) if usage else ()))
         if usage:
             rows = [r for r in rows if r["Usage"] == usage]
-        _, part = select_split([r["image"].split("_")[0] for r in rows], split, root)  # '<patient>_<eye>'
-        rows = rows[part]
+        rows = [rows[i] for i in patient_slice([r["image"].split("_")[0] for r in rows], part)]  # '<patient>_<eye>'
         grades = []
         for i, r in enumerate(rows):
             try:
@@ -161,27 +213,28 @@ class RetinaFolderSource(Source):
         self.paths = [os.path.join(root, image_dir, f"{name}.jpeg") for name in self.names]
         self.labels = softmax_labels(tasks.retina_targets(np.array(grades), task, csv_path))
 
-    def load(self, index, target_size):
-        return decode_image(self.paths[index], self.paths[index], target_size)
-
-    def describe(self, index):
-        return self.paths[index]
-
 
 class TfdsSource(Source):
     """Reads a prepared TFDS dataset (ArrayRecord) through `tfds.data_source`, images left encoded (SkipDecoding)
-    so that the label scan at start-up decodes nothing and workers decode with Pillow: no TensorFlow."""
+    so that the label scan at start-up decodes nothing and workers decode with Pillow: no TensorFlow.
 
-    def __init__(self, name: str, split: str, data_dir: str | None, image_key: str = "image", how_to_prepare=""):
+    Subclasses that know each record's patient (`by_patient=True`) slice splits by patient themselves: 'train[:95%]'
+    opens all of 'train' and keeps whole patients (`patient_slice`), since TFDS slices cut its own record order
+    and would put one patient on both sides. Other slices go to TFDS unchanged."""
+
+    def __init__(
+        self, name: str, split: str, data_dir: str | None, image_key: str = "image", how_to_prepare="", by_patient=False
+    ):
         import tensorflow_datasets as tfds
 
-        self._name, self._split, self._image_key = name, split, image_key
+        base, self._part = parse_split(split, f"TFDS {name}") if by_patient else (split, None)
+        self._name, self._split, self._opened, self._image_key = name, split, base, image_key
         how_to_prepare = how_to_prepare or (
             f"Prepare it once with `python -m transfusion_jax.data prepare {name} --manual_dir ... --data_dir ...`."
         )
         try:
             self._ds = tfds.data_source(
-                name, split=split, data_dir=data_dir or None, decoders={image_key: tfds.decode.SkipDecoding()}
+                name, split=self._opened, data_dir=data_dir or None, decoders={image_key: tfds.decode.SkipDecoding()}
             )
         except Exception as e:  # TFDS raises several types for a missing preparation; say what to do
             raise FileNotFoundError(
@@ -189,29 +242,42 @@ class TfdsSource(Source):
                 f"{e}). {how_to_prepare}"
             ) from e
         _check_nonempty(len(self._ds), f"TFDS {name} split {split!r}")
+        self._keys = np.arange(len(self._ds))  # record index of each example
 
     def _records(self, keys, chunk: int = 1024):
         """Records in batched reads (ArrayRecord reads a batch in parallel). The start-up label scan reads every
         record once: seconds for btgraham-300 or CheXpert-small, long for the full-size 'original' DR config."""
-        keys = list(keys)
+        keys = [int(k) for k in keys]
         for start in range(0, len(keys), chunk):
             yield from self._ds.__getitems__(keys[start : start + chunk])
 
+    def _keep(self, keep: np.ndarray, patients: list) -> np.ndarray:
+        """Restricts the examples to positions `keep` of the current ones (e.g. frontal views), then to this split's
+        patient slice; returns the positions kept, for the caller's per-example arrays."""
+        keep = np.asarray(keep, np.int64)
+        keep = keep[patient_slice([patients[i] for i in keep], self._part)]
+        _check_nonempty(len(keep), f"TFDS {self._name} split {self._split!r}")
+        self._keys = self._keys[keep]
+        return keep
+
     def load(self, index, target_size):
-        return decode_image(self._ds[index][self._image_key], self.describe(index), target_size)
+        return decode_image(self._ds[int(self._keys[index])][self._image_key], self.describe(index), target_size)
 
     def describe(self, index):
-        return f"tfds:{self._name}/{self._split}[{index}]"
+        return f"tfds:{self._name}/{self._opened}[{int(self._keys[index])}]"
 
 
 class RetinaTfdsSource(TfdsSource):
-    """`diabetic_retinopathy_detection/<config>` with splits train / validation / test (label -1 = unlabelled)."""
+    """`diabetic_retinopathy_detection/<config>` with splits train / validation / test (label -1 = unlabelled);
+    record names are '<patient>_<eye>', so slices keep both eyes of a patient together."""
 
     def __init__(self, config_name: str, split: str, data_dir, task: tasks.TaskInfo):
-        super().__init__(f"diabetic_retinopathy_detection/{config_name}", split, data_dir)
-        grades = np.array([int(r["label"]) for r in self._records(range(len(self._ds)))])
+        super().__init__(f"diabetic_retinopathy_detection/{config_name}", split, data_dir, by_patient=True)
+        records = [(int(r["label"]), r["name"].decode().split("_")[0]) for r in self._records(self._keys)]
+        grades, patients = np.array([g for g, _ in records]), [p for _, p in records]
+        grades = grades[self._keep(np.arange(len(records)), patients)]
         self.task = task
-        self.labels = softmax_labels(tasks.retina_targets(grades, task, self.describe(0).rsplit("[", 1)[0]))
+        self.labels = softmax_labels(tasks.retina_targets(grades, task, f"TFDS {self._name} split {split!r}"))
 
 
 # ------------------------------------------------------------------------------------ TFDS classification
@@ -280,14 +346,19 @@ def _chexpert_labels(raw: np.ndarray, policy: str) -> Labels:
     return sigmoid_labels(*tasks.apply_uncertainty_policy(raw, policy))
 
 
-class ChexpertFolderSource(Source):
+def chexpert_patient(path: str) -> str:
+    """The patient of a CheXpert Path: '.../train/patient00001/study1/view1_frontal.jpg' -> 'patient00001'."""
+    return path.replace("\\", "/").split("/")[-3]
+
+
+class ChexpertFolderSource(FileSource):
     """The official `CheXpert-v1.0-small/` download: train.csv / valid.csv whose Path column is relative to the
     folder *containing* CheXpert-v1.0-small. `root` may be either that parent or CheXpert-v1.0-small itself."""
 
     _SPLITS = {"train": "train.csv", "valid": "valid.csv", "validation": "valid.csv"}
 
     def __init__(self, root: str, split: str, policy: str, frontal_only: bool):
-        base, _ = select_split([], split, root)
+        base, part = parse_split(split, root)
         if base not in self._SPLITS:
             raise ValueError(f"chexpert_folder split {split!r}: base must be one of {sorted(self._SPLITS)}")
         folder = root if os.path.isfile(os.path.join(root, "train.csv")) else os.path.join(root, "CheXpert-v1.0-small")
@@ -307,8 +378,7 @@ class ChexpertFolderSource(Source):
             )
         if frontal_only:
             rows = [r for r in rows if r["Frontal/Lateral"] == "Frontal"]
-        _, part = select_split([os.path.dirname(os.path.dirname(r["Path"])) for r in rows], split, root)  # patient
-        rows = rows[part]
+        rows = [rows[i] for i in patient_slice([chexpert_patient(r["Path"]) for r in rows], part)]
         _check_nonempty(len(rows), f"{csv_path} split {split!r} (frontal_only={frontal_only})")
         raw = np.array(
             [
@@ -325,43 +395,32 @@ class ChexpertFolderSource(Source):
         self.paths = [os.path.join(parent, r["Path"]) for r in rows]
         self.labels = _chexpert_labels(raw, policy)
 
-    def load(self, index, target_size):
-        return decode_image(self.paths[index], self.paths[index], target_size)
-
-    def describe(self, index):
-        return self.paths[index]
-
 
 class ChexpertTfdsSource(TfdsSource):
     """The TFDS `chexpert` builder: `label` is 14 ClassLabel ids (uncertain, positive, negative, unmentioned) in
-    the CSV's observation order; `image_view` 0 = frontal, 1 = lateral. Splits train / validation."""
+    the CSV's observation order; `image_view` 0 = frontal, 1 = lateral; `name` is the CSV's Path, which names the
+    patient. Splits train / validation (the official valid set; 'valid' as in the folder reader works too)."""
 
     def __init__(self, split: str, data_dir, policy: str, frontal_only: bool):
-        super().__init__("chexpert", split, data_dir)
+        split = re.sub(r"^valid(?=\[|$)", "validation", split)
+        super().__init__("chexpert", split, data_dir, by_patient=True)
         columns = [tasks.CHEXPERT_OBSERVATIONS.index(p) for p in tasks.CHEXPERT_PATHOLOGIES]
-        keep, raw = [], []
-        for i, r in enumerate(self._records(range(len(self._ds)))):
+        frontal, raw, patients = [], [], []
+        for i, r in enumerate(self._records(self._keys)):
             label = np.asarray(r["label"])
             if label.shape != (len(tasks.CHEXPERT_OBSERVATIONS),):
                 raise DatasetFormatError(
                     f"{self.describe(i)}: label has shape {label.shape}, expected "
                     f"({len(tasks.CHEXPERT_OBSERVATIONS)},) observations"
                 )
-            if frontal_only and int(r["image_view"]) != 0:
-                continue
-            keep.append(i)
+            frontal.append(int(r["image_view"]) == 0)
             raw.append(_TFDS_CHEXPERT_CODES[label[columns]])
-        _check_nonempty(len(keep), f"TFDS chexpert split {split!r} (frontal_only={frontal_only})")
+            patients.append(chexpert_patient(r["name"].decode()))
+        keep = np.flatnonzero(frontal) if frontal_only else np.arange(len(raw))
+        keep = self._keep(keep, patients)
         self.task = tasks.chexpert_task()
-        self._keep = np.array(keep)
-        self.raw = np.array(raw)
+        self.raw = np.array(raw)[keep]
         self.labels = _chexpert_labels(self.raw, policy)
-
-    def load(self, index, target_size):
-        return super().load(int(self._keep[index]), target_size)
-
-    def describe(self, index):
-        return super().describe(int(self._keep[index]))
 
 
 # ------------------------------------------------------------------------------------------------- synthetic
@@ -396,16 +455,24 @@ class SyntheticSource(Source):
         return f"synthetic_{self.kind}(seed={self.seed})[{index}]"
 
 
-class ImageFolderSource(Source):
-    """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set); classes in sorted order."""
+def _subdirs(folder: str) -> list[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+
+class ImageFolderSource(FileSource):
+    """`root/<split>/<class>/*.jpeg` (the generated "source" pretraining set). The classes are the sorted union of
+    the class folders of every split under root, so a class index means the same class in every split even where a
+    small split lacks some classes."""
 
     def __init__(self, root: str, split: str):
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder} not found: image_folder expects ROOT/<split>/<class>/<image>.jpeg")
-        classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        classes = sorted({c for s in _subdirs(root) for c in _subdirs(os.path.join(root, s))})
         self.paths, targets = [], []
         for c, name in enumerate(classes):
+            if not os.path.isdir(os.path.join(folder, name)):
+                continue
             files = sorted(
                 f for f in os.listdir(os.path.join(folder, name)) if f.lower().endswith((".jpeg", ".jpg", ".png"))
             )
@@ -416,9 +483,3 @@ class ImageFolderSource(Source):
             f"image_folder:{os.path.basename(os.path.normpath(root))}", tuple(classes), len(classes), "softmax"
         )
         self.labels = softmax_labels(np.array(targets))
-
-    def load(self, index, target_size):
-        return decode_image(self.paths[index], self.paths[index], target_size)
-
-    def describe(self, index):
-        return self.paths[index]

@@ -227,3 +227,8 @@ class ResizedSource(readers.Source):
 
     def describe(self, index):
         return f"{self.root}:{self.split}[{index}] {self.ids[index]}"
+
+    def example_id(self, index):
+        """The original id (path relative to the dataset root, or TFDS key): the same example has the same id in
+        every split of the copy, so the trainer's check that splits share no example still sees through slices."""
+        return self.ids[index]

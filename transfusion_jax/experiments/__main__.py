@@ -1,4 +1,5 @@
-"""`python -m transfusion_jax.experiments {sweep,report,fig2,fig3,fig4,weights,filters,gabor-png}`.
+"""`python -m transfusion_jax.experiments {sweep,report,fig2,fig3,fig4,weights,filters,gabor-png,probes,resilience,
+interpolate,sanity,calibration,reuse}`.
 
   sweep   --config configs/retina.py --models resnet50,cbr_small --inits random,transfer --seeds 0,1,2
           --workdir ROOT [--pretrained PATH | --pretrained resnet50=a.npz,cbr_small=b.npz] [--local]
@@ -15,14 +16,29 @@ The figure subcommands read finished training workdirs (config.json, init.npz, p
 with --config.export_pretrained=True), compare activations on the first run's eval images, and write DIR/<name>.json
 and DIR/<name>.png (transfusion_jax.experiments.figures).
 
+Beyond the paper (transfusion_jax.experiments.instruments; the same JSON + PNG, named by --name, default the
+analysis; --out ROOT/analyses puts them in the sweep's report):
+  probes      --runs RUN ... [--k 20] [--probes knn,linear] [--max-train N]   k-NN and linear probe AUC per block, at
+              init and final, fitted on the training split, scored on the validation split
+  resilience  --runs RUN ... [--reference init|random]     per block: metrics with that block reset, on validation
+  interpolate --a RUN --b RUN [--alphas 0,0.1,...,1] [--bn-batches 16]   loss and AUC along the path, barrier
+  sanity      --runs RUN RUN [--layers L1,L2] [--ks 1,2,4,8] | --npy A.npy B.npy   Ding et al.'s sanity table
+  calibration --runs RUN ... [--when selected|final] [--bins N]   reliability diagrams and ECE of the test scores
+  reuse       ROOT [--out ROOT/analyses]    gain of transfer over random and the share due to feature reuse
+probes, resilience and interpolate take --split test to report on the test split instead (never to choose).
+
 The quickstart (everything on built-in data, CPU) is `python -m transfusion_jax.experiments.quickstart --workdir DIR`.
 """
 
 import argparse
+import os
 import sys
 
+import numpy as np
+
+from transfusion_jax.analysis import interpolation, probes
 from transfusion_jax.analysis.similarity import METHODS
-from transfusion_jax.experiments import figures, report, run_weights, sweep
+from transfusion_jax.experiments import figures, instruments, report, run_weights, sweep
 from transfusion_jax.surgery.gabor_filters import gabor_bank
 
 FIGURES = {
@@ -36,6 +52,72 @@ FIGURES = {
 
 def _list(text: str):
     return [t for t in text.split(",") if t]
+
+
+def _numbers(kind):
+    def parse(text: str):
+        try:
+            return [kind(t) for t in _list(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+    return parse
+
+
+INSTRUMENTS = {
+    "probes": "k-NN and linear probe AUC per block at init and after training (fit: train, score: validation)",
+    "resilience": "per block: the run's validation metrics with that block reset to init or a random draw",
+    "interpolate": "loss and AUC along the line between two runs' final weights (BN recomputed); barrier",
+    "sanity": "Ding et al.'s sanity table: seed-to-seed distance, its null, top principal components removed",
+    "calibration": "reliability diagrams, ECE and AUC of each run's test scores",
+    "reuse": "feature-reuse decomposition of a sweep: gain of transfer over random, share due to reuse",
+}
+
+
+def _instrument_parsers(sub) -> None:
+    for name, help_text in INSTRUMENTS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == "reuse":
+            p.add_argument("root", help="sweep root (ROOT/<group>/<model>/<init>/seed_<k>)")
+            p.add_argument("--out", default="", help="folder for the JSON and PNG (default ROOT/analyses)")
+        else:
+            p.add_argument("--out", required=True, help="folder for the JSON and PNG (ROOT/analyses: in the report)")
+        p.add_argument("--name", default="", help="file stem of the JSON and PNG (default: the analysis)")
+        if name == "interpolate":
+            p.add_argument("--a", required=True, help="training workdir of one end (alpha = 0)")
+            p.add_argument("--b", required=True, help="training workdir of the other end (alpha = 1)")
+            default = ",".join(f"{a:g}" for a in interpolation.DEFAULT_ALPHAS)
+            p.add_argument("--alphas", type=_numbers(float), default=list(interpolation.DEFAULT_ALPHAS),
+                           help=f"grid from 0 to 1 (default {default})")  # fmt: skip
+            p.add_argument("--bn-batches", type=int, default=interpolation.DEFAULT_BN_BATCHES,
+                           help="training batches the BN statistics are recomputed from at each alpha")  # fmt: skip
+        elif name == "sanity":
+            p.add_argument("--runs", nargs="+", help="two training workdirs: two seeds of one setup")
+            p.add_argument("--npy", nargs=2, metavar=("A.npy", "B.npy"), help="or two (examples, features) arrays")
+            p.add_argument("--layers", type=_list, default=None, help="comma-separated (default: top two blocks)")
+            p.add_argument("--ks", type=_numbers(int), default=[1, 2, 4, 8], help="principal components removed")
+            p.add_argument("--max-images", type=int, default=512, help="eval images (first run's)")
+            p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+        elif name != "reuse":
+            p.add_argument("--runs", nargs="+", required=True, help="training workdirs")
+        if name in ("probes", "resilience", "interpolate"):
+            p.add_argument("--split", choices=instruments.SPLITS, default="val",
+                           help="split reported on (default val; test is reported, never used to choose)")  # fmt: skip
+        if name == "probes":
+            p.add_argument("--k", type=int, default=probes.DEFAULT_K, help="neighbours of the k-NN probe")
+            p.add_argument("--probes", type=_list, default=list(probes.PROBES), help="knn,linear")
+            p.add_argument("--max-train", type=int, default=0,
+                           help="fit on a stratified subset of this many training examples (0: all)")  # fmt: skip
+            p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+        elif name == "resilience":
+            p.add_argument("--reference", choices=("init", "random"), default="init",
+                           help="reset each block to the run's init or to a fresh random draw")  # fmt: skip
+            p.add_argument("--draw-seed", type=int, default=instruments.RANDOM_DRAW_SEED,
+                           help="--reference random: key(draw_seed) folded with the run's seed")  # fmt: skip
+        elif name == "calibration":
+            p.add_argument("--when", choices=("selected", "final"), default="selected",
+                           help="the validation-selected step or the final step")  # fmt: skip
+            p.add_argument("--bins", type=int, default=0, help="equal-mass bins (0: the run's calibration_bins)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
             run.add_argument("--method", choices=METHODS, default="svcca")
             run.add_argument("--max-images", type=int, default=512, help="eval images compared (first run's)")
             run.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    _instrument_parsers(sub)
     g = sub.add_parser("gabor-png", help="write the synthetic Gabor bank of init='gabor' as a PNG grid")
     g.add_argument("out", help="output .png path")
     g.add_argument("--size", type=int, default=7, help="kernel size k (ResNet-50 conv1: 7)")
@@ -136,6 +219,47 @@ def _figure(args) -> str:
     return ", ".join(figures.save(result, args.out))
 
 
+def _instrument(args, parser) -> str:
+    """Computes and saves one instrument's analysis; returns what it wrote."""
+    out = args.out
+    if args.command == "reuse":
+        result = instruments.reuse_decomposition(report.collect(args.root))
+        if not result["rows"]:
+            raise FileNotFoundError(
+                f"no (group, model) under {args.root!r} has finished transfer, mean_var and random runs"
+            )
+        out = out or os.path.join(args.root, "analyses")
+    elif args.command == "calibration":
+        result = instruments.calibration_runs(args.runs, when=args.when, bins=args.bins)
+    elif args.command == "sanity":
+        if bool(args.runs) == bool(args.npy):
+            parser.error("sanity takes either --runs RUN RUN or --npy A.npy B.npy")
+        if args.npy:
+            arrays = [np.load(path) for path in args.npy]
+            result = instruments.sanity_arrays(*arrays, args.npy, ks=args.ks)
+        else:
+            if len(args.runs) != 2:
+                parser.error(f"sanity --runs takes two runs (two seeds), got {len(args.runs)}")
+            a, b = run_weights.load_runs(args.runs)
+            batches = run_weights.eval_batches(a.config, args.batch_size, args.max_images)
+            result = instruments.sanity_runs(a, b, batches, args.layers or list(a.blocks[-2:]), ks=args.ks)
+    elif args.command == "interpolate":
+        a, b = run_weights.load_runs([args.a, args.b])
+        result = instruments.interpolate_runs(a, b, alphas=args.alphas, split=args.split, bn_batches=args.bn_batches)
+    else:
+        loaded = run_weights.load_runs(args.runs)
+        if args.command == "probes":
+            result = instruments.probe_runs(
+                loaded, split=args.split, k=args.k, kinds=args.probes, max_train=args.max_train,
+                batch_size=args.batch_size,
+            )  # fmt: skip
+        else:
+            result = instruments.resilience_runs(
+                loaded, reference=args.reference, split=args.split, draw_seed=args.draw_seed
+            )
+    return ", ".join(figures.save(result, out, args.name or None))
+
+
 def _gabor_png(args, parser) -> int:
     if args.size < 1 or args.num < 1:
         parser.error(f"--size and --num must be >= 1 (got {args.size}, {args.num})")
@@ -163,7 +287,7 @@ def main(argv=None) -> int:
     if args.command == "gabor-png":
         return _gabor_png(args, parser)
     try:
-        print(f"wrote {_figure(args)}")
+        print(f"wrote {_instrument(args, parser) if args.command in INSTRUMENTS else _figure(args)}")
     except (FileNotFoundError, ValueError) as err:  # a run that is not finished, a layer it lacks, too few images
         parser.error(str(err))
     return 0

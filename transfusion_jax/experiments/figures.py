@@ -6,11 +6,14 @@ Analyses of runs (`run_weights.RunWeights`), each a JSON-ready dict named by its
   fig3            Fig. 3: each run's per-layer similarity to its own initialisation, with its weight change
   fig4            Fig. 4: per pair of runs, similarity at init vs after training, with r and R² per layer
   weight_change   relative weight change ||W_T - W_0|| / ||W_0|| per block (paper §5.3)
-`save(result, out_dir)` writes `<analysis>.json` and its standard picture `<analysis>.png`.
+and the instruments beyond the paper (experiments.instruments: probes, resilience, interpolation, sanity,
+calibration, reuse). `save(result, out_dir[, name])` writes `<name>.json` and the analysis's standard picture
+`<name>.png` (name defaults to the analysis).
 
 Pictures (matplotlib's object API on Agg canvases: no pyplot state, so headless and inside tests): `auc_curves`,
-`grouped_bars`, `strip_plot`, `init_vs_final_scatter`, and `filter_grid` (the conv1 mosaic of paper Fig. 5, an
-exact pixel image written with `imsave`).
+`grouped_bars`, `strip_plot`, `init_vs_final_scatter`, `probe_curves`, `criticality_curves`, `interpolation_path`,
+`sanity_bars`, `reuse_bars`, `reliability_diagrams`, and `filter_grid` (the conv1 mosaic of paper Fig. 5, an exact
+pixel image written with `imsave`).
 """
 
 import itertools
@@ -113,46 +116,55 @@ def weight_change(runs: Sequence[RunWeights]) -> dict:
     }
 
 
-def label(workdir: str) -> str:
-    """A short legend entry for a run: the last three parts of its path (e.g. random/seed_0 under its sweep)."""
-    return os.path.join(*Path(workdir).resolve().parts[-3:])
+def label(workdir: str, parts: int = 3) -> str:
+    """A short legend entry for a run: the last `parts` parts of its path (e.g. random/seed_0 under its sweep)."""
+    return os.path.join(*Path(workdir).resolve().parts[-parts:])
 
 
-def save(result: dict, out_dir: str) -> tuple[str, str]:
-    """Writes `result` as <analysis>.json and its standard picture as <analysis>.png in `out_dir`; returns both."""
-    name = result["analysis"]
+def labels(workdirs) -> dict[str, str]:
+    """workdir -> the shortest path suffix (at least 3 parts) that tells apart every run of one picture (runs of two
+    sweep groups differ only in the 4th part from the end)."""
+    workdirs = list(dict.fromkeys(workdirs))
+    for parts in range(3, 64):
+        short = {w: label(w, parts) for w in workdirs}
+        if len(set(short.values())) == len(workdirs):
+            return short
+    return {w: str(w) for w in workdirs}
+
+
+def save(result: dict, out_dir: str, name: str | None = None) -> tuple[str, str]:
+    """Writes `result` as <name>.json and its standard picture as <name>.png in `out_dir` (name: the analysis unless
+    given, e.g. to keep several interpolations side by side); returns both paths."""
+    analysis = result["analysis"]
+    if analysis not in PICTURES:
+        raise ValueError(f"No picture for analysis {analysis!r}.")
+    name = name or analysis
     os.makedirs(out_dir, exist_ok=True)
     json_path, png_path = os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.png")
     with open(json_path, "w") as f:
         f.write(json.dumps(result, indent=2) + "\n")
-    if name == "fig2":
-        strip_plot(
-            {
-                "CCA(Rand, ImNet)": [p["mean"] for p in result["rand_imnet"]],
-                "CCA(Rand, Rand)": [p["mean"] for p in result["rand_rand"]],
-            },
-            png_path,
-            f"{result['method']} similarity, mean of {', '.join(result['layers'])}",
-        )
-    elif name == "fig3":
-        grouped_bars(
-            {label(w): v["similarity"] for w, v in result["runs"].items()},
-            png_path,
-            f"{result['method']} similarity to init",
-            "Similarity to init",
-        )
-    elif name == "fig4":
-        init_vs_final_scatter(result, png_path)
-    elif name == "weights":
-        grouped_bars(
-            {label(w): v for w, v in result["runs"].items()},
-            png_path,
-            "||W_T - W_0|| / ||W_0||",
-            "Relative weight change per block",
-        )
-    else:
-        raise ValueError(f"No picture for analysis {name!r}.")
+    PICTURES[analysis](result, png_path)
     return json_path, png_path
+
+
+def _fig2_picture(result: dict, path: str) -> str:
+    groups = {
+        "CCA(Rand, ImNet)": [p["mean"] for p in result["rand_imnet"]],
+        "CCA(Rand, Rand)": [p["mean"] for p in result["rand_rand"]],
+    }
+    return strip_plot(groups, path, f"{result['method']} similarity, mean of {', '.join(result['layers'])}")
+
+
+def _fig3_picture(result: dict, path: str) -> str:
+    names = labels(result["runs"])
+    values = {names[w]: v["similarity"] for w, v in result["runs"].items()}
+    return grouped_bars(values, path, f"{result['method']} similarity to init", "Similarity to init")
+
+
+def _weights_picture(result: dict, path: str) -> str:
+    names = labels(result["runs"])
+    values = {names[w]: v for w, v in result["runs"].items()}
+    return grouped_bars(values, path, "||W_T - W_0|| / ||W_0||", "Relative weight change per block")
 
 
 # ---------------------------------------------------------------- pictures
@@ -178,7 +190,8 @@ def curve_band(curves: Sequence[dict[int, float]]):
 def auc_curves(
     curves_by_init: dict[str, list[dict[int, float]]], path: str, threshold: float | None = None, title: str = ""
 ) -> str:
-    """Eval AUC vs train step per init: mean over seeds as a line, min-max over seeds shaded."""
+    """Test AUC vs train step per init (the curves of the convergence figures: the test split is reported at every
+    evaluation, never used to choose): mean over seeds as a line, min-max over seeds shaded."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     for init, curves in curves_by_init.items():
@@ -190,7 +203,7 @@ def auc_curves(
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"AUC {threshold}")
     ax.set_xlabel("train step")
-    ax.set_ylabel("eval AUC")
+    ax.set_ylabel("test AUC")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
@@ -206,7 +219,11 @@ def grouped_bars(
 ) -> str:
     """values[series][category] as bars grouped by category (e.g. series = init, category = layer)."""
     fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot()
+    _bars(fig.add_subplot(), values, ylabel, title, errors)
+    return save_figure(fig, path)
+
+
+def _bars(ax, values: dict[str, dict[str, float]], ylabel: str, title: str = "", errors=None) -> None:
     categories = list(dict.fromkeys(c for series in values.values() for c in series))
     width = 0.8 / max(len(values), 1)
     x = np.arange(len(categories))
@@ -219,7 +236,6 @@ def grouped_bars(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)
 
 
 def strip_plot(groups: dict[str, list[float]], path: str, ylabel: str) -> str:
@@ -251,6 +267,148 @@ def init_vs_final_scatter(result: dict, path: str) -> str:
             ax.set_ylabel(f"{result['method']} after training")
         ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def probe_curves(result: dict, path: str) -> str:
+    """Probes: AUC per block, one panel per probe; per run the final weights (solid) and the init (dashed)."""
+    kinds, names = result["probes"], labels(result["runs"])
+    fig = Figure(figsize=(5 * len(kinds), 3.8))
+    for i, kind in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), i + 1)
+        for workdir, run in result["runs"].items():
+            blocks = run["final"]["layers"]
+            (line,) = ax.plot(blocks, [run["final"][kind][b]["auc"] for b in blocks], "o-", label=names[workdir])
+            ax.plot(blocks, [run["init"][kind][b]["auc"] for b in blocks], "o--", color=line.get_color(), alpha=0.6)
+        ax.axhline(0.5, color="k", lw=0.6, ls=":")
+        split = next(iter(result["runs"].values()))["split"]["name"]
+        name = f"k-NN (k={result['k']})" if kind == "knn" else "linear probe"
+        ax.set_title(f"{name}: solid after training, dashed at init", fontsize=9)
+        ax.set_ylabel(f"AUC on {split}")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def criticality_curves(result: dict, path: str) -> str:
+    """Resilience: per block, the AUC drop and the loss rise when that block is reset (one line per run)."""
+    fig, names = Figure(figsize=(10, 3.8)), labels(result["runs"])
+    for i, (key, ylabel) in enumerate((("auc_drop", "AUC drop"), ("loss_rise", "loss rise"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for workdir, run in result["runs"].items():
+            ax.plot(
+                run["blocks"], [run["per_block"][b].get(key, np.nan) for b in run["blocks"]], "o-", label=names[workdir]
+            )
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"block reset to {result['reference']}", fontsize=9)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def interpolation_path(result: dict, path: str) -> str:
+    """Interpolation: loss and AUC along theta_a -> theta_b, the straight line between the endpoints dashed; the
+    barrier in each title."""
+    alphas = np.asarray(result["alphas"])
+    keys = [k for k in ("loss", "auc") if k in result["path"][0]]
+    fig = Figure(figsize=(5 * len(keys), 3.8))
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        values = np.array([p[key] for p in result["path"]], np.float64)
+        ax.plot(alphas, values, "o-")
+        ax.plot([0, 1], [values[0], values[-1]], "k--", lw=0.8)
+        barrier = result["barrier"].get(key)
+        ax.set_title(f"{key}: barrier {barrier:.4f} (grid step {result['resolution']:.3g})", fontsize=9)
+        ends = labels(result["runs"])
+        ax.set_xlabel(f"alpha: {ends[result['runs'][0]]} -> {ends[result['runs'][1]]}", fontsize=7)
+        ax.set_ylabel(f"{key} on {result['split']['name']}")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def sanity_bars(result: dict, path: str) -> str:
+    """Sanity checks: per layer, each measure's distance between the two seeds, its shuffled null, and the layer
+    against itself with its top-k principal components removed."""
+    layers = result["layers"]
+    fig = Figure(figsize=(8, 3.6 * len(layers)))
+    for i, (layer, table) in enumerate(layers.items()):
+        series: dict[str, dict[str, float]] = {"seed vs seed": {}, "null (shuffled)": {}}
+        for row in table["rows"]:
+            series["seed vs seed"][row["measure"]] = row["specificity"]
+            series["null (shuffled)"][row["measure"]] = row["null"]
+            for k, d in row["sensitivity"].items():
+                series.setdefault(f"top {k} PCs removed", {})[row["measure"]] = d
+        ax = fig.add_subplot(len(layers), 1, i + 1)
+        _bars(ax, series, "distance (0 = same)", f"{layer}: {table['n_examples']} datapoints")
+        ax.tick_params(axis="x", labelsize=7)
+    return save_figure(fig, path)
+
+
+def reuse_bars(result: dict, path: str) -> str:
+    """Reuse decomposition: per measure (columns), the gain of transfer over random and the share of it due to
+    feature reuse (rows) per group/model, with their intervals; an undefined share is marked, not drawn."""
+    measures = list(dict.fromkeys(r["measure"] for r in result["rows"]))
+    fig = Figure(figsize=(4 * max(len(measures), 1), 6.5))
+    for j, measure in enumerate(measures):
+        rows = [r for r in result["rows"] if r["measure"] == measure]
+        names = [f"{r['group']}\n{r['model']}" for r in rows]
+        for i, part in enumerate(("gain", "share")):
+            ax = fig.add_subplot(2, len(measures), i * len(measures) + j + 1)
+            for x, row in enumerate(rows):
+                value = row.get(part) or {}
+                if value.get("estimate") is None or not value.get("ci"):
+                    ax.plot(x, 0, "x", color="gray")
+                    ax.annotate("undefined", (x, 0), fontsize=7, ha="center", va="bottom")
+                    continue
+                low, high = value["ci"]
+                est = value["estimate"]
+                ax.errorbar(x, est, yerr=[[est - low], [high - est]], fmt="o", color="C0", capsize=3)
+            ax.axhline(0.0, color="k", lw=0.6)
+            ax.set_xlim(-0.5, len(rows) - 0.5)
+            steps = measure.startswith("steps")
+            ax.set_ylabel(("steps saved" if steps else "AUC gain") if part == "gain" else "(WT - ST) / (WT - RI)")
+            ax.set_xticks(range(len(rows)), names, fontsize=7)
+            ax.set_title(f"{part}: {rows[0]['description']}" if rows else part, fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def reliability_diagrams(result: dict, path: str) -> str:
+    """Calibration: per output a panel of observed frequency vs mean predicted probability per equal-mass bin, one
+    line per run (ECE in the legend), the diagonal for perfect calibration."""
+    outputs = list(dict.fromkeys(o for run in result["runs"].values() for o in run["reliability"]))
+    fig, names = Figure(figsize=(4 * max(len(outputs), 1), 4)), labels(result["runs"])
+    for i, output in enumerate(outputs):
+        ax = fig.add_subplot(1, len(outputs), i + 1)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        for workdir, run in result["runs"].items():
+            bins = run["reliability"].get(output)
+            if bins:
+                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['ece']:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed frequency")
+        ax.set_title(f"{output}, test split at the {result['when']} step", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+PICTURES = {  # analysis -> its standard picture
+    "fig2": _fig2_picture,
+    "fig3": _fig3_picture,
+    "fig4": init_vs_final_scatter,
+    "weights": _weights_picture,
+    "probes": probe_curves,
+    "resilience": criticality_curves,
+    "interpolation": interpolation_path,
+    "sanity": sanity_bars,
+    "reuse": reuse_bars,
+    "calibration": reliability_diagrams,
+}
 
 
 def filter_grid(

@@ -92,7 +92,7 @@ def pretrain_config(paths: dict[str, str], q):
     c = _common(config_lib.base_config(), q, q.pretrain_steps, seed=0)
     c.data.name = "image_folder"
     c.data.root = paths["source"]
-    c.train_split, c.eval_split = "train", "test"
+    c.train_split, c.val_split, c.test_split = "train", "test", ""  # source accuracy only; the final weights export
     c.eval_every_steps = max(q.eval_every, q.pretrain_steps // 5)
     return c
 
@@ -101,7 +101,7 @@ def finetune_config(paths: dict[str, str], q, init: str, seed: int, pretrained: 
     """The target task as configs/retina.py sets it up (moderate DR, Adam 1e-3), at quickstart size."""
     c = _common(config_lib.retina_config(q.model, init), q, q.finetune_steps, seed)
     c.data.root = paths["target"]
-    c.train_split, c.eval_split = "train", "test"
+    c.train_split, c.val_split, c.test_split = "train", "validation", "test"  # Kaggle Public / Private
     c.pretrained = "" if init == "random" else pretrained  # gabor uses it only to scale the filters
     c.auc_threshold = q.threshold
     return c
@@ -126,7 +126,7 @@ def train_all(workdir: str, paths: dict[str, str], q, log=print) -> dict:
         seconds[f"{init}/{seed}"] = summary["seconds"]
         summaries[(init, seed)] = summary
         if init == "pretrain":
-            accuracy = (summary["final_eval"] or {}).get("accuracy", float("nan"))
+            accuracy = (summary["val"]["final"] or {}).get("accuracy", float("nan"))
             took = "skipped (finished before)" if summary["skipped"] else f"{summary['seconds']:.1f}s"
             log(f"[{n}/{len(jobs)}] {label}: source accuracy {accuracy:.3f}, {took}")
         else:
@@ -139,7 +139,7 @@ def train_all(workdir: str, paths: dict[str, str], q, log=print) -> dict:
 
 def analyse(workdir: str, q, log=print) -> dict:
     """Fig. 2 (random vs transfer at the same seed; two random seeds), similarity to init per layer (Fig. 3) and
-    relative weight change (paper 5.3); SVCCA (99 % variance) with spatial positions as datapoints, on every eval
+    relative weight change (paper 5.3); SVCCA (99 % variance) with spatial positions as datapoints, on every test
     image. Cached in DIR/analysis/analysis.json."""
     out_path = os.path.join(workdir, "analysis", "analysis.json")
     if os.path.exists(out_path):
@@ -212,11 +212,11 @@ def run_quickstart(workdir: str, q, log=print) -> str:
 
 
 def eval_curve(workdir: str) -> dict[int, float]:
-    """step -> eval AUC of one run, from its metrics.jsonl."""
+    """step -> test AUC of one run, from its metrics.jsonl (the paper plots test curves; nothing is chosen here)."""
     return {
         r["step"]: r["auc"]
         for r in read_records(os.path.join(workdir, "metrics.jsonl"))
-        if r["split"] == "eval" and isinstance(r.get("auc"), float)
+        if r["split"] == "test" and isinstance(r.get("auc"), float)
     }
 
 

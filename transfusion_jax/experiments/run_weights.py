@@ -1,4 +1,4 @@
-"""A finished run's weights at initialisation and after training, and its eval images: the analyses' inputs.
+"""A finished run's weights at initialisation and after training, and its evaluation images: the analyses' inputs.
 
 Works for any workdir written by `train_and_evaluate` (quickstart runs and sweep runs alike): the trainer saves the
 variables step 1 started from as init.npz and, with `config.export_pretrained=True`, the final ones as
@@ -64,9 +64,8 @@ class RunWeights:
         return self._final
 
 
-def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
-    """RunWeights of each workdir; all must share one architecture (activations go through one apply)."""
-    loaded = [RunWeights(str(w)) for w in workdirs]
+def check_same_architecture(loaded: Sequence[RunWeights]) -> None:
+    """Raises naming the first run whose model differs from the first run's (activations go through one apply)."""
     first = loaded[0].config.model.to_dict()
     for run in loaded[1:]:
         if run.config.model.to_dict() != first:
@@ -74,12 +73,19 @@ def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
                 f"run {run.workdir} has model {run.config.model.to_dict()} but {loaded[0].workdir} has {first}: "
                 "compare runs of the same architecture"
             )
+
+
+def load_runs(workdirs: Sequence[str]) -> list[RunWeights]:
+    """RunWeights of each workdir; all must share one architecture."""
+    loaded = [RunWeights(str(w)) for w in workdirs]
+    check_same_architecture(loaded)
     return loaded
 
 
 def eval_batches(config, batch_size: int, max_images: int | None = None) -> list[np.ndarray]:
-    """The run's evaluation images (padding dropped, at most `max_images`) as host batches of `batch_size`."""
-    dataset = data_lib.build_dataset(config, config.eval_split, train=False)
+    """The run's evaluation images (its test split, or its validation split when it has none; padding dropped, at
+    most `max_images`) as host batches of `batch_size`."""
+    dataset = data_lib.build_dataset(config, config.test_split or config.val_split, train=False)
     images, count = [], 0
     for batch in dataset.batches(batch_size, mesh=partition.make_data_mesh()):
         valid = np.asarray(jax.device_get(batch["valid"])).astype(bool)

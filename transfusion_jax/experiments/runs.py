@@ -95,12 +95,35 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
     return {**summary, "skipped": False, "seconds": time.perf_counter() - start}
 
 
+def _test_auc(summary: dict, when: str) -> float | None:
+    value = ((summary.get("test") or {}).get(when) or {}).get("auc")
+    return value if isinstance(value, float) else None
+
+
+def final_test_auc(summary: dict) -> float | None:
+    """The test AUC at the run's last step (None when undefined or the run has no test split)."""
+    return _test_auc(summary, "final")
+
+
+def selected_test_auc(summary: dict) -> float | None:
+    """The test AUC at the step selected on validation (never the best test AUC: that would select on test)."""
+    return _test_auc(summary, "selected")
+
+
+def test_steps_to_threshold(summary: dict) -> int | None:
+    """The paper's convergence measure: first eval step with test AUC > the threshold (None if never)."""
+    return (summary.get("test") or {}).get("steps_to_threshold")
+
+
 def describe(summary: dict) -> str:
     """One progress line's worth of a run summary."""
-    final = (summary.get("final_eval") or {}).get("auc")
-    auc = f"{final:.4f}" if isinstance(final, float) else "n/a"
-    reached = summary.get("steps_to_threshold")
+    final, selected = final_test_auc(summary), selected_test_auc(summary)
+    text = lambda v: f"{v:.4f}" if v is not None else "n/a"  # noqa: E731
+    reached = test_steps_to_threshold(summary)
     threshold = summary.get("auc_threshold")
     when = f"step {reached}" if reached is not None else "not reached"
     took = "skipped (finished before)" if summary.get("skipped") else f"{summary.get('seconds', 0.0):.1f}s"
-    return f"final AUC {auc}, AUC >= {threshold}: {when}, {took}"
+    return (
+        f"test AUC final {text(final)}, at step {summary.get('selected_step')} (selected on validation) "
+        f"{text(selected)}, test AUC > {threshold}: {when}, {took}"
+    )

@@ -6,14 +6,16 @@ The top level of every parameter tree is a block name, or 'head' (the task head)
 auxiliary ImageNet head): a leaf's block is the first component of its path.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from transfusion_jax.models import cbr, inception, resnet
-from transfusion_jax.models.inception import AUX_OUTPUT
+from transfusion_jax.models.inception import AUX_OUTPUT as AUX_OUTPUT
 
 __all__ = [
     "AUX_OUTPUT",
@@ -86,3 +88,34 @@ def feature_names(name: str, **overrides) -> tuple[str, ...]:
 def paper_resolutions(name: str) -> tuple[int, ...]:
     """Input sizes the paper uses with this model: 224 (CheXpert), 587 (Retina), and 299 for Inception-v3."""
     return _lookup(name)[2]
+
+
+def fits_input(name: str, size: int, **overrides) -> bool:
+    """Whether a `size`x`size` input keeps every feature map at least 1x1 (traced with jax.eval_shape, nothing
+    runs). Too small an input either fails shape inference or leaves an empty map whose global average is NaN."""
+    model = get_model(name, 2, **overrides)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    try:
+        (_, features), _ = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x, train=False), x)
+    except (TypeError, ValueError):  # negative output sizes are rejected by XLA's shape inference
+        return False
+    return all(min(f.shape[1:3]) >= 1 for f in features.values() if f.ndim == 4)
+
+
+@functools.cache
+def _min_input_size(name: str, overrides: tuple, largest: int) -> int:
+    kwargs = dict(overrides)
+    if not fits_input(name, largest, **kwargs):
+        raise ValueError(f"Model {name!r} ({kwargs}) does not fit even a {largest}x{largest} input.")
+    lo, hi = 0, largest  # invariant: lo does not fit (0 never does), hi fits; feature sizes grow with the input
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits_input(name, mid, **kwargs) else (mid, hi)
+    return hi
+
+
+def min_input_size(name: str, largest: int = 1024, **overrides) -> int:
+    """The smallest square input the architecture accepts, found by bisection over traced shapes (per
+    architecture and overrides, so widths/paddings that change the pooling arithmetic are accounted for)."""
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()))
+    return _min_input_size(name, frozen, largest)

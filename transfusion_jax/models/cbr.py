@@ -52,8 +52,8 @@ class CBR(nn.Module):
             features[f"layer{i + 1}"] = x
         x = global_avg_pool(x)
         features["pre_logits"] = x
-        logits = dense_head(self.num_classes, self.dtype)(x)
-        return logits.astype(jnp.float32), features
+        logits = dense_head(self.num_classes)(x)
+        return logits, features
 
 
 def cbr(name: str, num_classes: int, **overrides) -> CBR:

@@ -159,7 +159,7 @@ class AuxHead(nn.Module):
         x = nn.avg_pool(x, (5, 5), (3, 3))
         x = self.conv(128, (1, 1), padding="VALID", name="conv0")(x, train)
         x = self.conv(768, (5, 5), padding="VALID", name="conv1")(x, train)
-        return dense_head(self.num_classes, x.dtype, name="fc")(global_avg_pool(x))
+        return dense_head(self.num_classes, name="fc")(global_avg_pool(x))
 
 
 class InceptionV3(nn.Module):
@@ -201,12 +201,12 @@ class InceptionV3(nn.Module):
             if stage_name == "mixed_6" and self.aux_logits:
                 aux = AuxHead(self.num_classes, conv, name="aux_logits")(x, train)
                 if train:
-                    self.sow("intermediates", AUX_OUTPUT, aux.astype(jnp.float32))
+                    self.sow("intermediates", AUX_OUTPUT, aux)
         x = global_avg_pool(x)
         features["pre_logits"] = x
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = dense_head(self.num_classes, self.dtype)(x)
-        return logits.astype(jnp.float32), features
+        logits = dense_head(self.num_classes)(x)
+        return logits, features
 
 
 def inception_v3(num_classes: int, **overrides) -> InceptionV3:

@@ -75,6 +75,7 @@ def global_avg_pool(x):
     return jnp.mean(x, axis=(1, 2))
 
 
-def dense_head(num_classes: int, dtype: Any, name: str | None = "head") -> nn.Dense:
-    """The new task head. Kept in float32 output precision so logits/AUC do not suffer bf16 rounding."""
-    return nn.Dense(num_classes, dtype=dtype, name=name)
+def dense_head(num_classes: int, name: str | None = "head") -> nn.Dense:
+    """The task head, computed in float32 whatever the body's dtype: bf16 logits would round scores into ties and
+    bias the AUC. Its input (the pooled features) is promoted to float32 before the matmul."""
+    return nn.Dense(num_classes, dtype=jnp.float32, name=name)

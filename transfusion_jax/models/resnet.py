@@ -78,8 +78,8 @@ class ResNet(nn.Module):
             features[f"block{i + 1}"] = x
         x = global_avg_pool(x)
         features["pre_logits"] = x
-        logits = dense_head(self.num_classes, self.dtype)(x)
-        return logits.astype(jnp.float32), features
+        logits = dense_head(self.num_classes)(x)
+        return logits, features
 
 
 class Stage(nn.Module):

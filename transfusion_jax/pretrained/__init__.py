@@ -14,7 +14,7 @@ import os
 
 from transfusion_jax.models import HEAD_NAMES, get_model
 from transfusion_jax.pretrained import from_keras, from_torch, stand_in
-from transfusion_jax.pretrained.checkpoint import describe, load, save
+from transfusion_jax.pretrained.checkpoint import describe, load, read_metadata, save
 from transfusion_jax.pretrained.common import (
     ARCHITECTURES,
     DEFAULT_PREPROCESSING,
@@ -34,6 +34,7 @@ CONVERTER_VERSION = 1
 __all__ = [
     "convert",
     "load",
+    "read_metadata",
     "save",
     "describe",
     "model_from_metadata",

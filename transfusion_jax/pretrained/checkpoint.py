@@ -32,12 +32,11 @@ def save(path: str, variables: dict, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str) -> tuple[dict, dict]:
-    """(variables {'params', 'batch_stats'} of NumPy arrays, metadata dict) from a file written by `save`."""
+def _read(path: str, arrays: bool) -> tuple[dict, dict]:
     if not os.path.isfile(path):
         raise ConversionError(f"No such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(path, allow_pickle=False) as data:  # lazy: only the entries read here leave the disk
             if METADATA_KEY not in data.files:
                 raise ConversionError(
                     f"{path} has no {METADATA_KEY!r} entry: not a checkpoint written by "
@@ -45,7 +44,7 @@ def load(path: str) -> tuple[dict, dict]:
                     f"transfusion_jax.pretrained convert ...)."
                 )
             meta = json.loads(str(data[METADATA_KEY]))
-            flat = {k: data[k] for k in data.files if k != METADATA_KEY}
+            flat = {k: data[k] for k in data.files if k != METADATA_KEY} if arrays else {}
     except ConversionError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -61,6 +60,16 @@ def load(path: str) -> tuple[dict, dict]:
     if bad:
         raise ConversionError(f"{path}: unexpected entries {bad[:5]} (only {COLLECTIONS} are allowed).")
     return tree.unflatten(flat), meta
+
+
+def load(path: str) -> tuple[dict, dict]:
+    """(variables {'params', 'batch_stats'} of NumPy arrays, metadata dict) from a file written by `save`."""
+    return _read(path, arrays=True)
+
+
+def read_metadata(path: str) -> dict:
+    """The metadata of a checkpoint written by `save`, without reading its arrays (e.g. its preprocessing)."""
+    return _read(path, arrays=False)[1]
 
 
 def block_counts(variables: dict) -> dict:

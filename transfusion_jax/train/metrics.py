@@ -110,11 +110,13 @@ def ece_metrics(diagram: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def first_step_reaching(records: Iterable[dict], key: str, threshold: float) -> int | None:
-    """The paper's convergence measure (docs/paper.md §7): first eval step whose `key` >= threshold, or None."""
+def first_step_above(records: Iterable[dict], key: str, threshold: float) -> int | None:
+    """The paper's convergence measure (docs/paper.md §7): the first eval step whose `key` is strictly above
+    `threshold` ("train steps until AUC > 0.91"), or None. `records` are one split's evaluations; non-finite or
+    missing values never count."""
     for record in sorted(records, key=lambda r: r["step"]):
         value = record.get(key)
-        if isinstance(value, float) and np.isfinite(value) and value >= threshold:
+        if isinstance(value, float) and np.isfinite(value) and value > threshold:
             return int(record["step"])
     return None
 

@@ -46,18 +46,19 @@ def _random_variables(model, rng, sample_input) -> dict[str, Any]:
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
+def checkpoint_path(config, path: str) -> str:
+    """`path`, or for the name pretrained.STAND_IN (',local' configs) the cached random stand-in checkpoint this
+    model can load (made on first use)."""
+    if path != pretrained.STAND_IN:
+        return path
+    name = config.model.name
+    source = surgery.SLIM_SOURCE if name == surgery.SLIM_MODEL else name
+    return pretrained.stand_in.path(source, dict(config.model.overrides))
+
+
 def _checkpoint_loader(config):
-    """pretrained.load, with the name pretrained.STAND_IN (',local' configs) resolved at run time to the cached
-    random stand-in checkpoint this model can load."""
-
-    def load(path: str):
-        if path == pretrained.STAND_IN:
-            name = config.model.name
-            source = surgery.SLIM_SOURCE if name == surgery.SLIM_MODEL else name
-            path = pretrained.stand_in.path(source, dict(config.model.overrides))
-        return pretrained.load(path)
-
-    return load
+    """pretrained.load, with the name pretrained.STAND_IN resolved at run time (`checkpoint_path`)."""
+    return lambda path: pretrained.load(checkpoint_path(config, path))
 
 
 def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any]:

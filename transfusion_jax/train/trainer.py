@@ -3,11 +3,23 @@
 Resume is exact: state comes from the latest checkpoint, the data stream restarts at that step (`start_step`), each
 step's RNG is a function of (seed, step), and metrics/best checkpoints written after that step by the killed run are
 dropped and recomputed.
+
+Selection and reporting: every evaluation scores the validation split (`config.val_split`) and the test split
+(`config.test_split`), recorded separately ('val' / 'test' in metrics.jsonl). Everything that is *chosen* (the
+selected step and its `best/` checkpoint, early stopping) looks at validation AUC only; the test split is reported
+at the validation-selected step and at the final step, and its curve exists for convergence plots
+(steps-to-threshold), but it never decides anything. Per-example test scores at both steps go to test_scores.npz
+(for DeLong comparisons between runs on the same test examples). Calibration (ECE per output) is recorded for
+both splits; summary.json holds the test split's reliability diagrams at the selected and the final step.
+
+Multi-process runs: every decision that leads to a collective (a new best, early stopping, a NaN stop, the resume
+step) is process 0's, and what selection and early stopping need on resume (best validation AUC, its step, the
+evaluations since) lives in the checkpoint's `loop` dict, which every process restores, not in metrics.jsonl.
 """
 
 import functools
+import hashlib
 import itertools
-import json
 import logging
 import math
 import time
@@ -20,11 +32,16 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, partition, protocols, steps
+from transfusion_jax.train import export, partition, preflight, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
-from transfusion_jax.train.writer import MetricWriter
+from transfusion_jax.train.writer import MetricWriter, dumps
+
+# The split roles of a run, as written in metrics.jsonl / TensorBoard and as keys of summary.json.
+VAL, TEST = "val", "test"
+TEST_SCORES = "test_scores.npz"
+_PENDING_SCORES = "test_scores_pending"  # test scores of each new validation best, until the run ends
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,9 +56,12 @@ def _to_host(x) -> np.ndarray:
 
 def evaluate(
     eval_step, state, dataset, batch_size: int, mesh, calibration_bins: int = metrics_lib.DEFAULT_CALIBRATION_BINS
-) -> dict:
-    """Loss, AUCs and calibration over the whole split: every example exactly once (padding rows are dropped by
-    `valid`). Every value is a float except 'reliability', the reliability diagram per output (a nested dict)."""
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """(metrics, outputs) over the whole split, every example exactly once (padding rows are dropped by `valid`).
+
+    metrics: loss, AUCs and calibration, every value a float except 'reliability', the reliability diagram per
+    output (a nested dict). outputs: the per-example arrays behind them, {'scores', 'label', 'label_mask', 'id'} of
+    the usable examples."""
     task = dataset.task
     parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
     loss_sum, loss_count = 0.0, 0.0
@@ -54,6 +74,8 @@ def evaluate(
             parts[key].append(_to_host(batch[key]))
     host = {k: np.concatenate(v) for k, v in parts.items()}
     valid = host["valid"].astype(bool)
+    if not valid.any():
+        raise data_lib.TooManyBadImagesError(f"{dataset.name}: none of its {len(dataset)} examples could be read.")
     scores, labels, mask = host["scores"][valid], host["label"][valid], host["label_mask"][valid]
     result = {"loss": loss_sum / max(loss_count, 1.0), "num_examples": float(valid.sum())}
     result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
@@ -61,7 +83,8 @@ def evaluate(
     result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
     if task.loss == "softmax":
         result.update(metrics_lib.accuracy_metrics(scores, labels))
-    return result
+    ids = np.asarray(dataset.example_ids())[valid[: len(dataset)]]  # eval order is row order; padding comes last
+    return result, {"scores": scores, "label": labels, "label_mask": mask, "id": ids}
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
@@ -83,17 +106,8 @@ def _write_config(config, workdir: epath.Path) -> None:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
-def _summary(records: list[dict], threshold: float) -> dict:
-    evals = [r for r in records if r["split"] == "eval"]
-    finite = [r for r in evals if _finite_auc(r) is not None]
-    best = max(finite, key=lambda r: r["auc"]) if finite else None
-    return {
-        "final_eval": evals[-1] if evals else None,
-        "best_auc": best["auc"] if best else None,
-        "best_step": best["step"] if best else None,
-        "auc_threshold": threshold,
-        "steps_to_threshold": metrics_lib.first_step_reaching(evals, "auc", threshold),
-    }
+def _split_records(records: list[dict], role: str) -> list[dict]:
+    return sorted((r for r in records if r["split"] == role), key=lambda r: r["step"])
 
 
 def _finite_auc(record: dict) -> float | None:
@@ -113,20 +127,141 @@ def _export_variables(config, task, state, path: epath.Path, source: str) -> Non
     )
 
 
+def _at(records: list[dict], step: int | None) -> dict | None:
+    metrics = next((r for r in records if r["step"] == step), None)
+    return {k: v for k, v in metrics.items() if k != "split"} if metrics else None
+
+
+def _summary(records: list[dict], config, train_examples: int, final_step: int, selected: int | None) -> dict:
+    """What the run measured. Chosen on validation: the selected step (`selected`, the training loop's: the first
+    evaluation with the highest validation AUC), the relative threshold (config.relative_threshold x the run's own
+    final validation AUC). Reported on both splits: AUCs at the selected and final steps, and the first eval step
+    with AUC strictly above the paper's threshold and the relative one."""
+    val, test = _split_records(records, VAL), _split_records(records, TEST)
+    final_val = _finite_auc(_at(val, final_step) or {})
+    relative = config.relative_threshold * final_val if final_val is not None else None
+    summary = {
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "test_split": config.test_split,
+        "train_examples": train_examples,
+        "num_train_steps": config.num_train_steps,
+        "epochs": config.num_train_steps * config.batch_size / train_examples,
+        "final_step": final_step,
+        "stopped_early": final_step < config.num_train_steps,
+        "eval_every_steps": config.eval_every_steps,
+        "eval_steps": sorted(int(s) for s in config.eval_steps),  # empty: every eval_every_steps (and the last)
+        "selection": "max validation AUC (earliest of ties)",
+        "selected_step": selected,
+        "auc_threshold": config.auc_threshold,
+        "relative_threshold": config.relative_threshold,
+        "relative_threshold_auc": relative,
+    }
+    for role, rs in ((VAL, val), (TEST, test)):
+        if rs:
+            summary[role] = {
+                "final": _at(rs, final_step),
+                "selected": _at(rs, selected),
+                "steps_to_threshold": metrics_lib.first_step_above(rs, "auc", config.auc_threshold),
+                "steps_to_relative_threshold": (
+                    metrics_lib.first_step_above(rs, "auc", relative) if relative is not None else None
+                ),
+            }
+    return summary
+
+
+def _save_scores(path: epath.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Written whole or not at all (a temporary file renamed), so a kill never leaves a truncated file."""
+    tmp = path.parent / f"{path.name}.tmp"
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+
+
+def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
+    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _pending_scores(outputs: dict[str, np.ndarray], full: bool) -> dict[str, np.ndarray]:
+    """What is kept of one test evaluation until the run ends: its scores and a digest of which examples they are;
+    the final step's file also holds the ids (UTF-8 bytes), labels and masks, which do not change between steps."""
+    ids = np.char.encode(np.asarray(outputs["id"], str), "utf-8")
+    kept = {"scores": outputs["scores"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
+    if full:
+        kept.update(id=ids, label=outputs["label"], label_mask=outputs["label_mask"])
+    return kept
+
+
+def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
+    """test_scores.npz: per-example test scores at the selected and the final step, with ids, labels and masks,
+    so that runs can be compared on the same examples (DeLong). The scores come from the files written at each new
+    validation best and at the final step or, for a finished run started again, from the test_scores.npz it wrote;
+    the pending files are dropped afterwards."""
+    done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
+    known = {}
+    if done.exists():
+        old = _load_scores(done)
+        for when in ("selected", "final"):
+            if f"{when}_step" in old:
+                known[int(old[f"{when}_step"])] = {"scores": old[f"{when}_scores"], "id_digest": old["id_digest"]}
+        common = {k: old[k] for k in ("id", "label", "label_mask")}
+        known[int(old["final_step"])].update(common)
+    for path in pending.glob("step_*.npz"):
+        known[int(path.stem.split("_")[1])] = _load_scores(path)
+    missing = [step for step in (selected, final) if step is not None and step not in known]
+    if missing:
+        raise RuntimeError(f"{workdir} holds no test scores of step(s) {missing}; delete the workdir to start over.")
+    arrays = {
+        **{k: known[final][k] for k in ("id", "id_digest", "label", "label_mask")},
+        "loss": np.array(task.loss),
+        "label_names": np.array(task.label_names),
+        "final_step": np.array(final),
+        "final_scores": known[final]["scores"],
+    }
+    if selected is not None:
+        if known[selected]["id_digest"] != arrays["id_digest"]:
+            raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
+        arrays.update(selected_step=np.array(selected), selected_scores=known[selected]["scores"])
+    _save_scores(done, arrays)
+    pending.rmtree(missing_ok=True)
+    return arrays
+
+
+def _test_reliability(summary: dict, scores: dict[str, np.ndarray], task, num_bins: int) -> None:
+    """Adds the test split's reliability diagram at the selected and the final step to `summary`, computed from
+    test_scores.npz: the same scores, labels and masks the evaluation's ECE came from, so a run resumed after its
+    last evaluation reports the same diagrams without evaluating again."""
+    for when in ("selected", "final"):
+        record = summary.get(TEST, {}).get(when)
+        if record is not None and f"{when}_scores" in scores:
+            record["reliability"] = metrics_lib.reliability_diagram(
+                task.loss, task.label_names, scores[f"{when}_scores"], scores["label"], scores["label_mask"], num_bins
+            )
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint if any); returns the run summary."""
     workdir = epath.Path(workdir)
     lead = jax.process_index() == 0
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
-        _write_config(config, workdir)
+    config = preflight.resolve(config)
     mesh = partition.make_data_mesh()
     partition.check_batch_size(config.batch_size, mesh)
     eval_batch_size = config.eval_batch_size or config.batch_size
     partition.check_batch_size(eval_batch_size, mesh)
 
     train_ds = data_lib.build_dataset(config, config.train_split, train=True)
-    eval_ds = data_lib.build_dataset(config, config.eval_split, train=False)
+    roles = ((VAL, config.val_split), (TEST, config.test_split))
+    eval_sets = {role: data_lib.build_dataset(config, split, train=False) for role, split in roles if split}
+    preflight.check_run(config, train_ds, eval_sets)
+    config.num_train_steps = preflight.num_train_steps(config, len(train_ds))
+    eval_at = preflight.eval_steps(config)
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _write_config(config, workdir)
+        if config.data.subset_size:  # which examples a small-data run trained on
+            subset = {"subset_seed": data_lib.subset_seed(config), "ids": train_ds.example_ids()}
+            (workdir / "train_subset.json").write_text(dumps(subset, indent=1) + "\n")
     task = train_ds.task
     model = state_lib.build_model(config, task.num_outputs)
     ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_best=1)
@@ -141,14 +276,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = jax.device_put(state, partition.replicated(mesh))
 
     writer = MetricWriter(workdir, start_step=start, enabled=lead)
-    # The loop's own state, saved with each checkpoint: every process resumes with the same best-so-far (the
-    # metrics file is process 0's and may hold records the checkpoint does not).
-    loop = {"best_auc": None}
+    pending_scores = workdir / _PENDING_SCORES
+    # The loop's own state, saved with each checkpoint, so that every process resumes with the same selection and
+    # early-stopping state (the metrics file is process 0's and may hold records the checkpoint does not): the best
+    # validation AUC so far, its step, and the validation evaluations since it.
+    loop = {"best_auc": None, "best_step": None, "evals_since_best": 0}
     if start:
         logging.info("Resuming from the checkpoint at step %d in %s", start, workdir)
-        state, loop = ckpt.restore(start, like=state)
+        state, saved_loop = ckpt.restore(start, like=state)
+        loop.update(saved_loop)
+    if lead and TEST in eval_sets:
+        pending_scores.mkdir(parents=True, exist_ok=True)
+        for path in pending_scores.glob("step_*.npz"):  # written after `start` by a killed run: recomputed
+            if int(path.stem.split("_")[1]) > start:
+                path.unlink()
     records = writer.records()
-    best_auc = -math.inf if loop.get("best_auc") is None else loop["best_auc"]
+    best_auc = -math.inf if loop["best_auc"] is None else loop["best_auc"]
 
     train_step_at = protocols.StepsByPhase(  # the step for each phase of config.finetune (LP-FT has two)
         config,
@@ -167,15 +310,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
     bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
     pending: list[tuple[int, dict]] = []
     tick, tick_step = time.perf_counter(), start
-    reliability = None  # the last evaluation's reliability diagram, for summary.json
+    patience = config.early_stopping_evals if VAL in eval_sets else 0
+    stopped = bool(patience and loop["evals_since_best"] >= patience)  # a run that stopped early stays stopped
+    final_step = start
     try:
-        for step in range(start, config.num_train_steps):
+        for step in range(start, config.num_train_steps if not stopped else start):
             state, train_metrics = train_step_at(step)(state, next(batches), steps.step_rng(config.seed, step))
-            done = step + 1
+            done = final_step = step + 1
             pending.append((done, train_metrics))
             bar.update(1)
             is_last = done == config.num_train_steps
-            is_eval = done % config.eval_every_steps == 0 or is_last
+            is_eval = done in eval_at
             is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
             if done % config.log_every_steps == 0 or is_eval or is_ckpt:
                 logged = _check_finite(pending)
@@ -185,30 +330,47 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 writer.write(done, "train", logged)
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
             if is_eval:
-                eval_metrics = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh, config.calibration_bins)
-                reliability = eval_metrics.pop("reliability")
-                writer.write(done, "eval", eval_metrics)
-                records.append({"step": done, "split": "eval", **eval_metrics})
-                reached = metrics_lib.first_step_reaching(records, "auc", config.auc_threshold)
-                if reached == done:
-                    logging.info("Eval AUC reached %s at step %d.", config.auc_threshold, done)
-                logging.info("step %d eval %s", done, {k: round(v, 4) for k, v in eval_metrics.items()})
-                # Process 0's decision, so that all processes call the collective save together.
-                if same_on_all_processes(np.isfinite(eval_metrics["auc"]) and eval_metrics["auc"] > best_auc):
-                    best_auc = eval_metrics["auc"]
+                results, outputs = {}, {}
+                for role, ds in eval_sets.items():
+                    metrics, outputs[role] = evaluate(
+                        eval_step, state, ds, eval_batch_size, mesh, config.calibration_bins
+                    )
+                    metrics.pop("reliability")  # nested: the summary has the test split's (from test_scores.npz)
+                    results[role] = metrics
+                    writer.write(done, role, metrics)
+                    records.append({"step": done, "split": role, **metrics})
+                    logging.info("step %d %s %s", done, role, {k: round(v, 4) for k, v in metrics.items()})
+                val_auc = _finite_auc(results.get(VAL, {}))
+                # Process 0's decisions, so that all processes call the collective saves (and stop) together; the
+                # early-stopping count follows from them and the restored loop state, the same on every process.
+                improved = bool(same_on_all_processes(val_auc is not None and val_auc > best_auc))
+                if VAL in eval_sets:
+                    loop["evals_since_best"] = 0 if improved else loop["evals_since_best"] + 1
+                if improved:
+                    best_auc = val_auc
+                    loop.update(best_auc=best_auc, best_step=done)
                     ckpt.save_best(done, state, best_auc)
+                if patience and loop["evals_since_best"] >= patience:
+                    logging.info("Early stop at step %d: no better validation AUC in %d evaluations.", done, patience)
+                    stopped = is_ckpt = True
+                if lead and TEST in outputs and (improved or is_last or stopped):
+                    full = is_last or stopped  # the final step's file carries the ids and labels
+                    _save_scores(pending_scores / f"step_{done}.npz", _pending_scores(outputs[TEST], full))
             if is_ckpt:
-                ckpt.save(done, state, {"best_auc": best_auc if math.isfinite(best_auc) else None})
+                ckpt.save(done, state, dict(loop))
+            if stopped:
+                break
     finally:  # an error (e.g. a NaN loss) still finalises the checkpoints already started
         bar.close()
         ckpt.close()
         writer.close()
     if config.export_pretrained and lead:
         _export_variables(config, task, state, workdir / export.FINAL_FILE, f"trained:{workdir}")
-    if reliability is None:  # resumed after the last evaluation: the same diagram, from the same final state
-        reliability = evaluate(eval_step, state, eval_ds, eval_batch_size, mesh, config.calibration_bins)["reliability"]
-    summary = {**_summary(records, config.auc_threshold), "reliability": reliability}
+    summary = _summary(records, config, len(train_ds), final_step, loop["best_step"])
     if lead:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if TEST in eval_sets:
+            scores = _write_test_scores(workdir, task, summary["selected_step"], final_step)
+            _test_reliability(summary, scores, task, config.calibration_bins)
+        (workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
     logging.info("Run summary: %s", summary)
     return summary

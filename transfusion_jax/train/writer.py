@@ -11,15 +11,30 @@ import json
 import math
 import re
 
+import numpy as np
 from etils import epath
 
 TENSORBOARD_DIR = "tensorboard"
 _EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
-def _jsonable(value):
-    value = float(value)
-    return value if math.isfinite(value) else str(value)  # JSON has no NaN/inf
+def strict_json(value):
+    """`value` with every non-finite float replaced by None, recursively: standard JSON has no NaN or Infinity
+    (json.dumps would write bare `NaN`, which strict parsers reject), so an undefined metric is written as null."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """Standard JSON (NaN -> null); raises rather than ever writing NaN."""
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
 
 
 def tensorboard_tag(split: str, key: str) -> str:
@@ -55,7 +70,7 @@ class MetricWriter:
 
         kept = [r for r in read_records(self.path) if r["step"] <= start_step]
         staging = self.path.with_name(self.path.name + ".tmp")
-        staging.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        staging.write_text("".join(dumps(r) + "\n" for r in kept))
         staging.replace(self.path)
         tb_dir = epath.Path(workdir) / TENSORBOARD_DIR
         if tb_dir.exists():
@@ -74,15 +89,15 @@ class MetricWriter:
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": int(step), "split": split, **{k: _jsonable(v) for k, v in metrics.items()}}
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")
         self._add_scalars(step, split, metrics)
         self._tb.flush()
 
     def _add_scalars(self, step: int, split: str, metrics: dict) -> None:
-        for key, value in metrics.items():
-            self._tb.add_scalar(tensorboard_tag(split, key), float(value), int(step))
+        for key, value in metrics.items():  # a null in metrics.jsonl is an undefined metric: NaN in TensorBoard
+            self._tb.add_scalar(tensorboard_tag(split, key), math.nan if value is None else float(value), int(step))
 
     def close(self) -> None:
         if self._tb is not None:

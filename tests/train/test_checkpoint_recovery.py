@@ -18,7 +18,7 @@ from tb_events import scalars
 from transfusion_jax.train import CheckpointError, trainer
 from transfusion_jax.train.checkpoint import CHECKSUM_FILE
 
-# lr 1e-2: the best eval AUC comes at step 10 and is never beaten, so a resumed run that forgot it would save a
+# lr 1e-2: the best validation AUC comes at step 10 and is never beaten, so a resumed run that forgot it would save a
 # different best checkpoint (the condition is asserted in test_best_so_far_comes_from_the_checkpoint).
 CONFIG = dict(num_train_steps=30, checkpoint_every_steps=10, keep_checkpoints=10)
 
@@ -149,10 +149,11 @@ def test_no_intact_checkpoint_is_a_one_line_error_that_changes_nothing(unbroken,
 
 
 def test_best_so_far_comes_from_the_checkpoint_not_the_metrics_file(unbroken, tmp_path):
-    """Processes other than 0 never see metrics.jsonl: a resumed run must take the best AUC so far from the
-    checkpoint, or it saves a 'best' that is not (and in a multi-process job, process 1 alone saves: a hang)."""
-    evals = [r for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines()) if r["split"] == "eval"]
-    best = max(evals, key=lambda r: r["auc"])
+    """Processes other than 0 never see metrics.jsonl: a resumed run must take the best validation AUC so far (and
+    its step, and the evaluations since, for early stopping) from the checkpoint, or it saves a 'best' that is not
+    (and in a multi-process job, process 1 alone saves: a hang)."""
+    evals = [r for r in map(json.loads, (unbroken / "metrics.jsonl").read_text().splitlines()) if r["split"] == "val"]
+    best = max(evals, key=lambda r: (r["auc"], -r["step"]))
     assert best["step"] <= 20 and os.listdir(unbroken / "checkpoints" / "best") == [str(best["step"])]
     assert any(r["step"] > 20 for r in evals)  # evaluations after the resume point that are not a new best
 
@@ -163,4 +164,7 @@ def test_best_so_far_comes_from_the_checkpoint_not_the_metrics_file(unbroken, tm
     resumed = _resume_copy(unbroken, tmp_path, lose_step_30_and_the_metrics)
     assert os.listdir(resumed / "checkpoints" / "best") == [str(best["step"])]
     loop = ocp.CheckpointManager(resumed / "checkpoints" / "latest").metadata(30).custom_metadata
-    assert loop == {"best_auc": best["auc"]}
+    since = sum(r["step"] > best["step"] for r in evals)
+    assert loop == {"best_auc": best["auc"], "best_step": best["step"], "evals_since_best": since}
+    with open(resumed / "summary.json") as f:
+        assert json.load(f)["selected_step"] == best["step"]  # from the checkpoint too: metrics.jsonl was lost

@@ -1,0 +1,211 @@
+"""The paper's claims as paired effects: for each model, each init A against random init B of the same seeds,
+the difference A - B in test AUC and in steps-to-threshold with a 95% interval, and a verdict per claim.
+
+Measures (all from what each run recorded: summary.json and test_scores.npz):
+- test AUC at the step selected on validation, and at the final step (binary tasks: the AUC; multi-output tasks:
+  each class's AUC, as the paper's Table 2 reports each pathology). Interval: t over seed pairs plus DeLong's
+  variance over test examples (analysis.stats); seeds only, said so, when a run lacks its test_scores.npz.
+- steps until the test AUC is first above the paper's threshold (0.91 on Retina), and until the validation AUC is
+  first above relative_threshold x the run's own final validation AUC. Interval: t over seed pairs. A run that
+  never crossed counts as its run length, a lower bound of its true value, and the verdict then only states what
+  such bounds can show.
+
+Margins: AUC_MARGIN (one AUC point) for AUC; one evaluation interval (the measure's resolution) for steps.
+Verdicts ("supported" / "contradicted" / "inconclusive") come from the interval and the margin, never from the point
+estimate (analysis.stats.verdict); comparisons the paper makes no claim about get the interval's outcome only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from transfusion_jax.analysis import stats
+
+AUC_MARGIN = 0.01  # the paper's "comparable" differences are 0-0.3 AUC points (Table 1), its "helps" 2.4 (Table 3)
+TEST_SCORES = "test_scores.npz"  # written by the trainer (transfusion_jax.train.trainer.TEST_SCORES)
+LARGE_MODELS = ("resnet50", "inception_v3")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    kind: str  # 'equivalent' | 'greater' | 'less', about A - B
+    text: str
+
+
+def claim_for(group: str, model: str, init: str, measure: str) -> Claim | None:
+    """What the paper says about `init` - random for this group, model and measure ('auc' or 'steps')."""
+    if init == "random":
+        return None
+    if measure == "auc":
+        if group == "retina" and init == "transfer":
+            return Claim("equivalent", "Table 1: transfer and random init perform comparably")
+        if group == "retina_small" and init == "transfer":
+            if model in LARGE_MODELS:
+                return Claim("greater", "Table 3: with 5000 images transfer helps the large models")
+            return Claim("equivalent", "Table 3: ... but not the small CBRs")
+        if group == "chexpert" and init == "transfer":
+            return Claim("equivalent", "Table 2: transfer does not help significantly")
+    if measure == "steps" and group in ("retina", "hybrid"):
+        return Claim("less", "Fig. 6 / Sec. 6: converges in fewer steps than random init")
+    return None
+
+
+@dataclasses.dataclass
+class Effect:
+    model: str
+    init: str
+    measure: str
+    interval: stats.Interval
+    margin: float
+    claim: Claim | None
+    verdict: str
+    why: str
+
+
+def _test_auc_keys(summary: dict) -> list[str]:
+    final = (summary.get("test") or {}).get("final") or {}
+    per_class = sorted(k for k in final if k.startswith("auc/"))
+    return ["auc"] if len(per_class) <= 1 else per_class
+
+
+def _auc_columns(scores: dict, key: str, when: str) -> tuple[np.ndarray, np.ndarray]:
+    """(binary labels, scores) behind one AUC key of test_scores.npz, as train.metrics.per_class_auc reads them."""
+    values, labels, mask = scores[f"{when}_scores"], scores["label"], scores["label_mask"]
+    names = [str(n) for n in scores["label_names"]]
+    if str(scores["loss"]) == "softmax":
+        c = 1 if key == "auc" else names.index(key[len("auc/") :])
+        return labels == c, values[:, c]
+    c = names.index(key[len("auc/") :])
+    keep = mask[:, c] > 0
+    return labels[keep, c] > 0.5, values[keep, c]
+
+
+def load_test_scores(workdir: str) -> dict | None:
+    """A run's test_scores.npz as a dict of arrays, or None when it has none."""
+    path = os.path.join(workdir, TEST_SCORES)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Interval:
+    """Interval of the mean over seed pairs of test AUC(A) - AUC(B), `when` = 'selected' | 'final'. Each item of
+    pairs_* is (summary, workdir) of one seed, in the same seed order."""
+    scores = [load_test_scores(w) for _, w in pairs_a + pairs_b]
+    usable = all(s is not None and f"{when}_scores" in s for s in scores) and all(
+        np.array_equal(s["id"], scores[0]["id"]) for s in scores
+    )
+    if usable:
+        labels = _auc_columns(scores[0], key, when)[0]
+        columns = [_auc_columns(s, key, when)[1] for s in scores]
+        n = len(pairs_a)
+        return stats.averaged_auc_difference(labels, columns[:n], columns[n:])
+    values = [(s.get("test") or {}).get(when, {}) or {} for s, _ in pairs_a + pairs_b]
+    diffs = [a.get(key) - b.get(key) for a, b in zip(values[: len(pairs_a)], values[len(pairs_a) :])
+             if isinstance(a.get(key), float) and isinstance(b.get(key), float)]  # fmt: skip
+    interval = stats.t_interval(diffs)
+    return dataclasses.replace(interval, method=interval.method + " (no test_scores.npz: seeds only)")
+
+
+def steps_effect(pairs_a: list, pairs_b: list, role: str, key: str) -> tuple[stats.Interval, str | None]:
+    """Interval of the mean over seed pairs of steps(A) - steps(B) on `role`'s curve, and the censoring bound."""
+
+    def steps(summary):
+        value = (summary.get(role) or {}).get(key)
+        return (value, False) if value is not None else (summary.get("final_step"), True)
+
+    diffs, censored_a, censored_b = [], False, False
+    for (sa, _), (sb, _) in zip(pairs_a, pairs_b):
+        (a, ca), (b, cb) = steps(sa), steps(sb)
+        if a is None or b is None:
+            continue
+        diffs.append(float(a - b))
+        censored_a, censored_b = censored_a or ca, censored_b or cb
+    bound = {(False, False): None, (False, True): "upper", (True, False): "lower", (True, True): "both"}
+    return stats.t_interval(diffs), bound[censored_a, censored_b]
+
+
+def _measures(summary: dict) -> list[tuple[str, str, str | None]]:
+    """(label, kind, key) of every measure a pair of runs is compared on."""
+    threshold, relative = summary.get("auc_threshold"), summary.get("relative_threshold")
+    out = []
+    for key in _test_auc_keys(summary):
+        name = "" if key == "auc" else f" {key[len('auc/') :]}"
+        out += [(f"test AUC{name} at the selected step", "auc", key), (f"test AUC{name} at the final step", "auc", key)]
+    out += [
+        (f"steps to test AUC > {threshold:g}", "steps", "test"),
+        (f"steps to validation AUC > {relative:g} x final", "steps", "val"),
+    ]
+    return out
+
+
+def effects(group: str, runs: Sequence) -> list[Effect]:
+    """Every init against random init of the same model, over the seeds both have. `runs` items have .model, .init,
+    .seed, .summary and .workdir (experiments.report.RunResult)."""
+    by = {}
+    for r in runs:
+        by.setdefault((r.model, r.init), {})[r.seed] = (r.summary, r.workdir)
+    out = []
+    for (model, init), mine in by.items():
+        base = by.get((model, "random"))
+        if init == "random" or base is None:
+            continue
+        seeds = sorted(mine.keys() & base.keys())
+        if not seeds:
+            continue
+        pairs_a, pairs_b = [mine[s] for s in seeds], [base[s] for s in seeds]
+        eval_every = pairs_a[0][0].get("eval_every_steps") or 1
+        for label, kind, key in _measures(pairs_a[0][0]):
+            bound = None
+            if kind == "auc":
+                when = "selected" if "selected" in label else "final"
+                interval, margin = auc_effect(pairs_a, pairs_b, key, when), AUC_MARGIN
+            else:
+                field = "steps_to_threshold" if key == "test" else "steps_to_relative_threshold"
+                (interval, bound), margin = steps_effect(pairs_a, pairs_b, key, field), eval_every
+            claim = claim_for(group, model, init, kind)
+            if claim:
+                verdict, why = stats.verdict(interval, margin, claim.kind, bound)
+            else:
+                verdict, why = "", stats.outcome(interval, margin, bound)
+            out.append(Effect(model, init, label, interval, margin, claim, verdict, why))
+    return out
+
+
+# The interval's outcome for A - B in words that fit the measure (fewer steps is the good direction).
+_WORDS = {
+    "auc": {"better": "higher", "worse": "lower", "equivalent": "equivalent", "inconclusive": "spans the margin"},
+    "steps": {
+        "better": "more steps",
+        "worse": "fewer steps",
+        "equivalent": "equivalent",
+        "inconclusive": "spans the margin",
+    },
+}
+
+
+def describe(effect: Effect) -> str:
+    """The verdict (or, without a claim, the outcome) with its reason in the measure's words."""
+    words = _WORDS["steps" if effect.measure.startswith("steps") else "auc"]
+    why = words.get(effect.why, effect.why)
+    return f"**{effect.verdict}** ({why})" if effect.verdict else why
+
+
+def _number(value: float, kind_steps: bool) -> str:
+    return f"{value:+,.0f}" if kind_steps else f"{100 * value:+.2f}"
+
+
+def format_interval(effect: Effect) -> str:
+    steps = effect.measure.startswith("steps")
+    i = effect.interval
+    if i.estimate is None:
+        return "n/a"
+    text = _number(i.estimate, steps)
+    if i.defined:
+        text += f" [{_number(i.low, steps)}, {_number(i.high, steps)}]"
+    return text
