@@ -14,17 +14,14 @@ import argparse
 import os
 import sys
 
-import jax
-
 from transfusion_jax.experiments import study
+from transfusion_jax.train import compile_cache
 
 
 def enable_compile_cache(workdir: str) -> None:
-    """Every run compiles the same programs; a persistent cache makes that once per workdir. A
-    JAX_COMPILATION_CACHE_DIR set in the environment wins (e.g. one cache shared by several workdirs)."""
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.abspath(workdir), "jax_cache")
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    """Every run compiles the same programs; a persistent cache (train/compile_cache.py) makes that once per
+    workdir: DIR/jax_cache, unless JAX_COMPILATION_CACHE_DIR is set (e.g. one cache shared by several workdirs)."""
+    compile_cache.enable(os.path.join(os.path.abspath(workdir), "jax_cache"), min_compile_seconds=0.0)
 
 
 def main(argv=None) -> int:
