@@ -130,3 +130,25 @@ def test_a_workdir_refuses_another_design_and_bad_configs_fail_first(mini, tmp_p
         study.check_config(bad)
     assert "layer9" in str(e.value) and "at least 2 distinct seeds" in str(e.value) and "threshold" in str(e.value)
     assert not (tmp_path / "anything").exists()
+
+
+def test_every_variant_is_a_usable_design_and_scale_is_the_larger_one():
+    """--full, --scale and the default pass the checks a run makes before its first image; --scale is the same
+    design larger (docs/study.md §9): more pixels, wider models, more data, steps and seeds, the same claims."""
+    configs = {arg: study.load_config(arg) for arg in ("default", "full", "scale", "mini")}
+    for c in configs.values():
+        study.check_config(c)
+    default, full, scale = configs["default"], configs["full"], configs["scale"]
+    assert len(study.plan(default)) == 25 and len(study.plan(full)) == 75 and len(study.plan(scale)) == 150
+    assert scale.image_size == 64 and scale.finetune.steps == 1500 and scale.target.train == 20_000
+    assert all(w_s > w_f for m in ("small", "large") for w_s, w_f in zip(scale.widths[m], full.widths[m]))
+    assert [(m, d, tuple(i)) for m, d, i in scale.cells] == [(m, d, tuple(i)) for m, d, i in full.cells]
+    assert (scale.threshold, dict(scale.margins), dict(scale.gates)) == (
+        full.threshold,
+        dict(full.margins),
+        dict(full.gates),
+    )
+    for c in (default, scale):  # every step at first, then ~15 % apart: finer than the steps margin (ln 1.25)
+        steps = np.array(c.eval_steps)
+        assert steps[-1] == c.finetune.steps and tuple(steps[:10]) == tuple(range(1, 11))
+        assert np.all(steps[1:][steps[:-1] >= 20] / steps[:-1][steps[:-1] >= 20] < 1.2)
