@@ -5,7 +5,7 @@ block quoted verbatim into other documents."""
 import re
 
 import pytest
-from study_world import LABELS, config, diagnostics, similar, world
+from study_world import LABELS, config, diagnostics, g3_fails_c5_spans_its_margin, similar, verdicts_of, world
 
 from transfusion_jax.experiments import study_report
 from transfusion_jax.experiments.study_verdicts import FINDINGS, evaluate
@@ -104,3 +104,11 @@ def test_readme_and_results_quote_the_committed_report_verbatim():
     for doc in ("README.md", os.path.join("docs", "RESULTS.md")):
         with open(os.path.join(repo, doc)) as f:
             assert study_report.verdicts_block(f.read()) == block, doc
+
+
+def test_a_failed_gate_is_named_in_the_verdicts_table_even_where_the_interval_is_inconclusive():
+    c = config()
+    result, _ = verdicts_of(c, g3_fails_c5_spans_its_margin(c))
+    timing = {"wall": 100.0, "cpu": 150.0, "load": [1.0, 2.0], "trained": 77, "runs": 77}
+    row = next(r for r in study_report.verdicts_section(c, result, timing) if r.startswith("| C5 |") and "large" in r)
+    assert "**inconclusive** (interval crosses a margin; G3 failed for the large model as well)" in row

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
-from study_world import LABELS, LAYERS, config, diagnostics, similar, verdicts_of, world
+from study_world import LABELS, LAYERS, config, diagnostics, g3_fails_c5_spans_its_margin, similar, verdicts_of, world
 
 from transfusion_jax.analysis import stats
 from transfusion_jax.experiments.study_verdicts import (
@@ -144,6 +144,10 @@ def test_gates_override_the_verdicts():
     result, by = verdicts_of(c, world(c, steps={"random": None}))
     assert not [g for g in result.gates if g.gate == "G3" and g.scope == "large"][0].passed
     assert by["C5", "large model"].verdict == "inconclusive" and "G3" in by["C5", "large model"].why
+    # ... and a verdict the interval alone leaves inconclusive still names the failed gate.
+    _, by = verdicts_of(c, g3_fails_c5_spans_its_margin(c))
+    assert by["C5", "large model"].verdict == "inconclusive"
+    assert by["C5", "large model"].why == "inconclusive; G3 failed for the large model as well"
     # G4: one group's last evaluations swing more than its seeds differ -> its AUC verdicts are inconclusive.
     measures = world(c)
     for seed in c.seeds:
@@ -155,6 +159,11 @@ def test_gates_override_the_verdicts():
     assert failed == ["small / full / transfer"]
     assert by["C1", "small model"].verdict == by["C2a", "small model"].verdict == "inconclusive"
     assert "G4" in by["C1", "small model"].why and by["C1", "large model"].verdict == "supported"
+    # ... and a verdict the interval alone leaves inconclusive still names the failed gate.
+    for key, run in world(c, mu={("small", "full", "random"): 1.38}).items():  # C1's estimate at its margin
+        measures[key].test_scores = run.test_scores
+    _, by = verdicts_of(c, measures)
+    assert by["C1", "small model"].why == "inconclusive; G4 failed for small / full / transfer as well"
 
 
 def test_the_cpu_cut_reports_what_it_did_not_run():

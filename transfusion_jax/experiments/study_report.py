@@ -71,7 +71,7 @@ _OUTCOME_WORDS = {
 def _verdict_text(v: Verdict) -> str:
     if v.verdict in (NOT_RUN, "not in this design"):
         return v.verdict
-    why = _OUTCOME_WORDS.get(v.why, v.why)
+    why = "; ".join(_OUTCOME_WORDS.get(part, part) for part in v.why.split("; ")) if v.why else v.why
     return f"**{v.verdict}** ({why})" if why else f"**{v.verdict}**"
 
 

@@ -6,7 +6,8 @@ AUC contrasts by `stats.auc_contrast` (t over seeds + DeLong over the shared tes
 contrasts by `stats.t_interval` over seeds. Steps enter on the log scale; a run that never crossed the threshold
 enters as its last step, and the contrast is then a bound (`stats.verdict(..., bound=...)`), so only what a bound can
 show counts. The gates then override: G1 makes C5 and C8 "not testable" for a model, G3 its steps-based verdicts
-inconclusive, G4 the AUC-based verdicts of a (model, training set, init) group inconclusive; G2 adds a note.
+inconclusive, G4 the AUC-based verdicts of a (model, training set, init) group inconclusive (a verdict the interval
+already leaves inconclusive names the failed gate too); G2 adds a note.
 """
 
 import dataclasses
@@ -297,9 +298,12 @@ class _Claims:
             return _missing(claim, scope, contrast, "auc", kind, self.m.auc, why, why)
         v = _judge(claim, scope, contrast, "auc", kind, self.m.auc, auc_interval(self.measures, self.labels, terms))
         unstable = [g for g in dict.fromkeys(groups) if not self.gates["G4", g].passed]
+        failed = ", ".join(" / ".join(g) for g in unstable)
         if unstable and v.verdict in ("supported", "contradicted"):
-            v.why = f"{v.verdict} by the interval, but G4 failed for {', '.join(' / '.join(g) for g in unstable)}"
+            v.why = f"{v.verdict} by the interval, but G4 failed for {failed}"
             v.verdict = "inconclusive"
+        elif unstable:  # say it even where the interval alone leaves it inconclusive
+            v.why = f"{v.why}; G4 failed for {failed} as well"
         return v
 
     def steps(self, claim, scope, contrast, kind, terms: Sequence[Term], model: str, g1: bool = False) -> Verdict:
@@ -326,6 +330,8 @@ class _Claims:
         if not self.gates["G3", model].passed and v.verdict in ("supported", "contradicted"):
             v.why = f"{v.verdict} by the interval, but G3 failed for the {model} model"
             v.verdict = "inconclusive"
+        elif not self.gates["G3", model].passed:  # say it even where the interval alone leaves it inconclusive
+            v.why = f"{v.why}; G3 failed for the {model} model as well"
         if not self.gates["G2", model].passed:
             v.notes.append(
                 f"G2 failed for the {model} model: part of the threshold is reachable without learning features."
