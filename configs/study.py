@@ -1,5 +1,5 @@
 """The miniature study (docs/study.md): every claim of the paper made testable on generated data, the design's
-numbers as plain data. The quickstart (configs/quickstart.py) runs it.
+numbers as plain data. The quickstart (experiments/quickstart.py) runs it.
 
 Launch (arg 'default' | 'full' | 'scale' | 'mini'; any field is overridable as --config.FIELD=VALUE):
   python -m transfusion_jax.experiments.quickstart --workdir DIR            # default: the CPU cut, <= 10 min on 2 cores
