@@ -92,6 +92,28 @@ def test_quote_verdicts_copies_the_block_verbatim(written, tmp_path):
         study_report.verdicts_block("no block here")
 
 
+def test_publish_copies_the_report_with_its_figures_and_quotes_it(written, tmp_path):
+    workdir, text, _ = written
+    out = tmp_path / "docs" / "study_report"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "stale.png").write_bytes(PNG)
+    doc = tmp_path / "README.md"
+    doc.write_text(f"intro\n{study_report.VERDICTS_BEGIN}\nold\n{study_report.VERDICTS_END}\n")
+    report = study_report.publish(str(workdir), str(out), [str(doc)])
+    assert open(report).read() == text
+    linked = set(re.findall(r"\]\((figures/[^)]+)\)", text))
+    assert linked and {f"figures/{p.name}" for p in (out / "figures").iterdir()} == linked  # the stale one is gone
+    for name in linked:
+        assert (out / name).read_bytes() == (workdir / name).read_bytes()
+    assert study_report.verdicts_block(doc.read_text()) == study_report.verdicts_block(text)
+    (workdir / sorted(linked)[0]).rename(tmp_path / "moved.png")
+    try:
+        with pytest.raises(FileNotFoundError, match="links figures"):
+            study_report.publish(str(workdir), str(tmp_path / "other"), [])
+    finally:
+        (tmp_path / "moved.png").rename(workdir / sorted(linked)[0])
+
+
 def test_readme_and_results_quote_the_committed_report_verbatim():
     """README.md and docs/RESULTS.md show the verdicts of docs/study_report/report.md, the report our run of the
     quickstart wrote, character for character (regenerate with study_report.quote_verdicts)."""

@@ -2,12 +2,17 @@
 
 Every number is computed from the runs in the workdir; nothing is assumed or typed in. The verdicts section sits
 between markers (VERDICTS_BEGIN / VERDICTS_END) so that README.md and docs/RESULTS.md can quote it verbatim
-(`quote_verdicts`), and a test checks that they do.
+(`quote_verdicts`), and a test checks that they do. `publish` puts a finished study's report where the docs show it:
+
+  python -c "from transfusion_jax.experiments import study_report as r; r.publish('DIR', 'docs/study_report',
+             ['README.md', 'docs/RESULTS.md'])"
 """
 
 import math
 import os
 import platform
+import re
+import shutil
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -588,3 +593,23 @@ def quote_verdicts(report_path: str, documents: Sequence[str]) -> None:
         old = verdicts_block(text)
         with open(path, "w") as f:
             f.write(text.replace(old, block))
+
+
+def publish(workdir: str, out_dir: str, documents: Sequence[str]) -> str:
+    """Copies DIR/report.md and the figures it links into `out_dir` (its old figures go), then quotes its verdicts
+    block into each document; returns the copied report's path."""
+    with open(os.path.join(workdir, "report.md")) as f:
+        text = f.read()
+    linked = sorted(set(re.findall(r"\]\((figures/[^)]+)\)", text)))
+    missing = [name for name in linked if not os.path.isfile(os.path.join(workdir, name))]
+    if missing:
+        raise FileNotFoundError(f"{workdir}/report.md links figures that are not there: {missing}")
+    shutil.rmtree(os.path.join(out_dir, "figures"), ignore_errors=True)
+    os.makedirs(os.path.join(out_dir, "figures"))
+    for name in linked:
+        shutil.copyfile(os.path.join(workdir, name), os.path.join(out_dir, name))
+    report = os.path.join(out_dir, "report.md")
+    with open(report, "w") as f:
+        f.write(text)
+    quote_verdicts(report, documents)
+    return report
