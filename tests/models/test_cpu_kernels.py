@@ -1,8 +1,7 @@
-"""models/cpu_kernels.py: the CPU gradients of convolutions and max-pools equal XLA's, alone, under vmap (many runs)
+"""models/cpu_kernels.py: the CPU gradients of convolutions equal XLA's, alone, under vmap (many runs)
 and inside a model's train step; other platforms compile the standard operations."""
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,71 +92,45 @@ def test_conv_under_vmap_equals_vmapped_xla(case, shared_input):
     )
 
 
-def _tied(shape, seed):
-    """ReLU-like maps of small integers: most pooling windows hold several equal maxima (zeros and repeats)."""
-    return jnp.asarray(np.maximum(np.random.default_rng(seed).integers(-2, 3, size=shape), 0), jnp.float32)
-
-
-@pytest.mark.parametrize("padding", ["VALID", ((1, 1), (1, 1)), "SAME"], ids=["valid", "explicit", "same"])
-def test_max_pool_gradient_goes_where_xla_sends_it(padding):
-    x = _tied((2, 17, 16, 3), 0)
-
-    def standard(x):
-        return nn.max_pool(x, (3, 3), (2, 2), padding)
-
-    def ours(x):
-        return cpu_kernels.max_pool(x, 3, 2, padding)
-
-    out, vjp = jax.vjp(standard, x)
-    g = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
-    ours_out, ours_vjp = jax.vjp(jax.jit(ours), x)
-    chex.assert_trees_all_equal(ours_out, out)
-    # Overlapping windows add in a different order: equal to float32 rounding, and the same elements non-zero.
-    chex.assert_trees_all_close(ours_vjp(g), vjp(g), rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(ours_vjp(g)[0] != 0, vjp(g)[0] != 0)
-    xs = jnp.stack([x, _tied(x.shape, 2)])
-    gs = jnp.stack([g, -g])
-    chex.assert_trees_all_close(
-        jax.jit(jax.vmap(lambda x, g: jax.vjp(ours, x)[1](g)))(xs, gs),
-        jax.vmap(lambda x, g: jax.vjp(standard, x)[1](g))(xs, gs),
-        rtol=1e-6,
-        atol=1e-6,
-    )
-
-
-def _conv_pool_grad(x, w):
-    y = cpu_kernels.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
-    return jnp.sum(cpu_kernels.max_pool(y, 3, 2, "VALID"))
+def _conv_grad(x, w):
+    return jnp.sum(jnp.square(cpu_kernels.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)))
 
 
 def _exported(platform: str, enabled: bool, monkeypatch) -> str:
     monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
-    fn = jax.jit(jax.grad(_conv_pool_grad, argnums=(0, 1)))
+    fn = jax.jit(jax.grad(_conv_grad, argnums=(0, 1)))
     return export.export(fn, platforms=[platform])(jnp.zeros((2, 64, 16, 3)), jnp.zeros((3, 3, 3, 4))).mlir_module()
 
 
 def test_only_cpu_programs_use_the_cpu_kernels(monkeypatch):
-    """The CPU program: no select_and_scatter, and 2 images x 2 row tiles of kernel gradient + forward + input
-    gradient = 6 convolutions. GPU and TPU programs (lowered here without the hardware) and a CPU program with the
-    kernels switched off: XLA's max-pool gradient and 3 convolutions."""
+    """The CPU program: 2 images x 2 row tiles of kernel gradient + forward + input gradient = 6 convolutions. GPU
+    and TPU programs (lowered here without the hardware) and a CPU program with the kernels switched off: 3."""
     cpu = _exported("cpu", True, monkeypatch)
-    assert "select_and_scatter" not in cpu and cpu.count("stablehlo.convolution") == 6
+    assert cpu.count("stablehlo.convolution") == 6
     for platform, enabled in (("cuda", True), ("tpu", True), ("cpu", False)):
         text = _exported(platform, enabled, monkeypatch)
-        assert "select_and_scatter" in text and text.count("stablehlo.convolution") == 3, (platform, enabled)
+        assert text.count("stablehlo.convolution") == 3, (platform, enabled)
 
 
-def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
-    """A CBR's loss gradients in train mode (BatchNorm batch statistics, max-pools, 7x7 convs on a 64 px map)."""
-    model = models.get_model("cbr_small", 2, widths=(4, 8))
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
+@pytest.mark.parametrize(
+    "widths, size",
+    [((4, 8), 64), ((4, 4, 8, 8), 32)],
+    ids=["2 layers at 64 px (row tiles)", "the local configs' 4 layers at 32 px (7x7 -> 3x3 pool)"],
+)
+def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths, size):
+    """A CBR's loss gradients in train mode (BatchNorm batch statistics, max-pools, 7x7 convs), jitted as a whole:
+    the second case caught a max-pool gradient that XLA:CPU miscompiled in context (29 % off) while every test of
+    the op alone passed."""
+    model = models.get_model("cbr_small", 2, widths=widths)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, size, size, 3)), jnp.float32)
     variables = model.init(jax.random.key(0), x, train=False)
+    labels = jnp.arange(8) % 2
 
     def loss(params):
         (logits, _), _ = model.apply(
             {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
         )
-        return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
 
     grads = {}
     for enabled in (True, False):

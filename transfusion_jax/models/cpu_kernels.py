@@ -1,4 +1,4 @@
-"""Faster gradients of convolutions and max-pools on XLA:CPU, with the same values; other platforms are untouched.
+"""Faster convolution gradients on XLA:CPU, with the same values; other platforms are untouched.
 
 Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found three costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
@@ -7,12 +7,16 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   contraction runs over the batch. Its cost grows far faster than the work: for a 7x7 conv on 146 x 146 maps it
   takes 5x longer per image at batch 8 than at batch 1. Here dW is a sum of single-image convolutions over tiles
   of `TILE_ROWS` rows, which runs at PyTorch's speed.
-- Max-pool gradients. XLA:CPU expands `select_and_scatter` into a reduce-window that carries four int32 index
-  arrays of the input's size, and a scatter. Here the gradient goes to the first maximum of each window (the
-  element `select_and_scatter` chooses) through one strided pad per window offset.
 - Convolutions under `jax.vmap` with batched kernels (many runs in one program, train/multirun.py) become grouped
   convolutions, 5-12x slower on XLA:CPU than the same convolutions one run at a time. Here the run axis is unrolled
   (a custom vmap rule); a batch shared by every run is convolved once with all runs' kernels side by side.
+
+A third cost, XLA:CPU's max-pool gradient (`select_and_scatter` expanded with four int32 index arrays of the
+input's size: 2.3 GiB more peak memory for CBR-Small at 587 px, batch 8), is left to XLA on purpose. A replacement
+that sends each window's gradient to its first maximum by strided pads equalled XLA's gradient alone and inside
+small models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) XLA:CPU compiled it to gradients
+29 % off (exact without jit, and exact with a host callback between the layers): a miscompile we could not pin
+down, so it went. tests/models/test_cpu_kernels.py checks whole-model gradients at that shape.
 
 Forward values come from the same `lax` operations; gradients differ from XLA's only in the order of float
 additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
@@ -23,7 +27,6 @@ import dataclasses
 import functools
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -174,76 +177,3 @@ def conv_general_dilated(
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     conv = _Conv(tuple(window_strides), tuple(tuple(p) for p in padding))
     return lax.platform_dependent(lhs, rhs, cpu=functools.partial(_cpu_conv, conv), default=standard)
-
-
-def _max_pool_valid(x, window: int, stride: int):
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID")
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _cpu_max_pool_valid(x, window: int, stride: int):
-    return _max_pool_valid(x, window, stride)
-
-
-def _cpu_max_pool_fwd(x, window, stride):
-    y = _max_pool_valid(x, window, stride)
-    return y, (x, y)
-
-
-def _cpu_max_pool_bwd(window, stride, residuals, g):
-    return (_runs_as_images(functools.partial(_max_pool_grad, window, stride))(*residuals, g),)
-
-
-def _runs_as_images(fun):
-    """`fun(*arrays)` on NHWC arrays of independent images, whose vmap folds the mapped axis into the images'
-    (XLA:CPU runs the 5-D version of these elementwise chains several times slower)."""
-    mapped = jax.custom_batching.custom_vmap(fun)
-
-    @mapped.def_vmap
-    def rule(axis_size, in_batched, *args):
-        args = [a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched)]
-        out = mapped(*(a.reshape(-1, *a.shape[2:]) for a in args))
-        return out.reshape(axis_size, -1, *out.shape[1:]), True
-
-    return mapped
-
-
-def _max_pool_grad(window, stride, x, y, g):
-    """Each output's gradient to the first maximum of its window in row-major order (select_and_scatter's
-    choice), one window offset at a time: a strided slice to compare, a strided pad to place."""
-    (batch, height, width, channels), (_, out_h, out_w, _) = x.shape, y.shape
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    taken = jnp.zeros(y.shape, bool)
-    dx = jnp.zeros_like(x)
-    zero = jnp.zeros((), x.dtype)
-    for i in range(window):
-        for j in range(window):
-            seen = lax.slice(x, (0, i, j, 0), (batch, i + span_h, j + span_w, channels), (1, stride, stride, 1))
-            first = (seen == y) & ~taken
-            taken = taken | first
-            placed = ((0, 0, 0), (i, height - i - span_h, stride - 1), (j, width - j - span_w, stride - 1), (0, 0, 0))
-            dx = dx + lax.pad(jnp.where(first, g, zero), zero, placed)
-    return dx
-
-
-_cpu_max_pool_valid.defvjp(_cpu_max_pool_fwd, _cpu_max_pool_bwd)
-
-
-def max_pool(x, window: int, stride: int, padding):
-    """`nn.max_pool` with a square window and stride over NHWC input, with the CPU gradient above."""
-
-    def standard(x):
-        return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
-
-    if not ENABLED or x.ndim != 4:
-        return standard(x)
-
-    def cpu(x):
-        if isinstance(padding, str):
-            pads = lax.padtype_to_pads(x.shape[1:3], (window, window), (stride, stride), padding)
-        else:
-            pads = padding
-        x = jnp.pad(x, ((0, 0), *[tuple(p) for p in pads], (0, 0)), constant_values=-jnp.inf)
-        return _cpu_max_pool_valid(x, window, stride)
-
-    return lax.platform_dependent(x, cpu=cpu, default=standard)

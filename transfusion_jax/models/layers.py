@@ -1,7 +1,7 @@
 """Building blocks shared by every architecture: conv-BN-ReLU and pooling with explicit padding.
 
 Padding is explicit (not 'SAME') wherever a reference framework pads symmetrically, so converted torchvision/Keras
-weights give identical activations at any input size, odd ones included. Convolutions and max-pools take their
+weights give identical activations at any input size, odd ones included. Convolutions take their
 gradients from `cpu_kernels` when the program runs on a CPU (same values, faster on XLA:CPU).
 """
 
@@ -68,7 +68,7 @@ class ConvBN(nn.Module):
 
 
 def max_pool(x, window: int = 3, stride: int = 2, padding: Padding = "VALID"):
-    return cpu_kernels.max_pool(x, window, stride, padding)
+    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
 
 
 def global_avg_pool(x):
