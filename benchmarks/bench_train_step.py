@@ -1,13 +1,18 @@
 """Train-step throughput (images/s) of our jitted data-parallel step vs the same step in PyTorch, in one run.
 
-Each model runs at its paper resolution (ResNet-50 224, Inception-v3 299, CBRs 587) unless `--size` overrides it,
-with the paper's Retina optimizer (Adam, lr 1e-3), 2 outputs, BatchNorm in training mode, forward + backward +
-update. The PyTorch side is torchvision's resnet50 / inception_v3 (aux head off) and an equivalent CBR (same
-convs, SAME padding, 3x3/2 VALID max-pools, no conv bias), on CUDA when available (`--device auto`).
+Each case is a model, an input size and a global batch; the step is the paper's Retina optimizer (Adam, lr 1e-3),
+2 outputs, BatchNorm in training mode, forward + backward + update, on a batch resident on the device. The PyTorch
+side is torchvision's resnet50 / inception_v3 (aux head off) and an equivalent CBR (same convs, SAME padding, 3x3/2
+VALID max-pools, no conv bias), channels_last, with autocast (AMP) for bfloat16, and optionally `torch.compile`d.
+The steppers take turns step by step and the median step time is reported, so a load change on a shared machine
+hits every side alike. Printed with the card, the versions, the host load and this command line.
 
-  python benchmarks/bench_train_step.py                                   # reduced default set, a few minutes on CPU
-  python benchmarks/bench_train_step.py --models=resnet50,inception_v3,cbr_larget,cbr_largew,cbr_small,cbr_tiny \
-      --batch=32 --dtype=bfloat16 --steps=20 --device=auto                # full set on an accelerator
+  python benchmarks/bench_train_step.py                    # CPU: resnet50@224, cbr_small@587, batch 8, float32
+  python benchmarks/bench_train_step.py --cpu_kernels=both # CPU: also our step without models/cpu_kernels.py
+  python benchmarks/bench_train_step.py --gpu              # GPU: resnet50@224 bf16 batch 32 and 256, cbr_small@587
+                                                           # and resnet50@587 batch 32; PyTorch eager + compiled;
+                                                           # peak memory
+  python benchmarks/bench_train_step.py --models=resnet50,inception_v3 --batch=32,64 --dtype=bfloat16 --steps=20
 """
 
 import argparse
@@ -15,28 +20,50 @@ import os
 import platform
 import sys
 import time
-import types
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+# --gpu: (model, size, batch) cases. ResNet-50 at 224 (CheXpert) at the paper's batch and a large one, the CBR and
+# ResNet-50 at the Retina resolution.
+GPU_CASES = (("resnet50", 224, 32), ("resnet50", 224, 256), ("cbr_small", 587, 32), ("resnet50", 587, 32))
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="the GPU cases above, bfloat16, 20 steps, torch.compile too")
     p.add_argument("--models", default="resnet50,cbr_small", help="comma-separated model names")
-    p.add_argument("--batch", type=int, default=8, help="global batch size")
+    p.add_argument("--batch", default="8", help="comma-separated global batch sizes")
     p.add_argument("--size", type=int, default=0, help="input resolution; 0 = each model's paper resolution")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per framework (median reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="", help="compute dtype (float32; --gpu bf16)")
+    p.add_argument("--steps", type=int, default=0, help="timed steps per side, median reported (5; --gpu 20)")
+    p.add_argument("--warmup", type=int, default=0, help="untimed steps after the first (1; --gpu 3)")
+    p.add_argument("--torch_compile", action="store_true", help="also time torch.compile(model) (on with --gpu)")
+    p.add_argument(
+        "--cpu_kernels",
+        choices=("on", "off", "both"),
+        default="on",
+        help="our step with transfusion_jax.models.cpu_kernels (only used on CPUs), without, or both",
+    )
     p.add_argument(
         "--device",
         choices=("auto", "cpu", "gpu"),
         default="auto",
         help="auto: JAX's default backend and CUDA for torch when available",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.dtype = args.dtype or ("bfloat16" if args.gpu else "float32")
+    args.steps = args.steps or (20 if args.gpu else 5)
+    args.warmup = args.warmup or (3 if args.gpu else 1)
+    args.torch_compile = args.torch_compile or args.gpu
+    if args.gpu:
+        args.cases = list(GPU_CASES)
+    else:
+        names = [m for m in args.models.split(",") if m]
+        batches = [int(b) for b in args.batch.split(",") if b]
+        args.cases = [(m, args.size or default_size(m), b) for m in names for b in batches]
+    return args
 
 
 def default_size(name: str) -> int:
@@ -48,10 +75,11 @@ def default_size(name: str) -> int:
 
 
 def bench_config(name, dtype, num_steps):
-    """The fields of config_lib.base_config() that building a train step reads, without ml_collections or the data
-    stack (so this also runs on a bare accelerator image): Adam lr 1e-3, random init, nothing frozen."""
-    ns = types.SimpleNamespace
-    optimizer = ns(
+    """The fields of config_lib.base_config() that building a train step reads, without the data stack (so this
+    also runs on a bare accelerator image): Adam lr 1e-3, random init, nothing frozen."""
+    import ml_collections
+
+    optimizer = dict(
         name="adam",
         learning_rate=1e-3,
         b1=0.9,
@@ -64,50 +92,69 @@ def bench_config(name, dtype, num_steps):
         warmup_steps=0,
         grad_clip_norm=0.0,
     )
-    return ns(
-        model=ns(name=name, overrides={}),
-        dtype=dtype,
-        init="random",
-        pretrained="",
-        mean_var_bn="mean_var",
-        freeze=(),
-        num_train_steps=num_steps,
-        optimizer=optimizer,
+    return ml_collections.ConfigDict(
+        dict(
+            model=dict(name=name, overrides={}),
+            dtype=dtype,
+            init="random",
+            pretrained="",
+            mean_var_bn="mean_var",
+            freeze=(),
+            num_train_steps=num_steps,
+            optimizer=optimizer,
+        )
     )
 
 
-def jax_stepper(name, size, args):
-    """(one synchronized train step as a callable, first-call compile seconds)."""
+def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+        "label": rng.integers(0, 2, batch).astype(np.int32),
+        "label_mask": np.ones((batch, 1), np.float32),
+        "valid": np.ones(batch, bool),
+    }
+
+
+def jax_stepper(name, size, batch_size, args, cpu_kernels: bool = True):
+    """(one synchronized train step as a callable, first-call compile seconds, XLA's peak bytes for the step)."""
     import jax
     import jax.numpy as jnp
 
+    from transfusion_jax.models import cpu_kernels as kernels
     from transfusion_jax.train import partition, steps
     from transfusion_jax.train import state as state_lib
 
-    config = bench_config(name, args.dtype, args.steps + args.warmup)
+    kernels.ENABLED = cpu_kernels  # read when the step is traced, below
+    config = bench_config(name, args.dtype, args.steps + args.warmup + 1)
     mesh = partition.make_data_mesh()
     model = state_lib.build_model(config, 2)
     state, tx, _ = state_lib.create_train_state(config, model, jax.random.key(0), jnp.zeros((1, size, size, 3)))
     state = jax.device_put(state, partition.replicated(mesh))
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.normal(size=(args.batch, size, size, 3)).astype(np.float32),
-        "label": rng.integers(0, 2, args.batch).astype(np.int32),
-        "label_mask": np.ones((args.batch, 1), np.float32),
-        "valid": np.ones(args.batch, bool),
-    }
-    batch = jax.device_put(batch, partition.data_sharded(mesh))
+    batch = jax.device_put(synthetic_batch(batch_size, size), partition.data_sharded(mesh))
     train_step = steps.make_train_step(model, tx, "softmax", mesh)
     key = jax.random.key(0)
+    start = time.perf_counter()
+    compiled = train_step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    peak = np.nan
+    if memory is not None:
+        peak = (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes
+        )
+    kernels.ENABLED = True
     holder = {"state": state}
 
     def step():
-        holder["state"], metrics = train_step(holder["state"], batch, key)
+        holder["state"], metrics = compiled(holder["state"], batch, key)
         jax.block_until_ready(metrics)
 
-    t0 = time.perf_counter()
     step()
-    return step, time.perf_counter() - t0
+    return step, compile_s, peak
 
 
 # -------------------------------------------------------------------------------------------------------- torch
@@ -144,48 +191,102 @@ def torch_model(name):
     return torch_cbr(name)
 
 
-def torch_stepper(name, size, args):
-    """(one synchronized train step as a callable, device name)."""
+def torch_device(args) -> str:
     import torch
 
-    device = "cuda" if args.device in ("auto", "gpu") and torch.cuda.is_available() else "cpu"
+    return "cuda" if args.device in ("auto", "gpu") and torch.cuda.is_available() else "cpu"
+
+
+def torch_stepper(name, size, batch_size, args, compiled: bool = False):
+    """(one synchronized train step as a callable, peak bytes allocated on CUDA over its first steps or nan)."""
+    import torch
+
+    device = torch_device(args)
     model = torch_model(name).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.normal(size=(args.batch, 3, size, size)).astype(np.float32)).to(device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.from_numpy(rng.integers(0, 2, args.batch)).to(device)
+    forward = torch.compile(model) if compiled else model
+    host = synthetic_batch(batch_size, size)
+    x = torch.from_numpy(host["image"]).permute(0, 3, 1, 2).to(device).contiguous(memory_format=torch.channels_last)
+    y = torch.from_numpy(host["label"]).long().to(device)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
-
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast:
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            loss = torch.nn.functional.cross_entropy(forward(x).float(), y)
         loss.backward()
         opt.step()
         sync()
 
-    return step, device
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    step()  # compiles under torch.compile
+    step()
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else np.nan
+    return step, peak
 
 
 def interleaved_images_per_second(steppers, batch, warmup, steps):
     """Images/s of each stepper from the median step time, the steppers taking turns step by step so that a load
-    change on a shared machine hits both alike."""
+    change on a shared machine hits all alike."""
     for step in steppers:
         for _ in range(warmup):
             step()
     times = [[] for _ in steppers]
     for _ in range(steps):
         for step, record in zip(steppers, times):
-            t0 = time.perf_counter()
+            start = time.perf_counter()
             step()
-            record.append(time.perf_counter() - t0)
+            record.append(time.perf_counter() - start)
     return [batch / float(np.median(record)) for record in times]
 
 
 # --------------------------------------------------------------------------------------------------------- main
+
+
+def environment(args, torch) -> str:
+    """Card, versions, host and command: what a reader needs to trust or rerun the table."""
+    import flax
+    import jax
+    import jaxlib
+    import optax
+
+    device = jax.devices()[0]
+    lines = [
+        f"command: python {' '.join(sys.argv)}",
+        f"jax {jax.__version__} (jaxlib {jaxlib.__version__}), flax {flax.__version__}, optax {optax.__version__}: "
+        f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+    ]
+    if torch is not None:
+        import torchvision
+
+        where = torch_device(args)
+        if where == "cuda":
+            where = (
+                f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})"
+            )
+        else:
+            where = f"CPU, {torch.get_num_threads()} threads"
+        lines.append(f"torch {torch.__version__}, torchvision {torchvision.__version__}: {where}")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines.append(f"host: {cpu}, {os.cpu_count()} cores, load average {load}")
+    lines.append(
+        f"{args.dtype}, median of {args.steps} interleaved steps after {args.warmup} warm-up, Adam, BatchNorm in "
+        "train mode, synthetic batch resident on the device"
+    )
+    return "\n".join(lines)
+
+
+def _mib(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x / 2**20:.0f}"
 
 
 def main(argv=None):
@@ -199,38 +300,42 @@ def main(argv=None):
 
     if args.device == "cpu":
         jax.config.update("jax_platforms", "cpu")
-    rows, torch_device = [], "cpu"
-    for name in [m for m in args.models.split(",") if m]:
-        size = args.size or default_size(name)
-        ours_step, compile_s = jax_stepper(name, size, args)
-        if torch:
-            theirs_step, torch_device = torch_stepper(name, size, args)
-            ours, theirs = interleaved_images_per_second([ours_step, theirs_step], args.batch, args.warmup, args.steps)
-        else:
-            (ours,), theirs = interleaved_images_per_second([ours_step], args.batch, args.warmup, args.steps), np.nan
-        rows.append((name, size, ours, compile_s, theirs))
-        print(f"{name}@{size}: jax {ours:.2f} img/s (compile {compile_s:.1f} s), torch {theirs:.2f} img/s", flush=True)
-    jax_dev = jax.devices()[0]
+    ours_kinds = {"on": [True], "off": [False], "both": [True, False]}[args.cpu_kernels]
+    rows = []
+    for name, size, batch in args.cases:
+        steppers, labels, peaks, compile_s = [], [], {}, None
+        for kernels in ours_kinds:
+            step, seconds, peak = jax_stepper(name, size, batch, args, cpu_kernels=kernels)
+            label = "ours" if not steppers else "ours, no CPU kernels"
+            steppers.append(step)
+            labels.append(label)
+            peaks[label] = peak
+            compile_s = seconds if compile_s is None else compile_s
+        if torch is not None:
+            step, peaks["PyTorch"] = torch_stepper(name, size, batch, args)
+            steppers.append(step)
+            labels.append("PyTorch")
+            if args.torch_compile:
+                step, peaks["torch.compile"] = torch_stepper(name, size, batch, args, compiled=True)
+                steppers.append(step)
+                labels.append("torch.compile")
+        rates = dict(zip(labels, interleaved_images_per_second(steppers, batch, args.warmup, args.steps)))
+        rows.append((name, size, batch, rates, peaks, compile_s))
+        print(f"{name}@{size} batch {batch}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items()), flush=True)
+
     print()
-    print(
-        f"jax {jax.__version__} on {jax.device_count()} x {jax_dev.device_kind} ({jax_dev.platform}); "
-        + (
-            f"torch {torch.__version__} on {torch_device} ({torch.get_num_threads()} threads); "
-            if torch
-            else "torch not installed; "
-        )
-        + f"{platform.processor() or platform.machine()}; batch {args.batch}, {args.dtype}, median of {args.steps} "
-        f"interleaved steps, "
-        f"Adam, BatchNorm in train mode"
-    )
+    print(environment(args, torch))
     print()
-    print("| model | size | batch | dtype | ours (JAX) img/s | PyTorch img/s | ours / PyTorch | JAX compile s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, size, ours, compile_s, theirs in rows:
-        print(
-            f"| {name} | {size} | {args.batch} | {args.dtype} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} | "
-            f"{compile_s:.1f} |"
-        )
+    others = [k for k in rows[0][3] if k != "ours"]
+    header = ["model", "size", "batch", "ours img/s"] + [f"{k} img/s" for k in others]
+    header += [f"ours / {k}" for k in others] + ["peak MiB (" + ", ".join(rows[0][4]) + ")", "JAX compile s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, size, batch, rates, peaks, compile_s in rows:
+        cells = [name, str(size), str(batch), f"{rates['ours']:.2f}"] + [f"{rates[k]:.2f}" for k in others]
+        cells += [f"{rates['ours'] / rates[k]:.2f}" for k in others]
+        cells += [" / ".join(_mib(v) for v in peaks.values()), f"{compile_s:.1f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ class _QuietLibraries(logging.Filter):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from transfusion_jax.train import CheckpointError, NonFiniteLossError, partition, train_and_evaluate
+    from transfusion_jax.train import CheckpointError, NonFiniteLossError, compile_cache, partition, train_and_evaluate
 
+    compile_cache.enable()
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries())

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sweep(args, overrides) -> int:
+    from transfusion_jax.train import compile_cache  # noqa: PLC0415  (the other commands need no JAX)
+
+    compile_cache.enable()  # each distinct program of the sweep compiles once, across processes too
     records = sweep.sweep(
         args.config,
         args.models,

@@ -21,13 +21,12 @@ import os
 import sys
 import time
 
-import jax
 import ml_collections
 
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import figures, quickstart_report, run_weights, runs
 from transfusion_jax.models import block_names
-from transfusion_jax.train import config_lib
+from transfusion_jax.train import compile_cache, config_lib
 from transfusion_jax.train.writer import read_records
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -222,11 +221,9 @@ def eval_curve(workdir: str) -> dict[int, float]:
 
 
 def enable_compile_cache(workdir: str) -> None:
-    """Every fine-tuning run compiles the same programs; a persistent cache makes that once per quickstart.
-    A JAX_COMPILATION_CACHE_DIR set in the environment wins (e.g. one cache shared by several workdirs)."""
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.abspath(workdir), "jax_cache")
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    """Every fine-tuning run compiles the same programs; a persistent cache (train/compile_cache.py) makes that once
+    per quickstart: DIR/jax_cache, unless JAX_COMPILATION_CACHE_DIR is set (e.g. one cache shared by workdirs)."""
+    compile_cache.enable(os.path.join(os.path.abspath(workdir), "jax_cache"), min_compile_seconds=0.0)
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,10 @@ from transfusion_jax.train import losses, partition, protocols
 from transfusion_jax.train.state import TrainState
 
 
-def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
+def loss_and_grads(model, loss_kind, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
+    """(loss, BatchNorm statistics after the batch, gradients of the loss): the part of a train step before the
+    optimizer, shared by this single-run step and the many-runs step (transfusion_jax.train.multirun)."""
+
     def loss_fn(params):
         with protocols.eval_mode(eval_blocks):  # blocks a fine-tuning protocol freezes run as fixed functions
             (logits, _), new_vars = model.apply(
@@ -27,6 +30,15 @@ def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks
         return loss, new_vars["batch_stats"]
 
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return loss, new_stats, grads
+
+
+def global_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(tree)))
+
+
+def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks, state: TrainState, batch, rng):
+    loss, new_stats, grads = loss_and_grads(model, loss_kind, aux_loss_weight, eval_blocks, state, batch, rng)
     # Frozen BatchNorms keep their running statistics too: a frozen block is a fixed function.
     if frozen_stats is not None:
         new_stats = jax.tree.map(
@@ -34,9 +46,8 @@ def _train_step(model, tx, loss_kind, frozen_stats, aux_loss_weight, eval_blocks
         )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree_util.tree_map(jnp.add, state.params, updates)
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
-    return new_state, {"loss": loss, "grad_norm": grad_norm}
+    return new_state, {"loss": loss, "grad_norm": global_norm(grads)}
 
 
 def make_train_step(
@@ -52,7 +63,8 @@ def make_train_step(
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
 
 
-def _eval_step(model, loss_kind, state: TrainState, batch):
+def eval_outputs(model, loss_kind, state: TrainState, batch):
+    """Per-example scores and the batch's loss (sum, count) in eval mode: the body of the eval step."""
     logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
     loss_sum, loss_count = losses.loss_terms(loss_kind, logits, batch)
     return {"scores": losses.scores(loss_kind, logits), "loss_sum": loss_sum, "loss_count": loss_count}
@@ -62,7 +74,7 @@ def make_eval_step(model, loss_kind: str, mesh):
     """jit(state, batch) -> per-example scores (kept sharded) and the batch's loss sum and count."""
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     return jax.jit(
-        functools.partial(_eval_step, model, loss_kind),
+        functools.partial(eval_outputs, model, loss_kind),
         in_shardings=(rep, data),
         out_shardings={"scores": data, "loss_sum": rep, "loss_count": rep},
     )

@@ -1,0 +1,177 @@
+"""Many runs as one program (train/multirun.py) vs the same runs one after another, in one run.
+
+N compatible runs (one architecture, input size and recipe; different seeds, hence inits and data orders) train
+with Adam 1e-3 on batches resident on the device, each run its own batch (or one shared batch, --shared_batch).
+Sequential: each run's own state stepped by the single-run train step (one compiled program serves all N, the best
+case for running them one by one). Together: the N states stacked, one step of the multi-run program. The two take
+turns round by round (a round = one step of every run) and the median round time is reported, so load changes on a
+shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load.
+
+  python benchmarks/bench_multirun.py                  # CPU: the quickstart's fine-tuning runs (configs/quickstart.py:
+                                                       # CBR-Small 8-16-32-32 at 32 px, batch 32, 7 inits x 3 seeds)
+  python benchmarks/bench_multirun.py --runs=15 --cpu_kernels=both   # also the program without models/cpu_kernels
+  python benchmarks/bench_multirun.py --gpu            # GPU: CBR-Small (paper widths) at 224 px, 8 runs, batch 32, bf16
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout
+sys.path.insert(0, HERE)
+
+from bench_train_step import bench_config, environment, synthetic_batch  # noqa: E402
+
+
+def quickstart_defaults():
+    """(widths, image size, batch, number of fine-tuning runs) of configs/quickstart.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "quickstart_config", os.path.join(HERE, "..", "configs", "quickstart.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("default")
+    return tuple(c.widths), c.image_size, c.batch_size, len(c.inits) * len(c.seeds)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="CBR-Small at 224 px, 8 runs, batch 32, bfloat16, 20 rounds")
+    p.add_argument("--model", default="cbr_small")
+    p.add_argument("--widths", default="", help="comma-separated CBR widths ('' = quickstart's; 'paper' = model's)")
+    p.add_argument("--size", type=int, default=0, help="input resolution (quickstart's)")
+    p.add_argument("--batch", type=int, default=0, help="per-run batch (quickstart's)")
+    p.add_argument("--runs", type=int, default=0, help="runs N (quickstart's inits x seeds)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="", help="float32; --gpu bfloat16")
+    p.add_argument("--rounds", type=int, default=0, help="timed rounds, median reported (10; --gpu 20)")
+    p.add_argument("--shared_batch", action="store_true", help="all runs train on one batch (a paired design)")
+    p.add_argument(
+        "--cpu_kernels",
+        choices=("on", "both"),
+        default="on",
+        help="with models/cpu_kernels.py (only used on CPUs), or also the multi-run program without them",
+    )
+    args = p.parse_args(argv)
+    widths, size, batch, runs = quickstart_defaults()
+    if args.gpu:
+        widths, size, batch, runs = "paper", 224, 32, 8
+    args.widths = args.widths or widths
+    if isinstance(args.widths, str):
+        args.widths = None if args.widths == "paper" else tuple(int(w) for w in args.widths.split(",") if w)
+    args.size, args.batch, args.runs = args.size or size, args.batch or batch, args.runs or runs
+    args.dtype = args.dtype or ("bfloat16" if args.gpu else "float32")
+    args.rounds = args.rounds or (20 if args.gpu else 10)
+    args.steps, args.warmup, args.device = args.rounds, 1, "auto"  # as bench_train_step.environment reads them
+    return args
+
+
+def build(args, cpu_kernels: bool = True):
+    """(sequential round, together round, {single, multi} compile seconds)."""
+    import jax
+    import jax.numpy as jnp
+
+    from transfusion_jax.models import cpu_kernels as kernels
+    from transfusion_jax.train import multirun, partition, steps
+    from transfusion_jax.train import state as state_lib
+
+    mesh = partition.make_data_mesh()
+    rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+    configs = []
+    for seed in range(args.runs):
+        config = bench_config(args.model, args.dtype, 10_000)
+        if args.widths:
+            config.model.overrides = {"widths": args.widths}
+        config.seed = seed
+        configs.append(config)
+    model = state_lib.build_model(configs[0], 2)
+    sample = jnp.zeros((1, args.size, args.size, 3))
+    created = [state_lib.create_train_state(c, model, jax.random.key(c.seed), sample) for c in configs]
+    states = [jax.device_put(s, rep) for s, _, _ in created]
+    batches = [
+        jax.device_put(synthetic_batch(args.batch, args.size, seed=0 if args.shared_batch else i), data)
+        for i in range(args.runs)
+    ]
+
+    kernels.ENABLED = cpu_kernels  # read when the programs are traced, below
+    single = steps.make_train_step(model, created[0][1], "softmax", mesh)
+    start = time.perf_counter()
+    single = single.lower(states[0], batches[0], steps.step_rng(0, 0)).compile()
+    single_compile = time.perf_counter() - start
+
+    group = multirun.RunGroup(configs, states[0].params, states[0].batch_stats)
+    stacked = jax.device_put(group.stack([jax.device_get(s) for s in states]), rep)
+    per_run = jax.device_put(group.per_run, rep)
+    multi_batches = batches[0] if args.shared_batch else batches
+    multi = multirun.make_multi_train_step(model, group.tx, "softmax", mesh, shared_batch=args.shared_batch)
+    start = time.perf_counter()
+    multi = multi.lower(stacked, multi_batches, per_run).compile()
+    multi_compile = time.perf_counter() - start
+    kernels.ENABLED = True
+
+    holder = {"states": states, "stacked": stacked, "t": 0}
+
+    def sequential():
+        t = holder["t"]
+        for i in range(args.runs):
+            holder["states"][i], metrics = single(holder["states"][i], batches[i], steps.step_rng(i, t))
+        jax.block_until_ready(metrics)
+        holder["t"] += 1
+
+    def together():
+        holder["stacked"], metrics = multi(holder["stacked"], multi_batches, per_run)
+        jax.block_until_ready(metrics)
+
+    return sequential, together, {"single": single_compile, "multi": multi_compile}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    sequential, together, compiles = build(args)
+    rounds = {"one after another": sequential, "one program": together}
+    if args.cpu_kernels == "both":
+        _, together_plain, plain_compiles = build(args, cpu_kernels=False)
+        rounds["one program, no CPU kernels"] = together_plain
+        compiles["multi, no CPU kernels"] = plain_compiles["multi"]
+    times = {name: [] for name in rounds}
+    for fn in rounds.values():
+        fn()  # warm-up
+    for _ in range(args.rounds):
+        for name, fn in rounds.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    rate = {name: args.runs / float(np.median(t)) for name, t in times.items()}  # run-steps per second
+
+    widths = "paper widths" if args.widths is None else "-".join(map(str, args.widths))
+    print(environment(args, torch))
+    print(
+        f"{args.runs} runs of {args.model} ({widths}) at {args.size} px, batch {args.batch} per run, "
+        f"{'one shared batch' if args.shared_batch else 'each run its own batch'}; median of {args.rounds} rounds"
+    )
+    print()
+    print("| program | run-steps/s | ms per run-step | vs one after another | compile s |")
+    print("|---|---|---|---|---|")
+    compile_of = {
+        "one after another": "single",
+        "one program": "multi",
+        "one program, no CPU kernels": "multi, no CPU kernels",
+    }
+    for name, r in rate.items():
+        print(
+            f"| {name} | {r:.1f} | {1000 / r:.1f} | {r / rate['one after another']:.2f} | "
+            f"{compiles[compile_of[name]]:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""models/cpu_kernels.py: the CPU gradients of convolutions equal XLA's, alone, under vmap (many runs)
+and inside a model's train step; other platforms compile the standard operations."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export, lax
+
+from transfusion_jax import models
+from transfusion_jax.models import cpu_kernels
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+# Gradient entries are sums of thousands of O(1) products, added in another order: float32 rounding reaches ~3e-5.
+TOL = dict(rtol=2e-5, atol=1e-4)
+
+# (input shape, kernel shape, strides, padding): a map tall enough for the tiled kernel gradient, with a partial
+# last tile (70 rows = 32 + 32 + 6); a strided 7x7 conv as ResNet-50's first (one image at a time); a small map
+# (XLA's own kernel gradient); a 1x1 conv.
+CONVS = {
+    "tiled": ((2, 70, 20, 3), (7, 7, 3, 4), (1, 1), "SAME"),
+    "strided": ((2, 64, 18, 3), (7, 7, 3, 4), (2, 2), ((3, 3), (3, 3))),
+    "small": ((3, 12, 12, 4), (3, 3, 4, 5), (1, 1), "SAME"),
+    "pointwise": ((2, 60, 9, 6), (1, 1, 6, 3), (1, 1), "VALID"),
+}
+
+
+def _conv_pair(strides, padding):
+    def standard(x, w):
+        return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+    def ours(x, w):
+        return cpu_kernels.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+    return standard, ours
+
+
+def _grads(conv):
+    # A non-linear loss, so the output gradient differs everywhere.
+    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), argnums=(0, 1))
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+@pytest.mark.parametrize("case", list(CONVS))
+def test_conv_values_and_gradients_equal_xla(case, jit):
+    x_shape, w_shape, strides, padding = CONVS[case]
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=w_shape), jnp.float32)
+    standard, ours = _conv_pair(strides, padding)
+    variant = jax.jit if jit else (lambda fn: fn)
+    chex.assert_trees_all_equal(variant(ours)(x, w), jax.jit(standard)(x, w))
+    chex.assert_trees_all_close(variant(_grads(ours))(x, w), _grads(standard)(x, w), **TOL)
+
+
+def test_bfloat16_kernel_gradient_is_as_accurate_as_xlas():
+    """bfloat16 kernel gradient over 8 images x 3 row tiles: the 24 partial sums are added in float32, so the error
+    against the float32 gradient is XLA's own (one convolution, rounded once); added in bfloat16 it is ~4x larger."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(0, 1, size=(8, 96, 24, 3)), jnp.bfloat16)  # positive: the partial sums accumulate
+    w = jnp.asarray(rng.normal(size=(7, 7, 3, 4)), jnp.bfloat16)
+    standard, ours = _conv_pair((1, 1), "SAME")
+
+    def kernel_grad(conv, x, w):
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w).astype(jnp.float32)), argnums=1))(x, w)
+
+    exact = np.asarray(kernel_grad(standard, x.astype(jnp.float32), w.astype(jnp.float32)))
+    xla_error, ours_error = (
+        np.abs(np.asarray(kernel_grad(conv, x, w), np.float32) - exact).max() for conv in (standard, ours)
+    )
+    assert ours_error <= 1.5 * xla_error
+
+
+@pytest.mark.parametrize("shared_input", [False, True], ids=["own_inputs", "shared_input"])
+@pytest.mark.parametrize("case", ["tiled", "strided", "small"])
+def test_conv_under_vmap_equals_vmapped_xla(case, shared_input):
+    """Three runs' kernels (as train/multirun.py stacks them), with their own inputs or one input for all."""
+    x_shape, w_shape, strides, padding = CONVS[case]
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=x_shape if shared_input else (3, *x_shape)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, *w_shape)), jnp.float32)
+    axes = (None if shared_input else 0, 0)
+    standard, ours = _conv_pair(strides, padding)
+    chex.assert_trees_all_equal(
+        jax.jit(jax.vmap(ours, in_axes=axes))(x, w), jax.jit(jax.vmap(standard, in_axes=axes))(x, w)
+    )
+    chex.assert_trees_all_close(
+        jax.jit(jax.vmap(_grads(ours), in_axes=axes))(x, w),
+        jax.jit(jax.vmap(_grads(standard), in_axes=axes))(x, w),
+        **TOL,
+    )
+
+
+def _conv_grad(x, w):
+    return jnp.sum(jnp.square(cpu_kernels.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)))
+
+
+def _exported(platform: str, enabled: bool, monkeypatch) -> str:
+    monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+    fn = jax.jit(jax.grad(_conv_grad, argnums=(0, 1)))
+    return export.export(fn, platforms=[platform])(jnp.zeros((2, 64, 16, 3)), jnp.zeros((3, 3, 3, 4))).mlir_module()
+
+
+def test_only_cpu_programs_use_the_cpu_kernels(monkeypatch):
+    """The CPU program: 2 images x 2 row tiles of kernel gradient + forward + input gradient = 6 convolutions. GPU
+    and TPU programs (lowered here without the hardware) and a CPU program with the kernels switched off: 3."""
+    cpu = _exported("cpu", True, monkeypatch)
+    assert cpu.count("stablehlo.convolution") == 6
+    for platform, enabled in (("cuda", True), ("tpu", True), ("cpu", False)):
+        text = _exported(platform, enabled, monkeypatch)
+        assert text.count("stablehlo.convolution") == 3, (platform, enabled)
+
+
+@pytest.mark.parametrize(
+    "widths, size",
+    [((4, 8), 64), ((4, 4, 8, 8), 32)],
+    ids=["2 layers at 64 px (row tiles)", "the local configs' 4 layers at 32 px (7x7 -> 3x3 pool)"],
+)
+def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths, size):
+    """A CBR's loss gradients in train mode (BatchNorm batch statistics, max-pools, 7x7 convs), jitted as a whole:
+    the second case caught a max-pool gradient that XLA:CPU miscompiled in context (29 % off) while every test of
+    the op alone passed."""
+    model = models.get_model("cbr_small", 2, widths=widths)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, size, size, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    labels = jnp.arange(8) % 2
+
+    def loss(params):
+        (logits, _), _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
