@@ -7,8 +7,8 @@ case for running them one by one). Together: the N states stacked, one step of t
 turns round by round (a round = one step of every run) and the median round time is reported, so load changes on a
 shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load.
 
-  python benchmarks/bench_multirun.py                  # CPU: the quickstart's fine-tuning runs (configs/quickstart.py:
-                                                       # CBR-Small 8-16-32-32 at 32 px, batch 32, 7 inits x 3 seeds)
+  python benchmarks/bench_multirun.py                  # CPU: the quickstart's fine-tuning runs (configs/study.py:
+                                                       # CBR-Small 8-16-32-32 at 32 px, batch 32, 25 runs)
   python benchmarks/bench_multirun.py --runs=15 --cpu_kernels=both   # also the program without models/cpu_kernels
   python benchmarks/bench_multirun.py --gpu            # GPU: CBR-Small (paper widths) at 224 px, 8 runs, batch 32, bf16
 """
@@ -28,16 +28,16 @@ from bench_train_step import bench_config, environment, synthetic_batch  # noqa:
 
 
 def quickstart_defaults():
-    """(widths, image size, batch, number of fine-tuning runs) of configs/quickstart.py."""
+    """(widths, image size, batch, number of fine-tuning runs) of the quickstart: configs/study.py's default, the
+    small model's runs."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "quickstart_config", os.path.join(HERE, "..", "configs", "quickstart.py")
-    )
+    spec = importlib.util.spec_from_file_location("study_config", os.path.join(HERE, "..", "configs", "study.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config("default")
-    return tuple(c.widths), c.image_size, c.batch_size, len(c.inits) * len(c.seeds)
+    runs = sum(len(inits) for model, _, inits in c.cells if model in c.models_run) * len(c.seeds)
+    return tuple(c.widths[c.models_run[0]]), c.image_size, c.batch_size, runs
 
 
 def parse_args(argv=None):

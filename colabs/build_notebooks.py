@@ -6,9 +6,9 @@
 Each notebook runs top to bottom at mini scale on a CPU (MINI = True: tiny CBRs on generated data, a minute or two)
 and at full scale when MINI = False, pointed at the real data (DATA_ROOT) and ImageNet checkpoints (PRETRAINED),
 on a GPU/TPU runtime. The mini path and the full path share every analysis cell; only where runs come from differs
-(the quickstart's functions vs `transfusion_jax.experiments.sweep` over configs/*.py). The fourth notebook shows the
-instruments beyond the paper (feature reuse, probes, resilience, interpolation, similarity sanity checks, fine-tuning
-protocols, calibration).
+(`transfusion_jax.experiments.toy_runs` vs `transfusion_jax.experiments.sweep` over configs/*.py). The fourth
+notebook shows the instruments beyond the paper (feature reuse, probes, resilience, interpolation, similarity sanity
+checks, fine-tuning protocols, calibration).
 """
 
 import os
@@ -50,9 +50,9 @@ SEEDS = [0] if MINI else [0, 1, 2]{extra}
 quickstart.enable_compile_cache(WORKDIR)
 
 
-def quickstart_config(**fields):
-    # configs/quickstart.py at mini scale: the fine-tuning AUC passes 0.91, and a CPU runs it in a minute or two.
-    c = quickstart.load_config(mini=True)
+def toy_config(**fields):
+    # Toy runs (experiments.toy_runs): the fine-tuning AUC passes 0.91, and a CPU runs them in a minute or two.
+    c = toy_runs.load_config()
     c.update(widths=(8, 16, 32, 32), source_train=120, target_train=300, target_test=80, seeds=tuple(SEEDS))
     c.update(pretrain_steps=20, finetune_steps=30, **fields)
     return c"""
@@ -78,7 +78,7 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
         "code",
         settings(
             "performance",
-            "figures, paper_numbers, quickstart, report, runs, sweep",
+            "figures, paper_numbers, quickstart, report, runs, sweep, toy_runs",
             '\nMODELS = ["resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny"]',
         ),
     ),
@@ -88,10 +88,10 @@ pretrained on a generated source set; at full scale it runs `configs/retina.py` 
 SIZES = {"cbr_small 4-8-8-8": (4, 8, 8, 8), "cbr_small 8-16-32-32": (8, 16, 32, 32)}
 final_auc = {}  # (model, init) -> final test AUC per seed
 if MINI:
-    paths = quickstart.make_data(WORKDIR, quickstart_config())
+    paths = toy_runs.make_data(WORKDIR, toy_config())
     for name, widths in SIZES.items():
-        q = quickstart_config(widths=widths, inits=("random", "transfer"))
-        trained = quickstart.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, q)
+        q = toy_config(widths=widths, inits=("random", "transfer"))
+        trained = toy_runs.train_all(os.path.join(WORKDIR, name.replace(" ", "_")), paths, q)
         for init in q.inits:
             final_auc[name, init] = [runs.final_test_auc(trained["summaries"][init, seed]) for seed in q.seeds]
 else:
@@ -139,7 +139,7 @@ ResNet-50. The analysis cells below read any finished runs (trained with `export
         "code",
         settings(
             "representations",
-            "figures, quickstart, report, run_weights, runs, sweep",
+            "figures, quickstart, report, run_weights, runs, sweep, toy_runs",
             '\nMODEL = "resnet50"  # MINI = False: the model to analyse\n'
             "MAX_IMAGES = 128 if MINI else 1024  # test images streamed through CCA",
         ).replace("SEEDS = [0] if MINI else [0, 1, 2]", "SEEDS = [0, 1] if MINI else [0, 1, 2]  # >= 2 for Rand-Rand"),
@@ -149,13 +149,13 @@ ResNet-50. The analysis cells below read any finished runs (trained with `export
         """\
 def run_dir(init, seed):
     if MINI:
-        return quickstart.run_dir(WORKDIR, init, seed)
+        return toy_runs.run_dir(WORKDIR, init, seed)
     return runs.RunSpec("retina", MODEL, init, seed).workdir(WORKDIR)
 
 
 if MINI:
-    q = quickstart_config(inits=("random", "transfer"))
-    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, q), q)
+    q = toy_config(inits=("random", "transfer"))
+    toy_runs.train_all(WORKDIR, toy_runs.make_data(WORKDIR, q), q)
 else:
     kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}", "export_pretrained=True"])
     sweep.sweep("configs/retina.py", [MODEL], ["random", "transfer"], SEEDS, WORKDIR, **kwargs)""",
@@ -224,7 +224,7 @@ marginal gain; Slim (pretrained up to block2, the rest at half width) matches tr
         "code",
         settings(
             "convergence",
-            "figures, quickstart, report, runs, sweep",
+            "figures, quickstart, report, runs, sweep, toy_runs",
             '\nMODEL = "resnet50"  # MINI = False\n'
             "# MINI = False: the inits to compare\n"
             'INITS = ["random", "transfer", "mean_var", "gabor", "slim"]\n'
@@ -235,8 +235,8 @@ marginal gain; Slim (pretrained up to block2, the rest at half width) matches tr
         "code",
         """\
 if MINI:
-    q = quickstart_config(inits=("random", "transfer", "mean_var", "transfusion:layer1", "gabor"))
-    quickstart.train_all(WORKDIR, quickstart.make_data(WORKDIR, q), q)
+    q = toy_config(inits=("random", "transfer", "mean_var", "transfusion:layer1", "gabor"))
+    toy_runs.train_all(WORKDIR, toy_runs.make_data(WORKDIR, q), q)
     inits = q.inits
 else:
     kwargs = dict(pretrained=PRETRAINED, overrides=[f"data.root={DATA_ROOT}"])
@@ -246,7 +246,7 @@ else:
 
 def run_dir(init, seed):
     if MINI:
-        return quickstart.run_dir(WORKDIR, init, seed)
+        return toy_runs.run_dir(WORKDIR, init, seed)
     return runs.RunSpec("hybrid", MODEL, init, seed).workdir(WORKDIR)""",
     ),
     (
@@ -256,7 +256,7 @@ import json
 
 import numpy as np
 
-curves = {init: [quickstart.eval_curve(run_dir(init, seed)) for seed in SEEDS] for init in inits}
+curves = {init: [toy_runs.eval_curve(run_dir(init, seed)) for seed in SEEDS] for init in inits}
 summaries = {init: [json.load(open(os.path.join(run_dir(init, s), "summary.json"))) for s in SEEDS] for init in inits}
 rows = []
 for init in inits:
@@ -306,7 +306,7 @@ data, a 20-step pretrain as the "ImageNet" checkpoint) the numbers show the mech
         "code",
         settings(
             "beyond",
-            "figures, instruments, quickstart, report, run_weights, runs, sweep",
+            "figures, instruments, quickstart, report, run_weights, runs, sweep, toy_runs",
             '\nMODEL = "cbr_small" if MINI else "resnet50"\n'
             'GROUP = "mini" if MINI else "hybrid"  # the sweep group of the init comparison\n'
             'HYBRID = "transfusion:" + ("layer2" if MINI else "block2") + "+mean_var"  # weights, then Mean-Var\n'
@@ -335,13 +335,13 @@ def run_dir(group, init, seed):
 
 
 if MINI:
-    q = quickstart_config()
-    paths = quickstart.make_data(WORKDIR, q)
+    q = toy_config()
+    paths = toy_runs.make_data(WORKDIR, q)
     pretrained = os.path.join(WORKDIR, "pretrain", "pretrained.npz")
-    runs.run(quickstart.pretrain_config(paths, q), os.path.dirname(pretrained))
+    runs.run(toy_runs.pretrain_config(paths, q), os.path.dirname(pretrained))
 
     def config_for(init, seed, overrides=()):
-        return config_lib.apply_overrides(quickstart.finetune_config(paths, q, init, seed, pretrained), overrides)
+        return config_lib.apply_overrides(toy_runs.finetune_config(paths, q, init, seed, pretrained), overrides)
 
 else:
     module, lookup = runs.load_config_module("configs/hybrid.py"), runs.parse_pretrained(PRETRAINED)

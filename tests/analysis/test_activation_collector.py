@@ -125,6 +125,28 @@ def test_compare_models_records_reduction_and_pairs_layers():
     assert same["layer1/layer1"]["score"] == pytest.approx(1.0, abs=1e-5)  # a model against itself
 
 
+def test_collected_rows_are_the_streamed_datapoints():
+    """collect_rows of two models, with sampled positions, pair up row by row: their moments equal the streamed
+    pair moments, and each image's rows are contiguous."""
+    model_a, model_b, _ = tiny_models()
+    batches = images(2, batches=3, n=4)
+    reduction = Reduction(mode="positions", positions=5, seed=3)
+    rows_a = activations.collect_rows(model_a, batches, ["layer1", "layer2"], reduction)
+    rows_b = activations.collect_rows(model_b, batches, ["layer1", "layer2"], reduction)
+    accs = activations.collect_pair_moments(model_a, model_b, batches, reduction=reduction)
+    for layer, channels in (("layer1", 4), ("layer2", 6)):
+        assert rows_a[layer].shape == (3 * 4 * 5, channels) and rows_a[layer].dtype == np.float32
+        want = moments.finalize(accs[(layer, layer)])
+        got = moments.finalize(moments.from_arrays(rows_a[layer], rows_b[layer]))
+        np.testing.assert_allclose(got.cxy, want.cxy, atol=1e-6)
+        np.testing.assert_allclose(got.cxx, want.cxx, atol=1e-6)
+    features = np.asarray(jax.jit(model_a[0])(model_a[1], batches[1])[1]["layer2"]).reshape(4, 16, 6)
+    image = rows_a["layer2"][4 * 5 + 2 * 5 : 4 * 5 + 3 * 5]  # batch 1, image 2: five of its own positions
+    assert all(any(np.allclose(r, f, atol=1e-6) for f in features[2]) for r in image)
+    with pytest.raises(ValueError, match="not found"):
+        activations.collect_rows(model_a, batches, ["layer9"])
+
+
 def test_collector_errors_name_the_culprit():
     model_a, model_b, _ = tiny_models()
     with pytest.raises(ValueError, match="datapoints per batch"):

@@ -96,6 +96,32 @@ def test_averaged_difference_adds_seed_and_example_variance():
     assert "DeLong" in got.method and got.n == 3
 
 
+def test_auc_contrast_of_four_groups():
+    """A difference of differences: its estimate from sklearn's AUCs, its DeLong part from the brute-force
+    covariance; and a pair of identical groups with opposite signs cancels exactly, leaving A - B."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(200) < 70
+    groups = [[labels * mu + rng.normal(size=200) for _ in range(4)] for mu in (1.5, 1.0, 1.2, 1.1)]
+    coefficients = [1.0, -1.0, -1.0, 1.0]
+    got = stats.auc_contrast(labels, groups, coefficients)
+    sk = np.array([[roc_auc_score(labels, s) for s in g] for g in groups])
+    per_seed = sk[0] - sk[1] - sk[2] + sk[3]
+    _, cov = _brute_force_delong(labels, np.stack([s for g in groups for s in g]))
+    w = np.repeat(np.array(coefficients) / 4, 4)
+    want = stats.t_interval(per_seed, extra_variance=float(w @ cov @ w))
+    assert got.estimate == pytest.approx(per_seed.mean(), abs=1e-12)
+    assert (got.low, got.high) == pytest.approx((want.low, want.high), rel=1e-9)
+    cancelled = stats.auc_contrast(labels, [groups[0], groups[1], groups[2], groups[2]], coefficients)
+    plain = stats.averaged_auc_difference(labels, groups[0], groups[1])
+    assert (cancelled.estimate, cancelled.low, cancelled.high) == pytest.approx(
+        (plain.estimate, plain.low, plain.high), rel=1e-9
+    )
+    with pytest.raises(ValueError, match="one coefficient per group"):
+        stats.auc_contrast(labels, groups, [1.0, -1.0])
+    with pytest.raises(ValueError, match="same number"):
+        stats.auc_contrast(labels, [groups[0], groups[1][:3]], [1.0, -1.0])
+
+
 @pytest.mark.parametrize(
     "low,high,outcome",
     [

@@ -234,6 +234,26 @@ def test_batches_do_not_depend_on_devices_or_workers(worker_type):
             np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_cached_decoding_gives_the_same_batches_and_decodes_each_image_once(train):
+    """cache_decoded: two epochs / two evaluation passes equal the uncached ones, and each image is decoded once."""
+    n, steps = 12, 3  # 3 batches of 8 = two training epochs; an evaluation pass is 2 batches
+
+    def passes(ds):
+        if train:
+            return [_take(ds.batches(8, mesh=mesh(), seed=1), steps)]
+        return [list(ds.batches(8, mesh=mesh())) for _ in range(2)]
+
+    plain = texture_dataset(n, train=train, augment=_augment() if train else None)
+    cached = texture_dataset(n, train=train, augment=_augment() if train else None, cache_decoded=True)
+    for want, got in zip(passes(plain), passes(cached)):
+        for a, b in zip(want, got):
+            for key in a:
+                np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]), err_msg=key)
+    assert plain.source.calls == (steps * 8 if train else 2 * n)
+    assert cached.source.calls == n
+
+
 def test_iterator_state_resumes_the_stream():
     reference = _take(texture_dataset(12, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5), 5)
     batches = texture_dataset(12, train=True, augment=_augment()).batches(8, mesh=mesh(), seed=5)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from transfusion_jax.experiments import quickstart, runs
+from transfusion_jax.experiments import runs, toy_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,9 +27,8 @@ def child_env(tmp_path_factory):
 def trained(tmp_path_factory):
     """Three finished workdirs of the real trainer: random seed 0, random seed 1, transfer seed 0."""
     root = str(tmp_path_factory.mktemp("analysis_runs"))
-    s = quickstart.load_config(
-        mini=True,
-        overrides=[
+    s = toy_runs.load_config(
+        [
             "source_train=32",
             "source_test=8",
             "target_train=48",
@@ -40,11 +39,11 @@ def trained(tmp_path_factory):
             "batch_size=16",
         ],
     )
-    paths = quickstart.make_data(root, s)
+    paths = toy_runs.make_data(root, s)
     pretrained = f"{root}/runs/pretrain/pretrained.npz"
-    runs.run(quickstart.pretrain_config(paths, s), f"{root}/runs/pretrain")
+    runs.run(toy_runs.pretrain_config(paths, s), f"{root}/runs/pretrain")
     dirs = {}
     for init, seed in (("random", 0), ("random", 1), ("transfer", 0)):
-        dirs[f"{init}{seed}"] = quickstart.run_dir(root, init, seed)
-        runs.run(quickstart.finetune_config(paths, s, init, seed, pretrained), dirs[f"{init}{seed}"])
+        dirs[f"{init}{seed}"] = toy_runs.run_dir(root, init, seed)
+        runs.run(toy_runs.finetune_config(paths, s, init, seed, pretrained), dirs[f"{init}{seed}"])
     return dirs

@@ -81,6 +81,37 @@ def test_slim_takes_conv1_to_block2_from_a_resnet50():
         schemes.transfer(init, source)
 
 
+SLIM_CBR, FULL_CBR = (16, 32, 32, 64), (16, 32, 64, 128)  # the study's Slim of its large CBR, and that CBR
+
+
+def test_slim_of_a_cbr_takes_layers_1_2_from_the_full_width_checkpoint():
+    init = resnet_like("cbr_small", 0.0, widths=SLIM_CBR)
+    source = resnet_like("cbr_small", 1.0, widths=FULL_CBR, num_classes=64)
+    blocks = block_names("cbr_small", widths=SLIM_CBR)
+    out, provenance = schemes.slim(init, source, blocks, schemes.slim_upto("cbr_small"))
+    for key, value in flat(out).items():
+        expected = 1.0 if key.split("/")[1] in ("layer1", "layer2") else 0.0
+        assert float(np.asarray(value).reshape(-1)[0]) == expected, key
+        assert provenance[key] == ("checkpoint" if expected else "init")
+    slimmed = r"params/layer3/conv/kernel: source \(7, 7, 32, 64\) vs target \(7, 7, 32, 32\)"
+    with pytest.raises(tree.TreeMismatchError, match=slimmed):
+        schemes.transfer(init, source)
+
+
+@pytest.mark.parametrize("widths", [(16, 32, 48, 64), (16, 32, 64, 128), (16, 32, 32, 128)])
+def test_slim_of_a_cbr_needs_every_layer_above_layer2_at_half_width(widths):
+    init = resnet_like("cbr_small", 0.0, widths=widths)
+    source = resnet_like("cbr_small", 1.0, widths=FULL_CBR)
+    with pytest.raises(tree.TreeMismatchError, match="half the checkpoint's width"):
+        schemes.slim(init, source, block_names("cbr_small", widths=widths), "layer2")
+
+
+def test_slim_upto_per_model():
+    assert schemes.slim_upto("resnet50_slim") == "block2"
+    assert schemes.slim_upto("cbr_small") == schemes.slim_upto("cbr_larget") == "layer2"
+    assert schemes.slim_upto("resnet50") is None and schemes.slim_upto("inception_v3") is None
+
+
 # ----- Mean-Var ---------------------------------------------------------------------------------------------------
 
 
@@ -340,7 +371,9 @@ def test_entry_point_errors():
         initialize("transfer", init, loader=FakeLoader(source))
     with pytest.raises(ValueError, match="holds a 'resnet50' model but model 'cbr_small' needs"):
         initialize("transfer", init, pretrained="/p", loader=FakeLoader(source, architecture="resnet50"))
-    with pytest.raises(ValueError, match="needs model 'resnet50_slim'"):
+    with pytest.raises(ValueError, match="needs model 'resnet50_slim' or a CBR"):
+        schemes.initialize("slim", "resnet50", init, pretrained="/p", loader=FakeLoader(source))
+    with pytest.raises(tree.TreeMismatchError, match="half the checkpoint's width"):  # a CBR of the same widths
         initialize("slim", init, pretrained="/p", loader=FakeLoader(source))
     with pytest.raises(ValueError, match="layer9"):
         initialize("transfusion:layer9", init)
@@ -370,6 +403,16 @@ def test_slim_entry_point_takes_a_resnet50_checkpoint():
         )
         assert provenance["params/block1/unit1/conv1/conv/kernel"] == "checkpoint"
         assert provenance["params/block3/unit1/conv1/conv/kernel"] == "init"
+
+
+def test_slim_entry_point_takes_a_cbr_checkpoint_of_twice_the_top_width():
+    init = resnet_like("cbr_small", 0.0, widths=SLIM_CBR)
+    source = resnet_like("cbr_small", 1.0, widths=FULL_CBR, num_classes=64)
+    out, provenance = schemes.initialize(
+        "slim", "cbr_small", init, pretrained="/large", model_overrides=dict(widths=SLIM_CBR), loader=FakeLoader(source)
+    )
+    assert provenance["params/layer2/conv/kernel"] == provenance["batch_stats/layer2/bn/mean"] == "checkpoint"
+    assert provenance["params/layer3/conv/kernel"] == provenance["params/head/kernel"] == "init"
 
 
 def test_entry_point_with_a_real_checkpoint_file(tmp_path):

@@ -42,19 +42,23 @@ ARGS = (
 
 def test_every_config_file_is_covered():
     files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")}
-    assert files == {name for name, _ in ARGS} | {"quickstart"}
+    assert files == {name for name, _ in ARGS} | {"study"}
 
 
-def test_quickstart_config_is_plain_data_with_valid_inits():
-    module = _load("quickstart")
+def test_study_config_is_plain_data_with_valid_inits():
+    module = _load("study")
     assert "python -m transfusion_jax.experiments.quickstart --workdir" in module.__doc__  # its launch line
-    default, mini = module.get_config(), module.get_config("mini")
-    assert set(default) == set(mini) and len(mini.seeds) < len(default.seeds)
-    for c in (default, mini):
-        blocks = models.block_names(c.model, widths=c.widths)
-        for init in c.inits:
-            surgery.parse_init(init, blocks)
-    with pytest.raises(ValueError, match="'default' or 'mini'"):
+    configs = {arg: module.get_config(arg) for arg in module.ARGS}
+    assert all(set(c) == set(configs["default"]) for c in configs.values())
+    assert configs["default"].models_run == ("small",) and configs["full"].models_run == ("small", "large")
+    for c in configs.values():
+        for model, _, inits in c.cells:
+            blocks = models.block_names(c.family, widths=tuple(c.widths[model]))
+            for init in inits:
+                surgery.parse_init(init, blocks)
+        # Slim: the large model's layers 1-2, the layers above at half width.
+        assert tuple(c.slim_widths) == tuple(c.widths.large[:2]) + tuple(w // 2 for w in c.widths.large[2:])
+    with pytest.raises(ValueError, match="default, full, scale, mini"):
         module.get_config("big")
 
 

@@ -198,3 +198,33 @@ def compare_models(
         result = similarity.measure(moments.finalize(acc), method, **options).as_dict()
         out[f"{la}/{lb}"] = {**result, "layer_a": la, "layer_b": lb, "reduction": reduction.describe()}
     return out
+
+
+def collect_rows(
+    model: Model, batches: Iterable, layers: Sequence[str], reduction: Reduction = Reduction()
+) -> dict[str, np.ndarray]:
+    """{layer: float32 host rows [N * P, C]} of one model: the datapoints `collect_pair_moments` streams (same
+    reduction; positions drawn from the same key for the same batch index, so two models' rows of the same batches
+    pair up row by row), kept whole for measures that need the arrays, e.g. a null from shuffled images. Rows of
+    one image are contiguous, images in batch order. Memory grows with the images: use it on a bounded set."""
+    key0 = jax.random.key(reduction.seed)
+    apply_fn, variables = model
+
+    @jax.jit
+    def step(variables, images, index):
+        rows = _layer_rows((apply_fn, variables), images, reduction, jax.random.fold_in(key0, index))
+        return {name: rows[name] for name in layers}
+
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
+    for index, batch in enumerate(batches):
+        images = _images(batch)
+        if index == 0:
+            shapes = jax.eval_shape(lambda im: _layer_rows(model, im, reduction, key0), images)
+            missing = [name for name in layers if name not in shapes]
+            if missing:
+                raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
+        for name, rows in jax.device_get(step(variables, images, index)).items():
+            parts[name].append(np.asarray(rows, np.float32))
+    if not layers or not parts[layers[0]]:
+        raise ValueError("batches is empty (or no layers given): nothing to collect")
+    return {name: np.concatenate(rows) for name, rows in parts.items()}

@@ -97,27 +97,46 @@ def delong(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return aucs, cov
 
 
+def auc_contrast(
+    labels: np.ndarray,
+    groups: Sequence[Sequence[np.ndarray]],
+    coefficients: Sequence[float],
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """Mean over seeds of sum_g c_g AUC(groups[g][s]), all on the same test examples: e.g. a difference (A - B,
+    coefficients (1, -1)) or a difference of differences ([A - B] on one data size - [A - B] on another, (1, -1,
+    -1, 1)). Every group holds one score vector per seed, in the same seed order. Interval: the t interval of the
+    per-seed contrasts widened by DeLong's variance of their mean over test examples (module docstring), from the
+    joint covariance of every AUC involved; with one seed only DeLong's part exists (a normal interval that ignores
+    training randomness, marked as such)."""
+    if len(groups) != len(coefficients) or not groups:
+        raise ValueError(f"Need one coefficient per group, got {len(groups)} groups and {len(coefficients)}.")
+    n = len(groups[0])
+    if n == 0 or any(len(g) != n for g in groups):
+        raise ValueError(f"Every group needs the same number (> 0) of runs, got {[len(g) for g in groups]}.")
+    aucs, cov = delong(labels, np.stack([scores for group in groups for scores in group]))
+    per_group = aucs.reshape(len(groups), n)
+    contrasts = np.asarray(coefficients, np.float64) @ per_group
+    weights = np.repeat(np.asarray(coefficients, np.float64) / n, n)
+    example_variance = float(max(weights @ cov @ weights, 0.0))
+    if n >= 2:
+        return t_interval(contrasts, confidence, example_variance, method="t over seeds + DeLong over test examples")
+    half = scipy_stats.norm.ppf((1 + confidence) / 2) * math.sqrt(example_variance)
+    mean = float(contrasts[0])
+    return Interval(mean, mean - half, mean + half, 1, "DeLong over test examples only (one seed)")
+
+
 def averaged_auc_difference(
     labels: np.ndarray,
     scores_a: Sequence[np.ndarray],
     scores_b: Sequence[np.ndarray],
     confidence: float = CONFIDENCE,
 ) -> Interval:
-    """Mean over seed pairs of AUC(a_i) - AUC(b_i), all on the same test examples, with an interval from the seeds'
-    spread plus DeLong's variance of that mean over test examples (see the module docstring). With one pair only
-    DeLong's part exists: a normal interval that ignores training randomness, marked as such."""
+    """Mean over seed pairs of AUC(a_i) - AUC(b_i), all on the same test examples (`auc_contrast` with
+    coefficients (1, -1))."""
     if len(scores_a) != len(scores_b) or not scores_a:
         raise ValueError(f"Need the same number (> 0) of runs on both sides, got {len(scores_a)} and {len(scores_b)}.")
-    n = len(scores_a)
-    aucs, cov = delong(labels, np.stack(list(scores_a) + list(scores_b)))
-    diffs = aucs[:n] - aucs[n:]
-    contrast = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
-    example_variance = float(max(contrast @ cov @ contrast, 0.0))
-    if n >= 2:
-        return t_interval(diffs, confidence, example_variance, method="t over seeds + DeLong over test examples")
-    half = scipy_stats.norm.ppf((1 + confidence) / 2) * math.sqrt(example_variance)
-    mean = float(diffs[0])
-    return Interval(mean, mean - half, mean + half, 1, "DeLong over test examples only (one seed)")
+    return auc_contrast(labels, [scores_a, scores_b], [1.0, -1.0], confidence)
 
 
 # ----------------------------------------------------------------------------------------------------- verdicts

@@ -92,7 +92,9 @@ assembles the batch. Missing files are found before step 1 (`check()`, every spl
 Decoding runs on grain: a MapDataset over this process's stream positions (index arithmetic above), decoded
 by config.data.num_workers worker threads or processes (worker_type; grain's `mp_prefetch`, whose workers need
 absl flags marked parsed, which the pipeline does when the caller has not). TFDS sources are read with
-`tfds.data_source` (ArrayRecord), no TF; resized copies with grain's ArrayRecordDataSource.
+`tfds.data_source` (ArrayRecord), no TF; resized copies with grain's ArrayRecordDataSource. With
+config.data.cache_decoded a dataset keeps each image's decoded, resized pixels after the first read (small splits
+read many times, e.g. the miniature study's), so later epochs and evaluations decode nothing.
 
 Command line: `python -m transfusion_jax.data generate {chexpert,kaggle_dr,tfds_dr_manual,source} OUT --num N`
 writes miniature datasets in the real formats; `python -m transfusion_jax.data prepare NAME --manual_dir M

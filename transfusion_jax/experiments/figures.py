@@ -188,10 +188,16 @@ def curve_band(curves: Sequence[dict[int, float]]):
 
 
 def auc_curves(
-    curves_by_init: dict[str, list[dict[int, float]]], path: str, threshold: float | None = None, title: str = ""
+    curves_by_init: dict[str, list[dict[int, float]]],
+    path: str,
+    threshold: float | None = None,
+    title: str = "",
+    ylabel: str = "test AUC",
+    log_steps: bool = False,
 ) -> str:
-    """Test AUC vs train step per init (the curves of the convergence figures: the test split is reported at every
-    evaluation, never used to choose): mean over seeds as a line, min-max over seeds shaded."""
+    """AUC vs train step per init (by default the test curves of the convergence figures: the test split is reported
+    at every evaluation, never used to choose): mean over seeds as a line, min-max over seeds shaded; `log_steps`
+    for log-spaced evaluation grids."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     for init, curves in curves_by_init.items():
@@ -202,8 +208,10 @@ def auc_curves(
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.18, lw=0)
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=0.8, label=f"AUC {threshold}")
+    if log_steps:
+        ax.set_xscale("log")
     ax.set_xlabel("train step")
-    ax.set_ylabel("test AUC")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
@@ -236,6 +244,29 @@ def _bars(ax, values: dict[str, dict[str, float]], ylabel: str, title: str = "",
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+
+
+def interval_panels(
+    panels: dict[str, list[tuple[str, float, float, float]]], margins: dict[str, float], path: str
+) -> str:
+    """One panel per measure: each row's estimate with its interval (label, estimate, low, high) as a horizontal
+    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance."""
+    rows = max((len(r) for r in panels.values()), default=1)
+    fig = Figure(figsize=(5.2 * max(len(panels), 1), 0.9 + 0.42 * rows))
+    for i, (name, items) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, max(len(panels), 1), i + 1)
+        margin = margins[name]
+        ax.axvspan(-margin, margin, color="0.85", lw=0, label=f"±{margin:.3g}")
+        ax.axvline(0.0, color="k", lw=0.8)
+        for y, (_, estimate, low, high) in enumerate(items):
+            ax.plot([low, high], [y, y], color="C0", lw=2)
+            ax.plot([estimate], [y], "o", color="C0")
+        ax.set_yticks(range(len(items)), [label for label, *_ in items], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
 
 
 def strip_plot(groups: dict[str, list[float]], path: str, ylabel: str) -> str:

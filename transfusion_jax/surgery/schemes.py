@@ -16,7 +16,10 @@
                        (paper 6.1, per tensor); BN handled per `mean_var_bn` (below); head random.
   gabor                the first conv (the one that reads the image) filled with a synthetic Gabor bank
                        (gabor_filters.py), the rest random (paper 6.4).
-  slim                 `resnet50_slim` with conv1..block2 from a ResNet-50 checkpoint, block3/block4 random (6.3).
+  slim                 paper 6.3: the lowest blocks from a checkpoint of the full-width model, every conv above them at
+                       half its width and random: `resnet50_slim` with conv1..block2 from a ResNet-50 checkpoint; a CBR
+                       (cbr_*) with layer1..layer2 from a checkpoint of the same CBR whose widths above layer2 are
+                       twice the model's (e.g. widths 16-32-32-64 from a 16-32-64-128 checkpoint).
 
 `mean_var_bn` (the paper does not say how BN was treated):
   'mean_var' (default)  BN gamma/beta get per-tensor Mean-Var draws like every other weight; running statistics
@@ -57,6 +60,7 @@ NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
 MEAN_VAR_BN = ("mean_var", "default", "copy")
 DEFAULT_MEAN_VAR_BN = "mean_var"
 SLIM_MODEL, SLIM_SOURCE, SLIM_UPTO = "resnet50_slim", "resnet50", "block2"
+CBR_SLIM_UPTO = "layer2"  # the CBR analogue of the ResNet's block2: the lowest two of its four layers
 
 Variables = dict
 Provenance = dict
@@ -216,10 +220,38 @@ def gabor(init: Mapping, blocks: Sequence[str], source: Mapping | None = None) -
     return unflatten(flat), provenance
 
 
-def slim(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
-    """Paper 6.3: `resnet50_slim` variables with conv1..block2 from a ResNet-50 checkpoint, the slimmed top random."""
-    blocks = block_names(SLIM_MODEL)
-    return transfusion(init, source, blocks, SLIM_UPTO)
+def slim_upto(model_name: str) -> str | None:
+    """The last pretrained block of Slim for this model ('block2' for resnet50_slim, 'layer2' for a CBR), or None
+    when the model has no Slim."""
+    if model_name == SLIM_MODEL:
+        return SLIM_UPTO
+    return CBR_SLIM_UPTO if model_name.startswith("cbr_") else None
+
+
+def slim(
+    init: Mapping, source: Mapping, blocks: Sequence[str] | None = None, upto: str = SLIM_UPTO
+) -> tuple[Variables, Provenance]:
+    """Paper 6.3: blocks[0..upto] from the checkpoint, the slimmed top random. Every conv kernel above `upto` must
+    have half the output channels of the checkpoint's (a top of any other width would not be Slim). Defaults:
+    `resnet50_slim` from a ResNet-50 checkpoint."""
+    blocks = list(blocks or block_names(SLIM_MODEL))
+    out, provenance = transfusion(init, source, blocks, upto)
+    src, tgt = flatten(source), flatten(init)
+    above = set(blocks[blocks.index(upto) + 1 :])
+    wrong = [
+        f"{k}: {np.shape(tgt[k])[-1]} output channels, checkpoint {np.shape(src[k])[-1] if k in src else 'none'}"
+        for k in tgt
+        if block_of(name_of(k)) in above and k.endswith("/kernel") and np.ndim(tgt[k]) == 4
+        and (k not in src or 2 * np.shape(tgt[k])[-1] != np.shape(src[k])[-1])
+    ]  # fmt: skip
+    if wrong:
+        raise TreeMismatchError(
+            f"init='slim' needs every conv above {upto} at half the checkpoint's width; not so for "
+            + "; ".join(wrong[:3])
+            + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+            + ". For a CBR set model.overrides.widths to the checkpoint's with the widths above it halved."
+        )
+    return out, provenance
 
 
 def initialize(
@@ -242,8 +274,11 @@ def initialize(
     """
     blocks = block_names(model_name, **dict(model_overrides or {}))
     parsed = parse_init(spec, blocks)
-    if parsed.scheme == "slim" and model_name != SLIM_MODEL:
-        raise ValueError(f"init='slim' needs model {SLIM_MODEL!r} (got {model_name!r}); set config.model accordingly.")
+    if parsed.scheme == "slim" and slim_upto(model_name) is None:
+        raise ValueError(
+            f"init='slim' needs model {SLIM_MODEL!r} or a CBR (cbr_*) with halved top widths (got {model_name!r}); "
+            "set config.model accordingly."
+        )
     if parsed.scheme in NEEDS_CHECKPOINT and not pretrained:
         raise ValueError(f"init={spec!r} needs a checkpoint: set config.pretrained to a checkpoint path.")
     if mean_var_bn not in MEAN_VAR_BN:  # checked for every scheme, so a typo never waits for a mean_var run
@@ -254,7 +289,7 @@ def initialize(
         return _all_init(variables)
     source, metadata = _load_checkpoint(pretrained, model_name, loader) if pretrained else (None, {})
     try:
-        return _apply(parsed, variables, source, blocks, rng, mean_var_bn)
+        return _apply(parsed, variables, source, blocks, rng, mean_var_bn, slim_upto(model_name))
     except TreeMismatchError as e:
         raise TreeMismatchError(
             f"{e}\nCheckpoint {pretrained}: architecture {metadata.get('architecture')!r}, variant "
@@ -262,7 +297,7 @@ def initialize(
         ) from None
 
 
-def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tuple[Variables, Provenance]:
+def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn, upto_slim) -> tuple[Variables, Provenance]:
     if parsed.scheme == "transfer":
         return transfer(variables, source)
     if parsed.scheme == "transfusion" and parsed.above == ABOVE_MEAN_VAR:
@@ -273,7 +308,7 @@ def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn) -> tup
         return mean_var(variables, source, rng, bn=mean_var_bn)
     if parsed.scheme == "gabor":
         return gabor(variables, blocks, source)
-    return slim(variables, source)
+    return slim(variables, source, blocks, upto_slim)
 
 
 def _load_checkpoint(path: str, model_name: str, loader: Callable | None) -> tuple[Variables, dict]:

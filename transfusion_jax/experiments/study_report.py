@@ -1,0 +1,615 @@
+"""The miniature study's report.md and figures, from its verdicts and measures (transfusion_jax.experiments.study).
+
+Every number is computed from the runs in the workdir; nothing is assumed or typed in. The verdicts section sits
+between markers (VERDICTS_BEGIN / VERDICTS_END) so that README.md and docs/RESULTS.md can quote it verbatim
+(`quote_verdicts`), and a test checks that they do. `publish` puts a finished study's report where the docs show it:
+
+  python -c "from transfusion_jax.experiments import study_report as r; r.publish('DIR', 'docs/study_report',
+             ['README.md', 'docs/RESULTS.md'])"
+"""
+
+import math
+import os
+import platform
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from transfusion_jax import pretrained
+from transfusion_jax.analysis import stats
+from transfusion_jax.experiments import figures
+from transfusion_jax.experiments.report import markdown_table
+from transfusion_jax.experiments.study_verdicts import FINDINGS, NOT_RUN, RunKey, StudyVerdicts, Verdict
+from transfusion_jax.surgery import gabor_filters
+
+VERDICTS_BEGIN = "<!-- study-verdicts:begin -->"
+VERDICTS_END = "<!-- study-verdicts:end -->"
+BORDERLINE = 0.01  # a G2 upper bound this close to its ceiling is reported as borderline
+_MEASURE_NAMES = {"auc": "test AUC", "log_steps": "ln steps to threshold", "similarity": "similarity"}
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
+
+
+# ---------------------------------------------------------------- number formatting
+
+
+def _signed(value: float, measure: str) -> str:
+    return f"{value:+.2f}" if measure == "log_steps" else f"{value:+.3f}"
+
+
+def interval_text(interval, measure: str) -> str:
+    """'+0.004 [-0.010, +0.018]'; a log-steps contrast also as the ratio of steps it means (exp of its ends)."""
+    if interval is None or interval.estimate is None:
+        return "—"
+    text = _signed(interval.estimate, measure)
+    if interval.defined:
+        text += f" [{_signed(interval.low, measure)}, {_signed(interval.high, measure)}]"
+        if measure == "log_steps":
+            text += f" (ratio ×{math.exp(interval.low):.2f} to ×{math.exp(interval.high):.2f})"
+    return text
+
+
+def _margin_text(margin: float, measure: str) -> str:
+    return f"±{margin:.3f}" + (f" (×{math.exp(margin):.2f})" if measure == "log_steps" else "")
+
+
+# Where the interval lies against the margin, in words (stats.outcome's names are about A - B > 0).
+_OUTCOME_WORDS = {
+    "better": "interval above +margin",
+    "worse": "interval below -margin",
+    "equivalent": "interval inside ±margin",
+    "inconclusive": "interval crosses a margin",
+}
+
+
+def _verdict_text(v: Verdict) -> str:
+    if v.verdict in (NOT_RUN, "not in this design"):
+        return v.verdict
+    why = "; ".join(_OUTCOME_WORDS.get(part, part) for part in v.why.split("; ")) if v.why else v.why
+    return f"**{v.verdict}** ({why})" if why else f"**{v.verdict}**"
+
+
+def _checks_text(v: Verdict) -> str:
+    """The verdicts printed beside the main one: the relative threshold's (steps), the other measure's
+    (similarity)."""
+    return "; ".join(
+        f"{name.split(' (')[0]}: {check.verdict}" for part in v.parts or [v] for name, check in part.checks
+    )
+
+
+def _mean_sd(values: Sequence[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def _fraction(value: float, low: float, high: float) -> str:
+    return f"{(value - low) / (high - low):.0%}" if high != low else "n/a"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def verdicts_section(c, verdicts: StudyVerdicts, timing: Mapping) -> list[str]:
+    """What README.md and docs/RESULTS.md quote: where and how long it ran, the gates, and per claim and scope the
+    effect with its 95 % interval, the margin and the verdict."""
+    rows = []
+    for v in verdicts.verdicts:
+        parts = v.parts or [v]
+        estimate = "; ".join(
+            (f"{_MEASURE_NAMES[p.measure]} " if len(parts) > 1 else "") + interval_text(p.interval, p.measure)
+            for p in parts
+        )
+        margin = "; ".join(_margin_text(p.margin, p.measure) for p in parts)
+        rows.append([v.claim, FINDINGS[v.claim], v.scope, estimate, margin, _verdict_text(v), _checks_text(v) or "—"])
+    gates = ", ".join(
+        f"{g.gate} {g.scope} {'passes' if g.passed else 'FAILS'}" for g in verdicts.gates if g.gate != "G4"
+    )
+    g4 = [g for g in verdicts.gates if g.gate == "G4"]
+    g4_failed = [g.scope for g in g4 if not g.passed]
+    gates += f"; G4 passes in {len(g4) - len(g4_failed)} of {len(g4)} groups" + (
+        f" (fails: {', '.join(g4_failed)})" if g4_failed else ""
+    )
+    judged = [v for v in verdicts.verdicts if v.verdict in ("supported", "contradicted", "inconclusive")]
+    cut = [m for m in ("small", "large") if m not in c.models_run]
+    return [
+        VERDICTS_BEGIN,
+        f"configs/study.py:{c.variant}"
+        + (f" (the CPU cut: the {', '.join(cut)} model not run)" if cut else "")
+        + f" on {machine()}; {timing['wall'] / 60:.1f} min wall time (load average {timing['load'][0]:.1f} at the "
+        f"start, {timing['load'][1]:.1f} at the end), {timing['trained']} of {timing['runs']} runs trained in it.",
+        "",
+        f"**Gates**: {gates}.",
+        "",
+        *markdown_table(
+            ["claim", "the paper's finding", "scope", "effect [95 % interval]", "margin", "verdict", "beside it"], rows
+        ),
+        "",
+        f"Estimates are means over {len(c.seeds)} seeds of paired contrasts (AUC: test AUC at the final step, "
+        f"interval from the seeds plus DeLong over the test images; steps: ln of the first step with validation AUC > "
+        f"{c.threshold:g}, a censored run entering as the last step; similarity: {c.similarity.verdict_method} "
+        f"between layers). Beside it: the verdict of the relative threshold ({c.relative_threshold:g} x each run's own "
+        f"final validation AUC) for steps, of the other measure for similarity. {len(judged)} verdicts are read at "
+        f'95 % each with no multiplicity correction: one "supported" or "contradicted" among them can be a chance '
+        f"finding.",
+        VERDICTS_END,
+    ]
+
+
+def gates_section(c, verdicts: StudyVerdicts, diagnostics: Mapping, measures: Mapping, fig_dir: str) -> list[str]:
+    lines = ["## Gates: the design's diagnostics, before any claim", ""]
+    by = {(g.gate, g.scope): g for g in verdicts.gates}
+    ratios, probes = {}, {}
+    for model, d in diagnostics.items():
+        layers = list(d["pretrained"]["kernel_std_ratio"])
+        rows = []
+        for layer in layers:
+            random = [r["kernel_std_ratio"][layer] for r in d["random"]]
+            bn = d["pretrained"]["bn"].get(layer, {})
+            sd = np.std(random, ddof=1)
+            distance = abs(d["pretrained"]["kernel_std_ratio"][layer] - np.mean(random)) / sd if sd > 0 else math.inf
+            rows.append(
+                [
+                    layer,
+                    f"{d['pretrained']['kernel_std_ratio'][layer]:.3f}",
+                    _mean_sd(random),
+                    f"{distance:.0f}",
+                    f"{bn.get('scale_mean', math.nan):.3f} ± {bn.get('scale_std', math.nan):.3f}",
+                    f"{bn.get('bias_mean', math.nan):.3f} ± {bn.get('bias_std', math.nan):.3f}",
+                ]
+            )
+        ratios[f"{model} pretrained"] = {r[0]: float(r[1]) for r in rows}
+        ratios[f"{model} random (mean)"] = {
+            layer: float(np.mean([r["kernel_std_ratio"][layer] for r in d["random"]])) for layer in layers
+        }
+        peaks = [r["conv1_peakedness"] for r in d["random"]]
+        g1 = by["G1", model]
+        lines += [
+            f"### G1, the source moved the weights: {model} model {tuple(d['widths'])} — "
+            f"**{'passes' if g1.passed else 'FAILS'}**",
+            "",
+            *markdown_table(
+                [
+                    "layer",
+                    "kernel std / He std, pretrained",
+                    f"random inits ({len(d['random'])})",
+                    "distance (sd)",
+                    "BN gamma mean ± sd (pretrained)",
+                    "BN beta mean ± sd (pretrained)",
+                ],
+                rows,
+            ),
+            "",
+            f"conv1 spectral peakedness (share of power in the top 4 of {round(4 / d['peakedness_floor'])} DFT bins; "
+            f"white-noise floor {d['peakedness_floor']:.3f}): pretrained {d['pretrained']['conv1_peakedness']:.3f}, "
+            f"random {_mean_sd(peaks)} (max {max(peaks):.3f}), Gabor bank {d['gabor_peakedness']:.3f}. Source test "
+            f"accuracy {d['source_accuracy']:.3f} (chance {d['chance']:.3f}). Gate: every layer outside mean ± "
+            f"{c.gates.kernel_sd:g} sd of the random inits, peakedness above their largest, accuracy ≥ "
+            f"{c.gates.chance_multiple:g} x chance." + ("" if g1.passed else f" Fails: {g1.detail}."),
+            "",
+            f"How structured is the conv1 that C8 compares the Gabor bank with: its peakedness lies "
+            f"{_fraction(d['pretrained']['conv1_peakedness'], np.mean(peaks), d['gabor_peakedness'])} of the way from "
+            "the random inits' mean to the Gabor bank's.",
+            "",
+        ]
+        probes[model] = d["probe"]
+    if ratios:
+        figures.grouped_bars(
+            ratios, os.path.join(fig_dir, "g1_kernel_std_ratio.png"), "kernel std / He std", "G1: pretrained vs random"
+        )
+        lines += ["![G1 kernel std ratios](figures/g1_kernel_std_ratio.png)", ""]
+    ceiling = c.threshold - c.gates.probe_below_threshold
+    rows, bars, errors, borderline = [], {}, {}, []
+    for model, runs_ in probes.items():
+        cells = []
+        for layer in runs_[0]:
+            values = [p[layer] for p in runs_]
+            interval = stats.t_interval(values, c.confidence)
+            cells.append(f"{_mean_sd(values)} (≤ {interval.high:.3f})")
+            if abs(interval.high - ceiling) < BORDERLINE:
+                borderline.append(f"{model} model's {layer} ({interval.high:.3f})")
+            bars.setdefault(f"{model} model", {})[layer] = float(np.mean(values))
+            errors.setdefault(f"{model} model", {})[layer] = float(interval.high - interval.estimate)
+        g2 = by["G2", model]
+        rows.append([model, *cells, "passes" if g2.passed else "**FAILS**"])
+    if rows:
+        layers = list(next(iter(probes.values()))[0])
+        figures.grouped_bars(
+            bars,
+            os.path.join(fig_dir, "g2_probe_auc.png"),
+            "cross-validated probe AUC",
+            f"G2: frozen random features (ceiling {ceiling:.2f})",
+            errors=errors,
+        )
+        lines += [
+            f"### G2, random features do not solve the target (ceiling: upper 95 % bound ≤ {ceiling:.2f})",
+            "",
+            f"Linear probe (standardised, L2 logistic regression) on global-average-pooled frozen features of "
+            f"{c.gates.random_inits} random inits per model, AUC of out-of-fold scores, {c.gates.probe_folds}-fold "
+            f"cross-validation within the {next(iter(diagnostics.values()))['probe_images']} train images: mean ± sd "
+            f"(upper end of the 95 % t interval of the mean).",
+            "",
+            *markdown_table(["model", *layers, "G2"], rows),
+            "",
+            *(
+                [
+                    f"Borderline (upper bound within {BORDERLINE} of the ceiling, either side): "
+                    f"{', '.join(borderline)}; a less noisy probe could put it on the other side.",
+                    "",
+                ]
+                if borderline
+                else []
+            ),
+            "![G2 probe AUC](figures/g2_probe_auc.png)",
+            "",
+        ]
+    rows = []
+    for model in diagnostics:
+        group = sorted(
+            (k.seed, m) for k, m in measures.items() if (k.model, k.data, k.init) == (model, "full", "random")
+        )
+        g3 = by["G3", model]
+        steps = ", ".join(str(m.steps) if m.steps is not None else f"> {m.final_step}" for _, m in group)
+        rows.append(
+            [
+                model,
+                steps,
+                ", ".join(f"{m.final_val_auc:.3f}" for _, m in group),
+                "passes" if g3.passed else "**FAILS**",
+            ]
+        )
+    lines += [
+        f"### G3, learnable: every random run on the full data crosses {c.threshold:g} and ends ≥ "
+        f"{c.threshold + c.gates.final_above_threshold:.2f}",
+        "",
+        *markdown_table(
+            [
+                "model",
+                f"steps to validation AUC > {c.threshold:g} (seeds {list(c.seeds)})",
+                "final validation AUC",
+                "G3",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    rows = [
+        [g.scope, *g.detail.split(": ", 1)[1].split("; "), "passes" if g.passed else "**FAILS**"]
+        for g in verdicts.gates
+        if g.gate == "G4"
+    ]
+    lines += [
+        f"### G4, stable: the median sd of each run's last {c.gates.last_evals} validation AUCs below the seeds' sd of "
+        "the final one",
+        "",
+        *markdown_table(["model / data / init", "median sd within runs", "sd across seeds", "G4"], rows),
+        "",
+    ]
+    return lines
+
+
+def claims_section(verdicts: StudyVerdicts) -> list[str]:
+    lines = ["## Claims in detail", ""]
+    for v in verdicts.verdicts:
+        lines.append(f"- **{v.claim}**, {v.scope}: {v.contrast}. Kind: {v.kind}.")
+        for part in v.parts or [v]:
+            if part.interval is not None:
+                lines.append(
+                    f"  - {_MEASURE_NAMES[part.measure]}: {interval_text(part.interval, part.measure)}, margin "
+                    f"{_margin_text(part.margin, part.measure)}, {part.interval.method} (n = {part.interval.n}): "
+                    f"{_verdict_text(part)}."
+                )
+            for name, check in part.checks:
+                lines.append(f"  - {name}: {interval_text(check.interval, check.measure)}: {_verdict_text(check)}.")
+        lines.append(f"  - Verdict: {_verdict_text(v)}.")
+        lines += [f"  - {note}" for note in v.notes]
+    lines.append("")
+    return lines
+
+
+def measures_section(c, measures: Mapping[RunKey, object], fig_dir: str) -> list[str]:
+    groups: dict[tuple, list] = {}
+    for key, m in measures.items():
+        groups.setdefault((key.model, key.data, key.init), []).append(m)
+    rows = []
+    for (model, data, init), items in groups.items():
+        steps = [m.steps for m in items]
+        reached = sorted(s for s in steps if s is not None)
+        censored = len(steps) - len(reached)
+        rel = sorted(m.steps_relative for m in items if m.steps_relative is not None)
+        rows.append(
+            [
+                model,
+                data,
+                init,
+                len(items),
+                _mean_sd([m.final_val_auc for m in items]),
+                ", ".join(map(str, reached)) + (f" (+{censored} never)" if censored else ""),
+                ", ".join(map(str, rel)),
+                _mean_sd([float(np.median([m.weight_change[b] for b in m.weight_change])) for m in items]),
+            ]
+        )
+    lines = [
+        "## Measures per group",
+        "",
+        *markdown_table(
+            [
+                "model",
+                "data",
+                "init",
+                "runs",
+                "final validation AUC",
+                f"steps to validation AUC > {c.threshold:g}",
+                f"steps to > {c.relative_threshold:g} x own final",
+                "median relative weight change",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    for model in c.models_run:
+        for data in ("full", "small"):
+            cell = {i: [m.curve for m in items] for (mo, d, i), items in groups.items() if (mo, d) == (model, data)}
+            if not cell:
+                continue
+            name = f"val_auc_{model}_{data}.png"
+            figures.auc_curves(
+                cell,
+                os.path.join(fig_dir, name),
+                c.threshold,
+                f"{model} model, {data} training set: validation AUC (mean over seeds, min-max shaded)",
+                ylabel="validation AUC",
+                log_steps=True,
+            )
+            lines += [f"![validation AUC, {model} model, {data} data](figures/{name})", ""]
+    return lines
+
+
+def _null_text(entry: Mapping) -> str:
+    return f"{entry['score']:.3f} (null {entry['null_mean']:.3f} [{entry['null_min']:.3f}, {entry['null_max']:.3f}])"
+
+
+def _averaged(entries: Sequence[Mapping], method: str) -> str:
+    scores = [e[method]["score"] for e in entries]
+    nulls_ = [e[method]["null_mean"] for e in entries]
+    return f"{_mean_sd(scores)} (null {np.mean(nulls_):.3f}, max {max(e[method]['null_max'] for e in entries):.3f})"
+
+
+def similarity_section(c, similar: Mapping, fig_dir: str) -> list[str]:
+    if not similar:
+        return []
+    methods = list(c.similarity.methods)
+    lines = [
+        "## Representational similarity, each number beside its null",
+        "",
+        f"Per layer, {', '.join(methods)} (SVCCA keeps {c.similarity.svcca_keep:.0%} of the variance, its score is the "
+        f"mean canonical correlation) on every test image, spatial positions as datapoints (at most "
+        f"{c.similarity.positions} per image). Null: the same measure with one side's images shuffled "
+        f"({c.similarity.null_permutations} permutations; mean and, after the seeds, the largest value), at the same "
+        "n and d. Mean ± sd over seeds (pairs).",
+        "",
+    ]
+    for model, s in similar.items():
+        layers = s["layers"]
+        first = next(iter(s["to_init"].values()))
+        size = [
+            f"{layer} n = {first[layer][methods[0]]['n']:,}, d = {first[layer][methods[0]]['dx']} "
+            f"(n/d = {first[layer][methods[0]]['n_per_dim']:.0f})"
+            for layer in layers
+        ]
+        rows = []
+        for init in ("random", "transfer"):
+            entries = [v for k, v in s["to_init"].items() if k.startswith(f"{init}/")]
+            for layer in layers:
+                rows.append([init, layer, *[_averaged([e[layer] for e in entries], m) for m in methods]])
+        pair_rows = []
+        for kind, name in (("rand_rand", "Rand-Rand"), ("rand_imnet", "Rand-ImNet")):
+            entries = [v for k, v in s["pairs"].items() if k.startswith(f"{kind}/")]
+            for layer in layers:
+                pair_rows.append([name, layer, *[_averaged([e[layer] for e in entries], m) for m in methods]])
+        bars = {}
+        for init in ("random", "transfer"):
+            entries = [v for k, v in s["to_init"].items() if k.startswith(f"{init}/")]
+            bars[init] = {layer: float(np.mean([e[layer][methods[0]]["score"] for e in entries])) for layer in layers}
+            bars[f"{init} null"] = {
+                layer: float(np.mean([e[layer][methods[0]]["null_mean"] for e in entries])) for layer in layers
+            }
+        name = f"similarity_to_init_{model}.png"
+        figures.grouped_bars(
+            bars, os.path.join(fig_dir, name), f"{methods[0]}(init, final)", f"{model} model: similarity to init"
+        )
+        lines += [
+            f"### {model} model ({s['num_images']} test images; {'; '.join(size)})",
+            "",
+            "Similarity of each layer at step 0 to itself after training (same run), full training set:",
+            "",
+            *markdown_table(["init", "layer", *methods], rows),
+            "",
+            "Rand-Rand: random seed k vs random seed k+1; Rand-ImNet: random seed k vs transfer seed k+1 (cyclic):",
+            "",
+            *markdown_table(["pair", "layer", *methods], pair_rows),
+            "",
+            f"![similarity to init, {model} model](figures/{name})",
+            "",
+        ]
+    return lines
+
+
+def secondary_section(verdicts: StudyVerdicts) -> list[str]:
+    if not verdicts.secondary:
+        return []
+    rows = [
+        [
+            s.name,
+            s.scope,
+            interval_text(s.interval, s.measure),
+            _margin_text(s.margin, s.measure),
+            _OUTCOME_WORDS.get(s.outcome, s.outcome),
+        ]
+        for s in verdicts.secondary
+    ]
+    return [
+        "## Secondary numbers (reported, not judged)",
+        "",
+        *markdown_table(["contrast", "scope", "estimate [95 % interval]", "margin", "interval vs margin"], rows),
+        "",
+    ]
+
+
+def filters_section(checkpoints: Mapping[str, str], fig_dir: str) -> list[str]:
+    rows = []
+    for model, path in checkpoints.items():
+        variables, _ = pretrained.load(path)
+        kernel = np.asarray(variables["params"]["layer1"]["conv"]["kernel"])
+        paths = {"pretrained": kernel, "Gabor bank": gabor_filters.gabor_bank(kernel.shape)}
+        cells = [model]
+        for name, k in paths.items():
+            file = f"conv1_{model}_{name.split()[0].lower()}.png"
+            figures.filter_grid(k, os.path.join(fig_dir, file), scale=8)
+            cells.append(f"![{name}](figures/{file})")
+        rows.append(cells)
+    if not rows:
+        return []
+    return [
+        "## conv1 filters: pretrained on the source vs the synthetic Gabor bank",
+        "",
+        *markdown_table(["model", "pretrained conv1", "Gabor bank (C8)"], rows),
+        "",
+    ]
+
+
+def write(
+    workdir: str,
+    c,
+    verdicts: StudyVerdicts,
+    measures: Mapping,
+    diagnostics: Mapping,
+    similar: Mapping,
+    checkpoints: Mapping[str, str],
+    timing: Mapping,
+) -> str:
+    """DIR/report.md plus its PNGs under DIR/figures; returns the report's path. `checkpoints`: each model's
+    pretrained checkpoint (its conv1 is drawn)."""
+    fig_dir = os.path.join(workdir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    cut = [m for m in ("small", "large") if m not in c.models_run]
+    panels, margins = {}, {}
+    for v in verdicts.verdicts:
+        for p in v.parts or [v]:
+            if p.interval is not None and p.interval.defined:
+                name = _MEASURE_NAMES[p.measure]
+                panels.setdefault(name, []).append(
+                    (f"{p.claim} {p.scope}", p.interval.estimate, p.interval.low, p.interval.high)
+                )
+                margins[name] = p.margin
+    figures.interval_panels(panels, margins, os.path.join(fig_dir, "verdicts.png"))
+    lines = [
+        "# The miniature study: report",
+        "",
+        f"Computed from the runs in `{workdir}` by `python -m transfusion_jax.experiments.quickstart` "
+        f"(configs/study.py:{c.variant}; design: docs/study.md). Nothing is typed in; rerun to regenerate.",
+        "",
+        "## Setup",
+        "",
+        f"- Machine: {machine()}; load average {timing['load'][0]:.1f} at the start, {timing['load'][1]:.1f} at the "
+        "end.",
+        f"- Wall time of the invocation that wrote this report: {timing['wall']:.0f} s ({timing['wall'] / 60:.1f} min; "
+        f"CPU {timing['cpu']:.0f} s); it trained {timing['trained']} of the {timing['runs']} runs"
+        + (" (the others had finished before)." if timing["trained"] < timing["runs"] else "."),
+        f"- Source: {c.source.classes} IFS-fractal classes, {c.source.train_per_class} train and "
+        f"{c.source.test_per_class} test images each, {c.image_size} px; pretraining {c.pretrain.steps} steps of Adam "
+        f"{c.pretrain.learning_rate:g} (constant), batch {c.batch_size}, no augmentation.",
+        f"- Target: polarity lesions in the Kaggle DR layout, moderate DR (grade ≥ 2); {c.target.train} train images "
+        f"(small training set: {c.target.small_train}, a stratified subset per seed), {c.target.validation} "
+        f"validation (Public: steps to threshold, G3, G4), {c.target.test} test (Private: every AUC, final step).",
+        f"- Models (CBR, 7x7 convs): small {tuple(c.widths.small)}, large {tuple(c.widths.large)}, Slim of the large "
+        f"{tuple(c.slim_widths)}. Fine-tuning: {c.finetune.steps} steps of Adam {c.finetune.learning_rate:g} with "
+        f"cosine decay, batch {c.batch_size}; validation at {len(c.eval_steps)} log-spaced steps ("
+        + (
+            ", ".join(map(str, c.eval_steps))
+            if len(c.eval_steps) <= 12
+            else f"{', '.join(map(str, c.eval_steps[:10]))}, ..., {c.eval_steps[-1]}"
+        )
+        + f"); seeds {list(c.seeds)}.",
+        f"- Threshold {c.threshold:g} (absolute) and {c.relative_threshold:g} x each run's final validation AUC "
+        f"(relative); margins: AUC {c.margins.auc:g}, steps ln {math.exp(c.margins.log_steps):.2f}, similarity "
+        f"{c.margins.similarity:g}.",
+    ]
+    if cut:
+        lines.append(
+            f"- **The CPU cut** (docs/study.md §9, fixed before any claim was tested): the {', '.join(cut)} model "
+            f'is not run here; its claims read "{NOT_RUN}".'
+        )
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        *verdicts_section(c, verdicts, timing),
+        "",
+        "![verdicts](figures/verdicts.png)",
+        "",
+    ]
+    lines += gates_section(c, verdicts, diagnostics, measures, fig_dir)
+    lines += claims_section(verdicts)
+    lines += measures_section(c, measures, fig_dir)
+    lines += similarity_section(c, similar, fig_dir)
+    lines += secondary_section(verdicts)
+    lines += filters_section(checkpoints, fig_dir)
+    path = os.path.join(workdir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def verdicts_block(report_text: str) -> str:
+    """The verdicts section of a report, markers included."""
+    start, end = report_text.find(VERDICTS_BEGIN), report_text.find(VERDICTS_END)
+    if start < 0 or end < start:
+        raise ValueError("The report has no verdicts section (markers missing).")
+    return report_text[start : end + len(VERDICTS_END)]
+
+
+def quote_verdicts(report_path: str, documents: Sequence[str]) -> None:
+    """Replaces the verdicts block of each document (between the same markers) with the report's, verbatim."""
+    with open(report_path) as f:
+        block = verdicts_block(f.read())
+    for path in documents:
+        with open(path) as f:
+            text = f.read()
+        old = verdicts_block(text)
+        with open(path, "w") as f:
+            f.write(text.replace(old, block))
+
+
+def publish(workdir: str, out_dir: str, documents: Sequence[str]) -> str:
+    """Copies DIR/report.md and the figures it links into `out_dir` (its old figures go), then quotes its verdicts
+    block into each document; returns the copied report's path."""
+    with open(os.path.join(workdir, "report.md")) as f:
+        text = f.read()
+    linked = sorted(set(re.findall(r"\]\((figures/[^)]+)\)", text)))
+    missing = [name for name in linked if not os.path.isfile(os.path.join(workdir, name))]
+    if missing:
+        raise FileNotFoundError(f"{workdir}/report.md links figures that are not there: {missing}")
+    shutil.rmtree(os.path.join(out_dir, "figures"), ignore_errors=True)
+    os.makedirs(os.path.join(out_dir, "figures"))
+    for name in linked:
+        shutil.copyfile(os.path.join(workdir, name), os.path.join(out_dir, name))
+    report = os.path.join(out_dir, "report.md")
+    with open(report, "w") as f:
+        f.write(text)
+    quote_verdicts(report, documents)
+    return report
