@@ -185,9 +185,31 @@ def _cpu_max_pool_valid(x, window: int, stride: int):
     return _max_pool_valid(x, window, stride)
 
 
+def _window_views(x, window: int, stride: int, out_shape):
+    """For each window offset in row-major order, the element at that offset of every output position's window
+    (a strided slice of `x`)."""
+    (batch, _, _, channels), (_, out_h, out_w, _) = x.shape, out_shape
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    for i in range(window):
+        for j in range(window):
+            yield lax.slice(x, (0, i, j, 0), (batch, i + span_h, j + span_w, channels), (1, stride, stride, 1))
+
+
 def _cpu_max_pool_fwd(x, window, stride):
+    """The max and, as the residual, which window offset holds each window's first maximum (row-major order, the
+    element `select_and_scatter` chooses), both from one pass over the same values. The backward pass must not
+    find the maximum again by comparing the input with the output: XLA may compute the input (e.g. a fused
+    BatchNorm-ReLU) once for the forward pass and again, rounded differently, for the backward one, and then
+    `input == max` fails and a window's gradient is lost."""
     y = _max_pool_valid(x, window, stride)
-    return y, (x, y)
+    best, index = None, None
+    for k, seen in enumerate(_window_views(x, window, stride, y.shape)):
+        if best is None:
+            best, index = seen, jnp.zeros(seen.shape, jnp.int32)
+        else:
+            better = seen > best
+            best, index = jnp.where(better, seen, best), jnp.where(better, k, index)
+    return y, (x, index)
 
 
 def _cpu_max_pool_bwd(window, stride, residuals, g):
@@ -208,21 +230,18 @@ def _runs_as_images(fun):
     return mapped
 
 
-def _max_pool_grad(window, stride, x, y, g):
-    """Each output's gradient to the first maximum of its window in row-major order (select_and_scatter's
-    choice), one window offset at a time: a strided slice to compare, a strided pad to place."""
-    (batch, height, width, channels), (_, out_h, out_w, _) = x.shape, y.shape
+def _max_pool_grad(window, stride, x, index, g):
+    """Each output's gradient to its window's first maximum (`index`, from the forward pass; `x` gives only the
+    shape), one window offset at a time: a strided pad places the outputs whose maximum sits at that offset."""
+    (_, height, width, _), (_, out_h, out_w, _) = x.shape, g.shape
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    taken = jnp.zeros(y.shape, bool)
-    dx = jnp.zeros_like(x)
-    zero = jnp.zeros((), x.dtype)
-    for i in range(window):
-        for j in range(window):
-            seen = lax.slice(x, (0, i, j, 0), (batch, i + span_h, j + span_w, channels), (1, stride, stride, 1))
-            first = (seen == y) & ~taken
-            taken = taken | first
-            placed = ((0, 0, 0), (i, height - i - span_h, stride - 1), (j, width - j - span_w, stride - 1), (0, 0, 0))
-            dx = dx + lax.pad(jnp.where(first, g, zero), zero, placed)
+    zero = jnp.zeros((), g.dtype)
+    dx = None
+    for k in range(window * window):
+        i, j = divmod(k, window)
+        placed = ((0, 0, 0), (i, height - i - span_h, stride - 1), (j, width - j - span_w, stride - 1), (0, 0, 0))
+        part = lax.pad(jnp.where(index == k, g, zero), zero, placed)
+        dx = part if dx is None else dx + part
     return dx
 
 
