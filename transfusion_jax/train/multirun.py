@@ -53,7 +53,15 @@ from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.state import TrainState
 
 # Config fields (dotted paths) that may differ between the runs of one program; everything else must be equal.
-PER_RUN_FIELDS = ("seed", "init", "pretrained", "mean_var_bn", "freeze", "optimizer.learning_rate")
+PER_RUN_FIELDS = (
+    "seed",
+    "data_order_seed",
+    "init",
+    "pretrained",
+    "mean_var_bn",
+    "freeze",
+    "optimizer.learning_rate",
+)
 
 # Seeds go through jax.random.key inside the program as int32.
 _MAX_SEED = 2**31 - 1
@@ -89,6 +97,16 @@ def _differences(a, b, prefix: str = "") -> list[str]:
             out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [f"{prefix[:-1]}: {a!r} vs {b!r}"]
+
+
+def solo_reason(config) -> str | None:
+    """Why `config` must train alone (`trainer.train_and_evaluate`) rather than stacked with other runs, in words;
+    None when it may share a program. What the group loop does not do (yet) is refused here, never run wrongly."""
+    if jax.process_count() > 1:
+        return "multi-process jobs train one run at a time (the group loop is single-process)"
+    if _as_dict(config).get("finetune", {}).get("protocol") == "lp_ft":
+        return "LP-FT switches its optimizer and frozen blocks at probe_steps (stacked LP-FT is not tested yet)"
+    return None
 
 
 def group_runs(configs: Sequence, max_runs_per_program: int = 0) -> list[list[int]]:

@@ -492,3 +492,159 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.close()
         run.close()
     return run.finish(state)
+
+
+def _stream_key(config) -> tuple:
+    """Runs with equal keys see identical training batches: the same order seed and the same training examples."""
+    return data_order_seed(config), data_lib.subset_seed(config) if config.data.subset_size else None
+
+
+class _OwnStates:
+    """Each stacked run's own state (as it would be alone, replicated on the mesh), copied out of the stacked state
+    of one step at most once: for its checkpoints, best checkpoint and final export."""
+
+    def __init__(self, group, stacked, mesh):
+        self._group, self._stacked, self._mesh = group, stacked, mesh
+        self._host, self._own = None, {}
+
+    def __call__(self, position: int):
+        if position not in self._own:
+            if self._host is None:
+                self._host = jax.device_get(self._stacked)
+            own = self._group.unstack(self._host, position)
+            self._own[position] = jax.device_put(own, partition.replicated(self._mesh))
+        return self._own[position]
+
+
+def train_group(configs, workdirs) -> list:
+    """Trains runs that may share a program (`multirun.group_runs`) as one jitted program over their stacked
+    states; each run gets exactly what `train_and_evaluate` gives it alone, in its own workdir (see the
+    `transfusion_jax.train.multirun` docstring for what may differ between runs and for the outputs).
+
+    Returns, per run in order, its summary or the exception that stopped it: a run whose preflight fails, whose
+    checkpoint cannot be restored or whose loss turns non-finite stops alone and the others go on. Runs are
+    regrouped after their preflight (by their resolved configs, e.g. the input normalisation a checkpoint
+    implies) and after opening their checkpoints (by the step each resumes from): runs killed at different steps
+    train as separate programs, each from its own checkpoint, so every run's steps are exactly as when alone.
+    """
+    from transfusion_jax.train import multirun  # noqa: PLC0415  (multirun builds on this module's evaluate)
+
+    if len(configs) != len(workdirs):
+        raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs.")
+    if jax.process_count() > 1:
+        raise ValueError("train_group runs on one process; train multi-process runs with train_and_evaluate.")
+    mesh = partition.make_data_mesh()
+    results: list = [None] * len(configs)
+    prepared: dict[int, RunRecorder] = {}
+    for i, (config, workdir) in enumerate(zip(configs, workdirs)):
+        try:
+            prepared[i] = RunRecorder(config, workdir, mesh)
+        except Exception as e:  # this run's own problem (bad config, unreadable data, damaged checkpoints)
+            results[i] = e
+    subgroups: dict[tuple, dict[int, RunRecorder]] = {}
+    for i, run in prepared.items():
+        subgroups.setdefault((multirun.program_key(run.config), run.start_step), {})[i] = run
+    for runs in subgroups.values():
+        _train_stacked(runs, mesh, results)
+    return results
+
+
+def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
+    """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`."""
+    from transfusion_jax.train import multirun  # noqa: PLC0415
+
+    first = next(iter(runs.values()))
+    config = first.config
+    for i, run in runs.items():
+        for role, ds in first.eval_sets.items():
+            if run.eval_sets[role].example_ids() != ds.example_ids():
+                raise ValueError(f"Run {i}'s {role} split differs from run {next(iter(runs))}'s: it cannot share them.")
+    model = state_lib.build_model(config, first.task.num_outputs)
+    streams = {}  # one training stream per distinct order and training subset, read once for all its runs
+    for run in runs.values():
+        streams.setdefault(_stream_key(run.config), run)
+    streams = {key: run.batches() for key, run in streams.items()}
+    key0 = next(iter(streams))
+    sample_input, streams[key0] = _sample_input(streams[key0])
+    states = {}
+    try:
+        for i, run in list(runs.items()):
+            try:
+                states[i], _ = run.begin(model, sample_input)
+                if run.stopped or run.start_step >= config.num_train_steps:  # nothing left to train: finish it
+                    results[i] = run.finish(states.pop(i))
+                    del runs[i]
+            except Exception as e:
+                run.close()
+                results[i] = e
+                states.pop(i, None)
+                del runs[i]
+        if not runs:
+            return
+        order = list(runs)  # stack position -> input index
+        group = multirun.RunGroup(
+            [runs[i].config for i in order], states[order[0]].params, states[order[0]].batch_stats
+        )
+        stacked = jax.device_put(group.stack([jax.device_get(states[i]) for i in order]), partition.replicated(mesh))
+        states.clear()
+        keys = [_stream_key(runs[i].config) for i in order]
+        shared = len(set(keys)) == 1
+        train_step_at = protocols.StepsByPhase(
+            config,
+            group.params,
+            functools.partial(
+                multirun.make_multi_train_step,
+                model,
+                group.tx,
+                first.task.loss,
+                mesh,
+                shared_batch=shared,
+                aux_loss_weight=config.aux_loss_weight,
+            ),
+        )
+        eval_step = multirun.make_multi_eval_step(model, first.task.loss, mesh)
+        active = list(range(len(order)))
+        pending: list[tuple[int, dict]] = []
+        own = None
+        for step in range(first.start_step, config.num_train_steps):
+            batch = {key: next(stream) for key, stream in streams.items()}
+            batches = batch[keys[0]] if shared else [batch[key] for key in keys]
+            stacked, train_metrics = train_step_at(step)(stacked, batches, group.per_run)
+            done = step + 1
+            pending.append((done, train_metrics))
+            own = _OwnStates(group, stacked, mesh)
+            if first.is_log(done):
+                host = jax.device_get(pending)
+                pending = []
+                for p in list(active):
+                    try:
+                        runs[order[p]].log_train(done, [(s, {k: v[p] for k, v in m.items()}) for s, m in host])
+                    except NonFiniteLossError as e:  # this run stops; the others go on
+                        runs[order[p]].close()
+                        results[order[p]] = e
+                        active.remove(p)
+            if first.is_eval(done) and active:
+                by_role = {
+                    role: evaluate_runs(
+                        eval_step, stacked, ds, first.eval_batch_size, mesh, active, config.calibration_bins
+                    )
+                    for role, ds in first.eval_sets.items()
+                }
+                for p in active:
+                    evaluations = {role: by_run[p] for role, by_run in by_role.items()}
+                    runs[order[p]].record_eval(done, evaluations, functools.partial(own, p))
+            for p in list(active):
+                run = runs[order[p]]
+                run.final_step = done
+                if run.is_ckpt(done) or run.stopped:
+                    run.checkpoint(done, own(p))
+                if run.stopped:  # stopped early: finished now; its slot goes on computing, unread
+                    results[order[p]] = run.finish(own(p))
+                    active.remove(p)
+            if not active:
+                break
+        for p in active:
+            results[order[p]] = runs[order[p]].finish(own(p))
+    finally:  # an error still finalises the checkpoints already started, of every run
+        for run in runs.values():
+            run.close()
