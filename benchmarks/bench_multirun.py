@@ -11,6 +11,15 @@ shared machine hit both alike. Run-steps/s and the ratio are printed with the co
                                                        # CBR-Small 8-16-32-32 at 32 px, batch 32, 7 inits x 3 seeds)
   python benchmarks/bench_multirun.py --runs=15 --cpu_kernels=both   # also the program without models/cpu_kernels
   python benchmarks/bench_multirun.py --gpu            # GPU: CBR-Small (paper widths) at 224 px, 8 runs, batch 32, bf16
+
+--whole_runs times WHOLE runs instead of steps: the quickstart's fine-tuning runs (its generated data, recipe,
+evaluations every 5 steps on validation and test, checkpoints, exports, summaries; pretraining done once before,
+untimed) through `experiments.runs.train_many`, stacked into one program and then one run at a time, in one
+invocation with one persistent compilation cache as the quickstart uses (the stacked runs go first, so programs
+both modes share, e.g. the initialisation, are compiled on their clock). Prints both wall times, their ratio, the
+load, and the largest difference between the two modes' final test AUCs (they train the same runs).
+
+  python benchmarks/bench_multirun.py --whole_runs --runs=15     # 5 inits x 3 seeds of the quickstart
 """
 
 import argparse
@@ -51,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="", help="float32; --gpu bfloat16")
     p.add_argument("--rounds", type=int, default=0, help="timed rounds, median reported (10; --gpu 20)")
     p.add_argument("--shared_batch", action="store_true", help="all runs train on one batch (a paired design)")
+    p.add_argument("--whole_runs", action="store_true", help="whole quickstart fine-tuning runs via train_many")
+    p.add_argument("--workdir", default="", help="--whole_runs: where the data and runs go (default: a temp dir)")
     p.add_argument(
         "--cpu_kernels",
         choices=("on", "both"),
@@ -130,8 +141,51 @@ def build(args, cpu_kernels: bool = True):
     return sequential, together, {"single": single_compile, "multi": multi_compile}
 
 
+def whole_runs(args):
+    """The quickstart's first `args.runs` (init, seed) fine-tuning runs, stacked vs one at a time (see above)."""
+    import tempfile
+
+    from transfusion_jax.experiments import quickstart, runs
+
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="bench_multirun_"))
+    quickstart.enable_compile_cache(workdir)
+    q = quickstart.load_config()
+    jobs = [(init, seed) for init in q.inits for seed in q.seeds][: args.runs]
+    paths = quickstart.make_data(workdir, q)
+    pretrained = os.path.join(workdir, "pretrain", "pretrained.npz")
+    runs.run(quickstart.pretrain_config(paths, q), os.path.dirname(pretrained))
+    configs = [quickstart.finetune_config(paths, q, init, seed, pretrained) for init, seed in jobs]
+    wall, loads, summaries = {}, {}, {}
+    for mode, per_program in (("one program", 0), ("one after another", 1)):
+        dirs = [os.path.join(workdir, mode.replace(" ", "_"), runs.init_dirname(i), f"seed_{s}") for i, s in jobs]
+        loads[mode] = os.getloadavg()[0]
+        start = time.perf_counter()
+        summaries[mode] = runs.train_many(configs, dirs, max_runs_per_program=per_program, log=lambda _: None)
+        wall[mode] = time.perf_counter() - start
+        if any(s["skipped"] for s in summaries[mode]):
+            raise SystemExit(f"{workdir} holds finished runs: pass a fresh --workdir.")
+    aucs = {m: [runs.final_test_auc(s) for s in summaries[m]] for m in summaries}
+    diff = max(abs(a - b) for a, b in zip(aucs["one program"], aucs["one after another"]))
+    print(environment(args, None))
+    print(
+        f"{len(jobs)} quickstart fine-tuning runs ({q.model} {'-'.join(map(str, q.widths))} at {q.image_size} px, "
+        f"batch {q.batch_size}, {q.finetune_steps} steps, evaluations every {q.eval_every}), whole runs via "
+        f"train_many; workdir {workdir}"
+    )
+    print()
+    print("| mode | wall s | s per run | vs one after another | 1-min load at start |")
+    print("|---|---|---|---|---|")
+    for mode in ("one after another", "one program"):
+        ratio = wall["one after another"] / wall[mode]
+        print(f"| {mode} | {wall[mode]:.1f} | {wall[mode] / len(jobs):.2f} | {ratio:.2f}x | {loads[mode]:.1f} |")
+    print(f"\nlargest |final test AUC, one program - one after another| over the runs: {diff:.2e}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.whole_runs:
+        whole_runs(args)
+        return
     try:
         import torch
     except ImportError:

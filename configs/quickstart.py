@@ -47,6 +47,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2)
     c.inits = INITS
     c.analysis_seeds = 3  # seeds used for the (slower) activation-similarity analyses
+    c.max_runs_per_program = 0  # fine-tuning runs stacked into one program: 0 = all of them, 1 = one at a time
     if arg == "mini":  # what the tests run: about a minute
         c.widths = (4, 8, 8, 8)
         c.source_train, c.source_test = 64, 16

@@ -7,7 +7,8 @@
 2. pretrains a tiny CBR-Small on the source set and exports it as a transfusion_jax.pretrained checkpoint (the
    stand-in for ImageNet weights);
 3. fine-tunes on the target (moderate DR = grade >= 2) from random, transfer, Mean-Var, transfusion of each prefix,
-   and synthetic Gabor conv1, over a few seeds (DIR/runs/<init>/seed_<k>), with configs/retina.py's recipe;
+   and synthetic Gabor conv1, over a few seeds (DIR/runs/<init>/seed_<k>), with configs/retina.py's recipe, the
+   runs stacked into one program (`runs.train_many`; each still writes its own workdir);
 4. measures CCA(Rand, ImNet) vs CCA(Rand, Rand) per layer, each layer's similarity to its init, relative weight
    change, and draws AUC curves, CCA bars and conv1 filters before/after (transfusion_jax.experiments.figures);
 5. writes DIR/report.md (quickstart_report). Every number in it is computed from the runs in DIR.
@@ -111,26 +112,36 @@ def finetune_config(paths: dict[str, str], q, init: str, seed: int, pretrained: 
 
 
 def train_all(workdir: str, paths: dict[str, str], q, log=print) -> dict:
-    """Pretrain, then every (init, seed); prints a line per run; returns {'pretrained', 'summaries', 'seconds'}."""
-    jobs = [("pretrain", None)] + [(init, seed) for init in q.inits for seed in q.seeds]
+    """Pretrain, then every (init, seed), the fine-tuning runs stacked into one program (`runs.train_many`, at most
+    q.max_runs_per_program together); prints a line per run; returns {'pretrained', 'summaries', 'seconds'}."""
     pretrained = os.path.join(workdir, "runs", "pretrain", "pretrained.npz")
-    seconds, summaries = {}, {}
-    for n, (init, seed) in enumerate(jobs, 1):
-        if init == "pretrain":
-            config, wd, label = pretrain_config(paths, q), os.path.dirname(pretrained), "pretrain on source"
-        else:
-            config, wd = finetune_config(paths, q, init, seed, pretrained), run_dir(workdir, init, seed)
-            label = f"fine-tune {init} seed {seed}"
-        log(f"[{n}/{len(jobs)}] {label} ...")
-        summary = runs.run(config, wd)
-        seconds[f"{init}/{seed}"] = summary["seconds"]
-        summaries[(init, seed)] = summary
-        if init == "pretrain":
-            accuracy = (summary["val"]["final"] or {}).get("accuracy", float("nan"))
-            took = "skipped (finished before)" if summary["skipped"] else f"{summary['seconds']:.1f}s"
-            log(f"[{n}/{len(jobs)}] {label}: source accuracy {accuracy:.3f}, {took}")
-        else:
-            log(f"[{n}/{len(jobs)}] {label}: {runs.describe(summary)}")
+    jobs = [(init, seed) for init in q.inits for seed in q.seeds]
+    total = len(jobs) + 1
+    log(f"[1/{total}] pretrain on source ...")
+    summary = runs.run(pretrain_config(paths, q), os.path.dirname(pretrained))
+    accuracy = (summary["val"]["final"] or {}).get("accuracy", float("nan"))
+    took = "skipped (finished before)" if summary["skipped"] else f"{summary['seconds']:.1f}s"
+    log(f"[1/{total}] pretrain on source: source accuracy {accuracy:.3f}, {took}")
+    seconds, summaries = {"pretrain/None": summary["seconds"]}, {("pretrain", None): summary}
+    labels = [f"[{n}/{total}] fine-tune {init} seed {seed}" for n, (init, seed) in enumerate(jobs, 2)]
+    for label in labels:
+        log(f"{label} ...")
+
+    def done(k: int, outcome) -> None:
+        if not isinstance(outcome, Exception):
+            log(f"{labels[k]}: {runs.describe(outcome)}")
+
+    configs = [finetune_config(paths, q, init, seed, pretrained) for init, seed in jobs]
+    results = runs.train_many(
+        configs,
+        [run_dir(workdir, init, seed) for init, seed in jobs],
+        max_runs_per_program=q.max_runs_per_program,
+        on_done=done,
+        log=log,
+    )
+    for (init, seed), result in zip(jobs, results):
+        seconds[f"{init}/{seed}"] = result["seconds"]
+        summaries[(init, seed)] = result
     return {"pretrained": pretrained, "summaries": summaries, "seconds": seconds}
 
 

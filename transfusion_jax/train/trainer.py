@@ -1,4 +1,6 @@
-"""`train_and_evaluate(config, workdir)`: the training loop with periodic evaluation, checkpoints and resume.
+"""`train_and_evaluate(config, workdir)`: the training loop with periodic evaluation, checkpoints and resume; and
+`train_group(configs, workdirs)`: the same for compatible runs stacked as one program (train/multirun.py). Both
+loops only step and evaluate; what a run records and decides lives in one place, `RunRecorder`, used by both.
 
 Resume is exact: state comes from the latest checkpoint, the data stream restarts at that step (`start_step`), each
 step's RNG is a function of (seed, step), and metrics/best checkpoints written after that step by the killed run are
