@@ -20,6 +20,7 @@ both modes share, e.g. the initialisation, are compiled on their clock). Prints 
 load, and the largest difference between the two modes' final test AUCs (they train the same runs).
 
   python benchmarks/bench_multirun.py --whole_runs --runs=15     # 5 inits x 3 seeds of the quickstart
+  python benchmarks/bench_multirun.py --whole_runs --runs=15 --shared_order   # the same, one data order for all
 """
 
 import argparse
@@ -62,6 +63,11 @@ def parse_args(argv=None):
     p.add_argument("--shared_batch", action="store_true", help="all runs train on one batch (a paired design)")
     p.add_argument("--whole_runs", action="store_true", help="whole quickstart fine-tuning runs via train_many")
     p.add_argument("--workdir", default="", help="--whole_runs: where the data and runs go (default: a temp dir)")
+    p.add_argument(
+        "--shared_order",
+        action="store_true",
+        help="--whole_runs: every run gets config.data_order_seed=0 (a paired design: one data order for all)",
+    )
     p.add_argument(
         "--cpu_kernels",
         choices=("on", "both"),
@@ -155,6 +161,8 @@ def whole_runs(args):
     pretrained = os.path.join(workdir, "pretrain", "pretrained.npz")
     runs.run(quickstart.pretrain_config(paths, q), os.path.dirname(pretrained))
     configs = [quickstart.finetune_config(paths, q, init, seed, pretrained) for init, seed in jobs]
+    for config in configs:
+        config.data_order_seed = 0 if args.shared_order else -1
     wall, loads, summaries = {}, {}, {}
     for mode, per_program in (("one program", 0), ("one after another", 1)):
         dirs = [os.path.join(workdir, mode.replace(" ", "_"), runs.init_dirname(i), f"seed_{s}") for i, s in jobs]
@@ -170,7 +178,8 @@ def whole_runs(args):
     print(
         f"{len(jobs)} quickstart fine-tuning runs ({q.model} {'-'.join(map(str, q.widths))} at {q.image_size} px, "
         f"batch {q.batch_size}, {q.finetune_steps} steps, evaluations every {q.eval_every}), whole runs via "
-        f"train_many; workdir {workdir}"
+        f"train_many; {'one shared data order' if args.shared_order else 'each seed its own data order'}; "
+        f"workdir {workdir}"
     )
     print()
     print("| mode | wall s | s per run | vs one after another | 1-min load at start |")
