@@ -174,7 +174,7 @@ def whole_runs(args):
             raise SystemExit(f"{workdir} holds finished runs: pass a fresh --workdir.")
     aucs = {m: [runs.final_test_auc(s) for s in summaries[m]] for m in summaries}
     diff = max(abs(a - b) for a, b in zip(aucs["one program"], aucs["one after another"]))
-    print(environment(args, None))
+    print("\n".join(line for line in environment(args, None).splitlines() if "median of" not in line))
     print(
         f"{len(jobs)} quickstart fine-tuning runs ({q.model} {'-'.join(map(str, q.widths))} at {q.image_size} px, "
         f"batch {q.batch_size}, {q.finetune_steps} steps, evaluations every {q.eval_every}), whole runs via "

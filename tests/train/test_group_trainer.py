@@ -8,7 +8,7 @@ import os
 import chex
 import numpy as np
 import pytest
-from fake_data import route_build_dataset, tiny_config
+from fake_data import SPLITS, FakeDataset, route_build_dataset, tiny_config
 
 from transfusion_jax import pretrained
 from transfusion_jax.train import checkpoint, export, trainer
@@ -124,8 +124,8 @@ def test_group_runs_end_as_runs_trained_alone(alone, monkeypatch, tmp_path):
     assert len(set(final_steps)) > 1 and min(final_steps) < 20, final_steps  # runs stopped at different steps
 
 
-class _KilledError(Exception):
-    pass
+class _KilledError(BaseException):
+    """A kill: not an error of the run (those are returned per run), it stops the whole process."""
 
 
 def test_group_killed_after_a_checkpoint_resumes_to_the_same_end(alone, monkeypatch, tmp_path):
@@ -157,3 +157,18 @@ def test_group_killed_after_a_checkpoint_resumes_to_the_same_end(alone, monkeypa
     for group_dir, alone_dir, summary in zip(grouped, alone, summaries):
         assert summary == _summary(group_dir)
         _assert_same_run(group_dir, alone_dir)
+
+
+def test_a_run_whose_loss_turns_nan_fails_alone(monkeypatch, tmp_path):
+    def build(config, split, *, train):  # run 1's training images turn NaN at step 3 (0-based)
+        nan_at_step = 3 if train and config.seed == 1 else None
+        n = 64 if train else 40
+        return FakeDataset(n, size=8, train=train, seed=SPLITS.index(split), name=split, nan_at_step=nan_at_step)
+
+    monkeypatch.setattr(trainer.data_lib, "build_dataset", build)
+    configs = [tiny_config(num_train_steps=10, checkpoint_every_steps=10, seed=seed) for seed in (0, 1)]
+    workdirs = [str(tmp_path / f"run_{i}") for i in range(2)]
+    healthy, failed = trainer.train_group(configs, workdirs)
+    assert isinstance(failed, trainer.NonFiniteLossError) and "at step 4" in str(failed)
+    assert not os.path.exists(os.path.join(workdirs[1], "summary.json"))
+    assert healthy == _summary(workdirs[0]) and healthy["final_step"] == 10

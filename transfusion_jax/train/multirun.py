@@ -47,9 +47,13 @@ How the per-run differences become data that vmaps:
 
 The run axis is replicated over the mesh and each run's batch is split over 'data', so a group uses the devices
 exactly as a single run does (N runs per device instead of 1). Results equal the runs trained alone to float32
-rounding (tests/train/test_multirun.py). `RunGroup.stack` / `unstack` convert between each run's own TrainState
-(the one its checkpoints and exported weights hold) and the stacked one, so a loop resumes runs from their own
-checkpoints and writes each run's files exactly as a single run does.
+rounding (tests/train/test_multirun.py, tests/train/test_group_trainer.py): the stacked program adds in another
+order, as any equivalent program does (XLA's own kernels instead of models/cpu_kernels.py, another device count).
+Over a long run such rounding differences can grow into visibly different trajectories, as they do between those
+equivalent programs (measured in BENCHMARKS.md); a run trained twice the same way gives the same numbers to the
+bit. `RunGroup.stack` / `unstack` convert between each run's own TrainState (the one its checkpoints and exported
+weights hold) and the stacked one, so a loop resumes runs from their own checkpoints and writes each run's files
+exactly as a single run does.
 """
 
 import copy

@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, partition, preflight, protocols, steps
+from transfusion_jax.train import export, multirun, partition, preflight, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
@@ -520,17 +520,16 @@ class _OwnStates:
 
 def train_group(configs, workdirs) -> list:
     """Trains runs that may share a program (`multirun.group_runs`) as one jitted program over their stacked
-    states; each run gets exactly what `train_and_evaluate` gives it alone, in its own workdir (see the
-    `transfusion_jax.train.multirun` docstring for what may differ between runs and for the outputs).
+    states; each run gets what `train_and_evaluate` gives it alone, in its own workdir, equal to float32 rounding
+    (see the `transfusion_jax.train.multirun` docstring for what may differ between runs, and for the outputs).
 
     Returns, per run in order, its summary or the exception that stopped it: a run whose preflight fails, whose
-    checkpoint cannot be restored or whose loss turns non-finite stops alone and the others go on. Runs are
+    checkpoint cannot be restored or whose loss turns non-finite stops alone and the others go on (an error of the
+    program itself stops its unfinished runs). Runs are
     regrouped after their preflight (by their resolved configs, e.g. the input normalisation a checkpoint
     implies) and after opening their checkpoints (by the step each resumes from): runs killed at different steps
     train as separate programs, each from its own checkpoint, so every run's steps are exactly as when alone.
     """
-    from transfusion_jax.train import multirun  # noqa: PLC0415  (multirun builds on this module's evaluate)
-
     if len(configs) != len(workdirs):
         raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs.")
     if jax.process_count() > 1:
@@ -547,14 +546,17 @@ def train_group(configs, workdirs) -> list:
     for i, run in prepared.items():
         subgroups.setdefault((multirun.program_key(run.config), run.start_step), {})[i] = run
     for runs in subgroups.values():
-        _train_stacked(runs, mesh, results)
+        try:
+            _train_stacked(runs, mesh, results)
+        except Exception as e:  # the program itself failed: each of its unfinished runs did (the others go on)
+            for i in runs:
+                if results[i] is None:
+                    results[i] = e
     return results
 
 
 def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
     """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`."""
-    from transfusion_jax.train import multirun  # noqa: PLC0415
-
     first = next(iter(runs.values()))
     config = first.config
     for i, run in runs.items():
