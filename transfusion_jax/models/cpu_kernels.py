@@ -200,16 +200,23 @@ def _cpu_max_pool_fwd(x, window, stride):
     element `select_and_scatter` chooses), both from one pass over the same values. The backward pass must not
     find the maximum again by comparing the input with the output: XLA may compute the input (e.g. a fused
     BatchNorm-ReLU) once for the forward pass and again, rounded differently, for the backward one, and then
-    `input == max` fails and a window's gradient is lost."""
-    y = _max_pool_valid(x, window, stride)
-    best, index = None, None
-    for k, seen in enumerate(_window_views(x, window, stride, y.shape)):
-        if best is None:
-            best, index = seen, jnp.zeros(seen.shape, jnp.int32)
+    `input == max` fails and a window's gradient is lost. The maxima equal `reduce_window`'s; the index is int8
+    (window**2 <= 127 offsets) to keep the residual small."""
+    if window * window > 127:
+        raise ValueError(f"max-pool windows of more than 127 elements are not supported here, got {window}x{window}.")
+    y = index = None
+    for k, seen in enumerate(_window_views(x, window, stride, _pooled_shape(x.shape, window, stride))):
+        if y is None:
+            y, index = seen, jnp.zeros(seen.shape, jnp.int8)
         else:
-            better = seen > best
-            best, index = jnp.where(better, seen, best), jnp.where(better, k, index)
+            index = jnp.where(seen > y, jnp.int8(k), index)
+            y = lax.max(y, seen)  # as reduce_window's max: exact in any order, NaN-propagating
     return y, (x, index)
+
+
+def _pooled_shape(shape, window: int, stride: int):
+    batch, height, width, channels = shape
+    return batch, (height - window) // stride + 1, (width - window) // stride + 1, channels
 
 
 def _cpu_max_pool_bwd(window, stride, residuals, g):
@@ -240,7 +247,7 @@ def _max_pool_grad(window, stride, x, index, g):
     for k in range(window * window):
         i, j = divmod(k, window)
         placed = ((0, 0, 0), (i, height - i - span_h, stride - 1), (j, width - j - span_w, stride - 1), (0, 0, 0))
-        part = lax.pad(jnp.where(index == k, g, zero), zero, placed)
+        part = lax.pad(jnp.where(index == jnp.int8(k), g, zero), zero, placed)
         dx = part if dx is None else dx + part
     return dx
 
