@@ -555,6 +555,14 @@ def train_group(configs, workdirs) -> list:
     return results
 
 
+def _finish(run: RunRecorder, state):
+    """The run's summary, or the exception that kept it from writing its files (the other runs go on)."""
+    try:
+        return run.finish(state)
+    except Exception as e:
+        return e
+
+
 def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
     """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`."""
     first = next(iter(runs.values()))
@@ -592,7 +600,8 @@ def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
         stacked = jax.device_put(group.stack([jax.device_get(states[i]) for i in order]), partition.replicated(mesh))
         states.clear()
         keys = [_stream_key(runs[i].config) for i in order]
-        shared = len(set(keys)) == 1
+        streams = {key: stream for key, stream in streams.items() if key in keys}  # of the runs that train
+        shared = len(streams) == 1
         train_step_at = protocols.StepsByPhase(
             config,
             group.params,
@@ -643,12 +652,12 @@ def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
                 if run.is_ckpt(done) or run.stopped:
                     run.checkpoint(done, own(p))
                 if run.stopped:  # stopped early: finished now; its slot goes on computing, unread
-                    results[order[p]] = run.finish(own(p))
+                    results[order[p]] = _finish(run, own(p))
                     active.remove(p)
             if not active:
                 break
         for p in active:
-            results[order[p]] = runs[order[p]].finish(own(p))
+            results[order[p]] = _finish(runs[order[p]], own(p))
     finally:  # an error still finalises the checkpoints already started, of every run
         for run in runs.values():
             run.close()
