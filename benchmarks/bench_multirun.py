@@ -11,6 +11,16 @@ shared machine hit both alike. Run-steps/s and the ratio are printed with the co
                                                        # CBR-Small 8-16-32-32 at 32 px, batch 32, 25 runs)
   python benchmarks/bench_multirun.py --runs=15 --cpu_kernels=both   # also the program without models/cpu_kernels
   python benchmarks/bench_multirun.py --gpu            # GPU: CBR-Small (paper widths) at 224 px, 8 runs, batch 32, bf16
+
+--whole_runs times WHOLE runs instead of steps: the quickstart's fine-tuning runs (the study's generated data,
+recipe, log-spaced validation evaluations, checkpoints, exports, summaries; data and pretraining done once before,
+untimed) through `experiments.runs.train_many`, stacked into one program and then one run at a time, in one
+invocation with one persistent compilation cache as the quickstart uses (the stacked runs go first, so programs
+both modes share, e.g. the initialisation, are compiled on their clock). Prints both wall times, their ratio, the
+load, and the largest difference between the two modes' final test AUCs (they train the same runs).
+
+  python benchmarks/bench_multirun.py --whole_runs --runs=15     # the study's small model, full data: 3 inits x 5 seeds
+  python benchmarks/bench_multirun.py --whole_runs --runs=15 --shared_order   # the same, one data order for all
 """
 
 import argparse
@@ -51,6 +61,13 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="", help="float32; --gpu bfloat16")
     p.add_argument("--rounds", type=int, default=0, help="timed rounds, median reported (10; --gpu 20)")
     p.add_argument("--shared_batch", action="store_true", help="all runs train on one batch (a paired design)")
+    p.add_argument("--whole_runs", action="store_true", help="whole quickstart fine-tuning runs via train_many")
+    p.add_argument("--workdir", default="", help="--whole_runs: where the data and runs go (default: a temp dir)")
+    p.add_argument(
+        "--shared_order",
+        action="store_true",
+        help="--whole_runs: every run gets config.data_order_seed=0 (a paired design: one data order for all)",
+    )
     p.add_argument(
         "--cpu_kernels",
         choices=("on", "both"),
@@ -130,8 +147,55 @@ def build(args, cpu_kernels: bool = True):
     return sequential, together, {"single": single_compile, "multi": multi_compile}
 
 
+def whole_runs(args):
+    """The quickstart's first `args.runs` fine-tuning runs (configs/study.py's default: the small model's cells in
+    plan order), stacked vs one at a time (see above)."""
+    import tempfile
+
+    from transfusion_jax.experiments import runs, study
+    from transfusion_jax.train import compile_cache
+
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="bench_multirun_"))
+    compile_cache.enable(os.path.join(workdir, "jax_cache"), min_compile_seconds=0.0)
+    c = study.load_config()
+    keys = study.plan(c)[: args.runs]
+    paths = study.make_data(workdir, c, log=lambda _: None)
+    study.pretrain_all(workdir, c, paths, log=lambda _: None)
+    configs = [study.finetune_config(c, paths, key, workdir) for key in keys]
+    for config in configs:
+        config.data_order_seed = 0 if args.shared_order else -1
+    wall, loads, summaries = {}, {}, {}
+    for mode, per_program in (("one program", 0), ("one after another", 1)):
+        dirs = [key.workdir(os.path.join(workdir, mode.replace(" ", "_"))) for key in keys]
+        loads[mode] = os.getloadavg()[0]
+        start = time.perf_counter()
+        summaries[mode] = runs.train_many(configs, dirs, max_runs_per_program=per_program, log=lambda _: None)
+        wall[mode] = time.perf_counter() - start
+        if any(s["skipped"] for s in summaries[mode]):
+            raise SystemExit(f"{workdir} holds finished runs: pass a fresh --workdir.")
+    aucs = {m: [s["val"]["final"]["auc"] for s in summaries[m]] for m in summaries}
+    diff = max(abs(a - b) for a, b in zip(aucs["one program"], aucs["one after another"]))
+    widths = "-".join(map(str, c.widths[keys[0].model]))
+    print("\n".join(line for line in environment(args, None).splitlines() if "median of" not in line))
+    print(
+        f"{len(keys)} quickstart fine-tuning runs (CBR {widths} at {c.image_size} px, batch {c.batch_size}, "
+        f"{c.finetune.steps} steps, {len(c.eval_steps)} validation evaluations), whole runs via train_many; "
+        f"{'one shared data order' if args.shared_order else 'each seed its own data order'}; workdir {workdir}"
+    )
+    print()
+    print("| mode | wall s | s per run | vs one after another | 1-min load at start |")
+    print("|---|---|---|---|---|")
+    for mode in ("one after another", "one program"):
+        ratio = wall["one after another"] / wall[mode]
+        print(f"| {mode} | {wall[mode]:.1f} | {wall[mode] / len(keys):.2f} | {ratio:.2f}x | {loads[mode]:.1f} |")
+    print(f"\nlargest |final validation AUC, one program - one after another| over the runs: {diff:.2e}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.whole_runs:
+        whole_runs(args)
+        return
     try:
         import torch
     except ImportError:

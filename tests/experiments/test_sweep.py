@@ -129,3 +129,16 @@ def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     assert "finished before, skipping" in capsys.readouterr().out
     assert cli.main(["report", str(tmp_path)]) == 0
     assert "| cbr_small | random | 1 |" in capsys.readouterr().out
+
+
+def test_cli_passes_max_runs_per_program(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_sweep(*args, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(sweep, "sweep", fake_sweep)
+    base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
+    assert cli.main(base) == 0 and seen["max_runs_per_program"] == 0  # default: every compatible run stacked
+    assert cli.main([*base, "--max_runs_per_program", "1"]) == 0 and seen["max_runs_per_program"] == 1

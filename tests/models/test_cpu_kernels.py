@@ -1,6 +1,8 @@
 """models/cpu_kernels.py: the CPU gradients of convolutions equal XLA's, alone, under vmap (many runs)
 and inside a model's train step; other platforms compile the standard operations."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -136,4 +138,36 @@ def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths,
     for enabled in (True, False):
         monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
         grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_model_gradients_equal_in_a_data_parallel_train_step(monkeypatch, seed):
+    """The train step's gradients (`steps.loss_and_grads`) of a CBR on 8 px images, whose last max-pool window
+    covers a whole 3 x 3 map, with the batch split over 8 devices. XLA may compute a BatchNorm-ReLU output that
+    feeds a max-pool once for the forward pass and again, rounded differently, for the backward one; a gradient
+    that found each window's maximum by comparing the two lost whole windows (gradients off by up to 0.4)."""
+    from transfusion_jax.train import partition, steps  # noqa: PLC0415
+    from transfusion_jax.train.state import TrainState  # noqa: PLC0415
+
+    mesh = partition.make_data_mesh()
+    model = models.get_model("cbr_small", 2, widths=(4, 8))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=16)
+    batch = {
+        "image": (rng.normal(size=(16, 8, 8, 3)) + 1.5 * labels[:, None, None, None] * [1, 0, 0]).astype(np.float32),
+        "label": labels.astype(np.int32),
+        "label_mask": np.ones((16, 1), np.float32),
+        "valid": np.ones(16, bool),
+    }
+    variables = model.init(jax.random.key(seed), batch["image"][:1], train=False)
+    state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], ())
+    rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        step = jax.jit(
+            functools.partial(steps.loss_and_grads, model, "softmax", 0.0, ()), in_shardings=(rep, data, rep)
+        )
+        grads[enabled] = jax.device_get(step(state, batch, steps.step_rng(0, 0))[2])
     chex.assert_trees_all_close(grads[True], grads[False], **TOL)

@@ -3,8 +3,9 @@ interpolate,sanity,calibration,reuse}`.
 
   sweep   --config configs/retina.py --models resnet50,cbr_small --inits random,transfer --seeds 0,1,2
           --workdir ROOT [--pretrained PATH | --pretrained resnet50=a.npz,cbr_small=b.npz] [--local]
-          [--config.data.root=/data/kaggle_dr ...]
-          runs every (model, init, seed) under ROOT/<config stem>/<model>/<init>/seed_<k>, skipping finished ones
+          [--config.data.root=/data/kaggle_dr ...] [--max_runs_per_program N]
+          runs every (model, init, seed) under ROOT/<config stem>/<model>/<init>/seed_<k>, skipping finished ones;
+          runs of one model (any init, seed) train stacked as one program, at most N together (0: all; 1: alone)
   report  ROOT [--out ROOT/report.md]: the paper's tables from every finished run under ROOT
   fig2    --rand RUN [RUN ...] --imnet RUN [RUN ...] [--layers L1,L2] --out DIR   CCA(Rand, ImNet) vs CCA(Rand, Rand)
   fig3    --runs RUN [RUN ...] --out DIR      per-layer similarity of each run to its own initialisation
@@ -135,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workdir", required=True, help="sweep root")
     s.add_argument("--pretrained", default="", help="checkpoint for every model, or model=path,model=path")
     s.add_argument("--local", action="store_true", help="the configs' CPU-sized ',local' variant")
+    s.add_argument(
+        "--max_runs_per_program",
+        type=int,
+        default=0,
+        help="compatible runs (one model and recipe) train stacked as one program, at most this many together "
+        "(0 = no limit; 1 = one run at a time); bounds memory",
+    )
     r = sub.add_parser("report", help="aggregate finished runs into the paper's tables")
     r.add_argument("root")
     r.add_argument("--out", default="", help="also write the Markdown here")
@@ -173,6 +181,7 @@ def _sweep(args, overrides) -> int:
         local=args.local,
         pretrained=args.pretrained,
         overrides=overrides,
+        max_runs_per_program=args.max_runs_per_program,
     )
     failed = [r for r in records if r["status"] == "failed"]
     print(

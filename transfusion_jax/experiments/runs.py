@@ -2,6 +2,10 @@
 
 A run is finished when the trainer has written its `summary.json` (it does so only after the last step), so rerunning
 a sweep skips finished runs and resumes unfinished ones from their latest checkpoint (the trainer's own resume).
+
+`train_many` trains a list of runs, stacking compatible ones into one program (`trainer.train_group`; which runs
+are compatible: `transfusion_jax.train.multirun`): each run still gets its own workdir with everything a run
+trained alone writes, and the same numbers.
 """
 
 import dataclasses
@@ -85,14 +89,138 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
     try:
         summary = train_fn(config, workdir)
     except Exception as e:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, FAILED), "w") as f:
-            f.write(f"{type(e).__name__}: {e}\n")
+        _mark_failed(workdir, e)
         raise
+    _clear_failed(workdir)
+    return {**summary, "skipped": False, "seconds": time.perf_counter() - start}
+
+
+def _mark_failed(workdir: str, error: BaseException) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, FAILED), "w") as f:
+        f.write(f"{type(error).__name__}: {error}\n")
+
+
+def _clear_failed(workdir: str) -> None:
     failed = os.path.join(workdir, FAILED)
     if os.path.exists(failed):
         os.remove(failed)
-    return {**summary, "skipped": False, "seconds": time.perf_counter() - start}
+
+
+def _read_summary(workdir: str) -> dict:
+    with open(os.path.join(workdir, SUMMARY)) as f:
+        return {**json.load(f), "skipped": True, "seconds": 0.0}
+
+
+class RunsFailedError(RuntimeError):
+    """Some runs of `train_many` failed (each has a FAILED marker); the others finished. `results` holds every
+    run's summary, or for a failed run the exception that stopped it, in job order."""
+
+    def __init__(self, results: list, failed: list[int], workdirs: list[str]):
+        self.results = results
+        names = "; ".join(f"{workdirs[k]}: {type(results[k]).__name__}: {results[k]}" for k in failed)
+        super().__init__(f"{len(failed)} of {len(results)} runs failed: {names}")
+
+
+def _jobs(jobs, workdirs) -> tuple[list, list[str]]:
+    if workdirs is not None:
+        configs = list(jobs)
+        if len(configs) != len(workdirs):
+            raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs.")
+        return configs, [str(w) for w in workdirs]
+    pairs = [job[-2:] for job in jobs]  # (config, workdir) or (label, config, workdir)
+    return [c for c, _ in pairs], [str(w) for _, w in pairs]
+
+
+def plan_programs(configs: list, max_runs_per_program: int = 0) -> list[tuple[list[int], str | None]]:
+    """How `train_many` trains `configs`: (run indices, refusal) per program, in order of each program's first
+    run. Runs that may share a program (`multirun.group_runs`) are stacked, at most `max_runs_per_program` each
+    (0: no limit; 1: every run alone); a run that `multirun.solo_reason` refuses trains alone, with that reason
+    as the refusal (None for every other program)."""
+    from transfusion_jax.train import multirun  # noqa: PLC0415  (JAX only when training)
+
+    if max_runs_per_program < 0:
+        raise ValueError(f"max_runs_per_program must be >= 0 (0: no limit), got {max_runs_per_program}.")
+    programs, stackable = [], []
+    for k, config in enumerate(configs):
+        reason = multirun.solo_reason(config)
+        if reason or max_runs_per_program == 1:
+            programs.append(([k], reason))
+        else:
+            stackable.append(k)
+    for group in multirun.group_runs([configs[k] for k in stackable], max_runs_per_program):
+        members = [stackable[g] for g in group]
+        programs.append((members, None))
+    return sorted(programs, key=lambda p: p[0][0])
+
+
+def train_many(
+    jobs,
+    workdirs=None,
+    *,
+    max_runs_per_program: int = 0,
+    train_fn: Callable | None = None,
+    keep_going: bool = False,
+    on_done: Callable[[int, object], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> list:
+    """Trains every run not finished yet, compatible runs stacked as one program; returns the summaries in job
+    order, each with 'skipped' (finished before: read back from its summary.json), 'seconds' (the run's share of
+    its program's wall time) and 'runs_in_program'.
+
+    jobs: (config, workdir) or (label, config, workdir) tuples, or configs with their `workdirs` beside them.
+    max_runs_per_program: 0 = no limit (memory grows with it); 1 = one run at a time, as `run` in a loop.
+    `train_fn(config, workdir)`, when given, trains each run alone instead (no stacking).
+    A run that fails gets a FAILED marker and the others go on; at the end RunsFailedError is raised, unless
+    `keep_going`: then a failed run's entry is the exception. `on_done(index, summary or exception)` is called as
+    each run ends.
+    """
+    configs, dirs = _jobs(jobs, workdirs)
+    results: list = [None] * len(configs)
+    pending = []
+    for k, workdir in enumerate(dirs):
+        if is_finished(workdir):
+            results[k] = _read_summary(workdir)
+            if on_done:
+                on_done(k, results[k])
+        else:
+            pending.append(k)
+    per_program = 1 if train_fn is not None else max_runs_per_program
+    programs = plan_programs([configs[k] for k in pending], per_program)
+    for n, (members, why) in enumerate(programs, 1):
+        members = [pending[m] for m in members]
+        start = time.perf_counter()
+        if len(members) == 1:
+            if why:
+                log(f"{dirs[members[0]]}: trains alone: {why}")
+            outcomes = []
+            try:
+                outcomes.append(run(configs[members[0]], dirs[members[0]], train_fn))
+            except Exception as e:  # marked FAILED by `run`
+                outcomes.append(e)
+        else:
+            from transfusion_jax.train import trainer  # noqa: PLC0415
+
+            log(f"program {n} of {len(programs)}: {len(members)} runs stacked")
+            try:
+                outcomes = trainer.train_group([configs[k] for k in members], [dirs[k] for k in members])
+            except Exception as e:  # the program itself failed: every run of it did
+                outcomes = [e] * len(members)
+        seconds = (time.perf_counter() - start) / len(members)
+        for k, outcome in zip(members, outcomes):
+            if isinstance(outcome, Exception):
+                _mark_failed(dirs[k], outcome)
+                results[k] = outcome
+            else:
+                _clear_failed(dirs[k])
+                results[k] = {**outcome, "skipped": outcome.get("skipped", False), "seconds": seconds}
+                results[k]["runs_in_program"] = len(members)
+            if on_done:
+                on_done(k, results[k])
+    failed = [k for k, r in enumerate(results) if isinstance(r, Exception)]
+    if failed and not keep_going:
+        raise RunsFailedError(results, failed, dirs) from results[failed[0]]
+    return results
 
 
 def _test_auc(summary: dict, when: str) -> float | None:

@@ -109,6 +109,8 @@ def check_config(c) -> None:
         errors.append("source needs >= 2 classes and test images; target needs validation and test images")
     if c.gates.random_inits < 2 or c.gates.probe_folds < 2 or c.gates.last_evals < 2:
         errors.append("gates need >= 2 random inits, >= 2 probe folds and >= 2 last evaluations")
+    if c.max_runs_per_program < 0:
+        errors.append(f"max_runs_per_program={c.max_runs_per_program}: 0 (no limit) or more")
     for model in c.models_run:
         size = c.image_size
         if not models.fits_input(c.family, size, widths=tuple(c.widths[model])):
@@ -117,8 +119,9 @@ def check_config(c) -> None:
         raise StudyConfigError("The study's config is not usable:\n  - " + "\n  - ".join(errors))
 
 
-# Fields that may change between invocations on one DIR: which models run (the cut or the whole design).
-_MAY_CHANGE = ("models_run", "variant")
+# Fields that may change between invocations on one DIR: which models run (the cut or the whole design), and how
+# many runs share a program (execution, not design).
+_MAY_CHANGE = ("models_run", "variant", "max_runs_per_program")
 
 
 def check_workdir(workdir: str, c) -> None:
@@ -237,33 +240,38 @@ def finetune_config(c, paths: dict[str, str], key: RunKey, workdir: str):
 # ---------------------------------------------------------------- training
 
 
-def train(jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], log=print) -> list[dict]:
+def train(
+    jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], max_runs_per_program: int = 0, log=print
+) -> list[dict]:
     """Trains every (label, config, workdir) not finished yet, returns their summaries in order (a finished run's is
-    read back). The one place the study trains: today one run after another (experiments.runs.run); multi-run
-    programs that train compatible runs together belong here."""
-    summaries = []
-    for n, (label, config, workdir) in enumerate(jobs, 1):
-        summary = runs.run(config, workdir)
+    read back). The one place the study trains: compatible runs (one model and training set, different inits and
+    seeds) stacked as one program by `runs.train_many`, each still in its own workdir."""
+
+    def report(n: int, summary) -> None:
+        label, config, _ = jobs[n]
+        if isinstance(summary, BaseException):
+            log(f"[{n + 1}/{len(jobs)}] {label}: FAILED: {summary}")
+            return
         final = (summary.get("val") or {}).get("final") or {}
         metric = "accuracy" if config.data.name == "image_folder" else "auc"  # source pretraining: 1-of-N accuracy
         shown = f"held-out {metric} {final[metric]:.3f}" if isinstance(final.get(metric), float) else "no score"
         took = "finished before" if summary["skipped"] else f"{summary['seconds']:.0f} s"
-        log(f"[{n}/{len(jobs)}] {label}: {shown}, {took}")
-        summaries.append(summary)
-    return summaries
+        log(f"[{n + 1}/{len(jobs)}] {label}: {shown}, {took}")
+
+    return runs.train_many(list(jobs), max_runs_per_program=max_runs_per_program, on_done=report, log=log)
 
 
 def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str, dict]:
     jobs = [
         (f"pretrain {m} on the source", pretrain_config(c, paths, m), pretrain_dir(workdir, m)) for m in c.models_run
     ]
-    return dict(zip(c.models_run, train(jobs, log)))
+    return dict(zip(c.models_run, train(jobs, c.max_runs_per_program, log)))
 
 
 def finetune_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[RunKey, dict]:
     keys = plan(c)
     jobs = [(f"fine-tune {k.label()}", finetune_config(c, paths, k, workdir), k.workdir(workdir)) for k in keys]
-    return dict(zip(keys, train(jobs, log)))
+    return dict(zip(keys, train(jobs, c.max_runs_per_program, log)))
 
 
 # ---------------------------------------------------------------- images for the analyses

@@ -1,4 +1,5 @@
-"""models x inits x seeds of one configs/*.py file, run one after another in this process, resumable."""
+"""models x inits x seeds of one configs/*.py file, trained in this process, resumable; compatible runs (one
+model and recipe, different inits and seeds) are stacked into one program (`runs.train_many`)."""
 
 import os
 from collections.abc import Callable, Sequence
@@ -31,34 +32,42 @@ def sweep(
     overrides: Sequence[str] = (),
     train_fn: Callable | None = None,
     keep_going: bool = True,
+    max_runs_per_program: int = 0,
 ) -> list[dict]:
     """Runs every (model, init, seed) not finished yet under ROOT/<config stem>/...; prints a line per run.
 
     Configs are all built (and so validated) before the first run starts, so a typo fails in seconds, not hours.
+    Compatible runs train stacked, at most `max_runs_per_program` per program (0: no limit; 1: one at a time).
     Returns one record per run: spec fields, workdir, status ('done' | 'skipped' | 'failed') and the summary.
+    A failed run does not stop the others; with `keep_going=False` the sweep raises once they are done.
     """
     module = runs.load_config_module(config_path)
     group = os.path.splitext(os.path.basename(config_path))[0]
     specs = runs.plan(group, models, inits, seeds)
     lookup = runs.parse_pretrained(pretrained)
     configs = [build_config(module, s, local=local, pretrained=lookup, overrides=overrides) for s in specs]
-    records = []
-    for n, (spec, config) in enumerate(zip(specs, configs), 1):
-        workdir = spec.workdir(root)
-        prefix = f"[{n}/{len(specs)}] {spec.label()}"
-        print(
-            f"{prefix}: {'finished before, skipping' if runs.is_finished(workdir) else 'training'} ({workdir})",
-            flush=True,
-        )
-        try:
-            summary = runs.run(config, workdir, train_fn)
-        except Exception as e:  # one bad run must not stop a night-long sweep
-            print(f"{prefix}: FAILED: {type(e).__name__}: {e}", flush=True)
-            records.append({**spec.__dict__, "workdir": workdir, "status": "failed", "error": str(e)})
-            if not keep_going:
-                raise
-            continue
-        print(f"{prefix}: {runs.describe(summary)}", flush=True)
-        status = "skipped" if summary["skipped"] else "done"
-        records.append({**spec.__dict__, "workdir": workdir, "status": status, "summary": summary})
+    workdirs = [spec.workdir(root) for spec in specs]
+    prefix = [f"[{n}/{len(specs)}] {spec.label()}" for n, spec in enumerate(specs, 1)]
+    for n, workdir in enumerate(workdirs):
+        print(f"{prefix[n]}: {'finished before, skipping' if runs.is_finished(workdir) else 'training'} ({workdir})")
+    records: list = [None] * len(specs)
+
+    def done(n: int, outcome) -> None:
+        spec = specs[n].__dict__
+        if isinstance(outcome, Exception):
+            print(f"{prefix[n]}: FAILED: {type(outcome).__name__}: {outcome}", flush=True)
+            records[n] = {**spec, "workdir": workdirs[n], "status": "failed", "error": str(outcome)}
+        else:
+            print(f"{prefix[n]}: {runs.describe(outcome)}", flush=True)
+            status = "skipped" if outcome["skipped"] else "done"
+            records[n] = {**spec, "workdir": workdirs[n], "status": status, "summary": outcome}
+
+    runs.train_many(
+        configs,
+        workdirs,
+        max_runs_per_program=max_runs_per_program,
+        train_fn=train_fn,
+        keep_going=keep_going,
+        on_done=done,
+    )
     return records

@@ -5,6 +5,8 @@ data, a stand-in checkpoint) is made by the data and pretrained layers when the 
 
 Fields (override any with `--config.<field>=...`):
   model.name, model.overrides   architecture (transfusion_jax.models registry) and constructor overrides
+  seed, data_order_seed         init, dropout and data-order seed; data_order_seed >= 0 gives the data order its own
+                                seed (runs sharing it see the same batches: a paired design), -1 = seed
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
   init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
                                 'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
@@ -41,6 +43,9 @@ PAPER_EVAL_EVERY = 1001
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # Seed of the training data's order (and augmentation); -1 = config.seed. Runs given one value train on the same
+    # batches in the same order (a paired design); stacked in one program they read that stream once.
+    c.data_order_seed = -1
     c.model = ml_collections.ConfigDict({"name": "resnet50", "overrides": ml_collections.ConfigDict()})
     c.dtype = "float32"
     c.init = "random"

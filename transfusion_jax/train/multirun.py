@@ -7,10 +7,28 @@ instead of N, and kernels N times larger instead of N small ones, which is what 
 model on an accelerator need to keep busy.
 
 Which runs share a program: two run configs are *compatible* when they are equal in every field except
-`PER_RUN_FIELDS` (seed, init, pretrained, mean_var_bn, freeze, optimizer.learning_rate). So a group has one
-architecture with one set of overrides, dtype, data config (hence input size, task and loss), batch size,
-optimizer kind and its other hyperparameters, schedule, number of steps and loop cadence. `group_runs`
-partitions configs into compatible groups (at most `max_runs_per_program` runs each, which bounds memory).
+`PER_RUN_FIELDS` (seed, data_order_seed, init, pretrained, mean_var_bn, freeze, optimizer.learning_rate). So a
+group has one architecture with one set of overrides, dtype, data config (hence input size, task and loss), batch
+size, optimizer kind and its other hyperparameters, schedule, fine-tuning protocol, number of steps and loop
+cadence. `group_runs` partitions configs into compatible groups (at most `max_runs_per_program` runs each, which
+bounds memory); `solo_reason` names what must train alone.
+
+The loop (`trainer.train_group`; `experiments.runs.train_many` plans the programs of a list of runs and is what the
+sweep CLI (`--max_runs_per_program`) and the quickstart call): every run gets exactly what `train_and_evaluate`
+gives it alone, from the same per-run bookkeeping (`trainer.RunRecorder`): its preflight before step 1, its
+workdir with config.json, metrics.jsonl and TensorBoard, checkpoints (latest k and best, with checksums), the
+exported init and final weights, test_scores.npz, train_subset.json and summary.json; selection on validation,
+steps-to-threshold and early stopping per run. A run that stops early is finished at its step while the others
+go on (its slot keeps computing, unread); a run whose loss turns non-finite fails alone. One evaluation pass per
+evaluation step scores every run on the shared eval batches (`make_multi_eval_step`). Each run reads its own
+training stream (its order: `trainer.data_order_seed`, its training subset); runs with equal streams (one
+`data_order_seed`: a paired design) share one, read and decoded once, and then one batch (`shared_batch`).
+Resume: each run restores its own latest checkpoint; runs are regrouped by the step they resume from, so runs
+killed at different steps continue as separate programs and every run's steps stay those of the run alone. Runs
+are also regrouped by their resolved configs (e.g. a checkpoint's input normalisation).
+
+What trains alone (`solo_reason`, logged by `train_many`): multi-process jobs (the group loop is single-process),
+and LP-FT (its two phases are untested stacked). A config that no other run matches trains alone as well.
 
 How the per-run differences become data that vmaps:
 - Freezing. A single run routes frozen leaves to `optax.set_to_zero` with `multi_transform`, whose state has a
@@ -29,9 +47,13 @@ How the per-run differences become data that vmaps:
 
 The run axis is replicated over the mesh and each run's batch is split over 'data', so a group uses the devices
 exactly as a single run does (N runs per device instead of 1). Results equal the runs trained alone to float32
-rounding (tests/train/test_multirun.py). `RunGroup.stack` / `unstack` convert between each run's own TrainState
-(the one its checkpoints and exported weights hold) and the stacked one, so a loop resumes runs from their own
-checkpoints and writes each run's files exactly as a single run does.
+rounding (tests/train/test_multirun.py, tests/train/test_group_trainer.py): the stacked program adds in another
+order, as any equivalent program does (XLA's own kernels instead of models/cpu_kernels.py, another device count).
+Over a long run such rounding differences can grow into visibly different trajectories, as they do between those
+equivalent programs (measured in BENCHMARKS.md); a run trained twice the same way gives the same numbers to the
+bit. `RunGroup.stack` / `unstack` convert between each run's own TrainState (the one its checkpoints and exported
+weights hold) and the stacked one, so a loop resumes runs from their own checkpoints and writes each run's files
+exactly as a single run does.
 """
 
 import copy
@@ -53,7 +75,15 @@ from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.state import TrainState
 
 # Config fields (dotted paths) that may differ between the runs of one program; everything else must be equal.
-PER_RUN_FIELDS = ("seed", "init", "pretrained", "mean_var_bn", "freeze", "optimizer.learning_rate")
+PER_RUN_FIELDS = (
+    "seed",
+    "data_order_seed",
+    "init",
+    "pretrained",
+    "mean_var_bn",
+    "freeze",
+    "optimizer.learning_rate",
+)
 
 # Seeds go through jax.random.key inside the program as int32.
 _MAX_SEED = 2**31 - 1
@@ -89,6 +119,16 @@ def _differences(a, b, prefix: str = "") -> list[str]:
             out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return [] if a == b else [f"{prefix[:-1]}: {a!r} vs {b!r}"]
+
+
+def solo_reason(config) -> str | None:
+    """Why `config` must train alone (`trainer.train_and_evaluate`) rather than stacked with other runs, in words;
+    None when it may share a program. What the group loop does not do (yet) is refused here, never run wrongly."""
+    if jax.process_count() > 1:
+        return "multi-process jobs train one run at a time (the group loop is single-process)"
+    if _as_dict(config).get("finetune", {}).get("protocol") == "lp_ft":
+        return "LP-FT switches its optimizer and frozen blocks at probe_steps (stacked LP-FT is not tested yet)"
+    return None
 
 
 def group_runs(configs: Sequence, max_runs_per_program: int = 0) -> list[list[int]]:

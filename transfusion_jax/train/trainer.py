@@ -1,4 +1,6 @@
-"""`train_and_evaluate(config, workdir)`: the training loop with periodic evaluation, checkpoints and resume.
+"""`train_and_evaluate(config, workdir)`: the training loop with periodic evaluation, checkpoints and resume; and
+`train_group(configs, workdirs)`: the same for compatible runs stacked as one program (train/multirun.py). Both
+loops only step and evaluate; what a run records and decides lives in one place, `RunRecorder`, used by both.
 
 Resume is exact: state comes from the latest checkpoint, the data stream restarts at that step (`start_step`), each
 step's RNG is a function of (seed, step), and metrics/best checkpoints written after that step by the killed run are
@@ -32,7 +34,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, partition, preflight, protocols, steps
+from transfusion_jax.train import export, multirun, partition, preflight, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
@@ -54,6 +56,40 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(jax.device_get(x))
 
 
+def _eval_batches(eval_step, state, dataset, batch_size: int, mesh, stacked: bool = False):
+    """Runs `eval_step` over the whole split: (host arrays {'scores', 'label', 'label_mask', 'valid'} with batches
+    concatenated on the example axis, loss sum, loss count); with `stacked` runs, scores, sums and counts have a
+    leading run axis."""
+    parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
+    loss_sum, loss_count = [], []
+    for batch in dataset.batches(batch_size, mesh=mesh):
+        out = eval_step(state, batch)
+        loss_sum.append(np.asarray(jax.device_get(out["loss_sum"]), np.float64))
+        loss_count.append(np.asarray(jax.device_get(out["loss_count"]), np.float64))
+        parts["scores"].append(_to_host(out["scores"]))
+        for key in ("label", "label_mask", "valid"):
+            parts[key].append(_to_host(batch[key]))
+    host = {k: np.concatenate(v, axis=1 if stacked and k == "scores" else 0) for k, v in parts.items()}
+    return host, sum(loss_sum), sum(loss_count)
+
+
+def _eval_results(dataset, scores, host, loss_sum: float, loss_count: float, calibration_bins: int):
+    """(metrics, outputs) of one run's scores over the split (see `evaluate`)."""
+    task = dataset.task
+    valid = host["valid"].astype(bool)
+    if not valid.any():
+        raise data_lib.TooManyBadImagesError(f"{dataset.name}: none of its {len(dataset)} examples could be read.")
+    scores, labels, mask = scores[valid], host["label"][valid], host["label_mask"][valid]
+    result = {"loss": float(loss_sum) / max(float(loss_count), 1.0), "num_examples": float(valid.sum())}
+    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
+    diagram = metrics_lib.reliability_diagram(task.loss, task.label_names, scores, labels, mask, calibration_bins)
+    result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
+    if task.loss == "softmax":
+        result.update(metrics_lib.accuracy_metrics(scores, labels))
+    ids = np.asarray(dataset.example_ids())[valid[: len(dataset)]]  # eval order is row order; padding comes last
+    return result, {"scores": scores, "label": labels, "label_mask": mask, "id": ids}
+
+
 def evaluate(
     eval_step, state, dataset, batch_size: int, mesh, calibration_bins: int = metrics_lib.DEFAULT_CALIBRATION_BINS
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -62,29 +98,19 @@ def evaluate(
     metrics: loss, AUCs and calibration, every value a float except 'reliability', the reliability diagram per
     output (a nested dict). outputs: the per-example arrays behind them, {'scores', 'label', 'label_mask', 'id'} of
     the usable examples."""
-    task = dataset.task
-    parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
-    loss_sum, loss_count = 0.0, 0.0
-    for batch in dataset.batches(batch_size, mesh=mesh):
-        out = eval_step(state, batch)
-        loss_sum += float(out["loss_sum"])
-        loss_count += float(out["loss_count"])
-        parts["scores"].append(_to_host(out["scores"]))
-        for key in ("label", "label_mask", "valid"):
-            parts[key].append(_to_host(batch[key]))
-    host = {k: np.concatenate(v) for k, v in parts.items()}
-    valid = host["valid"].astype(bool)
-    if not valid.any():
-        raise data_lib.TooManyBadImagesError(f"{dataset.name}: none of its {len(dataset)} examples could be read.")
-    scores, labels, mask = host["scores"][valid], host["label"][valid], host["label_mask"][valid]
-    result = {"loss": loss_sum / max(loss_count, 1.0), "num_examples": float(valid.sum())}
-    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
-    diagram = metrics_lib.reliability_diagram(task.loss, task.label_names, scores, labels, mask, calibration_bins)
-    result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
-    if task.loss == "softmax":
-        result.update(metrics_lib.accuracy_metrics(scores, labels))
-    ids = np.asarray(dataset.example_ids())[valid[: len(dataset)]]  # eval order is row order; padding comes last
-    return result, {"scores": scores, "label": labels, "label_mask": mask, "id": ids}
+    host, loss_sum, loss_count = _eval_batches(eval_step, state, dataset, batch_size, mesh)
+    return _eval_results(dataset, host["scores"], host, loss_sum, loss_count, calibration_bins)
+
+
+def evaluate_runs(
+    eval_step, stacked_state, dataset, batch_size: int, mesh, runs, calibration_bins: int
+) -> dict[int, tuple[dict, dict[str, np.ndarray]]]:
+    """`evaluate` for stacked runs in one pass over the split (`multirun.make_multi_eval_step`): run index ->
+    (metrics, outputs), for the indices in `runs` (the others' scores are dropped unread)."""
+    host, loss_sum, loss_count = _eval_batches(eval_step, stacked_state, dataset, batch_size, mesh, stacked=True)
+    return {
+        i: _eval_results(dataset, host["scores"][i], host, loss_sum[i], loss_count[i], calibration_bins) for i in runs
+    }
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
@@ -240,58 +266,188 @@ def _test_reliability(summary: dict, scores: dict[str, np.ndarray], task, num_bi
             )
 
 
+def data_order_seed(config) -> int:
+    """The seed of the run's training stream (its order and augmentation): `config.data_order_seed`, or the run's
+    own seed when that is -1 (the default). Runs given one value see the same batches in the same order, a paired
+    design; stacked in one program (`train_group`) they then share one stream, read and decoded once."""
+    value = int(config.get("data_order_seed", -1))
+    return int(config.seed) if value < 0 else value
+
+
+class RunRecorder:
+    """One run's bookkeeping, the same whether the run trains alone (`train_and_evaluate`) or stacked with others
+    in one program (`train_group`): the loops only step and evaluate, and hand each run's numbers and state here.
+
+    Constructing it does what a run does before step 1: resolves and checks the config (`preflight`), builds and
+    opens every split, writes config.json (and train_subset.json for a small-data run) and opens the run's
+    checkpoints, recovering them (`start_step`: where the run resumes). `begin` gives the step-`start_step` state;
+    then per step `log_train` (when `is_log`), `record_eval` (when `is_eval`: metrics, selection on validation,
+    best checkpoint, early stopping, pending test scores), `checkpoint` (when `is_ckpt` or `stopped`), and at the
+    end `finish` (final export, summary.json, test_scores.npz) or `close` after an error.
+    """
+
+    def __init__(self, config, workdir, mesh):
+        self.workdir = epath.Path(workdir)
+        self.mesh = mesh
+        self.lead = jax.process_index() == 0
+        config = preflight.resolve(config)
+        partition.check_batch_size(config.batch_size, mesh)
+        self.eval_batch_size = config.eval_batch_size or config.batch_size
+        partition.check_batch_size(self.eval_batch_size, mesh)
+        self.train_ds = data_lib.build_dataset(config, config.train_split, train=True)
+        roles = ((VAL, config.val_split), (TEST, config.test_split))
+        self.eval_sets = {role: data_lib.build_dataset(config, split, train=False) for role, split in roles if split}
+        preflight.check_run(config, self.train_ds, self.eval_sets)
+        config.num_train_steps = preflight.num_train_steps(config, len(self.train_ds))
+        self.eval_at = preflight.eval_steps(config)
+        self.config, self.task = config, self.train_ds.task
+        if self.lead:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            _write_config(config, self.workdir)
+            if config.data.subset_size:  # which examples a small-data run trained on
+                subset = {"subset_seed": data_lib.subset_seed(config), "ids": self.train_ds.example_ids()}
+                (self.workdir / "train_subset.json").write_text(dumps(subset, indent=1) + "\n")
+        self.ckpt = Checkpointer(self.workdir, keep=config.keep_checkpoints, keep_best=1)
+        self.start_step = self.ckpt.start_step
+        self.writer = None
+        # The loop's own state, saved with each checkpoint, so that every process resumes with the same selection
+        # and early-stopping state (the metrics file is process 0's and may hold records the checkpoint does not):
+        # the best validation AUC so far, its step, and the validation evaluations since it.
+        self.loop = {"best_auc": None, "best_step": None, "evals_since_best": 0}
+        self.patience = config.early_stopping_evals if VAL in self.eval_sets else 0
+        self.stopped = False
+        self.final_step = self.start_step
+        self.schedule = None
+        self._closed = False
+
+    def batches(self):
+        """The run's training batches from step `start_step` on."""
+        return self.train_ds.batches(
+            self.config.batch_size, mesh=self.mesh, seed=data_order_seed(self.config), start_step=self.start_step
+        )
+
+    def begin(self, model, sample_input):
+        """(state at `start_step`, replicated on the mesh; the run's own optimizer). Exports the step-0 variables of
+        a fresh run; restores a resumed one with its loop state."""
+        config = self.config
+        state, tx, self.schedule = state_lib.create_train_state(
+            config, model, jax.random.key(config.seed), sample_input
+        )
+        if self.lead and not self.start_step:  # what step 1 starts from, as the analyses' "init" (whatever the scheme)
+            _export_variables(config, self.task, state, self.workdir / export.INIT_FILE, f"init:{self.workdir}")
+        state = jax.device_put(state, partition.replicated(self.mesh))
+        self.writer = MetricWriter(self.workdir, start_step=self.start_step, enabled=self.lead)
+        if self.start_step:
+            logging.info("Resuming from the checkpoint at step %d in %s", self.start_step, self.workdir)
+            state, saved_loop = self.ckpt.restore(self.start_step, like=state)
+            self.loop.update(saved_loop)
+        pending_scores = self.workdir / _PENDING_SCORES
+        if self.lead and TEST in self.eval_sets:
+            pending_scores.mkdir(parents=True, exist_ok=True)
+            for path in pending_scores.glob("step_*.npz"):  # written after the start by a killed run: recomputed
+                if int(path.stem.split("_")[1]) > self.start_step:
+                    path.unlink()
+        self.records = self.writer.records()
+        self.best_auc = -math.inf if self.loop["best_auc"] is None else self.loop["best_auc"]
+        # a run that stopped early stays stopped
+        self.stopped = bool(self.patience and self.loop["evals_since_best"] >= self.patience)
+        self._tick, self._tick_step = time.perf_counter(), self.start_step
+        return state, tx
+
+    def is_eval(self, done: int) -> bool:
+        return done in self.eval_at
+
+    def is_ckpt(self, done: int) -> bool:
+        return done % self.config.checkpoint_every_steps == 0 or done == self.config.num_train_steps
+
+    def is_log(self, done: int) -> bool:
+        return done % self.config.log_every_steps == 0 or self.is_eval(done) or self.is_ckpt(done)
+
+    def log_train(self, done: int, pending: list[tuple[int, dict]]) -> dict[str, float]:
+        """Writes the mean of the train metrics of the steps since the last log; raises NonFiniteLossError at the
+        first non-finite loss."""
+        logged = _check_finite(pending)
+        now = time.perf_counter()
+        logged.update(
+            learning_rate=float(self.schedule(done - 1)), steps_per_second=(done - self._tick_step) / (now - self._tick)
+        )
+        self._tick, self._tick_step = now, done
+        self.writer.write(done, "train", logged)
+        return logged
+
+    def record_eval(self, done: int, evaluations: dict, own_state) -> None:
+        """Records one evaluation, {role: (metrics, outputs)} at step `done`, and acts on it: a new validation best
+        saves `own_state()` (a callable: the run's state, asked for only when needed) as the best checkpoint; no
+        better AUC in `patience` evaluations sets `stopped`. Decisions are process 0's, so that all processes call
+        the collective saves (and stop) together; the count follows from them and the restored loop state."""
+        results = {}
+        for role, (metrics, _) in evaluations.items():
+            metrics = dict(metrics)
+            metrics.pop("reliability")  # nested: the summary has the test split's (from test_scores.npz)
+            results[role] = metrics
+            self.writer.write(done, role, metrics)
+            self.records.append({"step": done, "split": role, **metrics})
+            logging.info("step %d %s %s", done, role, {k: round(v, 4) for k, v in metrics.items()})
+        val_auc = _finite_auc(results.get(VAL, {}))
+        improved = bool(same_on_all_processes(val_auc is not None and val_auc > self.best_auc))
+        if VAL in evaluations:
+            self.loop["evals_since_best"] = 0 if improved else self.loop["evals_since_best"] + 1
+        if improved:
+            self.best_auc = val_auc
+            self.loop.update(best_auc=val_auc, best_step=done)
+            self.ckpt.save_best(done, own_state(), val_auc)
+        if self.patience and self.loop["evals_since_best"] >= self.patience:
+            logging.info("Early stop at step %d: no better validation AUC in %d evaluations.", done, self.patience)
+            self.stopped = True
+        is_last = done == self.config.num_train_steps
+        if self.lead and TEST in evaluations and (improved or is_last or self.stopped):
+            full = is_last or self.stopped  # the final step's file carries the ids and labels
+            path = self.workdir / _PENDING_SCORES / f"step_{done}.npz"
+            _save_scores(path, _pending_scores(evaluations[TEST][1], full))
+
+    def checkpoint(self, done: int, state) -> None:
+        self.ckpt.save(done, state, dict(self.loop))
+
+    def close(self) -> None:
+        """Finalises the checkpoints already started and closes the metric files (also after an error); once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.ckpt.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def finish(self, state) -> dict:
+        """Closes the run at `final_step` with `state`: exports the final weights, writes test_scores.npz and
+        summary.json; returns the summary."""
+        self.close()
+        config, lead = self.config, self.lead
+        if config.export_pretrained and lead:
+            _export_variables(config, self.task, state, self.workdir / export.FINAL_FILE, f"trained:{self.workdir}")
+        summary = _summary(self.records, config, len(self.train_ds), self.final_step, self.loop["best_step"])
+        if lead:
+            if TEST in self.eval_sets:
+                scores = _write_test_scores(self.workdir, self.task, summary["selected_step"], self.final_step)
+                _test_reliability(summary, scores, self.task, config.calibration_bins)
+            (self.workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+        logging.info("Run summary: %s", summary)
+        return summary
+
+
+def _sample_input(batches):
+    """(a zero input of the batches' image shape, the stream with its first batch put back)."""
+    first = next(batches)
+    return jnp.zeros((1,) + first["image"].shape[1:], jnp.float32), itertools.chain([first], batches)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint if any); returns the run summary."""
-    workdir = epath.Path(workdir)
-    lead = jax.process_index() == 0
-    config = preflight.resolve(config)
     mesh = partition.make_data_mesh()
-    partition.check_batch_size(config.batch_size, mesh)
-    eval_batch_size = config.eval_batch_size or config.batch_size
-    partition.check_batch_size(eval_batch_size, mesh)
-
-    train_ds = data_lib.build_dataset(config, config.train_split, train=True)
-    roles = ((VAL, config.val_split), (TEST, config.test_split))
-    eval_sets = {role: data_lib.build_dataset(config, split, train=False) for role, split in roles if split}
-    preflight.check_run(config, train_ds, eval_sets)
-    config.num_train_steps = preflight.num_train_steps(config, len(train_ds))
-    eval_at = preflight.eval_steps(config)
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
-        _write_config(config, workdir)
-        if config.data.subset_size:  # which examples a small-data run trained on
-            subset = {"subset_seed": data_lib.subset_seed(config), "ids": train_ds.example_ids()}
-            (workdir / "train_subset.json").write_text(dumps(subset, indent=1) + "\n")
-    task = train_ds.task
-    model = state_lib.build_model(config, task.num_outputs)
-    ckpt = Checkpointer(workdir, keep=config.keep_checkpoints, keep_best=1)
-    start = ckpt.start_step
-    batches = train_ds.batches(config.batch_size, mesh=mesh, seed=config.seed, start_step=start)
-    first = next(batches)
-    sample_input = jnp.zeros((1,) + first["image"].shape[1:], jnp.float32)
-    batches = itertools.chain([first], batches)
-    state, tx, schedule = state_lib.create_train_state(config, model, jax.random.key(config.seed), sample_input)
-    if lead and not start:  # what step 1 starts from, as the analyses' "init" (one file, whatever the scheme)
-        _export_variables(config, task, state, workdir / export.INIT_FILE, f"init:{workdir}")
-    state = jax.device_put(state, partition.replicated(mesh))
-
-    writer = MetricWriter(workdir, start_step=start, enabled=lead)
-    pending_scores = workdir / _PENDING_SCORES
-    # The loop's own state, saved with each checkpoint, so that every process resumes with the same selection and
-    # early-stopping state (the metrics file is process 0's and may hold records the checkpoint does not): the best
-    # validation AUC so far, its step, and the validation evaluations since it.
-    loop = {"best_auc": None, "best_step": None, "evals_since_best": 0}
-    if start:
-        logging.info("Resuming from the checkpoint at step %d in %s", start, workdir)
-        state, saved_loop = ckpt.restore(start, like=state)
-        loop.update(saved_loop)
-    if lead and TEST in eval_sets:
-        pending_scores.mkdir(parents=True, exist_ok=True)
-        for path in pending_scores.glob("step_*.npz"):  # written after `start` by a killed run: recomputed
-            if int(path.stem.split("_")[1]) > start:
-                path.unlink()
-    records = writer.records()
-    best_auc = -math.inf if loop["best_auc"] is None else loop["best_auc"]
+    run = RunRecorder(config, workdir, mesh)
+    config = run.config
+    model = state_lib.build_model(config, run.task.num_outputs)
+    sample_input, batches = _sample_input(run.batches())
+    state, tx = run.begin(model, sample_input)
 
     train_step_at = protocols.StepsByPhase(  # the step for each phase of config.finetune (LP-FT has two)
         config,
@@ -300,77 +456,208 @@ def train_and_evaluate(config, workdir: str) -> dict:
             steps.make_train_step,
             model,
             tx,
-            task.loss,
+            run.task.loss,
             mesh,
             frozen_stats=state_lib.frozen_statistics(config, state.params, state.batch_stats),
             aux_loss_weight=config.aux_loss_weight,
         ),
     )
-    eval_step = steps.make_eval_step(model, task.loss, mesh)
-    bar = tqdm(total=config.num_train_steps, initial=start, unit="step", disable=not (lead and config.progress_bar))
+    eval_step = steps.make_eval_step(model, run.task.loss, mesh)
+    bar = tqdm(
+        total=config.num_train_steps,
+        initial=run.start_step,
+        unit="step",
+        disable=not (run.lead and config.progress_bar),
+    )
     pending: list[tuple[int, dict]] = []
-    tick, tick_step = time.perf_counter(), start
-    patience = config.early_stopping_evals if VAL in eval_sets else 0
-    stopped = bool(patience and loop["evals_since_best"] >= patience)  # a run that stopped early stays stopped
-    final_step = start
     try:
-        for step in range(start, config.num_train_steps if not stopped else start):
+        for step in range(run.start_step, config.num_train_steps if not run.stopped else run.start_step):
             state, train_metrics = train_step_at(step)(state, next(batches), steps.step_rng(config.seed, step))
-            done = final_step = step + 1
+            done = run.final_step = step + 1
             pending.append((done, train_metrics))
             bar.update(1)
-            is_last = done == config.num_train_steps
-            is_eval = done in eval_at
-            is_ckpt = done % config.checkpoint_every_steps == 0 or is_last
-            if done % config.log_every_steps == 0 or is_eval or is_ckpt:
-                logged = _check_finite(pending)
-                now = time.perf_counter()
-                logged.update(learning_rate=float(schedule(step)), steps_per_second=(done - tick_step) / (now - tick))
-                tick, tick_step, pending = now, done, []
-                writer.write(done, "train", logged)
+            if run.is_log(done):
+                logged = run.log_train(done, pending)
+                pending = []
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
-            if is_eval:
-                results, outputs = {}, {}
-                for role, ds in eval_sets.items():
-                    metrics, outputs[role] = evaluate(
-                        eval_step, state, ds, eval_batch_size, mesh, config.calibration_bins
-                    )
-                    metrics.pop("reliability")  # nested: the summary has the test split's (from test_scores.npz)
-                    results[role] = metrics
-                    writer.write(done, role, metrics)
-                    records.append({"step": done, "split": role, **metrics})
-                    logging.info("step %d %s %s", done, role, {k: round(v, 4) for k, v in metrics.items()})
-                val_auc = _finite_auc(results.get(VAL, {}))
-                # Process 0's decisions, so that all processes call the collective saves (and stop) together; the
-                # early-stopping count follows from them and the restored loop state, the same on every process.
-                improved = bool(same_on_all_processes(val_auc is not None and val_auc > best_auc))
-                if VAL in eval_sets:
-                    loop["evals_since_best"] = 0 if improved else loop["evals_since_best"] + 1
-                if improved:
-                    best_auc = val_auc
-                    loop.update(best_auc=best_auc, best_step=done)
-                    ckpt.save_best(done, state, best_auc)
-                if patience and loop["evals_since_best"] >= patience:
-                    logging.info("Early stop at step %d: no better validation AUC in %d evaluations.", done, patience)
-                    stopped = is_ckpt = True
-                if lead and TEST in outputs and (improved or is_last or stopped):
-                    full = is_last or stopped  # the final step's file carries the ids and labels
-                    _save_scores(pending_scores / f"step_{done}.npz", _pending_scores(outputs[TEST], full))
-            if is_ckpt:
-                ckpt.save(done, state, dict(loop))
-            if stopped:
+            if run.is_eval(done):
+                evaluations = {
+                    role: evaluate(eval_step, state, ds, run.eval_batch_size, mesh, config.calibration_bins)
+                    for role, ds in run.eval_sets.items()
+                }
+                run.record_eval(done, evaluations, lambda: state)
+            if run.is_ckpt(done) or run.stopped:
+                run.checkpoint(done, state)
+            if run.stopped:
                 break
     finally:  # an error (e.g. a NaN loss) still finalises the checkpoints already started
         bar.close()
-        ckpt.close()
-        writer.close()
-    if config.export_pretrained and lead:
-        _export_variables(config, task, state, workdir / export.FINAL_FILE, f"trained:{workdir}")
-    summary = _summary(records, config, len(train_ds), final_step, loop["best_step"])
-    if lead:
-        if TEST in eval_sets:
-            scores = _write_test_scores(workdir, task, summary["selected_step"], final_step)
-            _test_reliability(summary, scores, task, config.calibration_bins)
-        (workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
-    logging.info("Run summary: %s", summary)
-    return summary
+        run.close()
+    return run.finish(state)
+
+
+def _stream_key(config) -> tuple:
+    """Runs with equal keys see identical training batches: the same order seed and the same training examples."""
+    return data_order_seed(config), data_lib.subset_seed(config) if config.data.subset_size else None
+
+
+class _OwnStates:
+    """Each stacked run's own state (as it would be alone, replicated on the mesh), copied out of the stacked state
+    of one step at most once: for its checkpoints, best checkpoint and final export."""
+
+    def __init__(self, group, stacked, mesh):
+        self._group, self._stacked, self._mesh = group, stacked, mesh
+        self._host, self._own = None, {}
+
+    def __call__(self, position: int):
+        if position not in self._own:
+            if self._host is None:
+                self._host = jax.device_get(self._stacked)
+            own = self._group.unstack(self._host, position)
+            self._own[position] = jax.device_put(own, partition.replicated(self._mesh))
+        return self._own[position]
+
+
+def train_group(configs, workdirs) -> list:
+    """Trains runs that may share a program (`multirun.group_runs`) as one jitted program over their stacked
+    states; each run gets what `train_and_evaluate` gives it alone, in its own workdir, equal to float32 rounding
+    (see the `transfusion_jax.train.multirun` docstring for what may differ between runs, and for the outputs).
+
+    Returns, per run in order, its summary or the exception that stopped it: a run whose preflight fails, whose
+    checkpoint cannot be restored or whose loss turns non-finite stops alone and the others go on (an error of the
+    program itself stops its unfinished runs). Runs are
+    regrouped after their preflight (by their resolved configs, e.g. the input normalisation a checkpoint
+    implies) and after opening their checkpoints (by the step each resumes from): runs killed at different steps
+    train as separate programs, each from its own checkpoint, so every run's steps are exactly as when alone.
+    """
+    if len(configs) != len(workdirs):
+        raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs.")
+    if jax.process_count() > 1:
+        raise ValueError("train_group runs on one process; train multi-process runs with train_and_evaluate.")
+    mesh = partition.make_data_mesh()
+    results: list = [None] * len(configs)
+    prepared: dict[int, RunRecorder] = {}
+    for i, (config, workdir) in enumerate(zip(configs, workdirs)):
+        try:
+            prepared[i] = RunRecorder(config, workdir, mesh)
+        except Exception as e:  # this run's own problem (bad config, unreadable data, damaged checkpoints)
+            results[i] = e
+    subgroups: dict[tuple, dict[int, RunRecorder]] = {}
+    for i, run in prepared.items():
+        subgroups.setdefault((multirun.program_key(run.config), run.start_step), {})[i] = run
+    for runs in subgroups.values():
+        try:
+            _train_stacked(runs, mesh, results)
+        except Exception as e:  # the program itself failed: each of its unfinished runs did (the others go on)
+            for i in runs:
+                if results[i] is None:
+                    results[i] = e
+    return results
+
+
+def _finish(run: RunRecorder, state):
+    """The run's summary, or the exception that kept it from writing its files (the other runs go on)."""
+    try:
+        return run.finish(state)
+    except Exception as e:
+        return e
+
+
+def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
+    """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`."""
+    first = next(iter(runs.values()))
+    config = first.config
+    for i, run in runs.items():
+        for role, ds in first.eval_sets.items():
+            if run.eval_sets[role].example_ids() != ds.example_ids():
+                raise ValueError(f"Run {i}'s {role} split differs from run {next(iter(runs))}'s: it cannot share them.")
+    model = state_lib.build_model(config, first.task.num_outputs)
+    streams = {}  # one training stream per distinct order and training subset, read once for all its runs
+    for run in runs.values():
+        streams.setdefault(_stream_key(run.config), run)
+    streams = {key: run.batches() for key, run in streams.items()}
+    key0 = next(iter(streams))
+    sample_input, streams[key0] = _sample_input(streams[key0])
+    states = {}
+    try:
+        for i, run in list(runs.items()):
+            try:
+                states[i], _ = run.begin(model, sample_input)
+                if run.stopped or run.start_step >= config.num_train_steps:  # nothing left to train: finish it
+                    results[i] = run.finish(states.pop(i))
+                    del runs[i]
+            except Exception as e:
+                run.close()
+                results[i] = e
+                states.pop(i, None)
+                del runs[i]
+        if not runs:
+            return
+        order = list(runs)  # stack position -> input index
+        group = multirun.RunGroup(
+            [runs[i].config for i in order], states[order[0]].params, states[order[0]].batch_stats
+        )
+        stacked = jax.device_put(group.stack([jax.device_get(states[i]) for i in order]), partition.replicated(mesh))
+        states.clear()
+        keys = [_stream_key(runs[i].config) for i in order]
+        streams = {key: stream for key, stream in streams.items() if key in keys}  # of the runs that train
+        shared = len(streams) == 1
+        train_step_at = protocols.StepsByPhase(
+            config,
+            group.params,
+            functools.partial(
+                multirun.make_multi_train_step,
+                model,
+                group.tx,
+                first.task.loss,
+                mesh,
+                shared_batch=shared,
+                aux_loss_weight=config.aux_loss_weight,
+            ),
+        )
+        eval_step = multirun.make_multi_eval_step(model, first.task.loss, mesh)
+        active = list(range(len(order)))
+        pending: list[tuple[int, dict]] = []
+        own = None
+        for step in range(first.start_step, config.num_train_steps):
+            batch = {key: next(stream) for key, stream in streams.items()}
+            batches = batch[keys[0]] if shared else [batch[key] for key in keys]
+            stacked, train_metrics = train_step_at(step)(stacked, batches, group.per_run)
+            done = step + 1
+            pending.append((done, train_metrics))
+            own = _OwnStates(group, stacked, mesh)
+            if first.is_log(done):
+                host = jax.device_get(pending)
+                pending = []
+                for p in list(active):
+                    try:
+                        runs[order[p]].log_train(done, [(s, {k: v[p] for k, v in m.items()}) for s, m in host])
+                    except NonFiniteLossError as e:  # this run stops; the others go on
+                        runs[order[p]].close()
+                        results[order[p]] = e
+                        active.remove(p)
+            if first.is_eval(done) and active:
+                by_role = {
+                    role: evaluate_runs(
+                        eval_step, stacked, ds, first.eval_batch_size, mesh, active, config.calibration_bins
+                    )
+                    for role, ds in first.eval_sets.items()
+                }
+                for p in active:
+                    evaluations = {role: by_run[p] for role, by_run in by_role.items()}
+                    runs[order[p]].record_eval(done, evaluations, functools.partial(own, p))
+            for p in list(active):
+                run = runs[order[p]]
+                run.final_step = done
+                if run.is_ckpt(done) or run.stopped:
+                    run.checkpoint(done, own(p))
+                if run.stopped:  # stopped early: finished now; its slot goes on computing, unread
+                    results[order[p]] = _finish(run, own(p))
+                    active.remove(p)
+            if not active:
+                break
+        for p in active:
+            results[order[p]] = _finish(runs[order[p]], own(p))
+    finally:  # an error still finalises the checkpoints already started, of every run
+        for run in runs.values():
+            run.close()

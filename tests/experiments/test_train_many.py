@@ -1,0 +1,113 @@
+"""runs.train_many: which runs are stacked into one program, which train alone and why, finished runs read back,
+failures marked without stopping the others. The trainers are fakes here (tests/train/test_group_trainer.py
+checks that a stacked program gives each run what it gets alone)."""
+
+import json
+import os
+
+import pytest
+
+from transfusion_jax.experiments import runs
+from transfusion_jax.train import config_lib, trainer
+
+
+def _config(seed, **changes):
+    c = config_lib.base_config()
+    c.model.name = "cbr_small"
+    c.seed = seed
+    for dotted, value in changes.items():
+        node = c
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return c
+
+
+def _summary(workdir, config):
+    summary = {"final_step": config.num_train_steps, "seed": config.seed}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+        json.dump(summary, f)
+    return summary
+
+
+class FakeTrainers:
+    """Stands in for trainer.train_and_evaluate and trainer.train_group, recording which runs each trained."""
+
+    def __init__(self, monkeypatch, fail=()):
+        self.alone, self.groups, self.fail = [], [], set(fail)
+        monkeypatch.setattr(trainer, "train_and_evaluate", self.train_alone)
+        monkeypatch.setattr(trainer, "train_group", self.train_group)
+
+    def _outcome(self, config, workdir):
+        if os.path.basename(workdir) in self.fail:
+            return RuntimeError(f"boom in {os.path.basename(workdir)}")
+        return _summary(workdir, config)
+
+    def train_alone(self, config, workdir):
+        self.alone.append(os.path.basename(workdir))
+        outcome = self._outcome(config, workdir)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def train_group(self, configs, workdirs):
+        self.groups.append([os.path.basename(w) for w in workdirs])
+        return [self._outcome(c, w) for c, w in zip(configs, workdirs)]
+
+
+def _jobs(tmp_path):
+    configs = [
+        _config(0),
+        _config(1, init="transfer", pretrained="a.npz", freeze=("layer1",), optimizer__learning_rate=0.1),
+        _config(0, optimizer__b1=0.8),  # another optimizer: another program
+        _config(3, finetune__protocol="lp_ft", finetune__probe_steps=10),  # refused: trains alone
+        _config(2),
+        _config(4),
+    ]
+    return [(f"job {k}", c, str(tmp_path / f"run_{k}")) for k, c in enumerate(configs)]
+
+
+def test_compatible_runs_stack_and_refused_ones_train_alone(monkeypatch, tmp_path):
+    fake, messages = FakeTrainers(monkeypatch), []
+    jobs = _jobs(tmp_path)
+    _summary(jobs[4][2], jobs[4][1])  # finished before: read back, not trained
+    summaries = runs.train_many(jobs, max_runs_per_program=0, log=messages.append)
+    assert fake.groups == [["run_0", "run_1", "run_5"]]
+    assert fake.alone == ["run_2", "run_3"]
+    assert any("run_3: trains alone: LP-FT" in m for m in messages)
+    assert [s["seed"] for s in summaries] == [0, 1, 0, 3, 2, 4]  # in job order
+    assert [s["skipped"] for s in summaries] == [False, False, False, False, True, False]
+    assert [s.get("runs_in_program") for s in summaries] == [3, 3, 1, 1, None, 3]
+
+
+def test_max_runs_per_program_bounds_each_program(monkeypatch, tmp_path):
+    fake = FakeTrainers(monkeypatch)
+    runs.train_many(_jobs(tmp_path), max_runs_per_program=2, log=lambda _: None)
+    assert fake.groups == [["run_0", "run_1"], ["run_4", "run_5"]] and fake.alone == ["run_2", "run_3"]
+
+
+def test_one_run_per_program_is_one_at_a_time(monkeypatch, tmp_path):
+    fake = FakeTrainers(monkeypatch)
+    jobs = _jobs(tmp_path)
+    runs.train_many([c for _, c, _ in jobs], [w for _, _, w in jobs], max_runs_per_program=1, log=lambda _: None)
+    assert fake.groups == [] and fake.alone == [f"run_{k}" for k in range(6)]
+
+
+def test_a_failed_run_is_marked_and_the_others_finish(monkeypatch, tmp_path):
+    fake = FakeTrainers(monkeypatch, fail={"run_1", "run_2"})
+    jobs = _jobs(tmp_path)
+    with pytest.raises(runs.RunsFailedError, match="2 of 6 runs failed") as error:
+        runs.train_many(jobs, log=lambda _: None)
+    assert fake.groups == [["run_0", "run_1", "run_4", "run_5"]]
+    results = error.value.results
+    assert [isinstance(r, Exception) for r in results] == [False, True, True, False, False, False]
+    for k in (1, 2):
+        assert "RuntimeError: boom" in open(os.path.join(jobs[k][2], runs.FAILED)).read()
+        assert not runs.is_finished(jobs[k][2])
+    fake.fail = set()
+    again = runs.train_many(jobs, keep_going=True, log=lambda _: None)  # only the failed ones train again
+    assert fake.groups[1:] == [] and fake.alone[-2:] == ["run_1", "run_2"]
+    assert all(not os.path.exists(os.path.join(w, runs.FAILED)) for _, _, w in jobs)
+    assert [s["skipped"] for s in again] == [True, False, False, True, True, True]
