@@ -12,7 +12,7 @@ gave on our machine is in docs/RESULTS.md and docs/study_report/report.md.
 
 'default' is the design with the cut docs/study.md §9 fixed before any claim was tested: unless multi-run programs
 train the runs about 5x faster than one after another, the CPU runs the small model's 25 runs only. They arrived at
-~1.3x on the 2-core CPU (BENCHMARKS.md), so the cut stands. `models_run` is that switch; 'full' sets it to both
+1.0-1.3x on the 2-core CPU (BENCHMARKS.md), so the cut stands. `models_run` is that switch; 'full' sets it to both
 models. The runs of a cell train stacked as one program (`max_runs_per_program`: 0 = all compatible runs, 1 = one
 after another).
 """
