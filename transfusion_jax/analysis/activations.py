@@ -97,6 +97,14 @@ def _layer_rows(model: Model, images, reduction: Reduction, key) -> dict[str, ja
     return {name: to_datapoints(f, reduction, key) for name, f in features.items()}
 
 
+def _check_layers(model: Model, images, reduction: Reduction, layers: Sequence[str]) -> None:
+    """Raises before any collection if a requested layer is not among the model's (shapes only, nothing runs)."""
+    shapes = jax.eval_shape(lambda im: _layer_rows(model, im, reduction, jax.random.key(reduction.seed)), images)
+    missing = [name for name in layers if name not in shapes]
+    if missing:
+        raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
+
+
 def collect_pair_moments(
     model_a: Model,
     model_b: Model,
@@ -170,10 +178,7 @@ def collect_pair_rows(
     for index, batch in enumerate(batches):
         images = _images(batch)
         if index == 0:
-            shapes = jax.eval_shape(lambda im: _layer_rows(model_a, im, reduction, key0), images)
-            missing = [name for name in layers if name not in shapes]
-            if missing:
-                raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
+            _check_layers(model_a, images, reduction, layers)
         for name, (ra, rb) in jax.device_get(step(model_a[1], model_b[1], images, index)).items():
             parts[name][0].append(np.asarray(ra, np.float32))
             parts[name][1].append(np.asarray(rb, np.float32))
@@ -219,10 +224,7 @@ def collect_rows(
     for index, batch in enumerate(batches):
         images = _images(batch)
         if index == 0:
-            shapes = jax.eval_shape(lambda im: _layer_rows(model, im, reduction, key0), images)
-            missing = [name for name in layers if name not in shapes]
-            if missing:
-                raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
+            _check_layers(model, images, reduction, layers)
         for name, rows in jax.device_get(step(variables, images, index)).items():
             parts[name].append(np.asarray(rows, np.float32))
     if not layers or not parts[layers[0]]:
