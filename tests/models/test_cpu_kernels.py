@@ -126,6 +126,18 @@ def test_only_cpu_programs_use_the_cpu_kernels(monkeypatch):
         assert text.count("stablehlo.convolution") == 3, (platform, enabled)
 
 
+def test_maps_smaller_than_the_kernel_become_one_matrix_product(monkeypatch):
+    """A 7x7 conv on a 3x3 map: the CPU program's forward and both gradients are matrix products, no convolution;
+    other platforms keep XLA's three convolutions."""
+    monkeypatch.setattr(cpu_kernels, "ENABLED", True)
+    fn = jax.jit(jax.grad(_conv_grad, argnums=(0, 1)))
+    x, w = jnp.zeros((2, 3, 3, 4)), jnp.zeros((7, 7, 4, 5))
+    for platform, convolutions in (("cpu", 0), ("cuda", 3)):
+        text = export.export(fn, platforms=[platform])(x, w).mlir_module()
+        assert text.count("stablehlo.convolution") == convolutions, platform
+    assert "stablehlo.dot_general" in export.export(fn, platforms=["cpu"])(x, w).mlir_module()
+
+
 @pytest.mark.parametrize(
     "widths, size",
     [((4, 8), 64), ((4, 4, 8, 8), 32)],
