@@ -2,7 +2,9 @@
 verdicts computed, the gates first, every similarity beside its null with n and d, the figures, and the verdicts
 block quoted verbatim into other documents."""
 
+import os
 import re
+import subprocess
 
 import pytest
 from study_world import LABELS, config, diagnostics, g3_fails_c5_spans_its_margin, similar, verdicts_of, world
@@ -134,3 +136,19 @@ def test_a_failed_gate_is_named_in_the_verdicts_table_even_where_the_interval_is
     timing = {"wall": 100.0, "cpu": 150.0, "load": [1.0, 2.0], "trained": 77, "runs": 77}
     row = next(r for r in study_report.verdicts_section(c, result, timing) if r.startswith("| C5 |") and "large" in r)
     assert "**inconclusive** (interval crosses a margin; G3 failed for the large model as well)" in row
+
+
+def test_the_report_names_the_code_that_made_it(written, monkeypatch):
+    """In a git checkout: the package version and the checkout's commit (the tests run from one); without git, the
+    version alone."""
+    _, text, _ = written
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=7", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True, text=True
+    ).stdout.strip()
+    assert re.search(rf"- Code: transfusion_jax [\d.]+, commit {head}", text), text[:800]
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(study_report.subprocess, "run", no_git)
+    assert re.fullmatch(r"transfusion_jax [\d.]+", study_report.code_version())

@@ -13,11 +13,13 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 
+import transfusion_jax
 from transfusion_jax import pretrained
 from transfusion_jax.analysis import stats
 from transfusion_jax.experiments import figures
@@ -39,6 +41,25 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
+
+
+def code_version() -> str:
+    """The package version and, from a git checkout, its commit (with "+ local changes" when the tree differs): a
+    report names the code that made it, since a change of float summation order alone moves trained AUCs."""
+    version = f"transfusion_jax {transfusion_jax.__version__}"
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            cwd=os.path.dirname(os.path.abspath(transfusion_jax.__file__)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    commit, dirty = described.removesuffix("-dirty"), described.endswith("-dirty")
+    return f"{version}, commit {commit}" + (" + local changes" if dirty else "")
 
 
 # ---------------------------------------------------------------- number formatting
@@ -130,8 +151,9 @@ def verdicts_section(c, verdicts: StudyVerdicts, timing: Mapping) -> list[str]:
         VERDICTS_BEGIN,
         f"configs/study.py:{c.variant}"
         + (f" (the CPU cut: the {', '.join(cut)} model not run)" if cut else "")
-        + f" on {machine()}; {timing['wall'] / 60:.1f} min wall time (load average {timing['load'][0]:.1f} at the "
-        f"start, {timing['load'][1]:.1f} at the end), {timing['trained']} of {timing['runs']} runs trained in it.",
+        + f" on {machine()} ({code_version()}); {timing['wall'] / 60:.1f} min wall time (load average "
+        f"{timing['load'][0]:.1f} at the start, {timing['load'][1]:.1f} at the end), {timing['trained']} of "
+        f"{timing['runs']} runs trained in it.",
         "",
         f"**Gates**: {gates}.",
         "",
@@ -525,6 +547,7 @@ def write(
         "",
         "## Setup",
         "",
+        f"- Code: {code_version()}.",
         f"- Machine: {machine()}; load average {timing['load'][0]:.1f} at the start, {timing['load'][1]:.1f} at the "
         "end.",
         f"- Wall time of the invocation that wrote this report: {timing['wall']:.0f} s ({timing['wall'] / 60:.1f} min; "

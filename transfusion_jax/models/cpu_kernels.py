@@ -11,6 +11,13 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   convolutions, 5-12x slower on XLA:CPU than the same convolutions one run at a time. Here the run axis is unrolled
   (a custom vmap rule); a batch shared by every run is convolved once with all runs' kernels side by side.
 
+- Convolutions whose input map is smaller than their kernel (CBR's 7x7 conv on the 3x3 map of a 32 px image, the
+  miniature study's and the tests' size) leave XLA:CPU's fast path: forward and gradients 5-25x slower than on a map
+  as large as the kernel (a 7x7 conv, 64 -> 128 channels, batch 32: 66 ms forward on 4x4 maps, 5 ms on 7x7 ones).
+  There the whole convolution is one matrix product with the kernel laid out for every (input, output) position
+  pair (a block-Toeplitz matrix, taps outside the kernel being zero): 3x3 maps 15x faster, and under `jax.vmap`
+  a batched matrix product instead of a grouped convolution.
+
 A third cost, XLA:CPU's max-pool gradient (`select_and_scatter` expanded with four int32 index arrays of the
 input's size: 2.3 GiB more peak memory for CBR-Small at 587 px, batch 8), is left to XLA on purpose. A replacement
 that sends each window's gradient to its first maximum by strided pads equalled XLA's gradient alone and inside
@@ -18,9 +25,10 @@ small models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) X
 29 % off (exact without jit, and exact with a host callback between the layers): a miscompile we could not pin
 down, so it went. tests/models/test_cpu_kernels.py checks whole-model gradients at that shape.
 
-Forward values come from the same `lax` operations; gradients differ from XLA's only in the order of float
-additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
-operations. `ENABLED` (env `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
+Forward values come from the same `lax` operations except on maps smaller than the kernel (the same products, added
+in another order); gradients differ from XLA's only in the order of float additions. Each replacement is chosen with
+`lax.platform_dependent`, so GPU and TPU programs compile the standard operations. `ENABLED` (env
+`TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
 """
 
 import dataclasses
@@ -29,6 +37,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 ENABLED = os.environ.get("TRANSFUSION_JAX_CPU_KERNELS", "1") != "0"
@@ -38,6 +47,9 @@ ENABLED = os.environ.get("TRANSFUSION_JAX_CPU_KERNELS", "1") != "0"
 # layer shapes: tiles of 16-32 rows were fastest at 72-587 rows; 7 x 7 maps were slower tiled).
 TILE_ROWS = 32
 MIN_ROWS = 56
+# The block-Toeplitz matrix of a convolution on a map smaller than its kernel is used up to this size; beyond it
+# (very wide layers) XLA's convolution is kept.
+DENSE_MAX_BYTES = 64 * 2**20
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -80,6 +92,41 @@ class _Conv:
         for part in parts[1:]:
             total = total + part.astype(jnp.float32)
         return total.astype(w.dtype)
+
+
+def _toeplitz_taps(in_hw, kernel_hw, strides, padding):
+    """([H*W, Ho*Wo] index of the kernel tap joining each input position to each output position, kh*kw where
+    none does), (Ho, Wo)) of a convolution; NumPy, so it is a constant of the program."""
+    rows = []
+    for size, k, stride, (low, high) in zip(in_hw, kernel_hw, strides, padding):
+        out = (size + low + high - k) // stride + 1
+        tap = np.arange(size)[:, None] - np.arange(out)[None, :] * stride + low  # [in, out]
+        rows.append((tap, (tap >= 0) & (tap < k), out))
+    (ti, vi, ho), (tj, vj, wo) = rows
+    valid = vi[:, None, :, None] & vj[None, :, None, :]
+    index = np.where(valid, ti[:, None, :, None] * kernel_hw[1] + tj[None, :, None, :], kernel_hw[0] * kernel_hw[1])
+    return index.reshape(in_hw[0] * in_hw[1], ho * wo), (ho, wo)
+
+
+def _uses_dense(conv: _Conv, x_shape, w_shape, itemsize: int) -> bool:
+    """A map smaller than the kernel, a non-empty output and a Toeplitz matrix within DENSE_MAX_BYTES."""
+    (_, h, w, cin), (kh, kw, _, cout) = x_shape, w_shape
+    if h >= kh and w >= kw:
+        return False
+    outs = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip((h, w), (kh, kw), conv.strides, conv.padding)]
+    return min(outs) > 0 and h * w * cin * outs[0] * outs[1] * cout * itemsize <= DENSE_MAX_BYTES
+
+
+def _dense_conv(conv: _Conv, x, w):
+    """The convolution as x [N, H*W*cin] @ T [H*W*cin, Ho*Wo*cout], T gathered from the kernel's taps; its
+    gradients (a matrix product for x, a scatter-add of x^T g for the kernel) and its vmap come from JAX."""
+    n, h, wd, cin = x.shape
+    kh, kw, _, cout = w.shape
+    index, (ho, wo) = _toeplitz_taps((h, wd), (kh, kw), conv.strides, conv.padding)
+    taps = jnp.concatenate([w.reshape(kh * kw, cin, cout), jnp.zeros((1, cin, cout), w.dtype)])
+    toeplitz = jnp.swapaxes(taps[index], 1, 2).reshape(h * wd * cin, ho * wo * cout)
+    y = jnp.dot(x.reshape(n, h * wd * cin), toeplitz, preferred_element_type=jnp.float32)
+    return y.astype(jnp.result_type(x, w)).reshape(n, ho, wo, cout)
 
 
 def _concat_runs(w):
@@ -176,4 +223,5 @@ def conv_general_dilated(
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     conv = _Conv(tuple(window_strides), tuple(tuple(p) for p in padding))
-    return lax.platform_dependent(lhs, rhs, cpu=functools.partial(_cpu_conv, conv), default=standard)
+    cpu = _dense_conv if _uses_dense(conv, lhs.shape, rhs.shape, lhs.dtype.itemsize) else _cpu_conv
+    return lax.platform_dependent(lhs, rhs, cpu=functools.partial(cpu, conv), default=standard)
