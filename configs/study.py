@@ -119,4 +119,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.seeds = (0, 1)
         c.similarity.update(positions=4, null_permutations=2)
         c.gates.update(random_inits=2, probe_folds=2, last_evals=2)
+        # Still stacked, in programs of 2 runs: the cells' 6 and 4 runs would be two programs of different sizes,
+        # compiled separately (~10 s each on 2 cores, the test's largest cost); programs of 2 all share one.
+        c.max_runs_per_program = 2
     return c

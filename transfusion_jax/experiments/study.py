@@ -38,6 +38,7 @@ from transfusion_jax.experiments import run_weights, runs, study_report, study_v
 from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures
 from transfusion_jax.surgery import gabor_filters
 from transfusion_jax.train import config_lib, partition
+from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.writer import read_records
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -364,9 +365,10 @@ def measure_runs(workdir: str, c, summaries: dict[RunKey, dict], log=print) -> t
 
 
 def _random_variables(c, model: str, num_classes: int, seed: int):
+    """The model's initialiser with key(seed), through the trainer's own init program (compiled once per model)."""
     net = models.get_model(c.family, num_classes, widths=tuple(c.widths[model]))
     x = np.zeros((1, c.image_size, c.image_size, 3), np.float32)
-    return net, jax.device_get(jax.jit(functools.partial(net.init, train=False))(jax.random.key(seed), x))
+    return net, jax.device_get(state_lib.random_variables(net, jax.random.key(seed), x))
 
 
 def _weight_diagnostics(params) -> dict:
