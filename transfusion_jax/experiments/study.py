@@ -110,6 +110,8 @@ def check_config(c) -> None:
         errors.append("source needs >= 2 classes and test images; target needs validation and test images")
     if c.gates.random_inits < 2 or c.gates.probe_folds < 2 or c.gates.last_evals < 2:
         errors.append("gates need >= 2 random inits, >= 2 probe folds and >= 2 last evaluations")
+    if c.data_block < 0 or c.data_workers < 0:
+        errors.append(f"data_block={c.data_block} and data_workers={c.data_workers} must be >= 0")
     if c.max_runs_per_program < 0:
         errors.append(f"max_runs_per_program={c.max_runs_per_program}: 0 (no limit) or more")
     for model in c.models_run:
@@ -121,8 +123,11 @@ def check_config(c) -> None:
 
 
 # Fields that may change between invocations on one DIR: which models run (the cut or the whole design), and how
-# many runs share a program (execution, not design).
-_MAY_CHANGE = ("models_run", "variant", "max_runs_per_program")
+# many runs share a program or processes write the data (execution, not design).
+_MAY_CHANGE = ("models_run", "variant", "max_runs_per_program", "data_workers")
+# Design fields added after studies were recorded, with the value those studies had: a DIR recorded without one was
+# made with it.
+_ADDED_FIELDS = {"data_block": 0}
 
 
 def check_workdir(workdir: str, c) -> None:
@@ -132,7 +137,7 @@ def check_workdir(workdir: str, c) -> None:
     design = {k: v for k, v in json.loads(c.to_json()).items() if k not in _MAY_CHANGE}
     if os.path.exists(path):
         with open(path) as f:
-            recorded = json.load(f)
+            recorded = {**_ADDED_FIELDS, **json.load(f)}
         differ = sorted(k for k in design.keys() | recorded.keys() if design.get(k) != recorded.get(k))
         if differ:
             raise StudyConfigError(
@@ -149,14 +154,15 @@ def check_workdir(workdir: str, c) -> None:
 
 
 def make_data(workdir: str, c, log=print) -> dict[str, str]:
-    """The source and target sets in their on-disk layouts (skipped when DIR/data/READY exists)."""
+    """The source and target sets in their on-disk layouts (skipped when DIR/data/READY exists), written by
+    `data_workers` processes (0: one per core); the files do not depend on how many (data/generate.py)."""
     paths = {"source": os.path.join(workdir, "data", "source"), "target": os.path.join(workdir, "data", "retina")}
     ready = os.path.join(workdir, "data", "READY")
     if os.path.exists(ready):
         return paths
     start = time.perf_counter()
     s, t = c.source, c.target
-    generate.write_source(
+    jobs = generate.source_jobs(
         paths["source"],
         s.classes * s.train_per_class,
         seed=s.seed,
@@ -164,8 +170,8 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
         num_classes=s.classes,
         num_test=s.classes * s.test_per_class,
         kind="fractals",
-    )
-    generate.write_tfds_dr_manual(
+        block=c.data_block,
+    ) + generate.tfds_dr_manual_jobs(
         paths["target"],
         t.train,
         seed=t.seed,
@@ -173,11 +179,14 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
         num_test=t.validation + t.test,
         lesions="polarity",
         public_fraction=t.validation / (t.validation + t.test),
+        block=c.data_block,
     )
+    workers = min(c.data_workers or os.cpu_count() or 1, len(jobs))
+    generate.run_jobs(jobs, workers)
     with open(ready, "w") as f:
-        json.dump({"seconds": time.perf_counter() - start}, f)
+        json.dump({"seconds": time.perf_counter() - start, "workers": workers}, f)
     log(f"data: {s.classes * (s.train_per_class + s.test_per_class)} source and {t.train + t.validation + t.test} "
-        f"target images in {time.perf_counter() - start:.0f} s")  # fmt: skip
+        f"target images in {time.perf_counter() - start:.0f} s ({len(jobs)} jobs, {workers} process(es))")  # fmt: skip
     return paths
 
 
