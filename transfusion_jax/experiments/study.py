@@ -312,6 +312,8 @@ def design_cost(c) -> dict[str, NetworkCost]:
         mine = [
             k for k in keys if (k.init == "slim") == (network == "slim") and (network == "slim" or k.model == network)
         ]
+        if not mine:  # a model run without cells of its own
+            continue
         config = finetune_config(c, paths, mine[0], "")
         widths = c.slim_widths if network == "slim" else c.widths[network]
         step, image = step_flops(c, widths, 2, config)
