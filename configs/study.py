@@ -56,6 +56,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.source = ml_collections.ConfigDict(dict(classes=64, train_per_class=40, test_per_class=8, seed=0))
     # Target task: polarity lesions in the Kaggle DR layout; `test` images of which `validation` are Public.
     c.target = ml_collections.ConfigDict(dict(train=2000, small_train=200, validation=300, test=2200, seed=1))
+    # Random streams of the generated sets: 0 = one per split, drawn in order; B = each B consecutive images their own
+    # (data/generate.py), so a large set is written by many processes. The files do not depend on data_workers.
+    c.data_block = 0
+    c.data_workers = 0  # processes writing the data: 0 = one per core, 1 = this process (execution, not design)
     c.batch_size = 32
     c.pretrain = ml_collections.ConfigDict(dict(steps=800, learning_rate=1e-3, eval_every=200))
     c.finetune = ml_collections.ConfigDict(dict(steps=300, learning_rate=1e-3))
@@ -103,6 +107,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.slim_widths = (32, 64, 64, 128)
         c.source.update(classes=128, train_per_class=100, test_per_class=20)
         c.target.update(train=20_000, small_train=1_000, validation=500, test=5_000)
+        c.data_block = 500  # ~80 jobs of 500 images: ~40,000 images written by every core of the GPU's host
         c.pretrain.update(steps=3_000, eval_every=750)
         c.finetune.steps = 1_500
         c.eval_steps = log_spaced_steps(1_500, 55)  # 47 steps: every step to 11, then ~15 % apart as at 300 steps
@@ -119,4 +124,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
         c.seeds = (0, 1)
         c.similarity.update(positions=4, null_permutations=2)
         c.gates.update(random_inits=2, probe_folds=2, last_evals=2)
+        # Still stacked, in programs of 2 runs: the cells' 6 and 4 runs would be two programs of different sizes,
+        # compiled separately (~10 s each on 2 cores, the test's largest cost); programs of 2 all share one.
+        c.max_runs_per_program = 2
+        c.data_workers = 1  # 208 images: starting worker processes would cost more than drawing them
     return c

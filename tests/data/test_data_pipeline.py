@@ -221,6 +221,21 @@ def test_each_example_is_augmented_with_the_key_of_its_seed_epoch_and_position()
     assert epochs == {1, 2}
 
 
+def test_every_seed_shares_one_compiled_transform_and_keeps_its_own_key():
+    """The seed is an argument of the compiled transform (stacked runs of different seeds compile it once); each
+    seed, one above 2**31 included, still augments with jax.random.key(seed); a seed jax cannot key is refused."""
+    ds = texture_dataset(8, train=True, augment=_augment())
+    for seed in (4, 2**31 + 3):
+        image = np.asarray(next(iter(ds.batches(8, mesh=mesh(), seed=seed)))["image"])
+        row, epoch, position = ds._stream(8, seed=seed, epoch_start=0, start_step=0)[0]
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), position)
+        want = preprocess.augment(jnp.asarray(texture(row), jnp.float32), key, _augment()) / 255
+        np.testing.assert_allclose(image[0], np.asarray(want), atol=1e-6)
+    assert pipeline._compiled_transform(ds.transform, mesh())._cache_size() == 1
+    with pytest.raises(ValueError, match="must fit 32 bits"):
+        next(iter(ds.batches(8, mesh=mesh(), seed=2**32)))
+
+
 @pytest.mark.parametrize("worker_type", ["thread", "process"])
 def test_batches_do_not_depend_on_devices_or_workers(worker_type):
     """Augmented batches are the same on 8 devices decoded inline and on 1 device decoded by 2 grain workers."""

@@ -41,6 +41,7 @@ def test_report_has_gates_verdicts_and_figures(mini):
     workdir, out = mini
     c = study.load_config("mini")
     assert f"[{len(study.plan(c))}/{len(study.plan(c))}] fine-tune small model, small data, transfer, seed 1" in out
+    assert f"this design: {len(study.plan(c))} fine-tuning runs + 1 pretraining" in out.splitlines()[1]
     text = (workdir / "report.md").read_text()
     block = study_report.verdicts_block(text)
     rows = [line for line in block.splitlines() if line.startswith("| C") or line.startswith("| R ")]

@@ -20,6 +20,7 @@ from transfusion_jax.models import (
     feature_names,
     fits_input,
     get_model,
+    layers,
     min_input_size,
 )
 
@@ -295,3 +296,34 @@ def test_model_table_cli():
     assert "| cbr_small | 587 | 2,113,570 |" in out
     assert "| resnet50 | 224 | 23,512,130 |" in out
     assert "block4 19x19x2048" in out  # resnet50 at 587
+
+
+@pytest.mark.parametrize(
+    "mode, distribution, dtype",
+    [
+        ("fan_out", "normal", jnp.float32),
+        ("fan_in", "truncated_normal", jnp.float32),
+        ("fan_avg", "normal", jnp.bfloat16),
+    ],
+)
+def test_flat_variance_scaling_equals_jax_bit_for_bit(mode, distribution, dtype):
+    """layers.variance_scaling draws a vector and reshapes it (faster to compile on XLA:CPU); the values must be
+    jax's initializer's exactly, for conv kernels, dense kernels and odd shapes, so no init changes."""
+    reference = jax.nn.initializers.variance_scaling(2.0, mode, distribution)
+    ours = layers.variance_scaling(2.0, mode, distribution)
+    for n, shape in enumerate([(7, 7, 3, 4), (32, 2), (5, 3, 2)]):
+        key = jax.random.key(n)
+        expected, got = reference(key, shape, dtype), ours(key, shape, dtype)
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(expected, np.float32))
+
+
+def test_whole_model_init_is_the_same_with_jax_initializers(monkeypatch):
+    """A model initialised with layers' flat initializers equals the same model initialised with jax's own (He
+    fan-out normal for every ConvBN, flax's lecun_normal default for the head): no random init changed."""
+    net, x = get_model("cbr_small", 3, widths=(4, 8)), jnp.zeros((1, 32, 32, 3))
+    ours = jax.jit(lambda k: net.init(k, x, train=False)["params"])(jax.random.key(0))
+    monkeypatch.setattr(layers, "HE_FAN_OUT", jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+    monkeypatch.setattr(layers, "LECUN_NORMAL", jax.nn.initializers.lecun_normal())
+    theirs = jax.jit(lambda k: net.init(k, x, train=False)["params"])(jax.random.key(0))
+    chex.assert_trees_all_equal(ours, theirs)

@@ -1,6 +1,7 @@
 """Init schemes: which leaves come from the checkpoint, Mean-Var statistics, Gabor placement, parsing, entry point."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
@@ -153,6 +154,20 @@ def test_mean_var_keeps_moments_and_destroys_structure():
         source,
         lambda k: False,
     )
+
+
+def test_mean_var_draws_are_the_normals_of_each_tensors_shape():
+    """Mean-Var draws a vector and reshapes it (faster to compile): the values must be those of a draw of the
+    tensor's own shape from the tensor's key, fold_in(rng, position), as they always were."""
+    init = tiny_init(0)
+    source = structured_source(init)
+    out, _ = schemes.mean_var(init, source, jax.random.key(0))
+    kernels = [(i, k) for i, k in enumerate(flat(init)) if k.endswith("conv/kernel")]
+    assert len(kernels) == len(TINY_BLOCKS)
+    for i, key in kernels:
+        x = np.asarray(flat(source)[key], np.float64)
+        z = jax.random.normal(jax.random.fold_in(jax.random.key(0), i), x.shape, jnp.float32)
+        np.testing.assert_array_equal(flat(out)[key], (x.mean() + x.std() * z).astype(np.float32))
 
 
 @pytest.mark.parametrize("bn", schemes.MEAN_VAR_BN)

@@ -14,10 +14,21 @@ Variants (synthetic.py says what each draws):
   per class, FractalDB-style formula-driven images).
 Study variants are saved at JPEG quality 95 without chroma subsampling, so a spot of a few pixels keeps its sign
 and colour at the small sizes the study trains on.
+
+Worker processes: `source_jobs` and `tfds_dr_manual_jobs` cut a set into independent jobs and `run_jobs` runs them
+in a process pool; a job owns its random stream, so the files are the same bytes for any number of workers. By
+default a split is one stream, drawn in order as it always was (source: one job; Retina: train, and test + sample);
+`block=B` gives each run of B consecutive images its own stream (labels from a stream of their own), so a large set
+splits into many jobs. A pool of processes rather than grain: grain turns records into training batches, while
+this is a fixed list of jobs that write files and return nothing.
 """
 
+import concurrent.futures
 import csv
+import functools
+import multiprocessing
 import os
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -116,11 +127,83 @@ def write_kaggle_dr(out: str, num: int, seed: int = 0, size: int = 96, lesions: 
     names = _eye_names(10, num)
     grades = synthetic.sample_retina_grades(rng, num)
     _retina_images(out, "train", names, grades, rng, size, lesions)
-    with open(os.path.join(out, "trainLabels.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "level"])
-        writer.writerows(zip(names, grades))
+    _write_rows(os.path.join(out, "trainLabels.csv"), ["image", "level"], zip(names, grades))
     return out
+
+
+def _write_rows(path: str, header: list, rows) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _solution_rows(names: list, grades, public: int) -> list:
+    return [[name, grade, "Public" if i < public else "Private"] for i, (name, grade) in enumerate(zip(names, grades))]
+
+
+def _write_dr_test(out: str, num: int, seed: int, size: int, num_test: int, lesions: str, public: int) -> None:
+    """test/ + retinopathy_solution.csv + sample/ from the one stream [seed, 1], in order."""
+    rng = np.random.default_rng([seed, 1])
+    names = _eye_names(10 + num, num_test)
+    grades = synthetic.sample_retina_grades(rng, num_test)
+    _retina_images(out, "test", names, grades, rng, size, lesions)
+    _write_rows(os.path.join(out, "retinopathy_solution.csv"), ["image", "level", "Usage"],
+                _solution_rows(names, grades, public))  # fmt: skip
+    sample = _eye_names(10 + num + num_test, min(10, num))  # Kaggle's sample.zip: 10 unlabelled images
+    _retina_images(out, "sample", sample, synthetic.sample_retina_grades(rng, len(sample)), rng, size, lesions)
+
+
+def _retina_block(out: str, folder: str, names: list, grades, stream: list, size: int, lesions: str) -> None:
+    _retina_images(out, folder, names, grades, np.random.default_rng(stream), size, lesions)
+
+
+def _blocks(count: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(start + block, count)) for start in range(0, count, block)]
+
+
+def tfds_dr_manual_jobs(
+    out: str,
+    num: int,
+    seed: int = 0,
+    size: int = 96,
+    num_test: int | None = None,
+    lesions: str = "blobs",
+    public_fraction: float = 0.3,
+    block: int = 0,
+) -> list[Callable[[], None]]:
+    """The jobs that write `write_tfds_dr_manual`'s set (module docstring: `block`). With `block`, each split's
+    grades come from the stream [seed, 3, split] and its images b*block.. from [seed, 4, split, b]."""
+    _check_choice("lesions", lesions, RETINA_LESIONS)
+    num_test = max(8, num // 4) if num_test is None else num_test
+    if not 0 < public_fraction < 1:
+        raise ValueError(f"public_fraction must be in (0, 1), got {public_fraction}")
+    if block < 0:
+        raise ValueError(f"block must be >= 0 (0: one stream per split), got {block}")
+    public = max(1, round(public_fraction * num_test))
+    if not block:
+        return [
+            functools.partial(write_kaggle_dr, out, num, seed, size, lesions),
+            functools.partial(_write_dr_test, out, num, seed, size, num_test, lesions, public),
+        ]
+    splits = [  # (split number, folder, names)
+        (0, "train", _eye_names(10, num)),
+        (1, "test", _eye_names(10 + num, num_test)),
+        (2, "sample", _eye_names(10 + num + num_test, min(10, num))),  # Kaggle's sample.zip: 10 unlabelled images
+    ]
+    grades = {k: synthetic.sample_retina_grades(np.random.default_rng([seed, 3, k]), len(n)) for k, _, n in splits}
+    jobs = [
+        functools.partial(_write_rows, os.path.join(out, "trainLabels.csv"), ["image", "level"],
+                          list(zip(splits[0][2], grades[0]))),
+        functools.partial(_write_rows, os.path.join(out, "retinopathy_solution.csv"), ["image", "level", "Usage"],
+                          _solution_rows(splits[1][2], grades[1], public)),
+    ]  # fmt: skip
+    for k, folder, names in splits:
+        for b, (start, stop) in enumerate(_blocks(len(names), block)):
+            jobs.append(functools.partial(_retina_block, out, folder, names[start:stop], grades[k][start:stop],
+                                          [seed, 4, k, b], size, lesions))  # fmt: skip
+    return jobs
 
 
 def write_tfds_dr_manual(
@@ -131,27 +214,88 @@ def write_tfds_dr_manual(
     num_test: int | None = None,
     lesions: str = "blobs",
     public_fraction: float = 0.3,
+    block: int = 0,
+    workers: int = 1,
 ) -> str:
     """The TFDS DR manual dir: the Kaggle train tree plus `num_test` test images labelled in
     retinopathy_solution.csv, the first `public_fraction` of them Usage=Public (TFDS 'validation'), the rest
     Private ('test'), and sample/ with up to 10 unlabelled images (TFDS 'sample'). Eye ids are consecutive across
-    train, test and sample, so no id is in two splits."""
-    num_test = max(8, num // 4) if num_test is None else num_test
-    if not 0 < public_fraction < 1:
-        raise ValueError(f"public_fraction must be in (0, 1), got {public_fraction}")
-    write_kaggle_dr(out, num, seed, size, lesions)
-    rng = np.random.default_rng([seed, 1])
-    names = _eye_names(10 + num, num_test)
-    grades = synthetic.sample_retina_grades(rng, num_test)
-    _retina_images(out, "test", names, grades, rng, size, lesions)
-    with open(os.path.join(out, "retinopathy_solution.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "level", "Usage"])
-        for i, (name, grade) in enumerate(zip(names, grades)):
-            writer.writerow([name, grade, "Public" if i < max(1, round(public_fraction * num_test)) else "Private"])
-    sample = _eye_names(10 + num + num_test, min(10, num))  # Kaggle's sample.zip: 10 unlabelled images
-    _retina_images(out, "sample", sample, synthetic.sample_retina_grades(rng, len(sample)), rng, size, lesions)
+    train, test and sample, so no id is in two splits. `block`, `workers`: module docstring."""
+    run_jobs(tfds_dr_manual_jobs(out, num, seed, size, num_test, lesions, public_fraction, block), workers)
     return out
+
+
+def _source_renderer(kind: str, systems, size: int):
+    if kind == "fractals":
+        return functools.partial(_render_fractal_of_class, systems, size), _STUDY_JPEG
+    return functools.partial(_render_shape_of_class, size), None
+
+
+def _render_fractal_of_class(systems, size: int, rng, label: int):
+    return synthetic.render_fractal(rng, systems[label], size)
+
+
+def _render_shape_of_class(size: int, rng, label: int):
+    return synthetic.render_source(rng, label, size)
+
+
+def _source_labels(rng, kind: str, count: int, num_classes: int) -> np.ndarray:
+    if kind == "fractals":  # balanced, so every split holds every class (folders name the classes)
+        return rng.permutation(np.arange(count) % num_classes)
+    return rng.integers(num_classes, size=count)
+
+
+def _source_files(out: str, split: str, first: int, labels, rng, render, jpeg, num_classes: int) -> None:
+    digits = max(2, len(str(num_classes - 1)))
+    for i, label in enumerate(labels, first):
+        path = os.path.join(out, split, f"class_{label:0{digits}d}", f"{i:06d}.jpeg")
+        _save(render(rng, int(label)), path, jpeg=jpeg)
+
+
+def _write_source_one_stream(out, counts, seed, size, num_classes, kind, systems) -> None:
+    """Both splits from the one stream `seed`, in order: labels of a split, then its images."""
+    rng = np.random.default_rng(seed)
+    render, jpeg = _source_renderer(kind, systems, size)
+    for split, count in counts:
+        labels = _source_labels(rng, kind, count, num_classes)
+        _source_files(out, split, 0, labels, rng, render, jpeg, num_classes)
+
+
+def _source_block(out, split, first, labels, stream, size, num_classes, kind, systems) -> None:
+    render, jpeg = _source_renderer(kind, systems, size)
+    _source_files(out, split, first, labels, np.random.default_rng(stream), render, jpeg, num_classes)
+
+
+def source_jobs(
+    out: str,
+    num: int,
+    seed: int = 0,
+    size: int = 64,
+    num_classes: int = 10,
+    num_test: int | None = None,
+    kind: str = "shapes",
+    block: int = 0,
+) -> list[Callable[[], None]]:
+    """The jobs that write `write_source`'s set (module docstring: `block`). With `block`, each split's labels
+    come from the stream [seed, 3, split] and its images b*block.. from [seed, 4, split, b]; the fractal classes'
+    systems always from [seed, 2]."""
+    _check_choice("source kind", kind, SOURCE_KINDS)
+    if block < 0:
+        raise ValueError(f"block must be >= 0 (0: one stream), got {block}")
+    num_test = max(num_classes, num // 5) if num_test is None else num_test
+    systems = None
+    if kind == "fractals":
+        systems = synthetic.sample_ifs_classes(np.random.default_rng([seed, 2]), num_classes)
+    counts = (("train", num), ("test", num_test))
+    if not block:
+        return [functools.partial(_write_source_one_stream, out, counts, seed, size, num_classes, kind, systems)]
+    jobs = []
+    for k, (split, count) in enumerate(counts):
+        labels = _source_labels(np.random.default_rng([seed, 3, k]), kind, count, num_classes)
+        for b, (start, stop) in enumerate(_blocks(count, block)):
+            jobs.append(functools.partial(_source_block, out, split, start, labels[start:stop], [seed, 4, k, b],
+                                          size, num_classes, kind, systems))  # fmt: skip
+    return jobs
 
 
 def write_source(
@@ -162,35 +306,28 @@ def write_source(
     num_classes: int = 10,
     num_test: int | None = None,
     kind: str = "shapes",
+    block: int = 0,
+    workers: int = 1,
 ) -> str:
     """`num` train and `num_test` test images over `num_classes` classes: synthetic.render_source ('shapes',
     classes drawn at random) or one IFS fractal per class, the systems drawn from `seed` (synthetic.render_fractal,
-    'fractals', classes balanced: each split holds every class once `num` and `num_test` >= `num_classes`)."""
-    _check_choice("source kind", kind, SOURCE_KINDS)
-    num_test = max(num_classes, num // 5) if num_test is None else num_test
-    rng = np.random.default_rng(seed)
-    if kind == "fractals":
-        systems = synthetic.sample_ifs_classes(np.random.default_rng([seed, 2]), num_classes)
-
-        def render(label):
-            return synthetic.render_fractal(rng, systems[label], size)
-
-        jpeg = _STUDY_JPEG
-    else:
-
-        def render(label):
-            return synthetic.render_source(rng, label, size)
-
-        jpeg = None
-    digits = max(2, len(str(num_classes - 1)))
-    for split, count in (("train", num), ("test", num_test)):
-        if kind == "fractals":  # balanced, so every split holds every class (folders name the classes)
-            labels = rng.permutation(np.arange(count) % num_classes)
-        else:
-            labels = rng.integers(num_classes, size=count)
-        for i, label in enumerate(labels):
-            _save(render(int(label)), os.path.join(out, split, f"class_{label:0{digits}d}", f"{i:06d}.jpeg"), jpeg=jpeg)
+    'fractals', classes balanced: each split holds every class once `num` and `num_test` >= `num_classes`).
+    `block`, `workers`: module docstring."""
+    run_jobs(source_jobs(out, num, seed, size, num_classes, num_test, kind, block), workers)
     return out
+
+
+def run_jobs(jobs: list[Callable[[], None]], workers: int = 1) -> None:
+    """Runs every job, in this process (`workers` <= 1) or in a pool of that many processes (spawned: the caller
+    may hold JAX's threads, which a fork would copy mid-flight). The first failure is raised."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            job()
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        for future in [pool.submit(job) for job in jobs]:
+            future.result()
 
 
 WRITERS = {

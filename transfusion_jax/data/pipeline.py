@@ -210,14 +210,24 @@ class _DeviceTransform:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_transform(transform: _DeviceTransform, mesh: jax.sharding.Mesh, seed: int):
-    """jit of the per-example transform over a batch sharded on 'data': each device transforms its own rows
-    (shard_map: no communication)."""
+def _compiled_transform(transform: _DeviceTransform, mesh: jax.sharding.Mesh):
+    """jit(seed, pixels, example, epoch_position) of the per-example transform over a batch sharded on 'data': each
+    device transforms its own rows (shard_map: no communication). The seed is an argument, not a constant, so runs
+    of different seeds (a study's stacked runs) share one compiled program."""
 
-    def local(pixels, example, epoch_position):
+    def local(seed, pixels, example, epoch_position):
         return jax.vmap(functools.partial(transform.example, seed))(pixels, example, epoch_position)
 
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P("data")))
+    specs = (P(), P("data"), P("data"), P("data"))
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P("data")))
+
+
+def _seed_argument(seed: int) -> np.uint32:
+    """`seed` as the transform's argument: jax.random.key(uint32(seed mod 2**32)) is jax.random.key(seed) for every
+    seed jax takes as a 32-bit integer."""
+    if not -(2**31) <= seed < 2**32:
+        raise ValueError(f"The data order seed must fit 32 bits (-2**31 <= seed < 2**32), got {seed}.")
+    return np.uint32(seed % 2**32)
 
 
 class Dataset:
@@ -351,8 +361,10 @@ class Dataset:
             k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
             for k, v in host.items()
         }
-        transform = _compiled_transform(self.transform, mesh, seed)
-        batch["image"] = transform(batch["image"], batch.pop("example"), batch.pop("epoch_position"))
+        transform = _compiled_transform(self.transform, mesh)
+        batch["image"] = transform(
+            _seed_argument(seed), batch["image"], batch.pop("example"), batch.pop("epoch_position")
+        )
         return batch
 
     def _bad_image(self, index, error):

@@ -19,6 +19,7 @@ JSON files). DIR remembers the design it was started with (study_config.json) an
 models run may grow (the CPU cut's runs are reused by --full).
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -37,7 +39,9 @@ from transfusion_jax.data import generate
 from transfusion_jax.experiments import run_weights, runs, study_report, study_verdicts
 from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures
 from transfusion_jax.surgery import gabor_filters
-from transfusion_jax.train import config_lib, partition
+from transfusion_jax.train import config_lib, partition, preflight
+from transfusion_jax.train import state as state_lib
+from transfusion_jax.train import steps as steps_lib
 from transfusion_jax.train.writer import read_records
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -109,6 +113,8 @@ def check_config(c) -> None:
         errors.append("source needs >= 2 classes and test images; target needs validation and test images")
     if c.gates.random_inits < 2 or c.gates.probe_folds < 2 or c.gates.last_evals < 2:
         errors.append("gates need >= 2 random inits, >= 2 probe folds and >= 2 last evaluations")
+    if c.data_block < 0 or c.data_workers < 0:
+        errors.append(f"data_block={c.data_block} and data_workers={c.data_workers} must be >= 0")
     if c.max_runs_per_program < 0:
         errors.append(f"max_runs_per_program={c.max_runs_per_program}: 0 (no limit) or more")
     for model in c.models_run:
@@ -120,8 +126,11 @@ def check_config(c) -> None:
 
 
 # Fields that may change between invocations on one DIR: which models run (the cut or the whole design), and how
-# many runs share a program (execution, not design).
-_MAY_CHANGE = ("models_run", "variant", "max_runs_per_program")
+# many runs share a program or processes write the data (execution, not design).
+_MAY_CHANGE = ("models_run", "variant", "max_runs_per_program", "data_workers")
+# Design fields added after studies were recorded, with the value those studies had: a DIR recorded without one was
+# made with it.
+_ADDED_FIELDS = {"data_block": 0}
 
 
 def check_workdir(workdir: str, c) -> None:
@@ -131,7 +140,7 @@ def check_workdir(workdir: str, c) -> None:
     design = {k: v for k, v in json.loads(c.to_json()).items() if k not in _MAY_CHANGE}
     if os.path.exists(path):
         with open(path) as f:
-            recorded = json.load(f)
+            recorded = {**_ADDED_FIELDS, **json.load(f)}
         differ = sorted(k for k in design.keys() | recorded.keys() if design.get(k) != recorded.get(k))
         if differ:
             raise StudyConfigError(
@@ -148,14 +157,15 @@ def check_workdir(workdir: str, c) -> None:
 
 
 def make_data(workdir: str, c, log=print) -> dict[str, str]:
-    """The source and target sets in their on-disk layouts (skipped when DIR/data/READY exists)."""
+    """The source and target sets in their on-disk layouts (skipped when DIR/data/READY exists), written by
+    `data_workers` processes (0: one per core); the files do not depend on how many (data/generate.py)."""
     paths = {"source": os.path.join(workdir, "data", "source"), "target": os.path.join(workdir, "data", "retina")}
     ready = os.path.join(workdir, "data", "READY")
     if os.path.exists(ready):
         return paths
     start = time.perf_counter()
     s, t = c.source, c.target
-    generate.write_source(
+    jobs = generate.source_jobs(
         paths["source"],
         s.classes * s.train_per_class,
         seed=s.seed,
@@ -163,8 +173,8 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
         num_classes=s.classes,
         num_test=s.classes * s.test_per_class,
         kind="fractals",
-    )
-    generate.write_tfds_dr_manual(
+        block=c.data_block,
+    ) + generate.tfds_dr_manual_jobs(
         paths["target"],
         t.train,
         seed=t.seed,
@@ -172,11 +182,14 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
         num_test=t.validation + t.test,
         lesions="polarity",
         public_fraction=t.validation / (t.validation + t.test),
+        block=c.data_block,
     )
+    workers = min(c.data_workers or os.cpu_count() or 1, len(jobs))
+    generate.run_jobs(jobs, workers)
     with open(ready, "w") as f:
-        json.dump({"seconds": time.perf_counter() - start}, f)
+        json.dump({"seconds": time.perf_counter() - start, "workers": workers}, f)
     log(f"data: {s.classes * (s.train_per_class + s.test_per_class)} source and {t.train + t.validation + t.test} "
-        f"target images in {time.perf_counter() - start:.0f} s")  # fmt: skip
+        f"target images in {time.perf_counter() - start:.0f} s ({len(jobs)} jobs, {workers} process(es))")  # fmt: skip
     return paths
 
 
@@ -235,6 +248,101 @@ def finetune_config(c, paths: dict[str, str], key: RunKey, workdir: str):
     config.auc_threshold, config.relative_threshold = c.threshold, c.relative_threshold
     config.pretrained = checkpoint_of(workdir, "large" if key.init == "slim" else key.model)
     return config
+
+
+# ---------------------------------------------------------------- the design's cost, before anything runs
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkCost:
+    """What one network of the design costs: its runs (fine-tuning; pretraining apart), training steps, images put
+    through an eval forward pass, and XLA's FLOP counts of one train step (a batch) and of one image's forward."""
+
+    runs: int
+    pretrain_runs: int
+    train_steps: int
+    images_evaluated: int
+    train_flops: float  # all its training steps (pretraining included)
+    eval_flops: float  # all its images evaluated
+    step_flops: float  # one fine-tuning train step on a batch
+    image_flops: float  # one image's eval forward
+
+    @property
+    def flops(self) -> float:
+        return self.train_flops + self.eval_flops
+
+
+def step_flops(c, widths: Sequence[int], num_classes: int, config) -> tuple[float, float]:
+    """(FLOPs of one train step on a batch of `c.batch_size`, FLOPs of one image's eval forward) of the trainer's own
+    step functions for `config` (its optimizer) at `c.image_size`, on one device, from XLA's cost analysis of the
+    lowered programs: nothing is compiled or run (compiling would cost ~5 s a program on 2 cores; the compiled
+    programs' counts are within 2 % of these for the study's models)."""
+    model = models.get_model(c.family, num_classes, widths=tuple(widths))
+    size, batch = c.image_size, c.batch_size
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+    tx, _ = state_lib.make_optimizer(config, variables["params"])
+    state = state_lib.TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=jax.eval_shape(tx.init, variables["params"]),
+    )
+    inputs = {
+        "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+        "valid": jax.ShapeDtypeStruct((batch,), jnp.bool_),
+    }
+    mesh = partition.make_data_mesh(jax.devices()[:1])
+    rng = jax.eval_shape(lambda: jax.random.key(0))
+    train = steps_lib.make_train_step(model, tx, "softmax", mesh).lower(state, inputs, rng).cost_analysis()["flops"]
+    forward = steps_lib.make_eval_step(model, "softmax", mesh).lower(state, inputs).cost_analysis()["flops"]
+    return float(train), float(forward) / batch
+
+
+def design_cost(c) -> dict[str, NetworkCost]:
+    """{network ('small' | 'large' | 'slim'): NetworkCost} of the models run. Images evaluated: the validation
+    passes and the test scoring of every fine-tuning run, the source evaluations of pretraining, and the analyses'
+    forward passes (G2's probes over the train images of each random init; step 0 and the final step of every
+    full-data random and transfer run over the test images, for similarity). Not counted: data generation, the
+    similarity measures themselves, the probes' fitting, the report."""
+    paths = {"source": "", "target": ""}
+    keys = plan(c)
+    out = {}
+    for network in [m for m in MODELS if m in c.models_run] + (["slim"] if any(k.init == "slim" for k in keys) else []):
+        mine = [
+            k for k in keys if (k.init == "slim") == (network == "slim") and (network == "slim" or k.model == network)
+        ]
+        if not mine:  # a model run without cells of its own
+            continue
+        config = finetune_config(c, paths, mine[0], "")
+        widths = c.slim_widths if network == "slim" else c.widths[network]
+        step, image = step_flops(c, widths, 2, config)
+        evaluated = len(mine) * (len(preflight.eval_steps(config)) * c.target.validation + c.target.test)
+        train_flops, steps = len(mine) * c.finetune.steps * step, len(mine) * c.finetune.steps
+        pretrain_runs, eval_flops = 0, evaluated * image
+        if network != "slim":
+            pre = pretrain_config(c, paths, network)
+            pre_step, pre_image = step_flops(c, widths, c.source.classes, pre)
+            pre_images = len(preflight.eval_steps(pre)) * c.source.classes * c.source.test_per_class
+            pretrain_runs, steps = 1, steps + c.pretrain.steps
+            train_flops += c.pretrain.steps * pre_step
+            analyses = c.gates.random_inits * c.target.train + sum(
+                2 * c.target.test for k in mine if k.data == "full" and k.init in ("random", "transfer")
+            )
+            evaluated += pre_images + analyses
+            eval_flops += pre_images * pre_image + analyses * image
+        out[network] = NetworkCost(len(mine), pretrain_runs, steps, evaluated, train_flops, eval_flops, step, image)
+    return out
+
+
+def describe_cost(costs: dict[str, NetworkCost]) -> str:
+    runs = sum(n.runs for n in costs.values())
+    pretrain = sum(n.pretrain_runs for n in costs.values())
+    train = sum(n.train_flops for n in costs.values()) / 1e12
+    evaluated = sum(n.eval_flops for n in costs.values()) / 1e12
+    per = ", ".join(f"{name} {n.runs} runs, {n.flops / 1e12:.2f} TFLOP" for name, n in costs.items())
+    return (f"this design: {runs} fine-tuning runs + {pretrain} pretraining, {train:.2f} TFLOP of training and "
+            f"{evaluated:.2f} TFLOP of evaluation (XLA's count; {per})")  # fmt: skip
 
 
 # ---------------------------------------------------------------- training
@@ -364,9 +472,10 @@ def measure_runs(workdir: str, c, summaries: dict[RunKey, dict], log=print) -> t
 
 
 def _random_variables(c, model: str, num_classes: int, seed: int):
+    """The model's initialiser with key(seed), through the trainer's own init program (compiled once per model)."""
     net = models.get_model(c.family, num_classes, widths=tuple(c.widths[model]))
     x = np.zeros((1, c.image_size, c.image_size, 3), np.float32)
-    return net, jax.device_get(jax.jit(functools.partial(net.init, train=False))(jax.random.key(seed), x))
+    return net, jax.device_get(state_lib.random_variables(net, jax.random.key(seed), x))
 
 
 def _weight_diagnostics(params) -> dict:
@@ -511,6 +620,7 @@ def run_study(workdir: str, c, log=print) -> str:
     check_workdir(workdir, c)
     keys = plan(c)
     log(f"miniature study in {workdir}: {len(c.models_run)} model(s), {len(keys)} fine-tuning runs + pretraining")
+    log(describe_cost(design_cost(c)))
     paths = make_data(workdir, c, log)
     pretrain_summaries = pretrain_all(workdir, c, paths, log)
     summaries = finetune_all(workdir, c, paths, log)

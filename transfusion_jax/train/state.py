@@ -41,7 +41,9 @@ def build_model(config, num_outputs: int) -> nn.Module:
     )
 
 
-def _random_variables(model, rng, sample_input) -> dict[str, Any]:
+def random_variables(model, rng, sample_input) -> dict[str, Any]:
+    """{'params', 'batch_stats'} of `model` freshly initialised: the one init program of a model and input shape,
+    which other callers (the study's random-init diagnostics) share through the persistent compilation cache."""
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
@@ -67,7 +69,7 @@ def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any
     variables; logs where each block came from.
     """
     init_rng, scheme_rng = jax.random.split(rng)
-    fresh = _random_variables(model, init_rng, sample_input)
+    fresh = random_variables(model, init_rng, sample_input)
     variables, provenance = surgery.initialize(
         config.init,
         config.model.name,

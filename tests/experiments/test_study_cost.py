@@ -1,0 +1,51 @@
+"""The design's cost (study.design_cost): XLA's FLOP counts against a closed form, and the counts of runs, steps
+and images against the design's own numbers."""
+
+from transfusion_jax.experiments import study
+
+
+def _one_layer_flops(c, num_classes=2):
+    config = study.finetune_config(c, {"source": "", "target": ""}, study.RunKey("small", "full", "random", 0), "")
+    return study.step_flops(c, (8,), num_classes, config)
+
+
+def test_flops_of_a_one_layer_cbr_match_the_conv_by_hand():
+    """A 7x7 conv 3 -> 8 with SAME padding on 32x32 images, counted as XLA counts it: a multiply and an add for every
+    kernel tap that lands inside the image (padding taps are not computed). Along one axis the 32 outputs see
+    32 * 7 - 2 * (3 + 2 + 1) = 212 taps, so 2 * 212**2 * 3 * 8 FLOPs per image. The rest of the forward (BN, ReLU,
+    the 3x3 max-pool, the mean and a 2-way head) adds under 5 %. A train step adds the kernel's gradient (the same
+    count again; the image needs no gradient) and the small rest: between 2x and 2.5x the conv per image."""
+    c = study.load_config("mini", ["batch_size=16"])
+    taps = 32 * 7 - 2 * (3 + 2 + 1)
+    conv = 2 * taps**2 * 3 * 8
+    train, forward = _one_layer_flops(c)
+    assert conv <= forward <= 1.05 * conv
+    assert 2 * conv <= train / 16 <= 2.5 * conv
+    train64, forward64 = _one_layer_flops(study.load_config("mini", ["batch_size=16", "image_size=64"]))
+    conv64 = 2 * (64 * 7 - 12) ** 2 * 3 * 8  # the config's image size is the one counted
+    assert conv64 <= forward64 <= 1.05 * conv64 and 2 * conv64 <= train64 / 16 <= 2.5 * conv64
+
+
+def test_design_cost_counts_runs_steps_and_images_of_each_network():
+    c = study.load_config("mini")
+    (name, small), = study.design_cost(c).items()  # fmt: skip
+    runs = len(study.plan(c))
+    evals = len(set(c.eval_steps) | {c.finetune.steps})
+    assert name == "small" and (small.runs, small.pretrain_runs) == (runs, 1)
+    assert small.train_steps == c.pretrain.steps + runs * c.finetune.steps
+    analyses = c.gates.random_inits * c.target.train + 2 * len(c.seeds) * 2 * c.target.test  # G2; random, transfer
+    pretrain_evals = len(range(c.pretrain.eval_every, c.pretrain.steps + 1, c.pretrain.eval_every))
+    source_test = c.source.classes * c.source.test_per_class
+    assert small.images_evaluated == runs * (evals * c.target.validation + c.target.test) + analyses + (
+        pretrain_evals * source_test
+    )
+    assert small.train_flops > runs * c.finetune.steps * small.step_flops  # plus pretraining's
+    assert small.flops == small.train_flops + small.eval_flops
+    full = study.design_cost(study.load_config("full"))
+    assert [(k, n.runs, n.pretrain_runs) for k, n in full.items()] == [
+        ("small", 25, 1),
+        ("large", 45, 1),
+        ("slim", 5, 0),
+    ]
+    assert full["large"].image_flops > 3 * full["small"].image_flops  # twice the widths: ~4x the convs' FLOPs
+    assert "this design: 75 fine-tuning runs + 2 pretraining" in study.describe_cost(full)

@@ -1,0 +1,59 @@
+"""The study's generated data (study.make_data): the same bytes whatever the number of worker processes, in both
+stream layouts (one stream per split, as the published runs used; a stream per block of images, as --scale uses)."""
+
+import hashlib
+import os
+
+import pytest
+
+from transfusion_jax.experiments import study
+
+
+def _files(root) -> dict[str, str]:
+    """relative path -> sha256 of every file under root/data but READY (which records the time taken)."""
+    out = {}
+    for folder, _, names in os.walk(root / "data"):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name != "READY":
+                with open(path, "rb") as f:
+                    out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("block", [0, 8])
+def test_make_data_writes_the_same_bytes_with_one_or_two_workers(tmp_path, block):
+    written = {}
+    for workers in (1, 2):
+        c = study.load_config("mini", [f"data_block={block}", f"data_workers={workers}"])
+        lines = []
+        study.make_data(str(tmp_path / f"w{workers}"), c, log=lines.append)
+        assert f"{workers} process(es)" in lines[0]
+        written[workers] = _files(tmp_path / f"w{workers}")
+    s, t = c.source, c.target
+    images = [p for p in written[1] if p.endswith(".jpeg")]
+    assert len(images) == s.classes * (s.train_per_class + s.test_per_class) + t.train + t.validation + t.test + 10
+    assert {"data/retina/trainLabels.csv", "data/retina/retinopathy_solution.csv"} <= set(written[1])
+    assert written[1] == written[2]  # images, ids and labels (the CSVs) byte for byte
+    # Every class of the fractal source is balanced in each split, in either layout.
+    for split, per_class in (("train", s.train_per_class), ("test", s.test_per_class)):
+        counts = [len(os.listdir(tmp_path / "w1" / "data" / "source" / split / d))
+                  for d in sorted(os.listdir(tmp_path / "w1" / "data" / "source" / split))]  # fmt: skip
+        assert counts == [per_class] * s.classes
+
+
+def test_block_streams_are_a_different_layout_of_the_same_design(tmp_path):
+    """data_block changes which stream draws each image (so the files differ), and is part of the design a workdir
+    records; data_workers is not."""
+    one = study.load_config("mini", ["data_workers=1"])
+    blocks = study.load_config("mini", ["data_workers=1", "data_block=8"])
+    for name, c in (("one", one), ("blocks", blocks)):
+        study.make_data(str(tmp_path / name), c, log=lambda _: None)
+    one_files, block_files = _files(tmp_path / "one"), _files(tmp_path / "blocks")
+    assert len(one_files) == len(block_files)  # the same images and eye ids; other pixels and labels
+    assert {p for p in one_files if "retina" in p} == {p for p in block_files if "retina" in p}
+    assert not set(one_files.values()) & set(block_files.values())  # no image or label file in common
+    study.check_workdir(str(tmp_path / "one"), one)
+    study.check_workdir(str(tmp_path / "one"), study.load_config("mini", ["data_workers=2"]))
+    with pytest.raises(study.StudyConfigError, match=r"other settings \(data_block\)"):
+        study.check_workdir(str(tmp_path / "one"), blocks)
