@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout
 sys.path.insert(0, HERE)
 
 from bench_train_step import bench_config, environment, synthetic_batch  # noqa: E402
+from roofline import matmul_peak_gflops, program_flops  # noqa: E402
 
 
 def quickstart_defaults():
@@ -89,7 +90,7 @@ def parse_args(argv=None):
 
 
 def build(args, cpu_kernels: bool = True):
-    """(sequential round, together round, {single, multi} compile seconds)."""
+    """(sequential round, together round, {single, multi} compile seconds, {single, multi} FLOPs per run-step)."""
     import jax
     import jax.numpy as jnp
 
@@ -130,6 +131,7 @@ def build(args, cpu_kernels: bool = True):
     multi = multi.lower(stacked, multi_batches, per_run).compile()
     multi_compile = time.perf_counter() - start
     kernels.ENABLED = True
+    flops = {"single": program_flops(single), "multi": program_flops(multi) / args.runs}
 
     holder = {"states": states, "stacked": stacked, "t": 0}
 
@@ -144,7 +146,7 @@ def build(args, cpu_kernels: bool = True):
         holder["stacked"], metrics = multi(holder["stacked"], multi_batches, per_run)
         jax.block_until_ready(metrics)
 
-    return sequential, together, {"single": single_compile, "multi": multi_compile}
+    return sequential, together, {"single": single_compile, "multi": multi_compile}, flops
 
 
 def whole_runs(args):
@@ -200,10 +202,10 @@ def main(argv=None):
         import torch
     except ImportError:
         torch = None
-    sequential, together, compiles = build(args)
+    sequential, together, compiles, flops = build(args)
     rounds = {"one after another": sequential, "one program": together}
     if args.cpu_kernels == "both":
-        _, together_plain, plain_compiles = build(args, cpu_kernels=False)
+        _, together_plain, plain_compiles, _ = build(args, cpu_kernels=False)
         rounds["one program, no CPU kernels"] = together_plain
         compiles["multi, no CPU kernels"] = plain_compiles["multi"]
     times = {name: [] for name in rounds}
@@ -215,6 +217,11 @@ def main(argv=None):
             fn()
             times[name].append(time.perf_counter() - start)
     rate = {name: args.runs / float(np.median(t)) for name, t in times.items()}  # run-steps per second
+    import jax
+
+    on_cpu = jax.default_backend() == "cpu"
+    peak = matmul_peak_gflops(torch=torch) if on_cpu else {}  # the roofline's top, in the same run
+    peak_load = os.getloadavg()[0]
 
     widths = "paper widths" if args.widths is None else "-".join(map(str, args.widths))
     print(environment(args, torch))
@@ -223,8 +230,8 @@ def main(argv=None):
         f"{'one shared batch' if args.shared_batch else 'each run its own batch'}; median of {args.rounds} rounds"
     )
     print()
-    print("| program | run-steps/s | ms per run-step | vs one after another | compile s |")
-    print("|---|---|---|---|---|")
+    print("| program | run-steps/s | ms per run-step | vs one after another | achieved GFLOP/s | compile s |")
+    print("|---|---|---|---|---|---|")
     compile_of = {
         "one after another": "single",
         "one program": "multi",
@@ -233,7 +240,20 @@ def main(argv=None):
     for name, r in rate.items():
         print(
             f"| {name} | {r:.1f} | {1000 / r:.1f} | {r / rate['one after another']:.2f} | "
-            f"{compiles[compile_of[name]]:.1f} |"
+            f"{flops['single'] * r / 1e9:.1f} | {compiles[compile_of[name]]:.1f} |"
+        )
+    print(
+        f"\nFLOPs per run-step (XLA cost analysis): single-run step {flops['single'] / 1e9:.3f} G, "
+        f"multi-run program / runs {flops['multi'] / 1e9:.3f} G"
+    )
+    if peak:
+        best = max(peak.values())
+        achieved = flops["single"] * rate["one after another"] / 1e9
+        print(
+            f"float32 matmul peak (2048^3, load {peak_load:.1f}): "
+            + ", ".join(f"{side} {g:.1f} GFLOP/s" for side, g in peak.items())
+            + f"\nupper bound on any stacking's speed-up (best peak / achieved one after another): "
+            f"{best:.1f} / {achieved:.1f} = {best / achieved:.2f}x"
         )
 
 
