@@ -23,6 +23,7 @@ import argparse
 import collections
 import dataclasses
 import os
+import re
 import sys
 import time
 
@@ -166,8 +167,20 @@ def _arrays(shape: ConvShape, seed: int = 0):
     return x, w, g
 
 
+def _instructions(compiled) -> list[str]:
+    """A compiled program's HLO instructions without metadata and parameters: equal lists = the same program
+    (a custom_vjp keeps an unused input as a parameter)."""
+    lines = compiled.as_text().splitlines()
+    return [
+        re.sub(r", metadata=\{[^}]*\}", "", line)
+        for line in lines
+        if line.startswith("  ") and "parameter(" not in line
+    ]
+
+
 def xla_side(shape: ConvShape, arrays, plain: bool):
-    """({op: a call returning its result}, {op: XLA's FLOPs}); ours traces through models/cpu_kernels.py."""
+    """({op: a call returning its result}, {op: XLA's FLOPs}, {op: HLO instructions}); ours traces through
+    models/cpu_kernels.py."""
     import jax
     from jax import lax
 
@@ -190,7 +203,11 @@ def xla_side(shape: ConvShape, arrays, plain: bool):
     finally:
         cpu_kernels.ENABLED = enabled
     calls = {op: (lambda c=c: c(x, w, g).block_until_ready()) for op, c in compiled.items()}
-    return calls, {op: program_flops(c) for op, c in compiled.items()}
+    return (
+        calls,
+        {op: program_flops(c) for op, c in compiled.items()},
+        {op: _instructions(c) for op, c in compiled.items()},
+    )
 
 
 def torch_side(shape: ConvShape, arrays, torch):
@@ -225,13 +242,15 @@ def _to_nhwc(result, op):
     return a.transpose(2, 3, 1, 0) if op == "kernel grad" else a.transpose(0, 2, 3, 1)
 
 
-def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, float]:
-    """({op: {side: median s}}, {op: XLA FLOPs}, largest relative difference to PyTorch over ops and sides)."""
+def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, set, float]:
+    """({op: {side: median s}}, {op: XLA FLOPs}, the ops where ours is XLA's plain program (timed once), largest
+    relative difference to PyTorch over ops and sides)."""
     arrays = _arrays(shape)
-    ours, flops = xla_side(shape, arrays, plain=False)
-    sides = {"ours": ours}
+    ours, flops, ours_hlo = xla_side(shape, arrays, plain=False)
+    sides, same = {"ours": ours}, set()
     if args.plain:
-        sides["XLA plain"], flops = xla_side(shape, arrays, plain=True)  # the maths' FLOPs (no tile halos)
+        sides["XLA plain"], flops, plain_hlo = xla_side(shape, arrays, plain=True)  # the maths' FLOPs (no halos)
+        same = {op for op in OPS if ours_hlo[op] == plain_hlo[op]}
     sides["PyTorch"] = torch_side(shape, arrays, torch)
     ops = [op for op in OPS if op != "input grad" or shape.input_grad]
     worst = 0.0
@@ -242,14 +261,17 @@ def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, float]:
             if side != "PyTorch":
                 got = np.asarray(sides[side][op]())
                 worst = max(worst, float(np.max(np.abs(got - reference)) / np.max(np.abs(reference))))
-        times = {side: [] for side in sides}
+        timed = [side for side in sides if not (side == "XLA plain" and op in same)]
+        times = {side: [] for side in timed}
         for _ in range(args.reps):
-            for side, calls in sides.items():
+            for side in timed:
                 start = time.perf_counter()
-                calls[op]()
+                sides[side][op]()
                 times[side].append(time.perf_counter() - start)
         medians[op] = {side: float(np.median(t)) for side, t in times.items()}
-    return medians, {op: flops[op] for op in ops}, worst
+        if op in same:
+            medians[op]["XLA plain"] = medians[op]["ours"]
+    return medians, {op: flops[op] for op in ops}, same & set(ops), worst
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -271,6 +293,12 @@ def bench_case(name, size, args, torch) -> None:
     rates = interleaved_images_per_second([step, torch_step], args.batch, args.warmup, args.steps)
     step_s = {"ours": args.batch / rates[0], "PyTorch": args.batch / rates[1]}
     del step, torch_step, compiled
+    print(
+        f"whole step: ours {1000 * step_s['ours']:.0f} ms, PyTorch {1000 * step_s['PyTorch']:.0f} ms, "
+        f"PyTorch / ours {step_s['PyTorch'] / step_s['ours']:.2f} (median of {args.steps}, load {load_step} at "
+        f"start, {_load()} at end); {step_flops / 1e9:.1f} GFLOP per step (XLA cost analysis)",
+        flush=True,
+    )
 
     load_conv = _load()
     sides = [s for s in SIDES if s != "XLA plain" or args.plain]
@@ -281,20 +309,25 @@ def bench_case(name, size, args, torch) -> None:
     totals = {op: dict.fromkeys(sides, 0.0) for op in OPS}
     conv_flops, worst = 0.0, 0.0
     for shape, count in shapes.items():
-        medians, flops, diff = time_shape(shape, args, torch)
+        medians, flops, same, diff = time_shape(shape, args, torch)
         worst = max(worst, diff)
         for op, by_side in medians.items():
             conv_flops += count * flops[op]
             for side, s in by_side.items():
                 totals[op][side] += count * s
-            cells = [shape.label(), str(count), op] + [f"{1000 * by_side[s]:.2f}" for s in sides]
+            cells = [shape.label(), str(count), op]
+            cells += ["= ours" if s == "XLA plain" and op in same else f"{1000 * by_side[s]:.2f}" for s in sides]
             cells += [f"{by_side['PyTorch'] / by_side['ours']:.2f}"]
             cells += [f"{by_side['PyTorch'] / by_side['XLA plain']:.2f}"] if args.plain else []
             print("| " + " | ".join(cells) + " |", flush=True)
     if worst > 1e-3:
         raise SystemExit(f"the sides disagree: largest relative difference to PyTorch {worst:.1e}")
 
-    print(f"\nMultiplicity-weighted totals per step (ms; conv load {load_conv}, step load {load_step}):\n")
+    print(
+        "\n'= ours': the same XLA program as ours (compiled HLO compared), timed once."
+        f"\nMultiplicity-weighted totals per step (ms; load {load_conv} at the first convolution, {_load()} at the "
+        f"last; the step at {load_step}):\n"
+    )
     print("| op | " + " | ".join(sides) + " | PyTorch / ours |")
     print("|---|" + "---|" * (len(sides) + 1))
     conv_s = dict.fromkeys(sides, 0.0)
@@ -311,7 +344,7 @@ def bench_case(name, size, args, torch) -> None:
     if_rest = conv_s["ours"] + rest["PyTorch"]
     print(
         f"\nwhole step: ours {1000 * step_s['ours']:.0f} ms, PyTorch {1000 * step_s['PyTorch']:.0f} ms, "
-        f"PyTorch / ours {step_s['PyTorch'] / step_s['ours']:.2f} (load {load_step})\n"
+        f"PyTorch / ours {step_s['PyTorch'] / step_s['ours']:.2f}\n"
         f"convolutions' share of the step: ours {conv_s['ours'] / step_s['ours']:.0%}, "
         f"PyTorch {conv_s['PyTorch'] / step_s['PyTorch']:.0%}\n"
         f"the rest of the step (BN, ReLU, pools, loss, Adam; step - convolutions): ours {1000 * rest['ours']:.0f} "

@@ -5,7 +5,10 @@ with Adam 1e-3 on batches resident on the device, each run its own batch (or one
 Sequential: each run's own state stepped by the single-run train step (one compiled program serves all N, the best
 case for running them one by one). Together: the N states stacked, one step of the multi-run program. The two take
 turns round by round (a round = one step of every run) and the median round time is reported, so load changes on a
-shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load.
+shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load,
+and a roofline (benchmarks/roofline.py): the FLOPs of one run-step (XLA's cost analysis of the single-run step),
+the GFLOP/s each program achieves, and on a CPU the float32 matmul peak measured in the same run, hence the most
+any stacking of these runs could gain over one after another: peak / achieved one after another.
 
   python benchmarks/bench_multirun.py                  # CPU: the quickstart's fine-tuning runs (configs/study.py:
                                                        # CBR-Small 8-16-32-32 at 32 px, batch 32, 25 runs)
