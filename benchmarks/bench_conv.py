@@ -86,17 +86,31 @@ class ConvShape:
         return f"{n}x{h}x{w}x{cin} -> {cout}, {kh}x{kw}/{self.strides[0]} pad {pad}"
 
 
-def conv_shapes(fun, args, tainted) -> list[ConvShape]:
-    """Every `conv_general_dilated` traced by `fun(*args)` in program order. `tainted[i]`: whether argument i
-    holds parameters; a convolution's input gradient is needed iff its input depends on a tainted argument
-    (followed through nested jaxprs: positionally where the arities match, else conservatively)."""
+@dataclasses.dataclass(frozen=True)
+class PoolShape:
+    """One NHWC max-pool of the step (`reduce_window_max` in the jaxpr)."""
+
+    lhs: tuple[int, ...]
+    window: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+
+    def label(self) -> str:
+        pad = ",".join(f"{a}" if a == b else f"{a}/{b}" for a, b in self.padding)
+        return f"max-pool {'x'.join(map(str, self.lhs))}, {self.window[0]}x{self.window[1]}/{self.strides[0]} pad {pad}"
+
+
+def conv_shapes(fun, args, tainted) -> tuple[list[ConvShape], list[PoolShape]]:
+    """Every `conv_general_dilated` and max-pool traced by `fun(*args)` in program order. `tainted[i]`: whether
+    argument i holds parameters; a convolution's input gradient is needed iff its input depends on a tainted
+    argument (followed through nested jaxprs: positionally where the arities match, else conservatively)."""
     import jax
     from jax import lax
     from jax.extend import core
 
     closed = jax.make_jaxpr(fun)(*args)
     flat = [t for arg, t in zip(args, tainted) for _ in jax.tree_util.tree_leaves(arg)]
-    found = []
+    found, pools = [], []
 
     def walk(jaxpr, tainted_in):
         dirty = {v for v, t in zip(jaxpr.invars, tainted_in) if t}
@@ -123,17 +137,30 @@ def conv_shapes(fun, args, tainted) -> list[ConvShape]:
                         in_t[0],
                     )
                 )
+            if eqn.primitive.name == "reduce_window_max":
+                p = eqn.params
+                if p["window_dimensions"][::3] != (1, 1) or p["window_strides"][::3] != (1, 1):
+                    raise ValueError(f"only spatial NHWC max-pools are benchmarked, got {p}")
+                pools.append(
+                    PoolShape(
+                        tuple(eqn.invars[0].aval.shape),
+                        tuple(p["window_dimensions"][1:3]),
+                        tuple(p["window_strides"][1:3]),
+                        tuple(tuple(pad) for pad in p["padding"][1:3]),
+                    )
+                )
             for sub in core.jaxprs_in_params(eqn.params):
                 walk(sub, in_t if len(sub.invars) == len(in_t) else [any(in_t)] * len(sub.invars))
             if any(in_t):
                 dirty.update(eqn.outvars)
 
     walk(closed.jaxpr, flat)
-    return found
+    return found, pools
 
 
-def model_conv_shapes(name: str, size: int, batch: int) -> collections.Counter:
-    """{ConvShape: multiplicity} of the model's train-mode forward pass, traced with XLA's plain convolution."""
+def model_layers(name: str, size: int, batch: int) -> tuple[collections.Counter, collections.Counter, dict]:
+    """({ConvShape: multiplicity}, {PoolShape: multiplicity}, the parameters' shapes) of the model's train-mode
+    forward pass, traced with XLA's plain convolution."""
     import jax
     import jax.numpy as jnp
 
@@ -149,10 +176,11 @@ def model_conv_shapes(name: str, size: int, batch: int) -> collections.Counter:
 
     enabled, cpu_kernels.ENABLED = cpu_kernels.ENABLED, False  # the plain primitive shows in the jaxpr
     try:
-        shapes = conv_shapes(forward, (variables["params"], variables.get("batch_stats", {}), x), (True, False, False))
+        args = (variables["params"], variables.get("batch_stats", {}), x)
+        convs, pools = conv_shapes(forward, args, (True, False, False))
     finally:
         cpu_kernels.ENABLED = enabled
-    return collections.Counter(shapes)
+    return collections.Counter(convs), collections.Counter(pools), variables["params"]
 
 
 # ------------------------------------------------------------------------------------------------- the sides
@@ -274,6 +302,148 @@ def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, set, float]:
     return medians, {op: flops[op] for op in ops}, same & set(ops), worst
 
 
+# --------------------------------------------------------------------------------- the rest of the step
+
+
+def _interleaved_medians(calls: dict, reps: int) -> dict:
+    """{side: median seconds} of zero-argument calls taking turns (each called once first, untimed)."""
+    for call in calls.values():
+        call()
+    times = {side: [] for side in calls}
+    for _ in range(reps):
+        for side, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[side].append(time.perf_counter() - start)
+    return {side: float(np.median(t)) for side, t in times.items()}
+
+
+def bn_relu_calls(shape: tuple[int, ...], torch) -> dict:
+    """Forward + backward of BatchNorm (train mode, as ConvBN's flax nn.BatchNorm) and ReLU on a conv's output,
+    gradients for the input, scale and bias: {side: call}."""
+    import flax.linen as nn
+    import jax
+
+    x_np = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    g_np = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+    x, g = jax.device_put(x_np), jax.device_put(g_np)
+    bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = bn.init(jax.random.key(0), x)
+
+    def layer(params, x):
+        y, updates = bn.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
+        return nn.relu(y), updates
+
+    def forward_backward(params, x, g):
+        y, vjp, updates = jax.vjp(layer, params, x, has_aux=True)
+        return y, updates, vjp(g)
+
+    ours = jax.jit(forward_backward).lower(variables["params"], x, g).compile()
+    tx = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    tg = torch.from_numpy(g_np).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    c = shape[-1]
+    weight, bias = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    mean, var = torch.zeros(c), torch.ones(c)
+
+    def theirs():
+        y = torch.relu(torch.nn.functional.batch_norm(tx, mean, var, weight, bias, True, 0.1, 1e-5))
+        return torch.autograd.grad(y, (tx, weight, bias), tg)
+
+    return {"ours": lambda: jax.block_until_ready(ours(variables["params"], x, g)), "PyTorch": theirs}
+
+
+def max_pool_calls(pool: PoolShape, torch) -> dict:
+    """Forward + input gradient of a max-pool (the models' flax `nn.max_pool`) vs F.max_pool2d: {side: call}."""
+    import flax.linen as nn
+    import jax
+
+    (top, bottom), (left, right) = pool.padding
+    if top != bottom or left != right:
+        raise ValueError(f"asymmetric pool padding {pool.padding} has no F.max_pool2d equivalent")
+    x_np = np.random.default_rng(3).standard_normal(pool.lhs, dtype=np.float32)
+
+    def layer(x):
+        return nn.max_pool(x, pool.window, strides=pool.strides, padding=pool.padding)
+
+    x = jax.device_put(x_np)
+    out_shape = jax.eval_shape(layer, x).shape
+    g_np = np.random.default_rng(4).standard_normal(out_shape, dtype=np.float32)
+    g = jax.device_put(g_np)
+
+    def forward_backward(x, g):
+        y, vjp = jax.vjp(layer, x)
+        return y, vjp(g)
+
+    ours = jax.jit(forward_backward).lower(x, g).compile()
+    tx = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    tg = torch.from_numpy(g_np).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+    def theirs():
+        y = torch.nn.functional.max_pool2d(tx, pool.window, pool.strides, (top, left))
+        return torch.autograd.grad(y, tx, tg)
+
+    return {"ours": lambda: jax.block_until_ready(ours(x, g)), "PyTorch": theirs}
+
+
+def adam_calls(params, torch) -> dict:
+    """One Adam update (lr 1e-3, optax as the step; torch.optim.Adam as bench_train_step) of the model's parameter
+    shapes, state donated as in the step: {side: call}."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    shapes = [p.shape for p in jax.tree_util.tree_leaves(params)]
+    rng = np.random.default_rng(5)
+    grads_np = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    tx = optax.adam(1e-3)
+    holder = {"params": [jnp.zeros(s) for s in shapes], "grads": [jnp.asarray(g) for g in grads_np]}
+    holder["opt"] = tx.init(holder["params"])
+
+    def update(params, opt_state, grads):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    ours = jax.jit(update, donate_argnums=(0, 1)).lower(holder["params"], holder["opt"], holder["grads"]).compile()
+
+    def call_ours():
+        holder["params"], holder["opt"] = ours(holder["params"], holder["opt"], holder["grads"])
+        jax.block_until_ready(holder["params"])
+
+    tparams = [torch.zeros(s, requires_grad=True) for s in shapes]
+    for p, g in zip(tparams, grads_np):
+        p.grad = torch.from_numpy(g)
+    opt = torch.optim.Adam(tparams, lr=1e-3)
+    return {"ours": call_ours, "PyTorch": opt.step}
+
+
+def time_rest(shapes, pools, params, args, torch) -> dict:
+    """Prints the non-convolution layers of the step one by one (forward + backward), ours vs PyTorch, and returns
+    their multiplicity-weighted total {side: seconds}."""
+    import jax
+
+    bn_shapes = collections.Counter()
+    for shape, count in shapes.items():
+        bn_shapes[shape.out] += count
+    pieces = [
+        (f"BN + ReLU {'x'.join(map(str, s))}", n, lambda s=s: bn_relu_calls(s, torch)) for s, n in bn_shapes.items()
+    ]
+    pieces += [(pool.label(), n, lambda p=pool: max_pool_calls(p, torch)) for pool, n in pools.items()]
+    n_params = sum(p.size for p in jax.tree_util.tree_leaves(params))
+    pieces.append((f"Adam update, {n_params / 1e6:.1f} M parameters", 1, lambda: adam_calls(params, torch)))
+    print("\n| piece (forward + backward) | count | ours ms | PyTorch ms | PyTorch / ours |")
+    print("|---|---|---|---|---|")
+    total = {"ours": 0.0, "PyTorch": 0.0}
+    for label, count, build in pieces:
+        medians = _interleaved_medians(build(), args.reps)
+        for side in total:
+            total[side] += count * medians[side]
+        ms = " | ".join(f"{1000 * medians[side]:.2f}" for side in total)
+        print(f"| {label} | {count} | {ms} | {medians['PyTorch'] / medians['ours']:.2f} |", flush=True)
+    ms = " | ".join(f"{1000 * total[side]:.0f}" for side in total)
+    print(f"| **all of these** | | {ms} | {total['PyTorch'] / total['ours']:.2f} |")
+    return total
+
+
 # --------------------------------------------------------------------------------------------------- report
 
 
@@ -282,7 +452,7 @@ def _load() -> str:
 
 
 def bench_case(name, size, args, torch) -> None:
-    shapes = model_conv_shapes(name, size, args.batch)
+    shapes, pools, params = model_layers(name, size, args.batch)
     print(f"\n## {name} @ {size}, batch {args.batch}: {sum(shapes.values())} convolutions, {len(shapes)} distinct")
 
     # The whole step first, both sides taking turns (bench_train_step's builders).
@@ -339,6 +509,8 @@ def bench_case(name, size, args, torch) -> None:
     cells = [f"{1000 * conv_s[s]:.0f}" for s in sides]
     print("| **all convolutions** | " + " | ".join(cells) + f" | {conv_s['PyTorch'] / conv_s['ours']:.2f} |")
 
+    load_rest = _load()
+    pieces = time_rest(shapes, pools, params, args, torch)
     rest = {side: step_s[side] - conv_s[side] for side in ("ours", "PyTorch")}
     if_convs = step_s["ours"] - conv_s["ours"] + conv_s["PyTorch"]
     if_rest = conv_s["ours"] + rest["PyTorch"]
@@ -348,7 +520,9 @@ def bench_case(name, size, args, torch) -> None:
         f"convolutions' share of the step: ours {conv_s['ours'] / step_s['ours']:.0%}, "
         f"PyTorch {conv_s['PyTorch'] / step_s['PyTorch']:.0%}\n"
         f"the rest of the step (BN, ReLU, pools, loss, Adam; step - convolutions): ours {1000 * rest['ours']:.0f} "
-        f"ms, PyTorch {1000 * rest['PyTorch']:.0f} ms\n"
+        f"ms, PyTorch {1000 * rest['PyTorch']:.0f} ms; of it timed piece by piece above (BN + ReLU, max-pools, "
+        f"Adam; load {load_rest} at the first): ours {1000 * pieces['ours']:.0f} ms, PyTorch "
+        f"{1000 * pieces['PyTorch']:.0f} ms\n"
         f"step ratio if our convolutions cost PyTorch's (rest unchanged): {step_s['PyTorch'] / if_convs:.2f}; "
         f"if the rest cost PyTorch's (convolutions unchanged): {step_s['PyTorch'] / if_rest:.2f}\n"
         f"FLOPs per step (XLA cost analysis): {step_flops / 1e9:.1f} G, of which convolutions "

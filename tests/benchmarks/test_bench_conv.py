@@ -16,7 +16,7 @@ _SPEC.loader.exec_module(bench_conv)
 
 
 def test_resnet50_shapes_match_torchvision():
-    shapes = bench_conv.model_conv_shapes("resnet50", 32, 2)
+    shapes, pools, _ = bench_conv.model_layers("resnet50", 32, 2)
     ours = collections.Counter()
     for shape, count in shapes.items():
         ours[(shape.rhs, shape.strides, shape.padding)] += count
@@ -29,10 +29,15 @@ def test_resnet50_shapes_match_torchvision():
     stem = [s for s in shapes if s.lhs == (2, 32, 32, 3)]
     assert len(stem) == 1 and shapes[stem[0]] == 1
     assert [s.input_grad for s in shapes] == [s != stem[0] for s in shapes]  # only the image needs no gradient
+    assert list(pools.items()) == [(bench_conv.PoolShape((2, 16, 16, 64), (3, 3), (2, 2), ((1, 1), (1, 1))), 1)]
 
 
 def test_cbr_input_gradients_follow_the_parameters():
-    shapes = list(bench_conv.model_conv_shapes("cbr_small", 32, 2).elements())
+    convs, pools, _ = bench_conv.model_layers("cbr_small", 32, 2)
+    shapes = list(convs.elements())
     assert [s.lhs[-1] for s in shapes] == [3, 32, 64, 128]
     assert [s.out[1] for s in shapes] == [32, 15, 7, 3]  # SAME convs, 3x3/2 VALID pools in between
     assert [s.input_grad for s in shapes] == [False, True, True, True]
+    assert [(p.lhs[1], p.window, p.strides, p.padding) for p in pools.elements()] == [
+        (h, (3, 3), (2, 2), ((0, 0), (0, 0))) for h in (32, 15, 7, 3)
+    ]
