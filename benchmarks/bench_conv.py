@@ -17,6 +17,7 @@ peak (roofline.py), and what the step's ratio would be if our convolutions cost 
 
   python benchmarks/bench_conv.py                                  # resnet50@224 and cbr_small@587, batch 8
   python benchmarks/bench_conv.py --models=cbr_small --reps=3      # one model, fewer repetitions
+  python benchmarks/bench_conv.py --clock=cpu                      # CPU time instead of wall time (a loaded machine)
 """
 
 import argparse
@@ -37,7 +38,6 @@ from bench_train_step import (  # noqa: E402
     bench_config,
     default_size,
     environment,
-    interleaved_images_per_second,
     jax_stepper,
     torch_stepper,
 )
@@ -58,10 +58,17 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed train steps after the first")
     p.add_argument("--peak_n", type=int, default=2048, help="the peak matmul is n x n x n float32")
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time by wall clock, or by this process's CPU time (all threads; steadier on a machine other jobs load)",
+    )
+    p.add_argument(
         "--plain", action=argparse.BooleanOptionalAction, default=True, help="also time XLA's plain convolution"
     )
     args = p.parse_args(argv)
     args.dtype, args.device = "float32", "cpu"  # what bench_train_step's builders and environment() read
+    args.clock = time.perf_counter if args.clock == "wall" else time.process_time
     return args
 
 
@@ -293,9 +300,9 @@ def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, set, float]:
         times = {side: [] for side in timed}
         for _ in range(args.reps):
             for side in timed:
-                start = time.perf_counter()
+                start = args.clock()
                 sides[side][op]()
-                times[side].append(time.perf_counter() - start)
+                times[side].append(args.clock() - start)
         medians[op] = {side: float(np.median(t)) for side, t in times.items()}
         if op in same:
             medians[op]["XLA plain"] = medians[op]["ours"]
@@ -305,16 +312,16 @@ def time_shape(shape: ConvShape, args, torch) -> tuple[dict, dict, set, float]:
 # --------------------------------------------------------------------------------- the rest of the step
 
 
-def _interleaved_medians(calls: dict, reps: int) -> dict:
+def _interleaved_medians(calls: dict, reps: int, clock) -> dict:
     """{side: median seconds} of zero-argument calls taking turns (each called once first, untimed)."""
     for call in calls.values():
         call()
     times = {side: [] for side in calls}
     for _ in range(reps):
         for side, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[side].append(time.perf_counter() - start)
+            times[side].append(clock() - start)
     return {side: float(np.median(t)) for side, t in times.items()}
 
 
@@ -434,7 +441,7 @@ def time_rest(shapes, pools, params, args, torch) -> dict:
     print("|---|---|---|---|---|")
     total = {"ours": 0.0, "PyTorch": 0.0}
     for label, count, build in pieces:
-        medians = _interleaved_medians(build(), args.reps)
+        medians = _interleaved_medians(build(), args.reps, args.clock)
         for side in total:
             total[side] += count * medians[side]
         ms = " | ".join(f"{1000 * medians[side]:.2f}" for side in total)
@@ -460,8 +467,9 @@ def bench_case(name, size, args, torch) -> None:
     step, _, _, compiled = jax_stepper(name, size, args.batch, args, cpu_kernels=True)
     step_flops = program_flops(compiled)
     torch_step, _ = torch_stepper(name, size, args.batch, args)
-    rates = interleaved_images_per_second([step, torch_step], args.batch, args.warmup, args.steps)
-    step_s = {"ours": args.batch / rates[0], "PyTorch": args.batch / rates[1]}
+    for _ in range(args.warmup):
+        step(), torch_step()
+    step_s = _interleaved_medians({"ours": step, "PyTorch": torch_step}, args.steps, args.clock)
     del step, torch_step, compiled
     print(
         f"whole step: ours {1000 * step_s['ours']:.0f} ms, PyTorch {1000 * step_s['PyTorch']:.0f} ms, "
@@ -540,8 +548,9 @@ def main(argv=None):
     import torch
 
     print(environment(args, torch))
-    print(f"convolutions: median of {args.reps} interleaved repetitions per side")
-    peak = matmul_peak_gflops(args.peak_n, torch=torch)
+    clock = "wall time" if args.clock is time.perf_counter else "this process's CPU time (all threads)"
+    print(f"convolutions: median of {args.reps} interleaved repetitions per side; every time is {clock}")
+    peak = matmul_peak_gflops(args.peak_n, torch=torch, clock=args.clock)
     print(
         f"float32 matmul peak ({args.peak_n}^3, load {_load()}): "
         + ", ".join(f"{side} {g:.1f} GFLOP/s" for side, g in peak.items())
