@@ -10,10 +10,14 @@ XLA's plain convolution (`lax.conv_general_dilated` and its autodiff), and in Py
 `F.conv2d` and `torch.autograd.grad`, default threads as in bench_train_step). Each side's results are checked
 against PyTorch's before timing.
 
-Printed: per shape ms and PyTorch / ours (speed: above 1 we are faster), the multiplicity-weighted totals (the
-convolutions' share of one step), then the whole step of both sides (bench_train_step's builders) timed in the
-same run, the step's FLOPs from XLA's cost analysis and its achieved GFLOP/s beside the machine's float32 matmul
-peak (roofline.py), and what the step's ratio would be if our convolutions cost what PyTorch's do.
+Then the rest of the step, piece by piece, forward + backward, the same way: flax's BatchNorm (train mode) + ReLU
+on every convolution's output, every max-pool of the jaxpr, one Adam update of the model's parameters.
+
+Printed: the whole step of both sides first (bench_train_step's builders, in the same run), per shape ms and
+PyTorch / ours (speed: above 1 we are faster), the multiplicity-weighted totals, the pieces, then the
+convolutions' share of each step, what the step's ratio would be if our convolutions (or the rest) cost what
+PyTorch's do, the step's FLOPs from XLA's cost analysis and the achieved GFLOP/s, beside the machine's float32
+matmul peak (roofline.py) printed at the top.
 
   python benchmarks/bench_conv.py                                  # resnet50@224 and cbr_small@587, batch 8
   python benchmarks/bench_conv.py --models=cbr_small --reps=3      # one model, fewer repetitions
