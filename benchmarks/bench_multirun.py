@@ -5,7 +5,10 @@ with Adam 1e-3 on batches resident on the device, each run its own batch (or one
 Sequential: each run's own state stepped by the single-run train step (one compiled program serves all N, the best
 case for running them one by one). Together: the N states stacked, one step of the multi-run program. The two take
 turns round by round (a round = one step of every run) and the median round time is reported, so load changes on a
-shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load.
+shared machine hit both alike. Run-steps/s and the ratio are printed with the compile times, versions and load,
+and a roofline (benchmarks/roofline.py): the FLOPs of one run-step (XLA's cost analysis of the single-run step),
+the GFLOP/s each program achieves, and on a CPU the float32 matmul peak measured in the same run, hence the most
+any stacking of these runs could gain over one after another: peak / achieved one after another.
 
   python benchmarks/bench_multirun.py                  # CPU: the quickstart's fine-tuning runs (configs/study.py:
                                                        # CBR-Small 8-16-32-32 at 32 px, batch 32, 25 runs)
@@ -35,6 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout
 sys.path.insert(0, HERE)
 
 from bench_train_step import bench_config, environment, synthetic_batch  # noqa: E402
+from roofline import matmul_peak_gflops, program_flops  # noqa: E402
 
 
 def quickstart_defaults():
@@ -89,7 +93,7 @@ def parse_args(argv=None):
 
 
 def build(args, cpu_kernels: bool = True):
-    """(sequential round, together round, {single, multi} compile seconds)."""
+    """(sequential round, together round, {single, multi} compile seconds, {single, multi} FLOPs per run-step)."""
     import jax
     import jax.numpy as jnp
 
@@ -130,6 +134,7 @@ def build(args, cpu_kernels: bool = True):
     multi = multi.lower(stacked, multi_batches, per_run).compile()
     multi_compile = time.perf_counter() - start
     kernels.ENABLED = True
+    flops = {"single": program_flops(single), "multi": program_flops(multi) / args.runs}
 
     holder = {"states": states, "stacked": stacked, "t": 0}
 
@@ -144,7 +149,7 @@ def build(args, cpu_kernels: bool = True):
         holder["stacked"], metrics = multi(holder["stacked"], multi_batches, per_run)
         jax.block_until_ready(metrics)
 
-    return sequential, together, {"single": single_compile, "multi": multi_compile}
+    return sequential, together, {"single": single_compile, "multi": multi_compile}, flops
 
 
 def whole_runs(args):
@@ -200,10 +205,10 @@ def main(argv=None):
         import torch
     except ImportError:
         torch = None
-    sequential, together, compiles = build(args)
+    sequential, together, compiles, flops = build(args)
     rounds = {"one after another": sequential, "one program": together}
     if args.cpu_kernels == "both":
-        _, together_plain, plain_compiles = build(args, cpu_kernels=False)
+        _, together_plain, plain_compiles, _ = build(args, cpu_kernels=False)
         rounds["one program, no CPU kernels"] = together_plain
         compiles["multi, no CPU kernels"] = plain_compiles["multi"]
     times = {name: [] for name in rounds}
@@ -215,6 +220,11 @@ def main(argv=None):
             fn()
             times[name].append(time.perf_counter() - start)
     rate = {name: args.runs / float(np.median(t)) for name, t in times.items()}  # run-steps per second
+    import jax
+
+    on_cpu = jax.default_backend() == "cpu"
+    peak = matmul_peak_gflops(torch=torch) if on_cpu else {}  # the roofline's top, in the same run
+    peak_load = os.getloadavg()[0]
 
     widths = "paper widths" if args.widths is None else "-".join(map(str, args.widths))
     print(environment(args, torch))
@@ -223,8 +233,8 @@ def main(argv=None):
         f"{'one shared batch' if args.shared_batch else 'each run its own batch'}; median of {args.rounds} rounds"
     )
     print()
-    print("| program | run-steps/s | ms per run-step | vs one after another | compile s |")
-    print("|---|---|---|---|---|")
+    print("| program | run-steps/s | ms per run-step | vs one after another | achieved GFLOP/s | compile s |")
+    print("|---|---|---|---|---|---|")
     compile_of = {
         "one after another": "single",
         "one program": "multi",
@@ -233,7 +243,20 @@ def main(argv=None):
     for name, r in rate.items():
         print(
             f"| {name} | {r:.1f} | {1000 / r:.1f} | {r / rate['one after another']:.2f} | "
-            f"{compiles[compile_of[name]]:.1f} |"
+            f"{flops['single'] * r / 1e9:.1f} | {compiles[compile_of[name]]:.1f} |"
+        )
+    print(
+        f"\nFLOPs per run-step (XLA cost analysis): single-run step {flops['single'] / 1e9:.3f} G, "
+        f"multi-run program / runs {flops['multi'] / 1e9:.3f} G"
+    )
+    if peak:
+        best = max(peak.values())
+        achieved = flops["single"] * rate["one after another"] / 1e9
+        print(
+            f"float32 matmul peak (2048^3, load {peak_load:.1f}): "
+            + ", ".join(f"{side} {g:.1f} GFLOP/s" for side, g in peak.items())
+            + f"\nupper bound on any stacking's speed-up (best peak / achieved one after another): "
+            f"{best:.1f} / {achieved:.1f} = {best / achieved:.2f}x"
         )
 
 

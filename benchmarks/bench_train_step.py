@@ -117,7 +117,8 @@ def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict:
 
 
 def jax_stepper(name, size, batch_size, args, cpu_kernels: bool = True):
-    """(one synchronized train step as a callable, first-call compile seconds, XLA's peak bytes for the step)."""
+    """(one synchronized train step as a callable, first-call compile seconds, XLA's peak bytes for the step, the
+    compiled step: its cost analysis gives the step's FLOPs)."""
     import jax
     import jax.numpy as jnp
 
@@ -154,7 +155,7 @@ def jax_stepper(name, size, batch_size, args, cpu_kernels: bool = True):
         jax.block_until_ready(metrics)
 
     step()
-    return step, compile_s, peak
+    return step, compile_s, peak, compiled
 
 
 # -------------------------------------------------------------------------------------------------------- torch
@@ -305,7 +306,7 @@ def main(argv=None):
     for name, size, batch in args.cases:
         steppers, labels, peaks, compile_s = [], [], {}, None
         for kernels in ours_kinds:
-            step, seconds, peak = jax_stepper(name, size, batch, args, cpu_kernels=kernels)
+            step, seconds, peak, _ = jax_stepper(name, size, batch, args, cpu_kernels=kernels)
             label = "ours" if not steppers else "ours, no CPU kernels"
             steppers.append(step)
             labels.append(label)
