@@ -185,6 +185,26 @@ def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths,
     chex.assert_trees_all_close(grads[True], grads[False], **TOL)
 
 
+def test_resnet_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
+    """A one-block-per-stage ResNet-50 at 32 px, jitted as a whole in train mode: the strided 7x7 stem, 1x1 convs
+    (kernel gradients as matrix products; strided shortcuts), 3x3 convs on maps down to 1x1 (block-Toeplitz)."""
+    model = models.get_model("resnet50", 2, stage_sizes=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem_features=4)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 32, 32, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def loss(params):
+        (logits, _), _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
+
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_model_gradients_equal_in_a_data_parallel_train_step(monkeypatch, seed):
     """The train step's gradients (`steps.loss_and_grads`) of a CBR on 8 px images, whose last max-pool window
