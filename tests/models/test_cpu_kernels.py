@@ -19,13 +19,15 @@ TOL = dict(rtol=2e-5, atol=1e-4)
 
 # (input shape, kernel shape, strides, padding): a map tall enough for the tiled kernel gradient, with a partial
 # last tile (70 rows = 32 + 32 + 6); a strided 7x7 conv as ResNet-50's first (one image at a time); a small map
-# (XLA's own kernel gradient); a 1x1 conv; maps smaller than the kernel (the block-Toeplitz matrix product): a
+# (XLA's own kernel gradient); 1x1 convs (the kernel gradient as one matrix product), one strided as ResNet's
+# shortcuts, with odd and even map sizes; maps smaller than the kernel (the block-Toeplitz matrix product): a
 # CBR's 7x7 conv on a 3x3 map, a strided 3x3 conv on a 2x2 map with uneven padding, a map short in one dimension only.
 CONVS = {
     "tiled": ((2, 70, 20, 3), (7, 7, 3, 4), (1, 1), "SAME"),
     "strided": ((2, 64, 18, 3), (7, 7, 3, 4), (2, 2), ((3, 3), (3, 3))),
     "small": ((3, 12, 12, 4), (3, 3, 4, 5), (1, 1), "SAME"),
     "pointwise": ((2, 60, 9, 6), (1, 1, 6, 3), (1, 1), "VALID"),
+    "pointwise_strided": ((2, 9, 8, 6), (1, 1, 6, 3), (2, 2), "SAME"),
     "under_kernel": ((3, 3, 3, 5), (7, 7, 5, 6), (1, 1), "SAME"),
     "under_kernel_strided": ((2, 2, 2, 4), (3, 3, 4, 5), (2, 2), ((0, 1), (1, 1))),
     "under_kernel_rows": ((2, 5, 9, 3), (7, 7, 3, 4), (1, 1), ((3, 3), (2, 1))),
@@ -84,7 +86,7 @@ def test_bfloat16_kernel_gradient_is_as_accurate_as_xlas():
 
 
 @pytest.mark.parametrize("shared_input", [False, True], ids=["own_inputs", "shared_input"])
-@pytest.mark.parametrize("case", ["tiled", "strided", "small", "under_kernel"])
+@pytest.mark.parametrize("case", ["tiled", "strided", "small", "pointwise_strided", "under_kernel"])
 def test_conv_under_vmap_equals_vmapped_xla(case, shared_input):
     """Three runs' kernels (as train/multirun.py stacks them), with their own inputs or one input for all."""
     x_shape, w_shape, strides, padding = CONVS[case]
@@ -93,11 +95,13 @@ def test_conv_under_vmap_equals_vmapped_xla(case, shared_input):
     w = jnp.asarray(rng.normal(size=(3, *w_shape)), jnp.float32)
     axes = (None if shared_input else 0, 0)
     standard, ours = _conv_pair(strides, padding)
-    check_values = chex.assert_trees_all_close if case in REORDERED else chex.assert_trees_all_equal
+    # vmapped, XLA turns a 1x1 conv into a grouped one that adds in another order than the per-run convs
+    reordered = case in REORDERED or case.startswith("pointwise")
+    check_values = chex.assert_trees_all_close if reordered else chex.assert_trees_all_equal
     check_values(
         jax.jit(jax.vmap(ours, in_axes=axes))(x, w),
         jax.jit(jax.vmap(standard, in_axes=axes))(x, w),
-        **(TOL if case in REORDERED else {}),
+        **(TOL if reordered else {}),
     )
     chex.assert_trees_all_close(
         jax.jit(jax.vmap(_grads(ours), in_axes=axes))(x, w),
@@ -124,6 +128,22 @@ def test_only_cpu_programs_use_the_cpu_kernels(monkeypatch):
     for platform, enabled in (("cuda", True), ("tpu", True), ("cpu", False)):
         text = _exported(platform, enabled, monkeypatch)
         assert text.count("stablehlo.convolution") == 3, (platform, enabled)
+
+
+def test_pointwise_kernel_gradients_are_one_matrix_product(monkeypatch):
+    """A strided 1x1 conv: the CPU program keeps XLA's forward and input-gradient convolutions and computes the
+    kernel gradient as a matrix product; other platforms: three convolutions."""
+    monkeypatch.setattr(cpu_kernels, "ENABLED", True)
+
+    def loss(x, w):
+        return jnp.sum(jnp.square(cpu_kernels.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=NHWC)))
+
+    fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    x, w = jnp.zeros((2, 9, 8, 4)), jnp.zeros((1, 1, 4, 5))
+    for platform, convolutions in (("cpu", 2), ("cuda", 3)):
+        text = export.export(fn, platforms=[platform])(x, w).mlir_module()
+        assert text.count("stablehlo.convolution") == convolutions, platform
+    assert "stablehlo.dot_general" in export.export(fn, platforms=["cpu"])(x, w).mlir_module()
 
 
 def test_maps_smaller_than_the_kernel_become_one_matrix_product(monkeypatch):
@@ -157,6 +177,26 @@ def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths,
             {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
         )
         return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
+def test_resnet_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
+    """A one-block-per-stage ResNet-50 at 32 px, jitted as a whole in train mode: the strided 7x7 stem, 1x1 convs
+    (kernel gradients as matrix products; strided shortcuts), 3x3 convs on maps down to 1x1 (block-Toeplitz)."""
+    model = models.get_model("resnet50", 2, stage_sizes=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem_features=4)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 32, 32, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def loss(params):
+        (logits, _), _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
 
     grads = {}
     for enabled in (True, False):
