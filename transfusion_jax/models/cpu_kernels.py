@@ -225,3 +225,86 @@ def conv_general_dilated(
     conv = _Conv(tuple(window_strides), tuple(tuple(p) for p in padding))
     cpu = _dense_conv if _uses_dense(conv, lhs.shape, rhs.shape, lhs.dtype.itemsize) else _cpu_conv
     return lax.platform_dependent(lhs, rhs, cpu=functools.partial(cpu, conv), default=standard)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    """A 2-D NHWC max-pool with explicit padding (padded entries are -inf, as in `lax.reduce_window`)."""
+
+    window: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+
+    def standard(self, x):
+        pads = ((0, 0), *self.padding, (0, 0))
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, *self.window, 1), (1, *self.strides, 1), pads)
+
+    def _out_hw(self, x_shape):
+        return tuple(
+            (n + lo + hi - k) // s + 1
+            for n, k, s, (lo, hi) in zip(x_shape[1:3], self.window, self.strides, self.padding)
+        )
+
+    def forward(self, x):
+        """(y, index of each window's first maximum in window order, int8): the index is carried as a running
+        choice among the window's entries, so it names an entry whatever XLA recomputes; the backward reads only it."""
+        (n, _, _, c), (ho, wo), (sh, sw) = x.shape, self._out_hw(x.shape), self.strides
+        padded = jnp.pad(x, ((0, 0), *self.padding, (0, 0)), constant_values=-jnp.inf)
+        best, index = None, None
+        for k in range(self.window[0] * self.window[1]):
+            i, j = divmod(k, self.window[1])
+            tap = lax.slice(padded, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+            if best is None:
+                best, index = tap, jnp.zeros(tap.shape, jnp.int8)
+            else:
+                better = tap > best  # strict: ties keep the first maximum, as XLA's select_and_scatter does
+                best, index = jnp.where(better, tap, best), jnp.where(better, jnp.int8(k), index)
+        return best, index
+
+    def backward(self, x_shape, index, g):
+        """Each window's gradient placed at its chosen entry: per window offset, a strided placement (an interior-
+        padded `lax.pad`), summed; no float comparison."""
+        (_, h, w, _), (ho, wo), (sh, sw) = x_shape, self._out_hw(x_shape), self.strides
+        (top, bottom), (left, right) = self.padding
+        hp, wp = h + top + bottom, w + left + right
+        zero = jnp.zeros((), g.dtype)
+        total = None
+        for k in range(self.window[0] * self.window[1]):
+            i, j = divmod(k, self.window[1])
+            part = jnp.where(index == k, g, zero)
+            config = (
+                (0, 0, 0),
+                (i, hp - i - (ho - 1) * sh - 1, sh - 1),
+                (j, wp - j - (wo - 1) * sw - 1, sw - 1),
+                (0, 0, 0),
+            )
+            part = lax.pad(part, zero, config)
+            total = part if total is None else total + part
+        return total[:, top : top + h, left : left + w]
+
+
+def _cpu_max_pool(pool: _Pool, x):
+    @jax.custom_vjp
+    def f(x):
+        return pool.forward(x)[0]
+
+    def f_fwd(x):
+        y, index = pool.forward(x)
+        return y, index
+
+    def f_bwd(index, g):
+        return (pool.backward(x.shape, index, g),)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(x)
+
+
+def max_pool(x, window: tuple[int, int], strides: tuple[int, int], padding):
+    """NHWC max-pool (`padding` 'VALID', 'SAME' or explicit pairs); on CPU its gradient reads the argmax that the
+    forward pass recorded (see the module docstring)."""
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pool = _Pool(tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
+    if not ENABLED or x.ndim != 4 or pool.window[0] * pool.window[1] > 127:
+        return pool.standard(x)
+    return lax.platform_dependent(x, cpu=functools.partial(_cpu_max_pool, pool), default=pool.standard)
