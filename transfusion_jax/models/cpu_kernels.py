@@ -1,6 +1,6 @@
-"""Faster convolution gradients on XLA:CPU, with the same values; other platforms are untouched.
+"""Faster convolution and max-pool gradients on XLA:CPU, with the same values; other platforms are untouched.
 
-Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found three costs that PyTorch's CPU kernels
+Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found four costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
 
 - Conv kernel gradients. XLA computes dW as one convolution whose window is the whole feature map and whose
@@ -18,16 +18,23 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   pair (a block-Toeplitz matrix, taps outside the kernel being zero): 3x3 maps 15x faster, and under `jax.vmap`
   a batched matrix product instead of a grouped convolution.
 
-A third cost, XLA:CPU's max-pool gradient (`select_and_scatter` expanded with four int32 index arrays of the
-input's size: 2.3 GiB more peak memory for CBR-Small at 587 px, batch 8), is left to XLA on purpose. A replacement
-that sends each window's gradient to its first maximum by strided pads equalled XLA's gradient alone and inside
-small models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) XLA:CPU compiled it to gradients
-29 % off (exact without jit, and exact with a host callback between the layers): a miscompile we could not pin
-down, so it went. tests/models/test_cpu_kernels.py checks whole-model gradients at that shape.
+A fourth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
+input's size (2.3 GiB more peak memory for CBR-Small at 587 px, batch 8; 3-5x slower than the kernel below). A first
+replacement, since removed, found each window's maximum again in the backward pass by comparing the pool's input
+with its output, and sent the gradient there by strided pads. It equalled XLA's gradient alone and inside small
+models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) its gradients were 29 % off: XLA:CPU may
+compute the BatchNorm-ReLU output that feeds a max-pool once for the forward pass and again, rounded differently,
+for the backward one, so a window could hold no entry equal to its maximum and lose its gradient. The kernel here
+cannot lose a window: the forward pass records each window's first maximum as an index (int8, the output's size)
+chosen by a running comparison, so it always names an entry of the window, and the backward pass reads only that
+index (per window offset, the output gradient where the index names that offset, placed by an interior-padded
+`lax.pad`; the placements summed). Ties go to the first maximum in window order, as in XLA.
+tests/models/test_cpu_kernels.py checks whole-model gradients at those shapes and in a ResNet-50 stem.
 
-Forward values come from the same `lax` operations except on maps smaller than the kernel (the same products, added
-in another order); gradients differ from XLA's only in the order of float additions. Each replacement is chosen with
-`lax.platform_dependent`, so GPU and TPU programs compile the standard operations. `ENABLED` (env
+Forward values come from the same `lax` operations (max-pools: the same maxima) except on maps smaller than the
+kernel (the same products, added in another order); gradients differ from XLA's only in the order of float
+additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
+operations. `ENABLED` (env
 `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
 """
 
