@@ -6,8 +6,8 @@ input gradient, jitted, the two sides taking turns; per shape ms and the multipl
 train step of bench_train_step with the CPU kernels on, once with the max-pool kernel and once with XLA's max-pool
 (everything else equal), taking turns step by step; images/s, ratio, and XLA's peak memory of each step.
 
-  python benchmarks/bench_max_pool.py                          # cbr_small@587 and resnet50@224 batch 8, cbr_small@32
-  python benchmarks/bench_max_pool.py --cases=cbr_small:32:32 --steps=3
+  python benchmarks/bench_max_pool.py       # cbr_small@587, resnet50@224 batch 8; the study's two CBRs @ 32, batch 32
+  python benchmarks/bench_max_pool.py --cases=cbr_small:32:32:8-16-32-32 --steps=15
 """
 
 import argparse
@@ -23,7 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", default="cbr_small:587:8,resnet50:224:8,cbr_small:32:32", help="model:size:batch,...")
+    p.add_argument(
+        "--cases",
+        default="cbr_small:587:8,resnet50:224:8,cbr_small:32:32:8-16-32-32,cbr_small:32:32:16-32-64-128",
+        help="model:size:batch[:widths],...; widths a-b-c-d override the model's (the study's CBRs at 32 px)",
+    )
     p.add_argument("--reps", type=int, default=5, help="timed calls per side per pool shape, median reported")
     p.add_argument("--steps", type=int, default=5, help="timed train steps per side, median reported")
     p.add_argument("--skip_step", action="store_true", help="max-pools alone, no train step")
@@ -93,15 +97,25 @@ def step_calls(name, size, batch, args):
 def main(argv=None):
     args = parse_args(argv)
     import bench_conv
+    import bench_train_step
     import jax
 
     print(f"jax {jax.__version__}: {jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores")
+    plain_config = bench_train_step.bench_config
     for case in args.cases.split(","):
-        name, size, batch = case.split(":")
+        name, size, batch, *widths = case.split(":")
         size, batch = int(size), int(batch)
+        overrides = {"widths": tuple(int(w) for w in widths[0].split("-"))} if widths else {}
+
+        def config(*a, overrides=overrides):
+            c = plain_config(*a)
+            c.model.overrides = overrides
+            return c
+
+        bench_conv.bench_config = bench_train_step.bench_config = config  # read by the model builders below
         _, pools, _ = bench_conv.model_layers(name, size, batch)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"\n{name} @ {size}, batch {batch} (load average {load})")
+        print(f"\n{name} {'-'.join(widths)} @ {size}, batch {batch} (load average {load})")
         total = {"ours": 0.0, "XLA": 0.0}
         for pool, n in pools.items():
             t = alternate(pool_calls(pool), args.reps)
