@@ -318,3 +318,15 @@ def test_resnet_stem_gradients_equal_with_and_without_cpu_kernels(monkeypatch, p
         monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
         grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
     chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
+def test_max_pool_backward_reads_only_the_recorded_argmax():
+    """What makes the kernel robust: the backward pass keeps no float array of the forward one (only the int8 index
+    of each window's maximum), so an input that XLA recomputes with other rounding for the backward pass cannot
+    change which entry gets a window's gradient. A backward that compares the input with the output again (the
+    removed kernel) keeps both as residuals."""
+    pool = cpu_kernels._Pool((3, 3), (2, 2), ((0, 0), (0, 0)))
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 7, 7, 3)), jnp.float32)
+    _, pullback = jax.vjp(functools.partial(cpu_kernels._cpu_max_pool, pool), x)
+    residuals = jax.tree_util.tree_leaves(pullback)
+    assert residuals and all(r.dtype == jnp.int8 and r.shape == (2, 3, 3, 3) for r in residuals), residuals
