@@ -309,9 +309,11 @@ def _cpu_max_pool(pool: _Pool, x):
 def max_pool(x, window: tuple[int, int], strides: tuple[int, int], padding):
     """NHWC max-pool (`padding` 'VALID', 'SAME' or explicit pairs); on CPU its gradient reads the argmax that the
     forward pass recorded (see the module docstring)."""
+    if x.ndim != 4:
+        raise ValueError(f"max_pool: expected an NHWC batch, got shape {x.shape}")
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
     pool = _Pool(tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
-    if not ENABLED or x.ndim != 4 or pool.window[0] * pool.window[1] > 127:
+    if not ENABLED or pool.window[0] * pool.window[1] > 128:  # int8 indices 0..127
         return pool.standard(x)
     return lax.platform_dependent(x, cpu=functools.partial(_cpu_max_pool, pool), default=pool.standard)
