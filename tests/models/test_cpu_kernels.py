@@ -1,9 +1,10 @@
-"""models/cpu_kernels.py: the CPU gradients of convolutions equal XLA's, alone, under vmap (many runs)
+"""models/cpu_kernels.py: the CPU gradients of convolutions and max-pools equal XLA's, alone, under vmap (many runs)
 and inside a model's train step; other platforms compile the standard operations."""
 
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from jax import export, lax
 
 from transfusion_jax import models
-from transfusion_jax.models import cpu_kernels
+from transfusion_jax.models import cpu_kernels, layers
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 # Gradient entries are sums of thousands of O(1) products, added in another order: float32 rounding reaches ~3e-5.
@@ -235,3 +236,137 @@ def test_model_gradients_equal_in_a_data_parallel_train_step(monkeypatch, seed):
         )
         grads[enabled] = jax.device_get(step(state, batch, steps.step_rng(0, 0))[2])
     chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
+# (input shape, pool padding) of 3x3 stride-2 max-pools as the models use them: a CBR's 7x7 -> 3x3 'VALID' pool,
+# odd and even maps with 'SAME' (uneven padding), ResNet-50's stem pool (explicit 1-pixel padding).
+POOLS = {
+    "cbr_valid": ((3, 7, 7, 4), "VALID"),
+    "same_odd": ((2, 9, 11, 3), "SAME"),
+    "same_even": ((2, 8, 10, 3), "SAME"),
+    "resnet_stem": ((2, 12, 12, 3), ((1, 1), (1, 1))),
+}
+
+
+def _pool_pair(padding):
+    def standard(x):
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=padding)
+
+    def ours(x):
+        return cpu_kernels.max_pool(x, (3, 3), (2, 2), padding)
+
+    return standard, ours
+
+
+def _pool_grad(pool):
+    return jax.grad(lambda x: jnp.sum(jnp.sin(pool(x)) * jnp.arange(1.0, 1.0 + pool(x).shape[-1])))
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+@pytest.mark.parametrize("case", list(POOLS))
+def test_max_pool_values_and_gradients_equal_xla(case, jit):
+    shape, padding = POOLS[case]
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    standard, ours = _pool_pair(padding)
+    variant = jax.jit if jit else (lambda fn: fn)
+    chex.assert_trees_all_equal(variant(ours)(x), jax.jit(standard)(x))
+    chex.assert_trees_all_equal(variant(_pool_grad(ours))(x), jax.jit(_pool_grad(standard))(x))
+
+
+def _first_max_gradient(x, g, padding):
+    """NumPy reference: each window's output gradient goes to its first maximum in row-major window order."""
+    (top, bottom), (left, right) = lax.padtype_to_pads(x.shape[1:3], (3, 3), (2, 2), padding)
+    padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-np.inf)
+    dx = np.zeros_like(padded)
+    for b, r, c, ch in np.ndindex(*g.shape):
+        window = padded[b, 2 * r : 2 * r + 3, 2 * c : 2 * c + 3, ch]
+        i, j = np.unravel_index(np.argmax(window), (3, 3))  # np.argmax: the first maximum
+        dx[b, 2 * r + i, 2 * c + j, ch] += g[b, r, c, ch]
+    return dx[:, top : top + x.shape[1], left : left + x.shape[2]]
+
+
+@pytest.mark.parametrize("case", ["cbr_valid", "same_even"])
+def test_max_pool_ties_go_to_the_first_maximum_as_in_xla(case):
+    """Values on a coarse grid (many ties) and a constant map (every window tied): the gradient goes to each
+    window's first maximum, as in the NumPy reference and XLA's select_and_scatter."""
+    shape, padding = POOLS[case]
+    rng = np.random.default_rng(3)
+    standard, ours = _pool_pair(padding)
+    for x in (np.round(rng.normal(size=shape)), np.ones(shape)):
+        x = jnp.asarray(x, jnp.float32)
+        y, pullback = jax.vjp(jax.jit(ours), x)
+        g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+        # An entry that is the first maximum of two windows sums their gradients, in another order: 1-ulp rounding.
+        reference = _first_max_gradient(np.asarray(x), np.asarray(g), padding)
+        np.testing.assert_allclose(pullback(g)[0], reference, rtol=1e-6, atol=0)
+        np.testing.assert_allclose(pullback(g)[0], jax.vjp(standard, x)[1](g)[0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("case", ["cbr_valid", "resnet_stem"])
+def test_max_pool_under_vmap_equals_vmapped_xla(case):
+    """Three runs' feature maps (as train/multirun.py stacks them)."""
+    shape, padding = POOLS[case]
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, *shape)), jnp.float32)
+    standard, ours = _pool_pair(padding)
+    chex.assert_trees_all_equal(jax.jit(jax.vmap(ours))(x), jax.vmap(standard)(x))
+    chex.assert_trees_all_equal(jax.jit(jax.vmap(_pool_grad(ours)))(x), jax.vmap(_pool_grad(standard))(x))
+
+
+def test_only_cpu_programs_use_the_max_pool_kernel(monkeypatch):
+    """XLA's max-pool gradient is a select_and_scatter: gone from the CPU program, kept on GPU and with the kernels
+    switched off."""
+
+    def exported(platform, enabled):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        fn = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(cpu_kernels.max_pool(x, (3, 3), (2, 2), "SAME")))))
+        return export.export(fn, platforms=[platform])(jnp.zeros((2, 16, 16, 3))).mlir_module()
+
+    assert "select_and_scatter" not in exported("cpu", True)
+    for platform, enabled in (("cuda", True), ("cpu", False)):
+        assert "select_and_scatter" in exported(platform, enabled), (platform, enabled)
+
+
+class _Stem(nn.Module):
+    """ResNet-50's stem (7x7/2 conv, BatchNorm, ReLU, 3x3/2 max-pool) and a linear head."""
+
+    pool_padding: object
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = layers.ConvBN(4, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)))(x, train)
+        x = layers.max_pool(x, 3, 2, padding=self.pool_padding)
+        return layers.dense_head(2)(layers.global_avg_pool(x))
+
+
+@pytest.mark.parametrize("pool_padding", ["SAME", ((1, 1), (1, 1))], ids=["SAME", "resnet_explicit"])
+def test_resnet_stem_gradients_equal_with_and_without_cpu_kernels(monkeypatch, pool_padding):
+    """The pool's input is a BatchNorm-ReLU output that XLA may recompute for the backward pass: jitted as a whole,
+    the stem's gradients must still equal XLA's."""
+    model = _Stem(pool_padding)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(8, 32, 32, 3)), jnp.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    labels = jnp.arange(8) % 2
+
+    def loss(params):
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
+def test_max_pool_backward_reads_only_the_recorded_argmax():
+    """What makes the kernel robust: the backward pass keeps no float array of the forward one (only the int8 index
+    of each window's maximum), so an input that XLA recomputes with other rounding for the backward pass cannot
+    change which entry gets a window's gradient. A backward that compares the input with the output again (the
+    removed kernel) keeps both as residuals."""
+    pool = cpu_kernels._Pool((3, 3), (2, 2), ((0, 0), (0, 0)))
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 7, 7, 3)), jnp.float32)
+    _, pullback = jax.vjp(functools.partial(cpu_kernels._cpu_max_pool, pool), x)
+    residuals = jax.tree_util.tree_leaves(pullback)
+    assert residuals and all(r.dtype == jnp.int8 and r.shape == (2, 3, 3, 3) for r in residuals), residuals

@@ -1,6 +1,6 @@
-"""Faster convolution gradients on XLA:CPU, with the same values; other platforms are untouched.
+"""Faster convolution and max-pool gradients on XLA:CPU, with the same values; other platforms are untouched.
 
-Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found three costs that PyTorch's CPU kernels
+Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found four costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
 
 - Conv kernel gradients. XLA computes dW as one convolution whose window is the whole feature map and whose
@@ -19,16 +19,23 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   pair (a block-Toeplitz matrix, taps outside the kernel being zero): 3x3 maps 15x faster, and under `jax.vmap`
   a batched matrix product instead of a grouped convolution.
 
-A third cost, XLA:CPU's max-pool gradient (`select_and_scatter` expanded with four int32 index arrays of the
-input's size: 2.3 GiB more peak memory for CBR-Small at 587 px, batch 8), is left to XLA on purpose. A replacement
-that sends each window's gradient to its first maximum by strided pads equalled XLA's gradient alone and inside
-small models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) XLA:CPU compiled it to gradients
-29 % off (exact without jit, and exact with a host callback between the layers): a miscompile we could not pin
-down, so it went. tests/models/test_cpu_kernels.py checks whole-model gradients at that shape.
+A fourth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
+input's size (2.3 GiB more peak memory for CBR-Small at 587 px, batch 8; 3-5x slower than the kernel below). A first
+replacement, since removed, found each window's maximum again in the backward pass by comparing the pool's input
+with its output, and sent the gradient there by strided pads. It equalled XLA's gradient alone and inside small
+models, but inside the jitted 4-layer CBR at 32 px (7 x 7 -> 3 x 3 pool) its gradients were 29 % off: XLA:CPU may
+compute the BatchNorm-ReLU output that feeds a max-pool once for the forward pass and again, rounded differently,
+for the backward one, so a window could hold no entry equal to its maximum and lose its gradient. The kernel here
+cannot lose a window: the forward pass records each window's first maximum as an index (int8, the output's size)
+chosen by a running comparison, so it always names an entry of the window, and the backward pass reads only that
+index (per window offset, the output gradient where the index names that offset, placed by an interior-padded
+`lax.pad`; the placements summed). Ties go to the first maximum in window order, as in XLA.
+tests/models/test_cpu_kernels.py checks whole-model gradients at those shapes and in a ResNet-50 stem.
 
-Forward values come from the same `lax` operations except on maps smaller than the kernel (the same products, added
-in another order); gradients differ from XLA's only in the order of float additions. Each replacement is chosen with
-`lax.platform_dependent`, so GPU and TPU programs compile the standard operations. `ENABLED` (env
+Forward values come from the same `lax` operations (max-pools: the same maxima) except on maps smaller than the
+kernel (the same products, added in another order); gradients differ from XLA's only in the order of float
+additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
+operations. `ENABLED` (env
 `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
 """
 
@@ -238,3 +245,88 @@ def conv_general_dilated(
     conv = _Conv(tuple(window_strides), tuple(tuple(p) for p in padding))
     cpu = _dense_conv if _uses_dense(conv, lhs.shape, rhs.shape, lhs.dtype.itemsize) else _cpu_conv
     return lax.platform_dependent(lhs, rhs, cpu=functools.partial(cpu, conv), default=standard)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pool:
+    """A 2-D NHWC max-pool with explicit padding (padded entries are -inf, as in `lax.reduce_window`)."""
+
+    window: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[tuple[int, int], tuple[int, int]]
+
+    def standard(self, x):
+        pads = ((0, 0), *self.padding, (0, 0))
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, *self.window, 1), (1, *self.strides, 1), pads)
+
+    def _out_hw(self, x_shape):
+        return tuple(
+            (n + lo + hi - k) // s + 1
+            for n, k, s, (lo, hi) in zip(x_shape[1:3], self.window, self.strides, self.padding)
+        )
+
+    def forward(self, x):
+        """(y, index of each window's first maximum in window order, int8): the index is carried as a running
+        choice among the window's entries, so it names an entry whatever XLA recomputes; the backward reads only it."""
+        (n, _, _, c), (ho, wo), (sh, sw) = x.shape, self._out_hw(x.shape), self.strides
+        padded = jnp.pad(x, ((0, 0), *self.padding, (0, 0)), constant_values=-jnp.inf)
+        best, index = None, None
+        for k in range(self.window[0] * self.window[1]):
+            i, j = divmod(k, self.window[1])
+            tap = lax.slice(padded, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+            if best is None:
+                best, index = tap, jnp.zeros(tap.shape, jnp.int8)
+            else:
+                better = tap > best  # strict: ties keep the first maximum, as XLA's select_and_scatter does
+                best, index = jnp.where(better, tap, best), jnp.where(better, jnp.int8(k), index)
+        return best, index
+
+    def backward(self, x_shape, index, g):
+        """Each window's gradient placed at its chosen entry: per window offset, a strided placement (an interior-
+        padded `lax.pad`), summed; no float comparison."""
+        (_, h, w, _), (ho, wo), (sh, sw) = x_shape, self._out_hw(x_shape), self.strides
+        (top, bottom), (left, right) = self.padding
+        hp, wp = h + top + bottom, w + left + right
+        zero = jnp.zeros((), g.dtype)
+        total = None
+        for k in range(self.window[0] * self.window[1]):
+            i, j = divmod(k, self.window[1])
+            part = jnp.where(index == k, g, zero)
+            config = (
+                (0, 0, 0),
+                (i, hp - i - (ho - 1) * sh - 1, sh - 1),
+                (j, wp - j - (wo - 1) * sw - 1, sw - 1),
+                (0, 0, 0),
+            )
+            part = lax.pad(part, zero, config)
+            total = part if total is None else total + part
+        return total[:, top : top + h, left : left + w]
+
+
+def _cpu_max_pool(pool: _Pool, x):
+    @jax.custom_vjp
+    def f(x):
+        return pool.forward(x)[0]
+
+    def f_fwd(x):
+        y, index = pool.forward(x)
+        return y, index
+
+    def f_bwd(index, g):
+        return (pool.backward(x.shape, index, g),)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(x)
+
+
+def max_pool(x, window: tuple[int, int], strides: tuple[int, int], padding):
+    """NHWC max-pool (`padding` 'VALID', 'SAME' or explicit pairs); on CPU its gradient reads the argmax that the
+    forward pass recorded (see the module docstring)."""
+    if x.ndim != 4:
+        raise ValueError(f"max_pool: expected an NHWC batch, got shape {x.shape}")
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+    pool = _Pool(tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
+    if not ENABLED or pool.window[0] * pool.window[1] > 128:  # int8 indices 0..127
+        return pool.standard(x)
+    return lax.platform_dependent(x, cpu=functools.partial(_cpu_max_pool, pool), default=pool.standard)

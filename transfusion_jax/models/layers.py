@@ -101,7 +101,8 @@ class ConvBN(nn.Module):
 
 
 def max_pool(x, window: int = 3, stride: int = 2, padding: Padding = "VALID"):
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
+    """NHWC max-pool; on CPU with a gradient that reads the argmax recorded by the forward pass (`cpu_kernels`)."""
+    return cpu_kernels.max_pool(x, (window, window), (stride, stride), padding)
 
 
 def global_avg_pool(x):
