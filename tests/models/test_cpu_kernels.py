@@ -302,6 +302,17 @@ def test_max_pool_ties_go_to_the_first_maximum_as_in_xla(case):
         np.testing.assert_allclose(pullback(g)[0], jax.vjp(standard, x)[1](g)[0], rtol=1e-6, atol=0)
 
 
+def test_max_pool_propagates_nan_as_xla_does():
+    """A NaN in a window makes that window's maximum NaN, as in XLA's reduce_window: a diverged activation must not
+    be hidden by the pool."""
+    x = np.random.default_rng(5).normal(size=(1, 7, 7, 2)).astype(np.float32)
+    x[0, 3, 4, 1] = np.nan
+    x[0, 0, 0, 0] = np.nan  # the first entry of the first window
+    standard, ours = _pool_pair("VALID")
+    chex.assert_trees_all_equal(np.isnan(jax.jit(ours)(x)), np.isnan(standard(x)))
+    assert np.isnan(standard(x)).sum() == 3  # (0, 0) in one window, (3, 4) in two
+
+
 @pytest.mark.parametrize("case", ["cbr_valid", "resnet_stem"])
 def test_max_pool_under_vmap_equals_vmapped_xla(case):
     """Three runs' feature maps (as train/multirun.py stacks them)."""

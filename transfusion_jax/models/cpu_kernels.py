@@ -277,7 +277,9 @@ class _Pool:
             if best is None:
                 best, index = tap, jnp.zeros(tap.shape, jnp.int8)
             else:
-                better = tap > best  # strict: ties keep the first maximum, as XLA's select_and_scatter does
+                # strict: ties keep the first maximum, as XLA's select_and_scatter does; a NaN wins and then stays,
+                # so the output is NaN wherever XLA's maximum is
+                better = (tap > best) | jnp.isnan(tap)
                 best, index = jnp.where(better, tap, best), jnp.where(better, jnp.int8(k), index)
         return best, index
 
