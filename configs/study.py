@@ -3,7 +3,7 @@ numbers as plain data. The quickstart (experiments/quickstart.py) runs it.
 
 Launch (arg 'default' | 'full' | 'scale' | 'mini'; any field is overridable as --config.FIELD=VALUE):
   python -m transfusion_jax.experiments.quickstart --workdir DIR            # default: the CPU cut, <= 10 min on 2 cores
-  python -m transfusion_jax.experiments.quickstart --workdir DIR --full     # the whole design on a CPU (~45 min)
+  python -m transfusion_jax.experiments.quickstart --workdir DIR --full     # the whole design on a CPU (~22 min)
   python -m transfusion_jax.experiments.quickstart --workdir DIR --scale    # larger, one GPU (~15 min, estimated)
   python -m transfusion_jax.experiments.quickstart --workdir DIR --mini     # the tests' size (the cut), ~1 min
 Expected: DIR/report.md with the gates G1-G4 first, then per claim C1-C8 and R the effect with its 95 % interval and
