@@ -159,6 +159,25 @@ def test_maps_smaller_than_the_kernel_become_one_matrix_product(monkeypatch):
     assert "stablehlo.dot_general" in export.export(fn, platforms=["cpu"])(x, w).mlir_module()
 
 
+def _assert_train_mode_gradients_match(monkeypatch, model, x, logits_of=lambda out: out[0]):
+    """`model`'s loss gradients in train mode (BatchNorm batch statistics), jitted as a whole, with and without the
+    CPU kernels: equal to float32 rounding."""
+    variables = model.init(jax.random.key(0), x, train=False)
+    labels = jnp.arange(x.shape[0]) % 2
+
+    def loss(params):
+        out, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean(jax.nn.log_softmax(logits_of(out))[jnp.arange(x.shape[0]), labels])
+
+    grads = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
+        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+
+
 @pytest.mark.parametrize(
     "widths, size",
     [((4, 8), 64), ((4, 4, 8, 8), 32)],
@@ -170,20 +189,7 @@ def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths,
     the op alone passed."""
     model = models.get_model("cbr_small", 2, widths=widths)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(8, size, size, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
-    labels = jnp.arange(8) % 2
-
-    def loss(params):
-        (logits, _), _ = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
-        )
-        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
-
-    grads = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
-        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+    _assert_train_mode_gradients_match(monkeypatch, model, x)
 
 
 def test_resnet_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
@@ -191,19 +197,7 @@ def test_resnet_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
     (kernel gradients as matrix products; strided shortcuts), 3x3 convs on maps down to 1x1 (block-Toeplitz)."""
     model = models.get_model("resnet50", 2, stage_sizes=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem_features=4)
     x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 32, 32, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
-
-    def loss(params):
-        (logits, _), _ = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
-        )
-        return jnp.mean(jax.nn.log_softmax(logits)[:, 0])
-
-    grads = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
-        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+    _assert_train_mode_gradients_match(monkeypatch, model, x)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -355,20 +349,7 @@ def test_resnet_stem_gradients_equal_with_and_without_cpu_kernels(monkeypatch, p
     the stem's gradients must still equal XLA's."""
     model = _Stem(pool_padding)
     x = jnp.asarray(np.random.default_rng(5).normal(size=(8, 32, 32, 3)), jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
-    labels = jnp.arange(8) % 2
-
-    def loss(params):
-        logits, _ = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
-        )
-        return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), labels])
-
-    grads = {}
-    for enabled in (True, False):
-        monkeypatch.setattr(cpu_kernels, "ENABLED", enabled)
-        grads[enabled] = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    chex.assert_trees_all_close(grads[True], grads[False], **TOL)
+    _assert_train_mode_gradients_match(monkeypatch, model, x, logits_of=lambda out: out)
 
 
 def test_max_pool_backward_reads_only_the_recorded_argmax():
