@@ -296,6 +296,14 @@ def test_max_pool_ties_go_to_the_first_maximum_as_in_xla(case):
         np.testing.assert_allclose(pullback(g)[0], jax.vjp(standard, x)[1](g)[0], rtol=1e-6, atol=0)
 
 
+def test_max_pool_of_a_map_smaller_than_the_window_is_empty_as_in_xla():
+    """A deep CBR on small images shrinks its map below the 3x3 window: the pool's output is empty, not an error."""
+    x = jnp.ones((2, 1, 1, 4))
+    standard, ours = _pool_pair("VALID")
+    assert jax.jit(ours)(x).shape == standard(x).shape == (2, 0, 0, 4)
+    assert jax.grad(lambda x: jnp.sum(ours(x)))(x).shape == x.shape
+
+
 def test_max_pool_propagates_nan_as_xla_does():
     """A NaN in a window makes that window's maximum NaN, as in XLA's reduce_window: a diverged activation must not
     be hidden by the pool."""

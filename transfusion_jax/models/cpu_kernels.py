@@ -331,4 +331,6 @@ def max_pool(x, window: tuple[int, int], strides: tuple[int, int], padding):
     pool = _Pool(tuple(window), tuple(strides), tuple(tuple(p) for p in padding))
     if not ENABLED or pool.window[0] * pool.window[1] > 128:  # int8 indices 0..127
         return pool.standard(x)
+    if min(pool._out_hw(x.shape)) <= 0 or x.size == 0:  # an empty output (a map smaller than the window): XLA's
+        return pool.standard(x)
     return lax.platform_dependent(x, cpu=functools.partial(_cpu_max_pool, pool), default=pool.standard)
