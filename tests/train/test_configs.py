@@ -119,15 +119,7 @@ def test_local_config_builds_a_train_step(name, arg):
     c, task = _task(name, arg)
     model = state_lib.build_model(c, task.num_outputs)
     size = c.data.image_size
-    x = jnp.zeros((1, size, size, 3))
-    variables = jax.eval_shape(lambda r: state_lib.random_variables(model, r, x), jax.random.key(0))
-    tx, _ = state_lib.make_optimizer(c, variables["params"])
-    state = state_lib.TrainState(
-        step=jax.ShapeDtypeStruct((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        opt_state=jax.eval_shape(tx.init, variables["params"]),
-    )
+    state, tx = state_lib.abstract_train_state(c, model, jnp.zeros((1, size, size, 3)))
     label = (
         jax.ShapeDtypeStruct((c.batch_size,), jnp.int32)
         if task.loss == "softmax"

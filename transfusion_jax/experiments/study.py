@@ -279,14 +279,7 @@ def step_flops(c, widths: Sequence[int], num_classes: int, config) -> tuple[floa
     programs' counts are within 2 % of these for the study's models)."""
     model = models.get_model(c.family, num_classes, widths=tuple(widths))
     size, batch = c.image_size, c.batch_size
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-    tx, _ = state_lib.make_optimizer(config, variables["params"])
-    state = state_lib.TrainState(
-        step=jax.ShapeDtypeStruct((), jnp.int32),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-        opt_state=jax.eval_shape(tx.init, variables["params"]),
-    )
+    state, tx = state_lib.abstract_train_state(config, model, jnp.zeros((1, size, size, 3)))
     inputs = {
         "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),

@@ -138,6 +138,20 @@ def frozen_statistics(config, params, batch_stats):
     return surgery.frozen_statistics(params, batch_stats, list(config.freeze))
 
 
+def abstract_train_state(config, model, sample_input) -> tuple[TrainState, optax.GradientTransformation]:
+    """(the step-0 state as shapes and dtypes, optimizer) of a randomly initialised run: what lowering a train step
+    needs, without drawing or compiling anything."""
+    variables = jax.eval_shape(lambda r: random_variables(model, r, sample_input), jax.random.key(0))
+    tx, _ = make_optimizer(config, variables["params"])
+    state = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=jax.eval_shape(tx.init, variables["params"]),
+    )
+    return state, tx
+
+
 def create_train_state(config, model, rng, sample_input):
     """(step-0 state, optimizer, learning-rate schedule). Host-side values; the trainer places them on the mesh."""
     variables = init_variables(config, model, rng, sample_input)
