@@ -114,12 +114,17 @@ class _Conv:
         return dw.astype(w.dtype).reshape(w.shape)
 
 
+def _out_hw(in_hw, window_hw, strides, padding) -> tuple[int, ...]:
+    """Output height and width of a windowed op (convolution or pool) with explicit padding."""
+    return tuple((n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(in_hw, window_hw, strides, padding))
+
+
 def _toeplitz_taps(in_hw, kernel_hw, strides, padding):
     """([H*W, Ho*Wo] index of the kernel tap joining each input position to each output position, kh*kw where
     none does), (Ho, Wo)) of a convolution; NumPy, so it is a constant of the program."""
     rows = []
-    for size, k, stride, (low, high) in zip(in_hw, kernel_hw, strides, padding):
-        out = (size + low + high - k) // stride + 1
+    outs = _out_hw(in_hw, kernel_hw, strides, padding)
+    for size, k, stride, (low, _), out in zip(in_hw, kernel_hw, strides, padding, outs):
         tap = np.arange(size)[:, None] - np.arange(out)[None, :] * stride + low  # [in, out]
         rows.append((tap, (tap >= 0) & (tap < k), out))
     (ti, vi, ho), (tj, vj, wo) = rows
@@ -133,7 +138,7 @@ def _uses_dense(conv: _Conv, x_shape, w_shape, itemsize: int) -> bool:
     (_, h, w, cin), (kh, kw, _, cout) = x_shape, w_shape
     if h >= kh and w >= kw:
         return False
-    outs = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip((h, w), (kh, kw), conv.strides, conv.padding)]
+    outs = _out_hw((h, w), (kh, kw), conv.strides, conv.padding)
     return min(outs) > 0 and h * w * cin * outs[0] * outs[1] * cout * itemsize <= DENSE_MAX_BYTES
 
 
@@ -260,10 +265,7 @@ class _Pool:
         return lax.reduce_window(x, -jnp.inf, lax.max, (1, *self.window, 1), (1, *self.strides, 1), pads)
 
     def _out_hw(self, x_shape):
-        return tuple(
-            (n + lo + hi - k) // s + 1
-            for n, k, s, (lo, hi) in zip(x_shape[1:3], self.window, self.strides, self.padding)
-        )
+        return _out_hw(x_shape[1:3], self.window, self.strides, self.padding)
 
     def forward(self, x):
         """(y, index of each window's first maximum in window order, int8): the index is carried as a running
