@@ -131,29 +131,25 @@ def test_only_cpu_programs_use_the_cpu_kernels(monkeypatch):
         assert text.count("stablehlo.convolution") == 3, (platform, enabled)
 
 
-def test_pointwise_kernel_gradients_are_one_matrix_product(monkeypatch):
-    """A strided 1x1 conv: the CPU program keeps XLA's forward and input-gradient convolutions and computes the
-    kernel gradient as a matrix product; other platforms: three convolutions."""
+@pytest.mark.parametrize(
+    "x_shape, w_shape, strides, cpu_convolutions",
+    [((2, 9, 8, 4), (1, 1, 4, 5), (2, 2), 2), ((2, 3, 3, 4), (7, 7, 4, 5), (1, 1), 0)],
+    ids=["strided 1x1: kernel gradient a matrix product", "7x7 on a 3x3 map: everything a matrix product"],
+)
+def test_matrix_product_kernels_replace_convolutions_on_cpu_only(
+    monkeypatch, x_shape, w_shape, strides, cpu_convolutions
+):
+    """The CPU program keeps XLA's forward and input-gradient convolutions of a 1x1 conv and computes its kernel
+    gradient as a matrix product; on a map smaller than the kernel, forward and both gradients are matrix products.
+    Other platforms keep XLA's three convolutions."""
     monkeypatch.setattr(cpu_kernels, "ENABLED", True)
 
     def loss(x, w):
-        return jnp.sum(jnp.square(cpu_kernels.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=NHWC)))
+        return jnp.sum(jnp.square(cpu_kernels.conv_general_dilated(x, w, strides, "SAME", dimension_numbers=NHWC)))
 
     fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    x, w = jnp.zeros((2, 9, 8, 4)), jnp.zeros((1, 1, 4, 5))
-    for platform, convolutions in (("cpu", 2), ("cuda", 3)):
-        text = export.export(fn, platforms=[platform])(x, w).mlir_module()
-        assert text.count("stablehlo.convolution") == convolutions, platform
-    assert "stablehlo.dot_general" in export.export(fn, platforms=["cpu"])(x, w).mlir_module()
-
-
-def test_maps_smaller_than_the_kernel_become_one_matrix_product(monkeypatch):
-    """A 7x7 conv on a 3x3 map: the CPU program's forward and both gradients are matrix products, no convolution;
-    other platforms keep XLA's three convolutions."""
-    monkeypatch.setattr(cpu_kernels, "ENABLED", True)
-    fn = jax.jit(jax.grad(_conv_grad, argnums=(0, 1)))
-    x, w = jnp.zeros((2, 3, 3, 4)), jnp.zeros((7, 7, 4, 5))
-    for platform, convolutions in (("cpu", 0), ("cuda", 3)):
+    x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
+    for platform, convolutions in (("cpu", cpu_convolutions), ("cuda", 3)):
         text = export.export(fn, platforms=[platform])(x, w).mlir_module()
         assert text.count("stablehlo.convolution") == convolutions, platform
     assert "stablehlo.dot_general" in export.export(fn, platforms=["cpu"])(x, w).mlir_module()
