@@ -58,6 +58,11 @@ MIN_ROWS = 56
 # The block-Toeplitz matrix of a convolution on a map smaller than its kernel is used up to this size; beyond it
 # (very wide layers) XLA's convolution is kept.
 DENSE_MAX_BYTES = 64 * 2**20
+# A stride-1 convolution over fewer input channels than FEW_CHANNELS (an RGB input layer) runs its forward pass
+# zero-padded to 4 channels when its output has at least WIDE_MAP_ROWS rows, and with the kernel's width taps
+# folded into channels below that (measured on a 2-core Zen 4: BENCHMARKS.md, "First-layer forward").
+FEW_CHANNELS = 8
+WIDE_MAP_ROWS = 96
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -71,6 +76,26 @@ class _Conv:
 
     def __call__(self, x, w):
         return lax.conv_general_dilated(x, w, self.strides, self.padding, dimension_numbers=_NHWC)
+
+    def forward(self, x, w):
+        """The convolution's output. Over few input channels at stride 1, XLA:CPU's direct convolution is 2-3x slower
+        than the same products laid out over more channels: on wide maps the channels are zero-padded to 4; on
+        smaller ones each row of kernel taps becomes channels (a kh x 1 convolution over kw * cin channels, zero-
+        padded to a multiple of 8). The same products and zeros, added in another order."""
+        kh, kw, cin, cout = w.shape
+        if cin >= FEW_CHANNELS or self.strides != (1, 1) or kw == 1:
+            return self(x, w)
+        rows, cols = _out_hw(x.shape[1:3], (kh, kw), self.strides, self.padding)
+        if rows >= WIDE_MAP_ROWS:
+            return self(_pad_channels(x, 4, axis=3), _pad_channels(w, 4, axis=2))
+        left, right = self.padding[1]
+        x = jnp.pad(x, ((0, 0), (0, 0), (left, right), (0, 0)))
+        folded = jnp.concatenate([x[:, :, j : j + cols] for j in range(kw)], axis=3)  # channel j * cin + c
+        channels = -(-kw * cin // 8) * 8
+        rows_only = _Conv((1, 1), (self.padding[0], (0, 0)))
+        return rows_only(
+            _pad_channels(folded, channels, axis=3), _pad_channels(w.reshape(kh, 1, kw * cin, cout), channels, axis=2)
+        )
 
     def input_grad(self, x, w, g):
         return jax.vjp(lambda x: self(x, w), x)[1](g)[0]
@@ -112,6 +137,13 @@ class _Conv:
         x = x[:, : (rows - 1) * sh + 1 : sh, : (cols - 1) * sw + 1 : sw]
         dw = jnp.einsum("bhwi,bhwo->io", x, g, preferred_element_type=jnp.float32)
         return dw.astype(w.dtype).reshape(w.shape)
+
+
+def _pad_channels(a, channels: int, axis: int):
+    """`a` zero-padded at the end of `axis` to `channels` entries."""
+    pads = [(0, 0)] * a.ndim
+    pads[axis] = (0, channels - a.shape[axis])
+    return jnp.pad(a, pads)
 
 
 def _out_hw(in_hw, window_hw, strides, padding) -> tuple[int, ...]:
@@ -182,7 +214,7 @@ def _one_run_at_a_time(fun, shared_input_rule=None):
 
 def _cpu_conv(conv: _Conv, x, w):
     def forward(x, w):
-        return _one_run_at_a_time(conv, lambda n, x, w: _split_runs(conv(x, _concat_runs(w)), n))(x, w)
+        return _one_run_at_a_time(conv.forward, lambda n, x, w: _split_runs(conv.forward(x, _concat_runs(w)), n))(x, w)
 
     def kernel_grad(x, w, g):
         def shared(n, x, w, g):  # one input, every run's output gradient: one dW with N * cout outputs
