@@ -1,6 +1,6 @@
 """Faster convolution and max-pool gradients on XLA:CPU, with the same values; other platforms are untouched.
 
-Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found four costs that PyTorch's CPU kernels
+Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found five costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
 
 - Conv kernel gradients. XLA computes dW as one convolution whose window is the whole feature map and whose
@@ -18,8 +18,14 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   There the whole convolution is one matrix product with the kernel laid out for every (input, output) position
   pair (a block-Toeplitz matrix, taps outside the kernel being zero): 3x3 maps 15x faster, and under `jax.vmap`
   a batched matrix product instead of a grouped convolution.
+- Forward passes over few input channels (an RGB input layer) at stride 1: XLA:CPU's direct convolution is 2-3x
+  slower over 3 channels than over the same products laid out on more (CBR-Small's first layer at 587 px, batch 8:
+  1100 ms; over channels zero-padded to 4, 470 ms; PyTorch 250-300 ms). `_Conv.forward` pads the channels to 4 on
+  maps of at least `WIDE_MAP_ROWS` output rows, and below that folds each row of kernel taps into channels (a
+  kh x 1 convolution over kw * cin channels, zero-padded to a multiple of 8: 5-6 -> 2-2.5 ms at 32 px, batch 32).
+  The gradients keep the plain kernel, which is faster for them.
 
-A fourth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
+A fifth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
 input's size (2.3 GiB more peak memory for CBR-Small at 587 px, batch 8; 3-5x slower than the kernel below). A first
 replacement, since removed, found each window's maximum again in the backward pass by comparing the pool's input
 with its output, and sent the gradient there by strided pads. It equalled XLA's gradient alone and inside small
@@ -32,8 +38,8 @@ index (per window offset, the output gradient where the index names that offset,
 `lax.pad`; the placements summed). Ties go to the first maximum in window order, as in XLA.
 tests/models/test_cpu_kernels.py checks whole-model gradients at those shapes and in a ResNet-50 stem.
 
-Forward values come from the same `lax` operations (max-pools: the same maxima) except on maps smaller than the
-kernel (the same products, added in another order); gradients differ from XLA's only in the order of float
+Forward values come from the same `lax` operations (max-pools: the same maxima) except over few input channels and
+on maps smaller than the kernel (the same products, and zeros, added in another order); gradients differ from XLA's only in the order of float
 additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
 operations. `ENABLED` (env
 `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
