@@ -216,10 +216,12 @@ def test_model_gradients_equal_with_and_without_cpu_kernels(monkeypatch, widths,
 
 
 def test_resnet_gradients_equal_with_and_without_cpu_kernels(monkeypatch):
-    """A one-block-per-stage ResNet-50 at 32 px, jitted as a whole in train mode: the strided 7x7 stem, 1x1 convs
-    (kernel gradients as matrix products; strided shortcuts), 3x3 convs on maps down to 1x1 (block-Toeplitz)."""
+    """A one-block-per-stage ResNet-50 at 64 px, jitted as a whole in train mode: the strided 7x7 stem, 1x1 convs
+    (kernel gradients as matrix products; strided shortcuts), 3x3 convs on maps down to 2x2 (block-Toeplitz). Not
+    32 px and 4 images: there BatchNorm over the last stage's 1x1 maps makes the gradients so ill-conditioned that a
+    one-ulp change of the input moves them by 1e-4 with XLA alone, the tolerance's size."""
     model = models.get_model("resnet50", 2, stage_sizes=(1, 1, 1, 1), widths=(4, 4, 8, 8), stem_features=4)
-    x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 32, 32, 3)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(8, 64, 64, 3)), jnp.float32)
     _assert_train_mode_gradients_match(monkeypatch, model, x)
 
 

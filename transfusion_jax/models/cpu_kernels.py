@@ -1,4 +1,4 @@
-"""Faster convolution and max-pool gradients on XLA:CPU, with the same values; other platforms are untouched.
+"""Faster convolutions and max-pools on XLA:CPU, with the same values to float32 rounding; other platforms untouched.
 
 Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found five costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
@@ -11,7 +11,6 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
 - Convolutions under `jax.vmap` with batched kernels (many runs in one program, train/multirun.py) become grouped
   convolutions, 5-12x slower on XLA:CPU than the same convolutions one run at a time. Here the run axis is unrolled
   (a custom vmap rule); a batch shared by every run is convolved once with all runs' kernels side by side.
-
 - Convolutions whose input map is smaller than their kernel (CBR's 7x7 conv on the 3x3 map of a 32 px image, the
   miniature study's and the tests' size) leave XLA:CPU's fast path: forward and gradients 5-25x slower than on a map
   as large as the kernel (a 7x7 conv, 64 -> 128 channels, batch 32: 66 ms forward on 4x4 maps, 5 ms on 7x7 ones).
@@ -39,10 +38,10 @@ index (per window offset, the output gradient where the index names that offset,
 tests/models/test_cpu_kernels.py checks whole-model gradients at those shapes and in a ResNet-50 stem.
 
 Forward values come from the same `lax` operations (max-pools: the same maxima) except over few input channels and
-on maps smaller than the kernel (the same products, and zeros, added in another order); gradients differ from XLA's only in the order of float
-additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
-operations. `ENABLED` (env
-`TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
+on maps smaller than the kernel (the same products, and zeros, added in another order); gradients differ from XLA's
+only in the order of float additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU
+programs compile the standard operations. `ENABLED` (env `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when
+a function is traced.
 """
 
 import dataclasses
