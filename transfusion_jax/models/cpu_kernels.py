@@ -1,6 +1,6 @@
-"""Faster convolution and max-pool gradients on XLA:CPU, with the same values; other platforms are untouched.
+"""Faster convolutions and max-pools on XLA:CPU, with the same values to float32 rounding; other platforms untouched.
 
-Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found four costs that PyTorch's CPU kernels
+Profiling the train step on XLA:CPU (jax 0.10, YNNPACK convolutions) found five costs that PyTorch's CPU kernels
 do not have (figures: BENCHMARKS.md, "CPU train step"):
 
 - Conv kernel gradients. XLA computes dW as one convolution whose window is the whole feature map and whose
@@ -11,15 +11,20 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
 - Convolutions under `jax.vmap` with batched kernels (many runs in one program, train/multirun.py) become grouped
   convolutions, 5-12x slower on XLA:CPU than the same convolutions one run at a time. Here the run axis is unrolled
   (a custom vmap rule); a batch shared by every run is convolved once with all runs' kernels side by side.
-
 - Convolutions whose input map is smaller than their kernel (CBR's 7x7 conv on the 3x3 map of a 32 px image, the
   miniature study's and the tests' size) leave XLA:CPU's fast path: forward and gradients 5-25x slower than on a map
   as large as the kernel (a 7x7 conv, 64 -> 128 channels, batch 32: 66 ms forward on 4x4 maps, 5 ms on 7x7 ones).
   There the whole convolution is one matrix product with the kernel laid out for every (input, output) position
   pair (a block-Toeplitz matrix, taps outside the kernel being zero): 3x3 maps 15x faster, and under `jax.vmap`
   a batched matrix product instead of a grouped convolution.
+- Forward passes over few input channels (an RGB input layer) at stride 1: XLA:CPU's direct convolution is 2-3x
+  slower over 3 channels than over the same products laid out on more (CBR-Small's first layer at 587 px, batch 8:
+  1100 ms; over channels zero-padded to 4, 470 ms; PyTorch 250-300 ms). `_Conv.forward` pads the channels to 4 on
+  maps of at least `WIDE_MAP_ROWS` output rows, and below that folds each row of kernel taps into channels (a
+  kh x 1 convolution over kw * cin channels, zero-padded to a multiple of 8: 5-6 -> 2-2.5 ms at 32 px, batch 32).
+  The gradients keep the plain kernel, which is faster for them.
 
-A fourth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
+A fifth cost is XLA:CPU's max-pool gradient: `select_and_scatter`, expanded with four int32 index arrays of the
 input's size (2.3 GiB more peak memory for CBR-Small at 587 px, batch 8; 3-5x slower than the kernel below). A first
 replacement, since removed, found each window's maximum again in the backward pass by comparing the pool's input
 with its output, and sent the gradient there by strided pads. It equalled XLA's gradient alone and inside small
@@ -32,11 +37,11 @@ index (per window offset, the output gradient where the index names that offset,
 `lax.pad`; the placements summed). Ties go to the first maximum in window order, as in XLA.
 tests/models/test_cpu_kernels.py checks whole-model gradients at those shapes and in a ResNet-50 stem.
 
-Forward values come from the same `lax` operations (max-pools: the same maxima) except on maps smaller than the
-kernel (the same products, added in another order); gradients differ from XLA's only in the order of float
-additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU programs compile the standard
-operations. `ENABLED` (env
-`TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when a function is traced.
+Forward values come from the same `lax` operations (max-pools: the same maxima) except over few input channels and
+on maps smaller than the kernel (the same products, and zeros, added in another order); gradients differ from XLA's
+only in the order of float additions. Each replacement is chosen with `lax.platform_dependent`, so GPU and TPU
+programs compile the standard operations. `ENABLED` (env `TRANSFUSION_JAX_CPU_KERNELS=0` turns it off) is read when
+a function is traced.
 """
 
 import dataclasses
@@ -58,6 +63,11 @@ MIN_ROWS = 56
 # The block-Toeplitz matrix of a convolution on a map smaller than its kernel is used up to this size; beyond it
 # (very wide layers) XLA's convolution is kept.
 DENSE_MAX_BYTES = 64 * 2**20
+# A stride-1 convolution over fewer input channels than FEW_CHANNELS (an RGB input layer) runs its forward pass
+# zero-padded to 4 channels when its output has at least WIDE_MAP_ROWS rows, and with the kernel's width taps
+# folded into channels below that (measured on a 2-core Zen 4: BENCHMARKS.md, "First-layer forward").
+FEW_CHANNELS = 8
+WIDE_MAP_ROWS = 96
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -71,6 +81,26 @@ class _Conv:
 
     def __call__(self, x, w):
         return lax.conv_general_dilated(x, w, self.strides, self.padding, dimension_numbers=_NHWC)
+
+    def forward(self, x, w):
+        """The convolution's output. Over few input channels at stride 1, XLA:CPU's direct convolution is 2-3x slower
+        than the same products laid out over more channels: on wide maps the channels are zero-padded to 4; on
+        smaller ones each row of kernel taps becomes channels (a kh x 1 convolution over kw * cin channels, zero-
+        padded to a multiple of 8). The same products and zeros, added in another order."""
+        kh, kw, cin, cout = w.shape
+        if cin >= FEW_CHANNELS or self.strides != (1, 1) or kw == 1:
+            return self(x, w)
+        rows, cols = _out_hw(x.shape[1:3], (kh, kw), self.strides, self.padding)
+        if rows >= WIDE_MAP_ROWS:
+            return self(_pad_channels(x, 4, axis=3), _pad_channels(w, 4, axis=2))
+        left, right = self.padding[1]
+        x = jnp.pad(x, ((0, 0), (0, 0), (left, right), (0, 0)))
+        folded = jnp.concatenate([x[:, :, j : j + cols] for j in range(kw)], axis=3)  # channel j * cin + c
+        channels = -(-kw * cin // 8) * 8
+        rows_only = _Conv((1, 1), (self.padding[0], (0, 0)))
+        return rows_only(
+            _pad_channels(folded, channels, axis=3), _pad_channels(w.reshape(kh, 1, kw * cin, cout), channels, axis=2)
+        )
 
     def input_grad(self, x, w, g):
         return jax.vjp(lambda x: self(x, w), x)[1](g)[0]
@@ -112,6 +142,13 @@ class _Conv:
         x = x[:, : (rows - 1) * sh + 1 : sh, : (cols - 1) * sw + 1 : sw]
         dw = jnp.einsum("bhwi,bhwo->io", x, g, preferred_element_type=jnp.float32)
         return dw.astype(w.dtype).reshape(w.shape)
+
+
+def _pad_channels(a, channels: int, axis: int):
+    """`a` zero-padded at the end of `axis` to `channels` entries."""
+    pads = [(0, 0)] * a.ndim
+    pads[axis] = (0, channels - a.shape[axis])
+    return jnp.pad(a, pads)
 
 
 def _out_hw(in_hw, window_hw, strides, padding) -> tuple[int, ...]:
@@ -182,7 +219,7 @@ def _one_run_at_a_time(fun, shared_input_rule=None):
 
 def _cpu_conv(conv: _Conv, x, w):
     def forward(x, w):
-        return _one_run_at_a_time(conv, lambda n, x, w: _split_runs(conv(x, _concat_runs(w)), n))(x, w)
+        return _one_run_at_a_time(conv.forward, lambda n, x, w: _split_runs(conv.forward(x, _concat_runs(w)), n))(x, w)
 
     def kernel_grad(x, w, g):
         def shared(n, x, w, g):  # one input, every run's output gradient: one dW with N * cout outputs
