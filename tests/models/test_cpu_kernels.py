@@ -20,7 +20,8 @@ TOL = dict(rtol=2e-5, atol=1e-4)
 
 # (input shape, kernel shape, strides, padding): a map tall enough for the tiled kernel gradient, with a partial
 # last tile (70 rows = 32 + 32 + 6), over 3 channels (the forward with width taps folded into channels); a map of
-# WIDE_MAP_ROWS rows over 3 channels (the forward over channels padded to 4); a strided 7x7 conv as ResNet-50's
+# WIDE_MAP_ROWS rows over 3 channels (the forward over channels padded to 4); a non-square kernel over 5 channels on
+# a wide map (padded to 8) and a small one (folded: 15 channels padded to 16); a strided 7x7 conv as ResNet-50's
 # first (one image at a time); a small map (XLA's own kernel gradient); 1x1 convs (the kernel gradient as one matrix
 # product), one strided as ResNet's shortcuts, with odd and even map sizes; maps smaller than the kernel (the
 # block-Toeplitz matrix product): a CBR's 7x7 conv on a 3x3 map, a strided 3x3 conv on a 2x2 map with uneven
@@ -28,6 +29,8 @@ TOL = dict(rtol=2e-5, atol=1e-4)
 CONVS = {
     "tiled": ((2, 70, 20, 3), (7, 7, 3, 4), (1, 1), "SAME"),
     "few_channels_wide": ((1, 96, 10, 3), (7, 7, 3, 4), (1, 1), ((3, 3), (2, 4))),
+    "five_channels_wide": ((1, 100, 6, 5), (5, 3, 5, 2), (1, 1), "SAME"),
+    "five_channels": ((2, 12, 9, 5), (5, 3, 5, 2), (1, 1), "SAME"),
     "strided": ((2, 64, 18, 3), (7, 7, 3, 4), (2, 2), ((3, 3), (3, 3))),
     "small": ((3, 12, 12, 4), (3, 3, 4, 5), (1, 1), "SAME"),
     "pointwise": ((2, 60, 9, 6), (1, 1, 6, 3), (1, 1), "VALID"),
@@ -38,7 +41,11 @@ CONVS = {
 }
 # Forward values over few input channels and on maps smaller than the kernel: the same products (and zeros) added in
 # another order.
-REORDERED = {"tiled", "few_channels_wide", "small", "under_kernel", "under_kernel_strided", "under_kernel_rows"}
+REORDERED = {"tiled", "few_channels_wide", "five_channels_wide", "five_channels", "small"} | {
+    "under_kernel",
+    "under_kernel_strided",
+    "under_kernel_rows",
+}
 
 
 def _conv_pair(strides, padding):

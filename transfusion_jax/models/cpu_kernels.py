@@ -19,7 +19,7 @@ do not have (figures: BENCHMARKS.md, "CPU train step"):
   a batched matrix product instead of a grouped convolution.
 - Forward passes over few input channels (an RGB input layer) at stride 1: XLA:CPU's direct convolution is 2-3x
   slower over 3 channels than over the same products laid out on more (CBR-Small's first layer at 587 px, batch 8:
-  1100 ms; over channels zero-padded to 4, 470 ms; PyTorch 250-300 ms). `_Conv.forward` pads the channels to 4 on
+  1100 ms; over channels zero-padded to 4, 470 ms; PyTorch 250-300 ms). `_Conv.forward` pads them to 4 (or 8) on
   maps of at least `WIDE_MAP_ROWS` output rows, and below that folds each row of kernel taps into channels (a
   kh x 1 convolution over kw * cin channels, zero-padded to a multiple of 8: 5-6 -> 2-2.5 ms at 32 px, batch 32).
   The gradients keep the plain kernel, which is faster for them.
@@ -64,7 +64,7 @@ MIN_ROWS = 56
 # (very wide layers) XLA's convolution is kept.
 DENSE_MAX_BYTES = 64 * 2**20
 # A stride-1 convolution over fewer input channels than FEW_CHANNELS (an RGB input layer) runs its forward pass
-# zero-padded to 4 channels when its output has at least WIDE_MAP_ROWS rows, and with the kernel's width taps
+# zero-padded to a multiple of 4 channels when its output has at least WIDE_MAP_ROWS rows, and with the width taps
 # folded into channels below that (measured on a 2-core Zen 4: BENCHMARKS.md, "First-layer forward").
 FEW_CHANNELS = 8
 WIDE_MAP_ROWS = 96
@@ -84,7 +84,8 @@ class _Conv:
 
     def forward(self, x, w):
         """The convolution's output. Over few input channels at stride 1, XLA:CPU's direct convolution is 2-3x slower
-        than the same products laid out over more channels: on wide maps the channels are zero-padded to 4; on
+        than the same products laid out over more channels: on wide maps the channels are zero-padded to a multiple
+        of 4; on
         smaller ones each row of kernel taps becomes channels (a kh x 1 convolution over kw * cin channels, zero-
         padded to a multiple of 8). The same products and zeros, added in another order."""
         kh, kw, cin, cout = w.shape
@@ -92,7 +93,8 @@ class _Conv:
             return self(x, w)
         rows, cols = _out_hw(x.shape[1:3], (kh, kw), self.strides, self.padding)
         if rows >= WIDE_MAP_ROWS:
-            return self(_pad_channels(x, 4, axis=3), _pad_channels(w, 4, axis=2))
+            channels = -(-cin // 4) * 4
+            return self(_pad_channels(x, channels, axis=3), _pad_channels(w, channels, axis=2))
         left, right = self.padding[1]
         x = jnp.pad(x, ((0, 0), (0, 0), (left, right), (0, 0)))
         folded = jnp.concatenate([x[:, :, j : j + cols] for j in range(kw)], axis=3)  # channel j * cin + c
