@@ -402,3 +402,20 @@ def test_max_pool_backward_reads_only_the_recorded_argmax():
     _, pullback = jax.vjp(functools.partial(cpu_kernels._cpu_max_pool, pool), x)
     residuals = jax.tree_util.tree_leaves(pullback)
     assert residuals and all(r.dtype == jnp.int8 and r.shape == (2, 3, 3, 3) for r in residuals), residuals
+
+
+def test_the_models_table_counts_the_standard_operations(monkeypatch):
+    """`python -m transfusion_jax.models` counts a model's arithmetic, not the CPU kernels' zero taps and channels:
+    CBR-Small at 224 px against its four 7x7 SAME convolutions counted by hand (a multiply and an add per kernel tap
+    inside the image: 7 n - 12 taps along an axis of n), BatchNorm, pools and head adding under 1 %. Counted on the
+    CPU kernels' programs it is 2.4 % more (the first layer's channels padded to 4)."""
+    from transfusion_jax.models import __main__ as table
+
+    monkeypatch.setattr(cpu_kernels, "ENABLED", True)
+    convs = sum(
+        2 * (7 * n - 12) ** 2 * cin * cout
+        for n, cin, cout in ((224, 3, 32), (111, 32, 64), (55, 64, 128), (27, 128, 256))
+    )
+    gflops = table.describe("cbr_small", 2, 224)[3]
+    assert convs <= gflops * 1e9 <= 1.01 * convs
+    assert cpu_kernels.ENABLED  # restored

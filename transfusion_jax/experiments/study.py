@@ -38,6 +38,7 @@ from transfusion_jax.analysis import activations, diagnostics, nulls, probes, si
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import run_weights, runs, study_report, study_verdicts
 from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures
+from transfusion_jax.models import cpu_kernels
 from transfusion_jax.surgery import gabor_filters
 from transfusion_jax.train import config_lib, partition, preflight
 from transfusion_jax.train import state as state_lib
@@ -275,8 +276,9 @@ class NetworkCost:
 def step_flops(c, widths: Sequence[int], num_classes: int, config) -> tuple[float, float]:
     """(FLOPs of one train step on a batch of `c.batch_size`, FLOPs of one image's eval forward) of the trainer's own
     step functions for `config` (its optimizer) at `c.image_size`, on one device, from XLA's cost analysis of the
-    lowered programs: nothing is compiled or run (compiling would cost ~5 s a program on 2 cores; the compiled
-    programs' counts are within 2 % of these for the study's models)."""
+    lowered programs with the standard operations (not the CPU kernels, which also multiply zeros): nothing is
+    compiled or run (compiling would cost ~5 s a program on 2 cores; the compiled programs' counts are within 2 % of
+    these for the study's models)."""
     model = models.get_model(c.family, num_classes, widths=tuple(widths))
     size, batch = c.image_size, c.batch_size
     state, tx = state_lib.abstract_train_state(config, model, jnp.zeros((1, size, size, 3)))
@@ -287,9 +289,10 @@ def step_flops(c, widths: Sequence[int], num_classes: int, config) -> tuple[floa
     }
     mesh = partition.make_data_mesh(jax.devices()[:1])
     rng = jax.eval_shape(lambda: jax.random.key(0))
-    train = steps_lib.make_train_step(model, tx, "softmax", mesh).lower(state, inputs, rng).cost_analysis()["flops"]
-    forward = steps_lib.make_eval_step(model, "softmax", mesh).lower(state, inputs).cost_analysis()["flops"]
-    return float(train), float(forward) / batch
+    with cpu_kernels.standard_operations():  # the design's arithmetic on any platform
+        train = steps_lib.make_train_step(model, tx, "softmax", mesh).lower(state, inputs, rng).cost_analysis()
+        forward = steps_lib.make_eval_step(model, "softmax", mesh).lower(state, inputs).cost_analysis()
+    return float(train["flops"]), float(forward["flops"]) / batch
 
 
 def design_cost(c) -> dict[str, NetworkCost]:

@@ -44,6 +44,7 @@ programs compile the standard operations. `ENABLED` (env `TRANSFUSION_JAX_CPU_KE
 a function is traced.
 """
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -70,6 +71,18 @@ FEW_CHANNELS = 8
 WIDE_MAP_ROWS = 96
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@contextlib.contextmanager
+def standard_operations():
+    """Functions traced inside use XLA's standard operations on every platform: for counting a model's arithmetic
+    (XLA's cost analysis), which the CPU forms above inflate with the zero taps and channels they multiply by."""
+    global ENABLED
+    previous, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = previous
 
 
 @dataclasses.dataclass(frozen=True)
