@@ -41,7 +41,12 @@ CONVS = {
 }
 # Forward values over few input channels and on maps smaller than the kernel: the same products (and zeros) added in
 # another order.
-REORDERED = {"tiled", "few_channels_wide", "five_channels_wide", "five_channels", "small"} | {
+REORDERED = {
+    "tiled",
+    "few_channels_wide",
+    "five_channels_wide",
+    "five_channels",
+    "small",
     "under_kernel",
     "under_kernel_strided",
     "under_kernel_rows",

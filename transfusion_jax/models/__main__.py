@@ -18,11 +18,11 @@ def describe(name: str, num_classes: int, resolution: int):
     """(params, batch_stats entries, {feature: shape}, GFLOPs) of one forward pass on one image, eval mode."""
     model = get_model(name, num_classes)
     x = jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    _, features = jax.eval_shape(forward, variables, x)
-    with cpu_kernels.standard_operations():  # the model's arithmetic, not the CPU kernels' zero taps
-        flops = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).cost_analysis()["flops"]
+    with cpu_kernels.standard_operations():  # FLOPs of the model's arithmetic, not the CPU kernels' zero taps
+        variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+        forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        _, features = jax.eval_shape(forward, variables, x)
+        flops = forward.lower(variables, x).cost_analysis()["flops"]
 
     def count(tree):
         return sum(leaf.size for leaf in jax.tree.leaves(tree))
