@@ -364,9 +364,11 @@ def bn_relu_calls(shape: tuple[int, ...], torch) -> dict:
 
 
 def max_pool_calls(pool: PoolShape, torch) -> dict:
-    """Forward + input gradient of a max-pool (the models' flax `nn.max_pool`) vs F.max_pool2d: {side: call}."""
-    import flax.linen as nn
+    """Forward + input gradient of a max-pool as the models run it (`cpu_kernels.max_pool`: on a CPU, the stored
+    argmax) vs F.max_pool2d: {side: call}."""
     import jax
+
+    from transfusion_jax.models import cpu_kernels
 
     (top, bottom), (left, right) = pool.padding
     if top != bottom or left != right:
@@ -374,7 +376,7 @@ def max_pool_calls(pool: PoolShape, torch) -> dict:
     x_np = np.random.default_rng(3).standard_normal(pool.lhs, dtype=np.float32)
 
     def layer(x):
-        return nn.max_pool(x, pool.window, strides=pool.strides, padding=pool.padding)
+        return cpu_kernels.max_pool(x, pool.window, pool.strides, pool.padding)
 
     x = jax.device_put(x_np)
     out_shape = jax.eval_shape(layer, x).shape

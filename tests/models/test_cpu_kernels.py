@@ -2,6 +2,7 @@
 and inside a model's train step; other platforms compile the standard operations."""
 
 import functools
+import re
 
 import chex
 import flax.linen as nn
@@ -407,6 +408,49 @@ def test_max_pool_backward_reads_only_the_recorded_argmax():
     _, pullback = jax.vjp(functools.partial(cpu_kernels._cpu_max_pool, pool), x)
     residuals = jax.tree_util.tree_leaves(pullback)
     assert residuals and all(r.dtype == jnp.int8 and r.shape == (2, 3, 3, 3) for r in residuals), residuals
+
+
+def _entry_instructions(hlo: str) -> dict:
+    """{name: (shape, operand names)} of the ENTRY computation of XLA's optimized HLO text."""
+    entry = hlo[hlo.index("\nENTRY ") :]
+    entry = entry[: entry.index("\n}")]
+    found = {}
+    for line in entry.splitlines()[1:]:
+        name, _, rest = line.strip().removeprefix("ROOT ").partition(" = ")
+        shape, _, call = rest.partition(" ")
+        found[name.lstrip("%")] = (shape.split("{")[0], re.findall(r"%([\w.-]+)", call.split("), ")[0]))
+    return found
+
+
+def test_max_pool_backward_reads_a_stored_argmax_not_the_input():
+    """The compiled CPU program stores the forward pass's int8 argmax and places the gradient from it; XLA:CPU would
+    otherwise fuse the 9-way comparison into the placement and redo it from the pool's input for every window
+    offset (the placement then reads the input, not the index: 13 % of the miniature study's step)."""
+    pool = cpu_kernels._Pool((3, 3), (2, 2), ((0, 0), (0, 0)))
+
+    def forward_backward(x, g):
+        y, pullback = jax.vjp(functools.partial(cpu_kernels._cpu_max_pool, pool), x)
+        return y, pullback(g)[0]
+
+    x, g = jnp.zeros((2, 15, 15, 8)), jnp.zeros((2, 7, 7, 8))
+    entry = _entry_instructions(jax.jit(forward_backward).lower(x, g).compile().as_text())
+    gradient = [shape_operands for shape_operands in entry.values() if shape_operands[0] == "f32[2,15,15,8]"]
+    gradient = [operands for shape, operands in gradient if operands]  # the placement (the parameter has none)
+    assert len(gradient) == 1, gradient
+    operand_shapes = {entry[name][0] for name in gradient[0] if name in entry}
+    assert "s8[2,7,7,8]" in operand_shapes and "f32[2,15,15,8]" not in operand_shapes, operand_shapes
+
+
+@pytest.mark.parametrize("nan_first", [False, True], ids=["finite", "nan_first"])
+def test_stored_maxima_equal_maxima(nan_first):
+    """The loop that stores the argmax runs once, or twice when the input's first entry is NaN (the trip count XLA
+    cannot fold): either way, alone and under vmap with runs of both kinds, it returns what `maxima` returns."""
+    pool = cpu_kernels._Pool((3, 3), (2, 2), ((0, 0), (0, 0)))
+    x = np.random.default_rng(7).normal(size=(2, 2, 9, 9, 3)).astype(np.float32)
+    if nan_first:
+        x[0, 0, 0, 0, 0] = np.nan
+    chex.assert_trees_all_equal(jax.jit(pool.stored_maxima)(x[0]), jax.jit(pool.maxima)(x[0]))
+    chex.assert_trees_all_equal(jax.jit(jax.vmap(pool.stored_maxima))(x), jax.vmap(pool.maxima)(x))
 
 
 def test_the_models_table_counts_the_standard_operations(monkeypatch):

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--workdir", required=True)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="both models: the whole design (~45 min on 2 CPU cores)")
+    size.add_argument("--full", action="store_true", help="both models: the whole design (~20 min on 2 idle CPU cores)")
     size.add_argument("--scale", action="store_true", help="the larger version for one GPU (~15 min, estimated)")
     size.add_argument("--mini", action="store_true", help="tiny models and data: the tests' size, seconds")
     args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
