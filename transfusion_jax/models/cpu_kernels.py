@@ -100,9 +100,8 @@ class _Conv:
     def forward(self, x, w):
         """The convolution's output. Over few input channels at stride 1, XLA:CPU's direct convolution is 2-3x slower
         than the same products laid out over more channels: on wide maps the channels are zero-padded to a multiple
-        of 4; on
-        smaller ones each row of kernel taps becomes channels (a kh x 1 convolution over kw * cin channels, zero-
-        padded to a multiple of 8). The same products and zeros, added in another order."""
+        of 4; on smaller ones each row of kernel taps becomes channels (a kh x 1 convolution over kw * cin channels,
+        zero-padded to a multiple of 8). The same products and zeros, added in another order."""
         kh, kw, cin, cout = w.shape
         if cin >= FEW_CHANNELS or self.strides != (1, 1) or kw == 1:
             return self(x, w)
@@ -331,8 +330,7 @@ class _Pool:
         the loop, and the body's result does not depend on it."""
         first = x.reshape(-1)[0]
         trips = 1 + (first != first).astype(jnp.int32)
-        (n, _, _, c), (ho, wo) = x.shape, self._out_hw(x.shape)
-        init = (jnp.zeros((n, ho, wo, c), x.dtype), jnp.zeros((n, ho, wo, c), jnp.int8))
+        init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(self.maxima, x))
         return lax.fori_loop(0, trips, lambda _, carry: self.maxima(x), init)
 
     def maxima(self, x):
