@@ -18,11 +18,10 @@ SHARED = np.random.default_rng(0).normal(size=N_TEST)  # what makes an image har
 
 
 def _scores(signal: float, seed: int) -> np.ndarray:
-    """Softmax scores [N, 2] of a model whose class-1 logit is signal * label + the image's shared difficulty +
+    """Softmax logits [N, 2] of a model whose class-1 log-odds are signal * label + the image's shared difficulty +
     the model's own noise (models' errors on the same images are correlated, which DeLong's pairing uses)."""
     logit = signal * LABELS + SHARED + 0.08 * np.random.default_rng(seed).normal(size=N_TEST)
-    p1 = 1 / (1 + np.exp(-logit))
-    return np.stack([1 - p1, p1], axis=1)
+    return np.stack([np.zeros(N_TEST), logit], axis=1).astype(np.float32)
 
 
 def _auc(scores):
@@ -61,9 +60,9 @@ def _run(root, group, model, init, seed, signal, steps=None, relative=None, scor
             loss=np.array("softmax"),
             label_names=np.array(["grade < 2", "grade >= 2"]),
             selected_step=np.array(500),
-            selected_scores=selected,
+            selected_logits=selected,
             final_step=np.array(final_step),
-            final_scores=final,
+            final_logits=final,
         )
 
 

@@ -203,14 +203,15 @@ def test_calibration_reads_the_test_scores(trained, tmp_path):
         got = result["runs"][workdir]
         assert got["reliability"] == recorded["reliability"]  # the trainer's diagrams, from the same scores
         assert got["auc"] == pytest.approx(recorded["auc"], abs=1e-12) and got["ece"] == pytest.approx(recorded["ece"])
-        bins = got["reliability"]["grade >= 2"]
+        assert got["ace"] == pytest.approx(recorded["ace"])
+        bins = got["reliability"]["top_label"]
         n = sum(bins["count"])
         by_hand = sum(c / n * abs(f - p) for c, f, p in zip(bins["count"], bins["frequency"], bins["confidence"]))
         assert got["ece"] == pytest.approx(by_hand, abs=1e-12)
     argv = ["calibration", "--runs", trained["random0"], "--when", "final", "--bins", "4"]
     assert cli.main([*argv, "--out", str(tmp_path), "--name", "four"]) == 0
     four = outputs(tmp_path, "four")["runs"][trained["random0"]]
-    assert four["bins"] == 4 and len(four["reliability"]["grade >= 2"]["count"]) <= 4
+    assert four["bins"] == 4 and len(four["reliability"]["top_label"]["count"]) <= 4
 
 
 def test_bad_invocations_are_named(trained, tmp_path, capsys):

@@ -56,6 +56,23 @@ def test_report_has_gates_verdicts_and_figures(mini):
         assert f"figures/{name}.png" in text
 
 
+def _reject(constant):
+    raise ValueError(f"non-standard JSON constant {constant}")
+
+
+def test_every_json_the_quickstart_writes_is_strict(mini):
+    """Standard JSON has no NaN or Infinity: every .json and every line of every .jsonl under the workdir parses
+    with them refused (runs, analyses' caches, the design record, figures' data)."""
+    workdir, _ = mini
+    files = sorted(p for p in workdir.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+    assert len(files) > 50  # every run's config, summary and metrics, the study's own records
+    for path in files:
+        text = path.read_text()
+        for line in text.splitlines() if path.suffix == ".jsonl" else [text]:
+            if line.strip():
+                json.loads(line, parse_constant=_reject)
+
+
 def test_report_numbers_come_from_the_runs(mini):
     workdir, _ = mini
     c = study.load_config("mini")

@@ -57,3 +57,17 @@ def test_block_streams_are_a_different_layout_of_the_same_design(tmp_path):
     study.check_workdir(str(tmp_path / "one"), study.load_config("mini", ["data_workers=2"]))
     with pytest.raises(study.StudyConfigError, match=r"other settings \(data_block\)"):
         study.check_workdir(str(tmp_path / "one"), blocks)
+
+
+def test_a_damaged_test_split_stops_the_study_before_fine_tuning(tmp_path):
+    """The runs evaluate validation only; the test split still gets their preflight before any of them trains: a
+    missing test image is named (not found after every run has trained), a whole target passes."""
+    c = study.load_config("mini", ["data_workers=1"])
+    paths = study.make_data(str(tmp_path), c, log=lambda _: None)
+    study.check_target_splits(str(tmp_path), c, paths)
+    with open(os.path.join(paths["target"], "retinopathy_solution.csv")) as f:
+        rows = f.read().splitlines()
+    private = next(row.split(",")[0] for row in rows[1:] if row.endswith("Private"))
+    os.remove(os.path.join(paths["target"], "test", f"{private}.jpeg"))
+    with pytest.raises(Exception, match=private):
+        study.check_target_splits(str(tmp_path), c, paths)

@@ -111,6 +111,7 @@ from transfusion_jax.data.pipeline import (
     default_data_config,
     image_size,
     subset_seed,
+    unused_fields,
 )
 from transfusion_jax.data.preprocess import Normalization, get_normalization
 from transfusion_jax.data.readers import BadImageError, DatasetFormatError, TooManyBadImagesError
@@ -124,6 +125,7 @@ __all__ = [
     "default_data_config",
     "image_size",
     "subset_seed",
+    "unused_fields",
     "Normalization",
     "get_normalization",
     "BadImageError",

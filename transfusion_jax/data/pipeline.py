@@ -557,6 +557,50 @@ def subset_seed(config) -> int:
     return config.seed
 
 
+# Which readers read each reader-specific field of config.data (nested fields by their group); a field set away from
+# its default for a reader that does not read it is refused before any work (`unused_fields`).
+_RETINA_READERS = ("retina_folder", "retina_tfds", "synthetic_retina", "resized")
+_CHEXPERT_READERS = ("chexpert_folder", "chexpert_tfds", "local_chexpert", "resized")
+_READ_BY = {
+    "root": ("retina_folder", "chexpert_folder", "image_folder", "resized"),
+    "data_dir": ("retina_tfds", "chexpert_tfds", "tfds_classification", *readers.TFDS_CLASSIFICATION_PRESETS),
+    "tfds_config": ("retina_tfds",),
+    "tfds_name": ("tfds_classification",),
+    "image_key": ("tfds_classification",),
+    "label_key": ("tfds_classification",),
+    "retina_target": _RETINA_READERS,
+    "retina_threshold": _RETINA_READERS,
+    "uncertainty_policy": _CHEXPERT_READERS,
+    "frontal_only": _CHEXPERT_READERS,
+    "synthetic": ("synthetic_retina", "synthetic_source"),
+}
+
+
+def _changed(c, default, field: str) -> bool:
+    return c.get(field) != default.get(field)
+
+
+def unused_fields(c) -> list[str]:
+    """What in `c` (config.data) is set away from its default but would not be read by this run, each as a
+    sentence naming the field and why: a setting silently ignored would be recorded in config.json as if used."""
+    default, out = default_data_config(), []
+    for field, names in _READ_BY.items():
+        if _changed(c, default, field) and c.name not in names:
+            out.append(f"config.data.{field} is not read by config.data.name={c.name!r} (read by: {', '.join(names)})")
+    switched_off = (  # (group, its defaults, its name, fields read only when `on`, on, what turns them on)
+        (c, default, "", ("subset_seed", "stratified"), c.subset_size, "subset_size > 0"),
+        (c.block_shuffle, default.block_shuffle, "block_shuffle.", ("seed", "per_example"), c.block_shuffle.block_size,
+         "block_shuffle.block_size > 0"),
+        (c.augment, default.augment, "augment.", [f for f in c.augment if f != "enabled"], c.augment.enabled,
+         "augment.enabled=True"),
+        (c, default, "", ("max_skip_fraction",), c.on_bad_image == "skip", "on_bad_image='skip'"),
+    )  # fmt: skip
+    for group, defaults, prefix, fields, on, when in switched_off:
+        if not on:
+            out += [f"config.data.{prefix}{f} is only read with {when}" for f in fields if _changed(group, defaults, f)]
+    return out
+
+
 def build_dataset(config, split: str, *, train: bool) -> Dataset:
     """`config` is the experiment ConfigDict (fields under `config.data`) or the data ConfigDict itself.
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from transfusion_jax.analysis import stats
+from transfusion_jax.train import metrics as metrics_lib
 
 AUC_MARGIN = 0.01  # the paper's "comparable" differences are 0-0.3 AUC points (Table 1), its "helps" 2.4 (Table 3)
 TEST_SCORES = "test_scores.npz"  # written by the trainer (transfusion_jax.train.trainer.TEST_SCORES)
@@ -73,15 +74,12 @@ def _test_auc_keys(summary: dict) -> list[str]:
 
 
 def _auc_columns(scores: dict, key: str, when: str) -> tuple[np.ndarray, np.ndarray]:
-    """(binary labels, scores) behind one AUC key of test_scores.npz, as train.metrics.per_class_auc reads them."""
-    values, labels, mask = scores[f"{when}_scores"], scores["label"], scores["label_mask"]
+    """(binary targets, ranking scores) behind one AUC key of test_scores.npz, as train.metrics ranks them (the
+    logits' log-odds)."""
+    logits, labels, mask = scores[f"{when}_logits"], scores["label"], scores["label_mask"]
     names = [str(n) for n in scores["label_names"]]
-    if str(scores["loss"]) == "softmax":
-        c = 1 if key == "auc" else names.index(key[len("auc/") :])
-        return labels == c, values[:, c]
-    c = names.index(key[len("auc/") :])
-    keep = mask[:, c] > 0
-    return labels[keep, c] > 0.5, values[keep, c]
+    columns = metrics_lib.auc_inputs(str(scores["loss"]), logits, labels, mask)
+    return columns[0] if key == "auc" else columns[names.index(key[len("auc/") :])]
 
 
 def load_test_scores(workdir: str) -> dict | None:
@@ -97,7 +95,7 @@ def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Inter
     """Interval of the mean over seed pairs of test AUC(A) - AUC(B), `when` = 'selected' | 'final'. Each item of
     pairs_* is (summary, workdir) of one seed, in the same seed order."""
     scores = [load_test_scores(w) for _, w in pairs_a + pairs_b]
-    usable = all(s is not None and f"{when}_scores" in s for s in scores) and all(
+    usable = all(s is not None and f"{when}_logits" in s for s in scores) and all(
         np.array_equal(s["id"], scores[0]["id"]) for s in scores
     )
     if usable:

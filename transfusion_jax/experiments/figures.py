@@ -17,7 +17,6 @@ pixel image written with `imsave`).
 """
 
 import itertools
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from matplotlib.figure import Figure
 
 from transfusion_jax.analysis import filters, paper, weights
 from transfusion_jax.experiments.run_weights import RunWeights
+from transfusion_jax.train import writer
 
 DPI = 110
 
@@ -142,7 +142,7 @@ def save(result: dict, out_dir: str, name: str | None = None) -> tuple[str, str]
     os.makedirs(out_dir, exist_ok=True)
     json_path, png_path = os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.png")
     with open(json_path, "w") as f:
-        f.write(json.dumps(result, indent=2) + "\n")
+        f.write(writer.dumps(result, indent=2) + "\n")
     PICTURES[analysis](result, png_path)
     return json_path, png_path
 
@@ -407,8 +407,8 @@ def reuse_bars(result: dict, path: str) -> str:
 
 
 def reliability_diagrams(result: dict, path: str) -> str:
-    """Calibration: per output a panel of observed frequency vs mean predicted probability per equal-mass bin, one
-    line per run (ECE in the legend), the diagonal for perfect calibration."""
+    """Calibration (Guo et al.'s reliability diagram): per decision a panel of accuracy vs mean confidence of the
+    predicted label per equal-width bin, one line per run (ECE in the legend), the diagonal for perfect calibration."""
     outputs = list(dict.fromkeys(o for run in result["runs"].values() for o in run["reliability"]))
     fig, names = Figure(figsize=(4 * max(len(outputs), 1), 4)), labels(result["runs"])
     for i, output in enumerate(outputs):
@@ -417,11 +417,11 @@ def reliability_diagrams(result: dict, path: str) -> str:
         for workdir, run in result["runs"].items():
             bins = run["reliability"].get(output)
             if bins:
-                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['ece']:.3f}")
+                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['error']:.3f}")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("mean predicted probability")
-        ax.set_ylabel("observed frequency")
+        ax.set_xlabel("confidence of the predicted label")
+        ax.set_ylabel("accuracy")
         ax.set_title(f"{output}, test split at the {result['when']} step", fontsize=9)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)

@@ -247,8 +247,8 @@ def sanity_arrays(x: np.ndarray, y: np.ndarray, names: Sequence[str], *, ks: Seq
 
 
 def calibration_runs(workdirs: Sequence[str], *, when: str = "selected", bins: int = 0) -> dict[str, Any]:
-    """Per run: the reliability diagram per output (train.metrics.reliability_diagram), ECE and AUC of its test
-    scores at the validation-selected or the final step, from test_scores.npz; `bins` = 0 uses the run's own
+    """Per run: the reliability diagram per decision (train.metrics.reliability_diagram), ECE, ACE and AUC of its
+    test logits at the validation-selected or the final step, from test_scores.npz; `bins` = 0 uses the run's own
     config.calibration_bins (then the diagrams equal summary.json's)."""
     if when not in ("selected", "final"):
         raise ValueError(f"when must be 'selected' or 'final', got {when!r}")
@@ -261,17 +261,17 @@ def calibration_runs(workdirs: Sequence[str], *, when: str = "selected", bins: i
             raise FileNotFoundError(
                 f"run {workdir} has no {effects.TEST_SCORES}: calibration needs a finished run with a test split"
             )
-        if f"{when}_scores" not in scores:
+        if f"{when}_logits" not in scores:
             raise ValueError(f"run {workdir} has no test scores at a {when} step (no validation AUC was ever defined?)")
         kind, names = str(scores["loss"]), [str(n) for n in scores["label_names"]]
         num_bins = bins or int(config.calibration_bins)
-        args = (kind, names, scores[f"{when}_scores"], scores["label"], scores["label_mask"])
-        diagram = metrics_lib.reliability_diagram(*args, num_bins)
+        args = (kind, names, scores[f"{when}_logits"], scores["label"], scores["label_mask"])
+        calibration, diagram = metrics_lib.calibration_metrics(*args, num_bins)
         result["runs"][workdir] = {
             "step": int(scores[f"{when}_step"]),
             "bins": num_bins,
             **metrics_lib.auc_metrics(*args),
-            **metrics_lib.ece_metrics(diagram),
+            **calibration,
             "reliability": diagram,
         }
     return result

@@ -3,10 +3,10 @@
 Statistics: mean and sample standard deviation (ddof=1, the usual "± over repetitions"; none for a single run) of
 the test AUC at the final step and at the step selected on validation (the test split never chooses anything);
 steps until the test AUC is above the threshold averaged over the runs that got there, with how many did; the test
-expected calibration error (ECE, equal-mass bins) at the final step beside the AUC. The paired effects with
-intervals and verdicts per claim follow in their own section (experiments.effects), then the instruments beyond the
-paper (`instruments_section`): the feature-reuse decomposition of every group with transfer, mean_var and random
-runs, and every analysis JSON the instruments' command lines wrote to ROOT/analyses/.
+expected calibration error (Guo et al.'s ECE: top-label confidence, equal-width bins) at the final step beside the
+AUC. The paired effects with intervals and verdicts per claim follow in their own section (experiments.effects),
+then the instruments beyond the paper (`instruments_section`): the feature-reuse decomposition of every group with
+transfer, mean_var and random runs, and every analysis JSON the instruments' command lines wrote to ROOT/analyses/.
 A row is marked as differing from the paper when |ours - paper| > max(DIFF_AUC_POINTS, 2 * our std) AUC points, or
 when our steps-to-threshold is more than DIFF_STEPS_RATIO times off the paper's in either direction.
 """
@@ -446,9 +446,11 @@ def _sanity_lines(result: dict) -> list[str]:
 
 def _calibration_lines(result: dict) -> list[str]:
     rows = [
-        [f"`{w}`", r["step"], r["bins"], _auc4(r.get("auc")), _auc4(r.get("ece"))] for w, r in result["runs"].items()
+        [f"`{w}`", r["step"], r["bins"], _auc4(r.get("auc")), _auc4(r.get("ece")), _auc4(r.get("ace"))]
+        for w, r in result["runs"].items()
     ]
-    return markdown_table(["run", f"{result['when']} step", "bins", "test AUC", "test ECE"], rows) + [""]
+    header = ["run", f"{result['when']} step", "bins", "test AUC", "test ECE", "test ACE"]
+    return markdown_table(header, rows) + [""]
 
 
 def analyses_section(folder: str) -> list[str]:

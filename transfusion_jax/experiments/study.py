@@ -40,7 +40,8 @@ from transfusion_jax.experiments import run_weights, runs, study_report, study_v
 from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures
 from transfusion_jax.models import cpu_kernels
 from transfusion_jax.surgery import gabor_filters
-from transfusion_jax.train import config_lib, partition, preflight
+from transfusion_jax.train import config_lib, partition, preflight, writer
+from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train import steps as steps_lib
 from transfusion_jax.train.writer import read_records
@@ -151,7 +152,7 @@ def check_workdir(workdir: str, c) -> None:
         return
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
-        json.dump(design, f, indent=1)
+        f.write(writer.dumps(design, indent=1))
 
 
 # ---------------------------------------------------------------- data
@@ -188,7 +189,7 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
     workers = min(c.data_workers or os.cpu_count() or 1, len(jobs))
     generate.run_jobs(jobs, workers)
     with open(ready, "w") as f:
-        json.dump({"seconds": time.perf_counter() - start, "workers": workers}, f)
+        f.write(writer.dumps({"seconds": time.perf_counter() - start, "workers": workers}))
     log(f"data: {s.classes * (s.train_per_class + s.test_per_class)} source and {t.train + t.validation + t.test} "
         f"target images in {time.perf_counter() - start:.0f} s ({len(jobs)} jobs, {workers} process(es))")  # fmt: skip
     return paths
@@ -372,7 +373,23 @@ def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str,
     return dict(zip(c.models_run, train(jobs, c.max_runs_per_program, log)))
 
 
+def check_target_splits(workdir: str, c, paths: dict[str, str]) -> None:
+    """The preflight every training run gives its splits (`preflight.check_run`: files exist, labels parse, the first
+    image decodes, both classes present, no example in two splits), given to the test split too: the runs evaluate
+    validation only and the test images are scored after training (`score_test`), so without this a damaged test
+    split would surface only after every run had trained."""
+    for data in dict.fromkeys(k.data for k in plan(c)):
+        key = next(k for k in plan(c) if k.data == data)
+        config = finetune_config(c, paths, key, workdir)
+        config.test_split = "test"
+        eval_sets = {
+            role: data_lib.build_dataset(config, config[f"{role}_split"], train=False) for role in ("val", "test")
+        }
+        preflight.check_run(config, data_lib.build_dataset(config, config.train_split, train=True), eval_sets)
+
+
 def finetune_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[RunKey, dict]:
+    check_target_splits(workdir, c, paths)
     keys = plan(c)
     jobs = [(f"fine-tune {k.label()}", finetune_config(c, paths, k, workdir), k.workdir(workdir)) for k in keys]
     return dict(zip(keys, train(jobs, c.max_runs_per_program, log)))
@@ -403,13 +420,16 @@ def chunks(images: np.ndarray) -> list[np.ndarray]:
 
 
 def _positive_scores(apply_fn, variables, images: np.ndarray) -> np.ndarray:
-    forward = jax.jit(lambda v, x: jax.nn.softmax(apply_fn(v, x)[0].astype(np.float32))[:, 1])
-    return np.concatenate([np.asarray(forward(variables, x), np.float64) for x in chunks(images)])
+    """The log-odds of the positive class (logit_1 - logit_0, in float64 from the float32 logits): what AUC ranks,
+    without the ties float32 probabilities of confident examples make (train.metrics.ranking_scores)."""
+    forward = jax.jit(lambda v, x: apply_fn(v, x)[0].astype(np.float32))
+    logits = np.concatenate([np.asarray(forward(variables, x)) for x in chunks(images)])
+    return metrics_lib.ranking_scores("softmax", logits)[:, 0]
 
 
 def score_test(workdir: str, run_dir: str) -> dict[str, np.ndarray]:
-    """The run's final weights on every test image: {'score' (softmax probability of the positive class), 'label',
-    'id'}; cached in the run's test_final.npz (written whole or not at all)."""
+    """The run's final weights on every test image: {'score' (log-odds of the positive class), 'label', 'id'};
+    cached in the run's test_final.npz (written whole or not at all)."""
     path = os.path.join(run_dir, TEST_FILE)
     if os.path.exists(path):
         with np.load(path, allow_pickle=False) as f:
@@ -523,7 +543,7 @@ def _cached_json(path: str, compute: Callable[[], dict]) -> dict:
     value = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
+        f.write(writer.dumps(value, indent=1))
     os.replace(path + ".tmp", path)
     return value
 

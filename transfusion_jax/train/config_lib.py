@@ -21,7 +21,7 @@ Fields (override any with `--config.<field>=...`):
   early_stopping_evals          > 0: stop after this many evaluations without a better validation AUC
   auc_threshold                 the paper's convergence measure: first eval step with AUC > this (0.91)
   relative_threshold            also steps to AUC > this x the run's own final validation AUC (0.95)
-  calibration_bins              equal-mass bins of eval's expected calibration error (ece) and reliability diagrams
+  calibration_bins              bins of eval's calibration errors: ECE (equal width, top label) and ACE (equal mass)
 """
 
 import re
@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
     # ... and to AUC > relative_threshold x the run's own final validation AUC: defined even where a setup's final AUC
     # sits near 0.91 (e.g. a constant learning rate on a small training set)
     c.relative_threshold = 0.95
-    c.calibration_bins = 15  # equal-mass bins of the expected calibration error and reliability diagram (eval)
+    c.calibration_bins = 15  # bins of eval's ECE (equal width, Guo et al.) and ACE (equal mass, Nixon et al.)
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
     c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run
@@ -164,8 +164,9 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.overrides.update(_LOCAL_OVERRIDES[c.model.name])
     _use_local_data(c)
     c.data.image_size = 75 if c.model.name == "inception_v3" else 32
-    c.data.synthetic.num_examples = 64
-    c.data.synthetic.native_size = 64
+    if c.data.name.startswith("synthetic"):
+        c.data.synthetic.num_examples = 64
+        c.data.synthetic.native_size = 64
     c.data.subset_size = min(c.data.subset_size, 48)
     c.data.num_workers = 0
     c.batch_size = 8

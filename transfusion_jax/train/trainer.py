@@ -10,8 +10,8 @@ Selection and reporting: every evaluation scores the validation split (`config.v
 (`config.test_split`), recorded separately ('val' / 'test' in metrics.jsonl). Everything that is *chosen* (the
 selected step and its `best/` checkpoint, early stopping) looks at validation AUC only; the test split is reported
 at the validation-selected step and at the final step, and its curve exists for convergence plots
-(steps-to-threshold), but it never decides anything. Per-example test scores at both steps go to test_scores.npz
-(for DeLong comparisons between runs on the same test examples). Calibration (ECE per output) is recorded for
+(steps-to-threshold), but it never decides anything. Per-example test logits at both steps go to test_scores.npz
+(for DeLong comparisons between runs on the same test examples). Calibration (ECE and ACE) is recorded for
 both splits; summary.json holds the test split's reliability diagrams at the selected and the final step.
 
 Multi-process runs: every decision that leads to a collective (a new best, early stopping, a NaN stop, the resume
@@ -43,7 +43,7 @@ from transfusion_jax.train.writer import MetricWriter, dumps
 # The split roles of a run, as written in metrics.jsonl / TensorBoard and as keys of summary.json.
 VAL, TEST = "val", "test"
 TEST_SCORES = "test_scores.npz"
-_PENDING_SCORES = "test_scores_pending"  # test scores of each new validation best, until the run ends
+_PENDING_SCORES = "test_scores_pending"  # test logits of each new validation best, until the run ends
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,37 +57,39 @@ def _to_host(x) -> np.ndarray:
 
 
 def _eval_batches(eval_step, state, dataset, batch_size: int, mesh, stacked: bool = False):
-    """Runs `eval_step` over the whole split: (host arrays {'scores', 'label', 'label_mask', 'valid'} with batches
-    concatenated on the example axis, loss sum, loss count); with `stacked` runs, scores, sums and counts have a
+    """Runs `eval_step` over the whole split: (host arrays {'logits', 'label', 'label_mask', 'valid'} with batches
+    concatenated on the example axis, loss sum, loss count); with `stacked` runs, logits, sums and counts have a
     leading run axis."""
-    parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
+    parts: dict[str, list[np.ndarray]] = {"logits": [], "label": [], "label_mask": [], "valid": []}
     loss_sum, loss_count = [], []
     for batch in dataset.batches(batch_size, mesh=mesh):
         out = eval_step(state, batch)
         loss_sum.append(np.asarray(jax.device_get(out["loss_sum"]), np.float64))
         loss_count.append(np.asarray(jax.device_get(out["loss_count"]), np.float64))
-        parts["scores"].append(_to_host(out["scores"]))
+        parts["logits"].append(_to_host(out["logits"]))
         for key in ("label", "label_mask", "valid"):
             parts[key].append(_to_host(batch[key]))
-    host = {k: np.concatenate(v, axis=1 if stacked and k == "scores" else 0) for k, v in parts.items()}
+    host = {k: np.concatenate(v, axis=1 if stacked and k == "logits" else 0) for k, v in parts.items()}
     return host, sum(loss_sum), sum(loss_count)
 
 
-def _eval_results(dataset, scores, host, loss_sum: float, loss_count: float, calibration_bins: int):
-    """(metrics, outputs) of one run's scores over the split (see `evaluate`)."""
+def _eval_results(dataset, logits, host, loss_sum: float, loss_count: float, calibration_bins: int):
+    """(metrics, outputs) of one run's logits over the split (see `evaluate`)."""
     task = dataset.task
     valid = host["valid"].astype(bool)
     if not valid.any():
         raise data_lib.TooManyBadImagesError(f"{dataset.name}: none of its {len(dataset)} examples could be read.")
-    scores, labels, mask = scores[valid], host["label"][valid], host["label_mask"][valid]
+    logits, labels, mask = logits[valid], host["label"][valid], host["label_mask"][valid]
     result = {"loss": float(loss_sum) / max(float(loss_count), 1.0), "num_examples": float(valid.sum())}
-    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
-    diagram = metrics_lib.reliability_diagram(task.loss, task.label_names, scores, labels, mask, calibration_bins)
-    result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
+    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, logits, labels, mask))
+    calibration, diagram = metrics_lib.calibration_metrics(
+        task.loss, task.label_names, logits, labels, mask, calibration_bins
+    )
+    result.update(calibration, reliability=diagram)
     if task.loss == "softmax":
-        result.update(metrics_lib.accuracy_metrics(scores, labels))
+        result.update(metrics_lib.accuracy_metrics(logits, labels))
     ids = np.asarray(dataset.example_ids())[valid[: len(dataset)]]  # eval order is row order; padding comes last
-    return result, {"scores": scores, "label": labels, "label_mask": mask, "id": ids}
+    return result, {"logits": logits, "label": labels, "label_mask": mask, "id": ids}
 
 
 def evaluate(
@@ -96,20 +98,20 @@ def evaluate(
     """(metrics, outputs) over the whole split, every example exactly once (padding rows are dropped by `valid`).
 
     metrics: loss, AUCs and calibration, every value a float except 'reliability', the reliability diagram per
-    output (a nested dict). outputs: the per-example arrays behind them, {'scores', 'label', 'label_mask', 'id'} of
+    output (a nested dict). outputs: the per-example arrays behind them, {'logits', 'label', 'label_mask', 'id'} of
     the usable examples."""
     host, loss_sum, loss_count = _eval_batches(eval_step, state, dataset, batch_size, mesh)
-    return _eval_results(dataset, host["scores"], host, loss_sum, loss_count, calibration_bins)
+    return _eval_results(dataset, host["logits"], host, loss_sum, loss_count, calibration_bins)
 
 
 def evaluate_runs(
     eval_step, stacked_state, dataset, batch_size: int, mesh, runs, calibration_bins: int
 ) -> dict[int, tuple[dict, dict[str, np.ndarray]]]:
     """`evaluate` for stacked runs in one pass over the split (`multirun.make_multi_eval_step`): run index ->
-    (metrics, outputs), for the indices in `runs` (the others' scores are dropped unread)."""
+    (metrics, outputs), for the indices in `runs` (the others' logits are dropped unread)."""
     host, loss_sum, loss_count = _eval_batches(eval_step, stacked_state, dataset, batch_size, mesh, stacked=True)
     return {
-        i: _eval_results(dataset, host["scores"][i], host, loss_sum[i], loss_count[i], calibration_bins) for i in runs
+        i: _eval_results(dataset, host["logits"][i], host, loss_sum[i], loss_count[i], calibration_bins) for i in runs
     }
 
 
@@ -210,45 +212,50 @@ def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
 
 
 def _pending_scores(outputs: dict[str, np.ndarray], full: bool) -> dict[str, np.ndarray]:
-    """What is kept of one test evaluation until the run ends: its scores and a digest of which examples they are;
+    """What is kept of one test evaluation until the run ends: its logits and a digest of which examples they are;
     the final step's file also holds the ids (UTF-8 bytes), labels and masks, which do not change between steps."""
     ids = np.char.encode(np.asarray(outputs["id"], str), "utf-8")
-    kept = {"scores": outputs["scores"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
+    kept = {"logits": outputs["logits"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
     if full:
         kept.update(id=ids, label=outputs["label"], label_mask=outputs["label_mask"])
     return kept
 
 
 def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
-    """test_scores.npz: per-example test scores at the selected and the final step, with ids, labels and masks,
-    so that runs can be compared on the same examples (DeLong). The scores come from the files written at each new
-    validation best and at the final step or, for a finished run started again, from the test_scores.npz it wrote;
-    the pending files are dropped afterwards."""
+    """test_scores.npz: per-example test logits at the selected and the final step (`selected_logits`,
+    `final_logits`), with ids, labels and masks, so that runs can be compared on the same examples (DeLong). The
+    logits come from the files written at each new validation best and at the final step or, for a finished run
+    started again, from the test_scores.npz it wrote; the pending files are dropped afterwards."""
     done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
     known = {}
     if done.exists():
         old = _load_scores(done)
+        if "final_logits" not in old:
+            raise RuntimeError(
+                f"{done} holds probabilities from an older version of this toolkit, not logits; delete the workdir "
+                "to train the run again."
+            )
         for when in ("selected", "final"):
             if f"{when}_step" in old:
-                known[int(old[f"{when}_step"])] = {"scores": old[f"{when}_scores"], "id_digest": old["id_digest"]}
+                known[int(old[f"{when}_step"])] = {"logits": old[f"{when}_logits"], "id_digest": old["id_digest"]}
         common = {k: old[k] for k in ("id", "label", "label_mask")}
         known[int(old["final_step"])].update(common)
     for path in pending.glob("step_*.npz"):
         known[int(path.stem.split("_")[1])] = _load_scores(path)
     missing = [step for step in (selected, final) if step is not None and step not in known]
     if missing:
-        raise RuntimeError(f"{workdir} holds no test scores of step(s) {missing}; delete the workdir to start over.")
+        raise RuntimeError(f"{workdir} holds no test logits of step(s) {missing}; delete the workdir to start over.")
     arrays = {
         **{k: known[final][k] for k in ("id", "id_digest", "label", "label_mask")},
         "loss": np.array(task.loss),
         "label_names": np.array(task.label_names),
         "final_step": np.array(final),
-        "final_scores": known[final]["scores"],
+        "final_logits": known[final]["logits"],
     }
     if selected is not None:
         if known[selected]["id_digest"] != arrays["id_digest"]:
             raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
-        arrays.update(selected_step=np.array(selected), selected_scores=known[selected]["scores"])
+        arrays.update(selected_step=np.array(selected), selected_logits=known[selected]["logits"])
     _save_scores(done, arrays)
     pending.rmtree(missing_ok=True)
     return arrays
@@ -256,13 +263,13 @@ def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: i
 
 def _test_reliability(summary: dict, scores: dict[str, np.ndarray], task, num_bins: int) -> None:
     """Adds the test split's reliability diagram at the selected and the final step to `summary`, computed from
-    test_scores.npz: the same scores, labels and masks the evaluation's ECE came from, so a run resumed after its
+    test_scores.npz: the same logits, labels and masks the evaluation's ECE came from, so a run resumed after its
     last evaluation reports the same diagrams without evaluating again."""
     for when in ("selected", "final"):
         record = summary.get(TEST, {}).get(when)
-        if record is not None and f"{when}_scores" in scores:
+        if record is not None and f"{when}_logits" in scores:
             record["reliability"] = metrics_lib.reliability_diagram(
-                task.loss, task.label_names, scores[f"{when}_scores"], scores["label"], scores["label_mask"], num_bins
+                task.loss, task.label_names, scores[f"{when}_logits"], scores["label"], scores["label_mask"], num_bins
             )
 
 
