@@ -41,6 +41,7 @@ from transfusion_jax.analysis import interpolation, probes
 from transfusion_jax.analysis.similarity import METHODS
 from transfusion_jax.experiments import figures, instruments, report, run_weights, sweep
 from transfusion_jax.surgery.gabor_filters import gabor_bank
+from transfusion_jax.train import batch_stats
 
 FIGURES = {
     "fig2": "CCA(Rand, ImNet) vs CCA(Rand, Rand) of the top layers (paper Fig. 2)",
@@ -90,7 +91,7 @@ def _instrument_parsers(sub) -> None:
             default = ",".join(f"{a:g}" for a in interpolation.DEFAULT_ALPHAS)
             p.add_argument("--alphas", type=_numbers(float), default=list(interpolation.DEFAULT_ALPHAS),
                            help=f"grid from 0 to 1 (default {default})")  # fmt: skip
-            p.add_argument("--bn-batches", type=int, default=interpolation.DEFAULT_BN_BATCHES,
+            p.add_argument("--bn-batches", type=int, default=batch_stats.DEFAULT_BN_BATCHES,
                            help="training batches the BN statistics are recomputed from at each alpha")  # fmt: skip
         elif name == "sanity":
             p.add_argument("--runs", nargs="+", help="two training workdirs: two seeds of one setup")

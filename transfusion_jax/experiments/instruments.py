@@ -34,8 +34,8 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import activations, interpolation, paper, probes, resilience, reuse, sanity
 from transfusion_jax.experiments import effects, run_weights, runs
 from transfusion_jax.experiments.run_weights import RunWeights
+from transfusion_jax.train import batch_stats, partition, steps, trainer
 from transfusion_jax.train import metrics as metrics_lib
-from transfusion_jax.train import partition, steps, trainer
 from transfusion_jax.train.state import TrainState
 
 SPLITS = ("val", "test")  # the run's roles, as in summary.json
@@ -190,7 +190,7 @@ def interpolate_runs(
     *,
     alphas: Sequence[float] = interpolation.DEFAULT_ALPHAS,
     split: str = "val",
-    bn_batches: int = interpolation.DEFAULT_BN_BATCHES,
+    bn_batches: int = batch_stats.DEFAULT_BN_BATCHES,
 ) -> dict[str, Any]:
     """analysis.interpolation.interpolate between the final weights of two runs of one architecture, evaluated on
     run a's `split`, with BatchNorm statistics recomputed at every alpha from the first `bn_batches` batches of run
@@ -199,7 +199,7 @@ def interpolate_runs(
     evaluate = evaluator(run_a, split)
     batch_size = run_a.config.batch_size
     images = [b["image"] for b in training_stream(run_a.config, batch_size, num_batches=bn_batches)]
-    recompute = interpolation.BatchStatsRecomputer(run_a.model, images)
+    recompute = batch_stats.BatchStatsRecomputer(run_a.model, images)
     out = interpolation.interpolate(run_a.final(), run_b.final(), evaluate, alphas=alphas, batch_stats_fn=recompute)
     return {
         "analysis": "interpolation",

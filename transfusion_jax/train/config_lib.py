@@ -10,6 +10,7 @@ Fields (override any with `--config.<field>=...`):
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
   init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
                                 'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
+  init_bn_batches               BatchNorm statistics at step 0 from this many training batches in train mode (16)
   finetune                      protocol full|linear_probe|lp_ft|surgical, probe_steps, surgical_blocks, layer_decay
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
@@ -51,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.init = "random"
     c.pretrained = ""  # checkpoint (transfusion_jax.pretrained format) for transfer / transfusion / mean_var / slim
     c.mean_var_bn = "mean_var"  # BatchNorm under init='mean_var' (paper silent): mean_var | default | copy
+    # BatchNorm statistics a run starts from (and its init.npz records): recomputed in train mode over its first this
+    # many training batches, as step 1 sees the network (train/batch_stats.py); 0 = the init's own (placeholders
+    # mean 0 / var 1 for random layers)
+    c.init_bn_batches = 16
     c.freeze = ()  # block names or path regexes whose parameters stay fixed
     c.finetune = ml_collections.ConfigDict(  # fine-tuning protocol (train/protocols.py)
         dict(

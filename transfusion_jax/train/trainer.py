@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, multirun, partition, preflight, protocols, steps
+from transfusion_jax.train import batch_stats, export, multirun, partition, preflight, protocols, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
@@ -340,6 +340,8 @@ class RunRecorder:
         state, tx, self.schedule = state_lib.create_train_state(
             config, model, jax.random.key(config.seed), sample_input
         )
+        if not self.start_step:  # a fresh run starts from its init's statistics as step 1 sees the network
+            state = state.replace(batch_stats=self._initial_batch_stats(model, state))
         if self.lead and not self.start_step:  # what step 1 starts from, as the analyses' "init" (whatever the scheme)
             _export_variables(config, self.task, state, self.workdir / export.INIT_FILE, f"init:{self.workdir}")
         state = jax.device_put(state, partition.replicated(self.mesh))
@@ -360,6 +362,18 @@ class RunRecorder:
         self.stopped = bool(self.patience and self.loop["evals_since_best"] >= self.patience)
         self._tick, self._tick_step = time.perf_counter(), self.start_step
         return state, tx
+
+    def _initial_batch_stats(self, model, state):
+        """batch_stats.initial_batch_stats over the run's first training batches (a second reader of its stream)."""
+        stream = self.train_ds.batches(
+            self.config.batch_size, mesh=self.mesh, seed=data_order_seed(self.config), start_step=0
+        )
+        try:
+            frozen = state_lib.frozen_statistics(self.config, state.params, state.batch_stats)
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            return batch_stats.initial_batch_stats(self.config, model, variables, stream, frozen)
+        finally:
+            stream.close()
 
     def is_eval(self, done: int) -> bool:
         return done in self.eval_at
