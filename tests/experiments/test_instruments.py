@@ -17,7 +17,7 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import interpolation, probes, reuse, sanity
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import instruments, report, run_weights, runs
-from transfusion_jax.train import partition
+from transfusion_jax.train import batch_stats, partition
 
 
 def outputs(out, name):
@@ -151,7 +151,7 @@ def test_interpolation_between_two_seeds_and_of_a_run_with_itself(trained, tmp_p
         run_b.final(),
         evaluate,
         alphas=[0.0, 0.5, 1.0],
-        batch_stats_fn=interpolation.BatchStatsRecomputer(run_a.model, bn_images),
+        batch_stats_fn=batch_stats.BatchStatsRecomputer(run_a.model, bn_images),
     )
     for got, want in zip(result["path"], expected["path"]):
         assert got["auc"] == pytest.approx(want["auc"], abs=1e-9) and got["loss"] == pytest.approx(

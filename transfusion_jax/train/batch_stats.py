@@ -59,7 +59,6 @@ def _images(batch):
     return batch
 
 
-@functools.partial(jax.jit, static_argnames=("model", "eval_blocks"))
 def _stats_from_zero(model, eval_blocks, params, zeros, images):
     with protocols.eval_mode(eval_blocks):
         _, new = model.apply(
@@ -74,7 +73,9 @@ def _stats_from_zero(model, eval_blocks, params, zeros, images):
 
 class BatchStatsRecomputer:
     """(params, batch_stats like) -> BatchNorm running statistics of `params` over a fixed list of training batches
-    (the module docstring); one compiled program per model and input shape, reused for every call."""
+    (the module docstring); compiled once per instance and input shape (models built from JSON configs hold lists, so
+    a model cannot be a static jit argument shared between instances; the persistent compilation cache shares the
+    program between runs)."""
 
     def __init__(self, model: nn.Module, batches: Iterable, eval_blocks: Sequence[str] = ()):
         self.model, self.eval_blocks = model, tuple(eval_blocks)
@@ -82,6 +83,7 @@ class BatchStatsRecomputer:
         if not self.batches:
             raise ValueError("no batches to recompute BatchNorm statistics from")
         self._momenta: dict[tuple[str, ...], float] | None = None
+        self._stats = jax.jit(functools.partial(_stats_from_zero, model, self.eval_blocks))
 
     def __call__(self, params: Mapping, like: Mapping) -> dict:
         zeros = jax.tree_util.tree_map(jnp.zeros_like, dict(like))
@@ -91,7 +93,7 @@ class BatchStatsRecomputer:
             self._momenta = bn_momenta(self.model, {"params": params, "batch_stats": zeros}, self.batches[0])
         total = None
         for images in self.batches:
-            stats = _stats_from_zero(self.model, self.eval_blocks, params, zeros, images)
+            stats = self._stats(params, zeros, images)
             total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
         out = {}
         for key, value in tree.flatten({"batch_stats": total}).items():
