@@ -83,8 +83,8 @@ def test_delong_interval_covers_the_true_difference():
 
 def _contrast_by_hand(labels, groups, coefficients, confidence=0.95):
     """docs/statistics.md's interval written out from the brute-force DeLong covariance: s^2/n plus the mean
-    cross-seed covariance of the per-seed contrasts' test errors, at least DeLong's variance of the mean, t with
-    Welch-Satterthwaite df."""
+    cross-seed covariance of the per-seed contrasts' test errors, at least DeLong's variance of the mean (then
+    normal), else t with Welch-Satterthwaite df."""
     n = len(groups[0])
     aucs, cov = _brute_force_delong(labels, np.stack([s for g in groups for s in g]))
     per_seed = np.asarray(coefficients) @ aucs.reshape(len(groups), n)
@@ -95,7 +95,7 @@ def _contrast_by_hand(labels, groups, coefficients, confidence=0.95):
     shared = (errors.sum() - np.trace(errors)) / (n * (n - 1))
     seeds = np.var(per_seed, ddof=1) / n
     variance = max(seeds + shared, errors.sum() / n**2)
-    df = variance**2 / (seeds**2 / (n - 1))
+    df = variance**2 / (seeds**2 / (n - 1)) if seeds + shared > errors.sum() / n**2 else math.inf
     half = scipy_stats.t.ppf((1 + confidence) / 2, df) * math.sqrt(variance)
     return per_seed.mean(), per_seed.mean() - half, per_seed.mean() + half, shared
 

@@ -148,11 +148,12 @@ def seed_averaged_contrast(
     sample variance and k the mean over seed pairs s != t of Cov(e_s, e_t) (docs/statistics.md derives it): the
     seeds' spread already holds each seed's own test noise, and only the noise every seed shares is added, from
     DeLong's joint covariance. The variance of the mean is never below its test-set part (DeLong's variance of the
-    mean contrast). Quantile: Student's t with Welch-Satterthwaite degrees of freedom, (s^2/n + k)^2 /
-    ((s^2/n)^2 / (n - 1)), k counted as known (it rests on thousands of test images): n - 1 when seed noise
-    dominates, normal when the shared test noise does (the simulations in tests/analysis/test_stats_coverage.py
-    chose it: n - 1 throughout covers 99.7 % where test noise dominates). One seed: DeLong's part only, normal
-    quantile (training randomness unknown)."""
+    mean contrast; where it binds, the variance rests on the test set alone and counts as known: normal quantile).
+    Otherwise Student's t with Welch-Satterthwaite degrees of freedom, (s^2/n + k)^2 / ((s^2/n)^2 / (n - 1)), k
+    counted as known (it rests on hundreds of test images): n - 1 when seed noise dominates, towards normal when
+    the shared test noise does. The simulations in tests/analysis/test_stats_coverage.py chose this: n - 1
+    throughout covers up to 99.7 % where test noise dominates, the normal quantile throughout 89.5 % where seed
+    noise does (docs/statistics.md). One seed: DeLong's part only, normal quantile (training randomness unknown)."""
     aucs = np.asarray(aucs, np.float64)
     covariance = np.asarray(covariance, np.float64)
     coefficients = np.asarray(coefficients, np.float64)
@@ -174,7 +175,7 @@ def seed_averaged_contrast(
     seeds_part = contrasts.var(axis=-1, ddof=1) / n
     variance = np.maximum(seeds_part + shared, test_part)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(seeds_part > 0, variance**2 / (seeds_part**2 / (n - 1)), np.inf)
+        df = np.where(seeds_part + shared > test_part, variance**2 / (seeds_part**2 / (n - 1)), np.inf)
     half = scipy_stats.t.ppf((1 + confidence) / 2, df) * np.sqrt(variance)
     return estimate, estimate - half, estimate + half, df
 
