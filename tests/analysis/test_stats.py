@@ -269,6 +269,14 @@ def test_steps_interval_open_where_censoring_leaves_a_side_unbounded():
     assert flipped.low == -math.inf and flipped.high == pytest.approx(-got.low, abs=1e-9)
     # Fewer than 5 seeds bound their difference: 4 seeds cannot bound it (n ln 2 < the t threshold's drop).
     assert stats.steps_interval([None] * 4, first_b[:4], GRID).low == -math.inf
+    # No seed bounded on both sides, 3 pointing down and 2 up: the best fit lies at -inf, nothing is excluded.
+    mixed = stats.steps_interval([None, None, 52, 80, 60], [60, 144, None, None, None], GRID)
+    assert (mixed.estimate, mixed.low, mixed.high, mixed.n) == (-math.inf, -math.inf, math.inf, 5)
+    # One informative seed (both runs of the other never crossed): no interval; none: no estimate either.
+    one = stats.steps_interval([None, 60], [None, 69], GRID)
+    assert one.n == 1 and not one.defined and one.estimate == pytest.approx(math.log(52 / 69) / 2)
+    none = stats.steps_interval([None, None], [None, None], GRID)
+    assert none.n == 0 and none.estimate is None and not none.defined
 
 
 def test_steps_contrast_of_three_groups_and_bad_inputs():

@@ -72,7 +72,7 @@ def simulate_steps(regime: StepsRegime, seed: int = 0, studies: int = STUDIES):
 def steps_table_row(regime: StepsRegime, confidence: float = 0.95) -> dict:
     effects, censored, rounded, firsts = simulate_steps(regime)
     _, low, high, _ = stats.grid_interval(censored, rounded, confidence)
-    row = {"coverage": _covered(low, high, effects), "median width": np.median(high - low)}
+    row = {"coverage": _covered(low, high, effects), "median width": np.nanmedian(high - low)}
     row["open"] = np.mean(np.isinf(low) | np.isinf(high))
     for name, view in (("censored view only", censored), ("rounded view only", rounded)):
         _, lo, hi, _ = stats.interval_censored_t(*view, confidence)
@@ -83,6 +83,7 @@ def steps_table_row(regime: StepsRegime, confidence: float = 0.95) -> dict:
     values = np.log(steps[:, 0]) - np.log(steps[:, 1])
     half = scipy_stats.t.ppf((1 + confidence) / 2, regime.seeds - 1) * values.std(1, ddof=1) / math.sqrt(regime.seeds)
     row["old: t over first steps"] = _covered(values.mean(1) - half, values.mean(1) + half, effects)
+    row["old: median width"] = np.median(2 * half)
     row["old: share of zero size"] = float(np.mean(half == 0))
     return row
 

@@ -93,9 +93,9 @@ def delong(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """(AUCs [..., k], covariance [..., k, k]) of k score vectors `scores` [..., k, N] on the same N examples with
     boolean `labels` [N]: DeLong's structural components (the share of negatives each positive outranks, of
     positives that outrank each negative; ties count one half, as in sklearn's roc_auc_score). Leading axes are
-    independent sets (e.g. simulated studies). Written out because no library computes them in batches: one sort
-    per score vector and counts along it (Sun & Xu's midrank idea), ~10x faster on the coverage simulations'
-    10^4 score vectors than ranking with scipy three times."""
+    independent sets (e.g. simulated studies). Written out because no library computes them in batches (the
+    coverage simulations need 10^4 score vectors at once): one sort per score vector and counts along it, Sun &
+    Xu's midrank idea without scipy's three separate rankings."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, np.float64)
     scores = scores[None] if scores.ndim == 1 else scores
@@ -235,9 +235,10 @@ def seed_pair_interval(
     Every pair shares a run with others, so pair values are not independent and a t interval over them is not
     valid; the difference of means is a (two-kernel) U-statistic over seeds, and deleting one seed at a time
     (with all its pairs) gives its jackknife variance, slightly conservative (Efron & Stein). In simulations with
-    a known truth (tests/analysis/test_stats_coverage.py, docs/statistics.md) this design covers at 95-98 % for 5
-    and 10 seeds, where the cyclic design with the same jackknife covers at ~98 % with intervals ~1.6x as wide
-    and the plain t over the cyclic pairs drops to ~91 % when runs differ in how similar they are to all others.
+    a known truth (tests/analysis/test_stats_coverage.py, docs/statistics.md) this design covers at 94-99 % with 5
+    and 10 seeds; the cyclic pairs (k, k+1) with the same jackknife cover at 97-99 % with intervals 1.3-2.2x as
+    wide, and the t over the cyclic pairs used before drops to 92 % where a run's typicality among random-init
+    runs is not matched in its similarity to transfer runs.
     Any other design is computed the same way but has no such proof."""
     pairs = {"same": same, "cross": cross}
     for name, values in pairs.items():
@@ -384,7 +385,8 @@ def interval_censored_t(
     lo: np.ndarray, hi: np.ndarray, confidence: float = CONFIDENCE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(estimate, low, high, n) for the mean mu of values d_s ~ N(mu, sigma^2) seen only as lo_s <= d_s <= hi_s
-    (the last axis holds the seeds, any leading axes are independent sets of values, e.g. simulated studies).
+    (lo_s = hi_s: seen exactly; the last axis holds the seeds, leading axes are independent sets of values, e.g.
+    simulated studies).
 
     The interval is the set of mu whose profile log-likelihood p(mu) = max_sigma log L(mu, sigma) lies within
     n/2 ln(1 + t^2 / (n - 1)) of its maximum, t the two-sided `confidence` quantile of Student's t with n - 1
@@ -393,14 +395,15 @@ def interval_censored_t(
     Seeds with lo = -inf and hi = +inf carry no information and do not count in n. Because the censored normal
     log-likelihood is concave in (mu / sigma, 1 / sigma) (the probability of a box under a log-concave density),
     the interval is one interval, the maximisation over 1/sigma along each line is a one-dimensional concave
-    problem, and bisection on either side of the maximum finds the ends. A side is open (-inf / +inf) when the
-    profile never falls below the level on it: when no seed bounds its value on both sides and censoring leaves
-    the data compatible with an arbitrarily large mean there.
+    problem, and bracketed root finding on either side of the maximum finds the ends (docs/statistics.md). A side
+    is open (-inf / +inf) where the profile's limit on it stays above the level: only possible when no seed bounds
+    its value on both sides.
 
-    Estimate: the maximum-likelihood mu; where every value's bounds share a common range the likelihood is
-    maximal (sigma -> 0) over all of it and the estimate is its midpoint (its finite end if it is a half-line);
-    +-inf where only the limit reaches the maximum (no seed bounded on both sides). Rows with n < 2 get NaN ends;
-    rows with n = 0 a NaN estimate."""
+    Estimate: the maximum-likelihood mu. Where every value's bounds share a common range the likelihood tends to
+    its supremum (sigma -> 0) all over it and the estimate is its midpoint (its finite end if it is a half-line;
+    an exact value in it makes it one point and the interval that point, as the t interval of equal values). Where
+    no seed is bounded on both sides the maximum can lie at infinity (estimate +-inf), or the profile be flat
+    (estimate: the middle of the finite bounds). Rows with n < 2 get NaN ends, rows with n = 0 a NaN estimate."""
     lo = np.asarray(lo, np.float64)
     hi = np.asarray(hi, np.float64)
     if lo.shape != hi.shape or lo.ndim == 0:
