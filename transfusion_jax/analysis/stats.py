@@ -762,19 +762,9 @@ class _CensoredNormal:
 # ----------------------------------------------------------------------------------------------------- verdicts
 
 
-# Which outcomes stay valid when the differences are only bounds (censored steps-to-threshold): an upper bound on
-# A - B (B never reached the threshold, so its true value is larger) can only show that A is "worse" (fewer steps).
-_VALID_UNDER_BOUND = {None: set(OUTCOMES), "upper": {"worse"}, "lower": {"better"}, "both": set()}
-
-
-def outcome(interval: Interval, margin: float, bound: str | None = None) -> str:
-    """'better' / 'worse' / 'equivalent' / 'inconclusive' for a difference A - B, from its interval only; with
-    `bound` (see `verdict`), an outcome that bounds cannot establish is 'inconclusive'."""
-    found = _zone(interval, margin)
-    return found if found in _VALID_UNDER_BOUND[bound] else "inconclusive"
-
-
-def _zone(interval: Interval, margin: float) -> str:
+def outcome(interval: Interval, margin: float) -> str:
+    """'better' / 'worse' / 'equivalent' / 'inconclusive' for a difference A - B, from its interval only (an open
+    side counts as any bound: an interval (0.3, +inf) lies above a margin of 0.2)."""
     if not interval.defined:
         return "inconclusive"
     if interval.low > margin:
@@ -786,18 +776,15 @@ def _zone(interval: Interval, margin: float) -> str:
     return "inconclusive"
 
 
-def verdict(interval: Interval, margin: float, claim: str, bound: str | None = None) -> tuple[str, str]:
+def verdict(interval: Interval, margin: float, claim: str) -> tuple[str, str]:
     """('supported' | 'contradicted' | 'inconclusive', why) for a claim about A - B ('equivalent', 'greater' or
     'less' than B), read from the interval and the margin; `why` is the interval's outcome ('better', 'worse',
-    'equivalent', 'inconclusive') or the reason no outcome counts. `bound`: the differences are only upper / lower
-    bounds of the true ones (censored values), so only the outcomes that bounds can still establish count. An
-    interval from one seed never gives a verdict: training randomness is unknown."""
+    'equivalent', 'inconclusive'). An interval from one seed never gives a verdict: training randomness is
+    unknown. Censored values (steps to threshold) are inside the interval (`steps_contrast`), not a special case."""
     expected, contrary = CLAIMS[claim]
     if interval.n < 2:
         return "inconclusive", f"{interval.n} seed pair(s): training variance unknown"
-    found = _zone(interval, margin)
-    if found not in _VALID_UNDER_BOUND[bound]:
-        return "inconclusive", f"censored runs ({bound} bound): {found} cannot be concluded"
+    found = outcome(interval, margin)
     if found == expected:
         return "supported", found
     if found in contrary:
