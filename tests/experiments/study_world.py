@@ -50,6 +50,11 @@ PAPER = {
 }
 
 
+def on_grid(steps: float) -> int | None:
+    """The first evaluation step at or after `steps` (where a run crossing then is seen to); None past the grid."""
+    return next((int(s) for s in GRID if s >= steps), None)
+
+
 def curve(steps, final, seed):
     """A validation curve on the design's grid crossing 0.9 first at `steps` and flat at its end."""
     out = {}
@@ -73,7 +78,7 @@ def world(c, steps=None, mu=None, seeds=None, jitter=0.03):
         own = np.random.default_rng([key.seed, hash(key) % 1000]).normal(size=N_TEST)
         m = mu.get((key.model, key.data, key.init), 1.5)
         n = steps[key.init] if not callable(steps[key.init]) else steps[key.init](key)
-        crossed = None if n is None else int(round(n * math.exp(jitter * (key.seed - 2))))
+        crossed = None if n is None else on_grid(n * math.exp(jitter * (key.seed - 2)))
         final = 0.95 + 0.004 * (key.seed - 2)
         out[key] = RunMeasures(
             curve=curve(crossed or 400, final, key.seed),
@@ -101,11 +106,15 @@ def similar(c, to_init=None, pairs=None):
                     for layer, v in zip(LAYERS, to_init[model, init])
                 }
         for kind in ("rand_rand", "rand_imnet"):
-            for k in range(len(c.seeds)):
-                entry["pairs"][f"{kind}/{k}"] = {
-                    layer: {m: {"score": pairs[model, kind] + 0.003 * rng.normal()} for m in c.similarity.methods}
-                    for layer in LAYERS
-                }
+            for i in c.seeds:
+                for j in c.seeds:
+                    if j > i or (kind == "rand_imnet" and j != i):
+                        entry["pairs"][f"{kind}/{i}/{j}"] = {
+                            layer: {
+                                m: {"score": pairs[model, kind] + 0.003 * rng.normal()} for m in c.similarity.methods
+                            }
+                            for layer in LAYERS
+                        }
         out[model] = entry
     return out
 

@@ -268,9 +268,11 @@ def effects_section(grouped: dict[str, Sequence[RunResult]]) -> list[str]:
     out = [
         "## Effects: init - random, paired by seed (95% intervals)",
         "",
-        f"AUC differences in AUC points: t over seed pairs plus DeLong's variance over the shared test examples; "
-        f"margin ±{100 * effects.AUC_MARGIN:g} point. Steps: t over seed pairs, margin one evaluation interval (the "
-        f"measure's resolution); a run that never crossed counts as its run length (a bound). Verdicts come from the "
+        f"AUC differences in AUC points: the seed pairs' spread plus the test-set noise the seeds share (DeLong); "
+        f"margin ±{100 * effects.AUC_MARGIN:g} point. Steps: ln steps(A) - ln steps(B), shown as the ratio of steps, "
+        f"each crossing censored to its cell of the evaluation grid and a run that never crossed to beyond it (an "
+        f"open side shows ×0 or ×inf); margin ×{math.exp(effects.LOG_STEPS_MARGIN):g} either way "
+        f"(docs/statistics.md). Verdicts come from the "
         f"interval and the margin only: 'supported' / 'contradicted' / 'inconclusive'; rows without a claim of the "
         f"paper show the interval's outcome (better / worse / equivalent / inconclusive). The test split is never "
         f"used to choose: 'selected' is the step of the best validation AUC.",

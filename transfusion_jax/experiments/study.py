@@ -575,9 +575,10 @@ def similarity_methods(c) -> dict[str, dict]:
 
 def model_similarity(workdir: str, c, model: str) -> dict[str, dict]:
     """Similarity to init of every random and transfer run on the full training set (per layer: step 0 against the
-    final step of the same run), and the Rand-Rand / Rand-ImNet pairs (random seed k against random / transfer
-    seed k+1, cyclically); each number beside its shuffled-image null, on every test image, spatial positions as
-    datapoints (at most `similarity.positions` per image)."""
+    final step of the same run), and the Rand-Rand / Rand-ImNet pairs of different seeds (every random seed i
+    against every random seed j > i, keyed 'rand_rand/i/j', and against every transfer seed j != i, 'rand_imnet/i/j':
+    the all-pairs design `stats.seed_pair_interval` is proven for); each number beside its shuffled-image null, on
+    every test image, spatial positions as datapoints (at most `similarity.positions` per image)."""
     layers = list(blocks(c, model))
     reduction = activations.Reduction(mode="positions", positions=int(c.similarity.positions), seed=0)
     methods, perms = similarity_methods(c), int(c.similarity.null_permutations)
@@ -595,14 +596,14 @@ def model_similarity(workdir: str, c, model: str) -> dict[str, dict]:
                 layer: nulls.with_null(start[layer], final_rows[init, seed][layer], len(images), methods, perms)
                 for layer in layers
             }
-    for kind, other in (("rand_rand", "random"), ("rand_imnet", "transfer")):
-        for k, seed in enumerate(seeds):
-            partner = seeds[(k + 1) % len(seeds)]
-            a, b = final_rows["random", seed], final_rows[other, partner]
-            out["pairs"][f"{kind}/{k}"] = {
-                "runs": [f"random/{seed}", f"{other}/{partner}"],
-                **{layer: nulls.with_null(a[layer], b[layer], out["num_images"], methods, perms) for layer in layers},
-            }
+    pairs = [("rand_rand", "random", i, j) for i in seeds for j in seeds if i < j]
+    pairs += [("rand_imnet", "transfer", i, j) for i in seeds for j in seeds if i != j]
+    for kind, other, seed, partner in pairs:
+        a, b = final_rows["random", seed], final_rows[other, partner]
+        out["pairs"][f"{kind}/{seed}/{partner}"] = {
+            "runs": [f"random/{seed}", f"{other}/{partner}"],
+            **{layer: nulls.with_null(a[layer], b[layer], out["num_images"], methods, perms) for layer in layers},
+        }
     return out
 
 

@@ -161,13 +161,15 @@ def verdicts_section(c, verdicts: StudyVerdicts, timing: Mapping) -> list[str]:
             ["claim", "the paper's finding", "scope", "effect [95 % interval]", "margin", "verdict", "beside it"], rows
         ),
         "",
-        f"Estimates are means over {len(c.seeds)} seeds of paired contrasts (AUC: test AUC at the final step, "
-        f"interval from the seeds plus DeLong over the test images; steps: ln of the first step with validation AUC > "
-        f"{c.threshold:g}, a censored run entering as the last step; similarity: {c.similarity.verdict_method} "
-        f"between layers). Beside it: the verdict of the relative threshold ({c.relative_threshold:g} x each run's own "
+        f"Estimates are means over {len(c.seeds)} seeds of paired contrasts, intervals at {c.confidence:.0%} "
+        f"(docs/statistics.md; AUC: test AUC at the final step, the seeds' spread plus the test-set noise the seeds "
+        f"share (DeLong); steps: ln of the first step with validation AUC > {c.threshold:g}, each crossing censored to "
+        f"its cell of the evaluation grid and a run that never crossed to beyond it (an open side is ±inf); "
+        f"similarity: {c.similarity.verdict_method} between layers, R over every pair of seeds with a jackknife over "
+        f"seeds). Beside it: the verdict of the relative threshold ({c.relative_threshold:g} x each run's own "
         f"final validation AUC) for steps, of the other measure for similarity. {len(judged)} verdicts are read at "
-        f'95 % each with no multiplicity correction: one "supported" or "contradicted" among them can be a chance '
-        f"finding.",
+        f'{c.confidence:.0%} each with no multiplicity correction: one "supported" or "contradicted" among them can '
+        f"be a chance finding.",
         VERDICTS_END,
     ]
 

@@ -1,13 +1,15 @@
 """The miniature study's gates (G1-G4) and verdicts (C1-C8, R) exactly as docs/study.md §6-7 define them, from the
 runs' measures: pure functions of numbers (no files), tested on constructed inputs whose answer is known.
 
-Every contrast is paired by seed (by pair index for R) and judged from its 95 % interval with `analysis.stats`:
-AUC contrasts by `stats.auc_contrast` (t over seeds + DeLong over the shared test images), steps and similarity
-contrasts by `stats.t_interval` over seeds. Steps enter on the log scale; a run that never crossed the threshold
-enters as its last step, and the contrast is then a bound (`stats.verdict(..., bound=...)`), so only what a bound can
-show counts. The gates then override: G1 makes C5 and C8 "not testable" for a model, G3 its steps-based verdicts
-inconclusive, G4 the AUC-based verdicts of a (model, training set, init) group inconclusive (a verdict the interval
-already leaves inconclusive names the failed gate too); G2 adds a note.
+Every contrast is paired by seed and judged from its interval (`c.confidence`) with `analysis.stats`
+(docs/statistics.md): AUC contrasts by `stats.auc_contrast` (the seeds' spread plus the test-set noise all seeds
+share), steps by `stats.steps_contrast` on the log scale (a crossing is known only to lie in its cell of the
+evaluation grid, a run that never crossed only to lie beyond it: both censor the interval, never give it zero width,
+and can leave a side open), similarity to init by `stats.t_interval` over seeds, R by `stats.seed_pair_interval`
+over every pair of seeds (pairs share runs: a jackknife over seeds). The gates then override: G1 makes C5 and C8
+"not testable" for a model, G3 its steps-based verdicts inconclusive, G4 the AUC-based verdicts of a (model, training
+set, init) group inconclusive (a verdict the interval already leaves inconclusive names the failed gate too); G2 adds
+a note.
 """
 
 import dataclasses
@@ -133,39 +135,41 @@ def _common_seeds(measures, terms: Sequence[Term]) -> list[int]:
     return sorted(seeds or ())
 
 
-def auc_interval(measures, labels: np.ndarray, terms: Sequence[Term]) -> stats.Interval:
+def auc_interval(measures, labels: np.ndarray, terms: Sequence[Term], confidence: float) -> stats.Interval:
     """sum_t c_t AUC(test scores of group t), averaged over the seeds every group has, with its interval."""
     seeds = _common_seeds(measures, terms)
     if not seeds:
         return stats.Interval(None, None, None, 0, "no runs")
     groups = [[_group(measures, m, d, i)[s].test_scores for s in seeds] for _, m, d, i in terms]
-    return stats.auc_contrast(labels, groups, [coef for coef, *_ in terms])
+    return stats.auc_contrast(labels, groups, [coef for coef, *_ in terms], confidence)
 
 
-def steps_interval(measures, terms: Sequence[Term], relative: bool = False) -> tuple[stats.Interval, str | None]:
-    """sum_t c_t ln(steps to threshold of group t) per seed, its t interval, and the bound censored runs make of it:
-    a run that never crossed enters as its last step, below its true value, so with c_t > 0 the contrast is a lower
-    bound of the true one, with c_t < 0 an upper bound ('both' if both happen)."""
+def evaluation_grid(runs: Sequence[RunMeasures]) -> list[int]:
+    """The evaluation steps the runs share (each run's validation curve's steps); runs on different grids are not
+    one design's."""
+    grids = {tuple(sorted(r.curve)) for r in runs}
+    if len(grids) != 1:
+        raise ValueError(f"Runs of one contrast were evaluated at different steps: {sorted(grids)[:2]}")
+    return list(grids.pop())
+
+
+def steps_interval(measures, terms: Sequence[Term], confidence: float, relative: bool = False) -> stats.Interval:
+    """sum_t c_t ln(steps to threshold of group t), averaged over the seeds every group has, with its interval
+    (`stats.steps_contrast`: each crossing censored to its cell of the evaluation grid, a run that never crossed to
+    beyond the grid's last step)."""
     seeds = _common_seeds(measures, terms)
-    values, lower, upper = [], False, False
-    for seed in seeds:
-        total = 0.0
-        for coef, model, data, init in terms:
-            run = _group(measures, model, data, init)[seed]
-            steps = run.steps_relative if relative else run.steps
-            if steps is None:
-                steps = run.final_step
-                lower, upper = lower or coef > 0, upper or coef < 0
-            total += coef * math.log(steps)
-        values.append(total)
-    bound = {(False, False): None, (True, False): "lower", (False, True): "upper", (True, True): "both"}
-    return stats.t_interval(values), bound[lower, upper]
+    if not seeds:
+        return stats.Interval(None, None, None, 0, "no runs")
+    groups = [[_group(measures, m, d, i)[s] for s in seeds] for _, m, d, i in terms]
+    first = [[run.steps_relative if relative else run.steps for run in group] for group in groups]
+    grid = evaluation_grid([run for group in groups for run in group])
+    return stats.steps_contrast(first, [coef for coef, *_ in terms], grid, confidence)
 
 
-def _judge(claim, scope, contrast, measure, kind, margin, interval, bound=None) -> Verdict:
+def _judge(claim, scope, contrast, measure, kind, margin, interval) -> Verdict:
     if interval.estimate is None:
         return Verdict(claim, scope, contrast, measure, kind, margin, interval, "inconclusive", "no runs to compare")
-    verdict, why = stats.verdict(interval, margin, kind, bound)
+    verdict, why = stats.verdict(interval, margin, kind)
     return Verdict(claim, scope, contrast, measure, kind, margin, interval, verdict, why)
 
 
@@ -262,8 +266,8 @@ def _sim(similar: Mapping, model: str, init: str, seed: int, layer: str, method:
     return float(similar[model]["to_init"][f"{init}/{seed}"][layer][method]["score"])
 
 
-def _pair(similar: Mapping, model: str, kind: str, k: int, layer: str, method: str) -> float:
-    return float(similar[model]["pairs"][f"{kind}/{k}"][layer][method]["score"])
+def _pair(similar: Mapping, model: str, key: str, layer: str, method: str) -> float:
+    return float(similar[model]["pairs"][key][layer][method]["score"])
 
 
 class _Claims:
@@ -296,7 +300,8 @@ class _Claims:
         why = self.missing(groups)
         if why:
             return _missing(claim, scope, contrast, "auc", kind, self.m.auc, why, why)
-        v = _judge(claim, scope, contrast, "auc", kind, self.m.auc, auc_interval(self.measures, self.labels, terms))
+        interval = auc_interval(self.measures, self.labels, terms, self.c.confidence)
+        v = _judge(claim, scope, contrast, "auc", kind, self.m.auc, interval)
         unstable = [g for g in dict.fromkeys(groups) if not self.gates["G4", g].passed]
         failed = ", ".join(" / ".join(g) for g in unstable)
         if unstable and v.verdict in ("supported", "contradicted"):
@@ -313,8 +318,8 @@ class _Claims:
             return _missing(claim, scope, contrast, "log_steps", kind, self.m.log_steps, why, why)
         results = []
         for relative in (False, True):
-            interval, bound = steps_interval(self.measures, terms, relative)
-            v = _judge(claim, scope, contrast, "log_steps", kind, self.m.log_steps, interval, bound)
+            interval = steps_interval(self.measures, terms, self.c.confidence, relative)
+            v = _judge(claim, scope, contrast, "log_steps", kind, self.m.log_steps, interval)
             self._steps_gates(v, model, g1)
             results.append(v)
         main, rel = results
@@ -338,21 +343,16 @@ class _Claims:
             )
 
     def similarity(self, claim, scope, contrast, kind, per_method) -> Verdict:
-        """per_method(method) -> per-seed (or per-pair) values, or None when the runs are missing."""
+        """per_method(method) -> per-seed values (a t interval over seeds) or an Interval, or None when the runs are
+        missing."""
         main = None
         for method in self.methods:
             values = per_method(method)
             if values is None:
                 return _missing(claim, scope, contrast, "similarity", kind, self.m.similarity, NOT_RUN, NOT_RUN)
-            v = _judge(
-                claim,
-                scope,
-                f"{contrast} [{method}]",
-                "similarity",
-                kind,
-                self.m.similarity,
-                stats.t_interval(values, self.c.confidence),
-            )
+            if not isinstance(values, stats.Interval):
+                values = stats.t_interval(values, self.c.confidence)
+            v = _judge(claim, scope, f"{contrast} [{method}]", "similarity", kind, self.m.similarity, values)
             if main is None:
                 main = v
             else:
@@ -367,10 +367,10 @@ class _Claims:
         if self.missing([(m, d, i) for _, m, d, i in terms]):
             return
         if measure == "auc":
-            interval, margin, bound = auc_interval(self.measures, self.labels, terms), self.m.auc, None
+            interval, margin = auc_interval(self.measures, self.labels, terms, self.c.confidence), self.m.auc
         else:
-            (interval, bound), margin = steps_interval(self.measures, terms), self.m.log_steps
-        self.secondary.append(Secondary(name, scope, measure, interval, margin, stats.outcome(interval, margin, bound)))
+            interval, margin = steps_interval(self.measures, terms, self.c.confidence), self.m.log_steps
+        self.secondary.append(Secondary(name, scope, measure, interval, margin, stats.outcome(interval, margin)))
 
     # --- the design's table (docs/study.md §6)
 
@@ -487,19 +487,19 @@ class _Claims:
             def r(method, m=m):
                 if m not in self.similar:
                     return None
-                high = lo_hi[m][1]
-                pairs = sorted({int(k.split("/")[1]) for k in self.similar[m]["pairs"]})
-                return [
-                    np.mean([_pair(self.similar, m, "rand_rand", k, x, method) for x in high])
-                    - np.mean([_pair(self.similar, m, "rand_imnet", k, x, method) for x in high])
-                    for k in pairs
-                ]
+                high, pairs = lo_hi[m][1], {}
+                for key in self.similar[m]["pairs"]:
+                    kind_, i, j = key.split("/")
+                    value = np.mean([_pair(self.similar, m, key, x, method) for x in high])
+                    pairs.setdefault(kind_, {})[int(i), int(j)] = float(value)
+                return stats.seed_pair_interval(pairs["rand_rand"], pairs["rand_imnet"], self.c.confidence)
 
             add(
                 self.similarity(
                     "R",
                     f"{m} model",
-                    "SVCCA(R_k, R_k+1) - SVCCA(R_k, T_k+1), mean of the upper half of the layers",
+                    "mean sim(R_i, R_j) over seeds i < j - mean sim(R_i, T_j) over seeds i != j, upper half of the "
+                    "layers",
                     kind,
                     r,
                 )
@@ -585,10 +585,10 @@ class _Claims:
         v = self.steps("C6", "large model", contrast, "greater", terms, "large")
         if v.interval is None:
             return v
-        interval, bound = steps_interval(
-            self.measures, [(1, "large", "full", "random"), (-1, "large", "full", "transfer")]
+        interval = steps_interval(
+            self.measures, [(1, "large", "full", "random"), (-1, "large", "full", "transfer")], self.c.confidence
         )
-        speed_up = stats.outcome(interval, self.m.log_steps, bound)
+        speed_up = stats.outcome(interval, self.m.log_steps)
         if speed_up != "better":
             v.notes.append(
                 f"Transfer itself does not speed convergence here (ln steps(random) - ln steps(transfer): "

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from transfusion_jax.surgery import tree
-from transfusion_jax.train import protocols
+from transfusion_jax.train import partition, protocols
 
 DEFAULT_BN_BATCHES = 16
 
@@ -51,9 +51,16 @@ def bn_momenta(model: nn.Module, variables: Mapping, images) -> dict[tuple[str, 
     return momenta
 
 
+def _all_valid(valid) -> bool:
+    """Whether no row is padding; a global array is checked on this process's shards (each process checks its own)."""
+    if isinstance(valid, jax.Array):
+        return all(bool(np.all(np.asarray(shard.data))) for shard in valid.addressable_shards)
+    return bool(np.all(np.asarray(valid)))
+
+
 def _images(batch):
     if isinstance(batch, Mapping):
-        if "valid" in batch and not np.all(np.asarray(batch["valid"])):
+        if "valid" in batch and not _all_valid(batch["valid"]):
             raise ValueError("BN statistics need full training batches; this batch has padding rows (valid=False)")
         return batch["image"]
     return batch
@@ -77,13 +84,18 @@ class BatchStatsRecomputer:
     a model cannot be a static jit argument shared between instances; the persistent compilation cache shares the
     program between runs)."""
 
-    def __init__(self, model: nn.Module, batches: Iterable, eval_blocks: Sequence[str] = ()):
+    def __init__(self, model: nn.Module, batches: Iterable, eval_blocks: Sequence[str] = (), mesh=None):
         self.model, self.eval_blocks = model, tuple(eval_blocks)
         self.batches = [_images(b) for b in batches]
         if not self.batches:
             raise ValueError("no batches to recompute BatchNorm statistics from")
         self._momenta: dict[tuple[str, ...], float] | None = None
-        self._stats = jax.jit(functools.partial(_stats_from_zero, model, self.eval_blocks))
+        step = functools.partial(_stats_from_zero, model, self.eval_blocks)
+        if mesh is None:
+            self._stats = jax.jit(step)
+        else:  # batches split over the mesh's 'data' axis (every process its share): statistics replicated
+            rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+            self._stats = jax.jit(step, in_shardings=(rep, rep, data), out_shardings=rep)
 
     def __call__(self, params: Mapping, like: Mapping) -> dict:
         zeros = jax.tree_util.tree_map(jnp.zeros_like, dict(like))
@@ -104,12 +116,14 @@ class BatchStatsRecomputer:
         return tree.unflatten(out)["batch_stats"]
 
 
-def recompute_batch_stats(model: nn.Module, variables: Mapping, batches: Iterable, eval_blocks=()) -> dict:
+def recompute_batch_stats(model: nn.Module, variables: Mapping, batches: Iterable, eval_blocks=(), mesh=None) -> dict:
     """BatchNorm running statistics of `variables['params']` over `batches` (one-off `BatchStatsRecomputer`)."""
-    return BatchStatsRecomputer(model, batches, eval_blocks)(variables["params"], variables["batch_stats"])
+    return BatchStatsRecomputer(model, batches, eval_blocks, mesh)(variables["params"], variables["batch_stats"])
 
 
-def initial_batch_stats(config, model: nn.Module, variables: Mapping, batches: Iterable, frozen_stats=None) -> dict:
+def initial_batch_stats(
+    config, model: nn.Module, variables: Mapping, batches: Iterable, frozen_stats=None, mesh=None
+) -> dict:
     """The statistics a run starts from: recomputed over the first `config.init_bn_batches` of `batches` (the run's
     training stream from step 1: the images the first steps see, augmented as they see them), with the blocks the
     protocol freezes at step 1 in eval mode; statistics that step 1 keeps fixed (those blocks', and `frozen_stats`:
@@ -119,7 +133,8 @@ def initial_batch_stats(config, model: nn.Module, variables: Mapping, batches: I
     if count <= 0 or not jax.tree_util.tree_leaves(old):
         return old
     eval_blocks = protocols.frozen_at(config, variables["params"], 0)
-    new = BatchStatsRecomputer(model, itertools.islice(batches, count), eval_blocks)(variables["params"], old)
+    recompute = BatchStatsRecomputer(model, itertools.islice(batches, count), eval_blocks, mesh)
+    new = recompute(variables["params"], old)
     if frozen_stats is None:
         frozen_stats = jax.tree_util.tree_map(lambda _: False, old)
     kept = jax.tree_util.tree_map_with_path(lambda path, fixed: bool(fixed) or path[0].key in eval_blocks, frozen_stats)

@@ -371,7 +371,7 @@ class RunRecorder:
         try:
             frozen = state_lib.frozen_statistics(self.config, state.params, state.batch_stats)
             variables = {"params": state.params, "batch_stats": state.batch_stats}
-            return batch_stats.initial_batch_stats(self.config, model, variables, stream, frozen)
+            return batch_stats.initial_batch_stats(self.config, model, variables, stream, frozen, self.mesh)
         finally:
             stream.close()
 
