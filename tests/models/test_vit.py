@@ -197,3 +197,13 @@ def test_resample_posemb_refuses_non_square_grids():
         vit.resample_posemb(np.zeros((1, 1 + 12, 4)), 1 + 16)
     with pytest.raises(ValueError, match="square grid"):
         vit.resample_posemb(np.zeros((1, 1 + 16, 4)), 1 + 15)
+
+
+def test_models_table_collapses_a_vits_blocks():
+    from transfusion_jax.models.__main__ import feature_list
+
+    shapes = {"embedding": (197, 768), **{f"encoderblock_{i}": (197, 768) for i in range(12)}}
+    shapes.update({"encoder_norm": (197, 768), "pre_logits": (768,)})
+    assert feature_list(shapes) == "embedding .. encoder_norm 197x768, pre_logits 768"
+    cnn = {"conv1": (56, 56, 64), "block1": (56, 56, 256), "pre_logits": (2048,)}
+    assert feature_list(cnn) == "conv1 56x56x64, block1 56x56x256, pre_logits 2048"

@@ -50,6 +50,18 @@ def test_vit_configs_use_the_vit_recipe(name, model, init):
     assert module.get_config("resnet50,transfer").optimizer.name != "adamw"  # the paper's models keep their recipe
 
 
+@pytest.mark.parametrize("init,decay", [("transfusion:encoderblock_3", 0.75), ("gabor", 1.0), ("mean_var", 1.0)])
+def test_vit_hybrid_configs(init, decay):
+    module = _load("hybrid")
+    assert "--config=configs/hybrid.py:vit_b16," in module.__doc__
+    c = module.get_config(f"vit_b16,{init}")
+    surgery.parse_init(c.init, models.block_names("vit_b16"))
+    assert (c.optimizer.name, c.finetune.layer_decay, c.data.image_size) == ("adamw", decay, 384)
+    assert module.get_config(f"vit_ti16,{init},local").model.overrides.to_dict() == config_lib.VIT_LOCAL_OVERRIDES
+    with pytest.raises(ValueError, match="slim"):
+        module.get_config("vit_b16,slim")
+
+
 def test_adamw_decays_kernels_only_and_decoupled():
     """One AdamW step on a zero gradient moves nothing but the kernels, each by -lr * wd * kernel; biases,
     LayerNorms, the class token and the position embeddings (timm's no-decay set) stay."""
