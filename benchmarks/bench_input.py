@@ -182,6 +182,22 @@ def step_rates(name, args, mesh, fed_config):
     return resident, fed
 
 
+def print_step_table(args, steps, rates):
+    header = "| model | step img/s | input | workers | input img/s | input / step |"
+    if args.fed:
+        header += " fed step / resident step |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for model, (resident, fed) in steps.items():
+        for (label, worker_type), rate in rates.items():
+            row = f"| {model} | {resident:.2f} | {label} | {worker_type} | {rate:.1f} | {rate / resident:.1f} |"
+            if args.fed:
+                row += (
+                    f" {fed / resident:.2f} |" if label == "resized" and worker_type == args.worker_types[-1] else " |"
+                )
+            print(row)
+
+
 def main(argv=None):
     args = parse_args(argv)
     import jax
@@ -222,19 +238,8 @@ def main(argv=None):
     )
     print(f"reference: single-thread Pillow decode + resize of the originals: {pillow:.1f} img/s")
     print()
-    header = "| model | step img/s | input | workers | input img/s | input / step |"
-    if args.fed:
-        header += " fed step / resident step |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for model, (resident, fed) in steps.items():
-        for (label, worker_type), rate in rates.items():
-            row = f"| {model} | {resident:.2f} | {label} | {worker_type} | {rate:.1f} | {rate / resident:.1f} |"
-            if args.fed:
-                row += (
-                    f" {fed / resident:.2f} |" if label == "resized" and worker_type == args.worker_types[-1] else " |"
-                )
-            print(row)
+    if steps:
+        print_step_table(args, steps, rates)
     if grey:
         print()
         print(
