@@ -8,7 +8,7 @@ feature-reuse decomposition, `python -m transfusion_jax.experiments reuse ROOT`,
   python -m transfusion_jax.main --config=configs/retina.py:vit_b16,transfer --workdir=$WORKDIR \
       --config.data.root=/path/to/kaggle_dr --config.pretrained=/path/to/vit_b16_tv.npz
   python -m transfusion_jax.main --config=configs/retina.py:cbr_small,random,local --workdir=/tmp/w   # CPU, ~1 min
-  python -m transfusion_jax.main --config=configs/retina.py:vit_b16,transfer,local --workdir=/tmp/w   # CPU, ~1 min
+  python -m transfusion_jax.main --config=configs/retina.py:vit_b16,transfer,local --workdir=/tmp/w   # CPU, ~2 min
 Targets (Table 1, test AUC %, random / transfer): ResNet-50 96.4 / 96.7, Inception-v3 96.6 / 96.7,
 CBR-LargeT 96.2 / 96.2; CBR-LargeW, CBR-Small, CBR-Tiny about 95.7-95.8 (UNCONFIRMED). The paper's data are private
 (~250k images); the public Kaggle DR 2015 set binarised at grade >= 2 stands in, so absolute AUCs will differ.
