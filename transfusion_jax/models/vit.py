@@ -16,7 +16,8 @@ Numerics as torchvision's vit_b_16 and timm's (so converted weights give the sam
 Random init as big_vision (xavier-uniform attention and MLP kernels, MLP biases N(0, 1e-6), zero class token) but the
 position embeddings N(0, 0.02) as torchvision and timm, and the task head as every model here (LeCun normal, zero
 bias; big_vision zero-initialises it). The patch embedding is computed as patches x kernel, one matrix product (the
-same sums as the strided convolution, which XLA:CPU runs slower). An input whose sides are not multiples of the
+same sums as the strided convolution; for ViT-B/16 at batch 8 on XLA:CPU its forward + backward took 0.26-0.36 s,
+the convolution's 1.7-2.0 s, on a loaded 2-core machine). An input whose sides are not multiples of the
 patch loses its last rows and columns, as a VALID convolution (big_vision) does; torchvision refuses such inputs.
 `resample_posemb` resizes position embeddings to another grid (another image size) when weights are loaded.
 """
