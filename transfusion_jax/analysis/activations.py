@@ -1,4 +1,5 @@
-"""From model features to similarity: reduce conv features to (datapoints, channels) rows, stream them into moments.
+"""From model features to similarity: reduce conv or token features to (datapoints, channels) rows, stream them into
+moments.
 
 A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images) -> (logits, features)`, where
 `features` maps block names to arrays (the interface of `transfusion_jax.models`; for those pass
@@ -18,7 +19,10 @@ from transfusion_jax.analysis import moments, similarity
 from transfusion_jax.models.layers import global_avg_pool
 
 Model = tuple[Callable[..., Any], Any]  # (apply_fn, variables)
-MODES = ("positions", "mean")
+MODES = ("positions", "mean", "class_token")
+# Token features [N, T, D] (a ViT's, transfusion_jax.models.vit) hold this many tokens (the class token) before the
+# patch grid.
+PREFIX_TOKENS = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +33,13 @@ class Reduction:
       tutorial; `positions` (if set) keeps at most that many positions per image, drawn without replacement from
       `seed` (and the batch index), identically for both layers of a pair when their grids match.
     mode="mean": spatial mean-pooling, [N, C].
+    mode="class_token": token features only (below): the class token, [N, D].
     grid=(h, w): first resize with `jax.image.resize(method=resize_method)`; needed to pair positions of layers
       whose grids differ. 2-D features [N, C] pass through unchanged.
+    Token features [N, 1 + P, D] (a ViT's) are a class token then P patch tokens: "positions" makes each patch token
+    a datapoint and "mean" averages the patch tokens (timm's average pooling), both over the patch grid laid out as
+    an image (square when P is a square, else one row), so `positions` and `grid` act on it as on a conv map; the
+    class token enters neither.
     """
 
     mode: str = "positions"
@@ -74,12 +83,27 @@ def positions_as_datapoints(features: jax.Array, positions: int | None = None, k
     return jnp.take_along_axis(flat, idx[:, :, None], axis=1).reshape(n * positions, c)
 
 
+def patch_grid(tokens: jax.Array) -> jax.Array:
+    """Token features [N, 1 + P, D] -> the patch tokens as a map [N, g, g, D] (P = g * g), else [N, 1, P, D]."""
+    n, t, d = tokens.shape
+    patches = t - PREFIX_TOKENS
+    side = int(round(patches**0.5))
+    h, w = (side, side) if side * side == patches else (1, patches)
+    return tokens[:, PREFIX_TOKENS:].reshape(n, h, w, d)
+
+
 def to_datapoints(features: jax.Array, reduction: Reduction, key: jax.Array) -> jax.Array:
     """Apply `reduction` to one layer's features ([N, C] passes through)."""
     if features.ndim == 2:
         return features
+    if features.ndim == 3 and reduction.mode == "class_token":
+        return features[:, 0]
+    if features.ndim == 3:
+        features = patch_grid(features)
+    elif reduction.mode == "class_token":
+        raise ValueError(f"mode 'class_token' needs token features [N, T, D], got shape {features.shape}")
     if features.ndim != 4:
-        raise ValueError(f"features must be [N, C] or [N, H, W, C], got shape {features.shape}")
+        raise ValueError(f"features must be [N, C], [N, T, D] or [N, H, W, C], got shape {features.shape}")
     if reduction.grid is not None:
         features = resize(features, reduction.grid, reduction.resize_method)
     if reduction.mode == "mean":

@@ -50,8 +50,9 @@ the first example decodes; raises BadImageError / TooManyBadImagesError);
 `ds.batches(global_batch_size, *, mesh, seed=0, epoch_start=0, start_step=0)` yields dicts of global jax.Arrays,
 sharded along mesh axis 'data' (`NamedSharding(mesh, P('data'))`), each process decoding only its own
 contiguous share of every global batch:
-  image       float32 [B, H, W, 3], normalised with the `normalization` preset ('' = torchvision here; the
-              trainer sets it from the checkpoint's metadata)
+  image       float32 [B, H, W, C], C = config.data.channels (3, or 1 for grey input), normalised with the
+              `normalization` preset ('' = torchvision here; the trainer sets it from the checkpoint's metadata;
+              its `preprocess.grey` form for one channel)
   label       int32 [B] (softmax tasks) or float32 [B, C] (sigmoid tasks)
   label_mask  float32 [B, 1] (softmax) or [B, C] (sigmoid): 1 where the label counts; 0 for u_ignore'd labels,
               padding and skipped images
@@ -72,7 +73,8 @@ block_shuffle.seed, as the authors' code), or with per_example=True by a permuta
 divide image_size (checked when the dataset is built).
 
 Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-cropped to a square, CheXpert
-squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
+squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels, or with
+`channels=1` every image is decoded grey (colour ones to their luma) and fed as one channel. See
 `preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
 
 Small-data subsets (`subset_size`) restrict training only: validation and test always score their whole split.

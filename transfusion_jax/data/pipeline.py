@@ -59,6 +59,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.label_key = "label"  # tfds_classification: ClassLabel feature used as the softmax target
     c.image_size = 0  # 0 = the paper's: 587 Retina, 224 CheXpert (set 299 for Inception if wanted)
     c.resize_mode = ""  # '' = center_crop for Retina (round disc), squash for CheXpert and others
+    # 3 = RGB (a grey image replicated); 1 = grey (PIL 'L'), one channel from the decoder to the first layer: a third
+    # of the bytes and of the input transform's work. An RGB checkpoint's first layer is folded to one channel when
+    # it is loaded (surgery.fit), normalised with preprocess.grey(the checkpoint's preset). CheXpert is grey.
+    c.channels = 3
     # preset name in preprocess.PRESETS; '' = the checkpoint's (config.pretrained's metadata; the trainer resolves
     # it and refuses a different explicit value), else DEFAULT_NORMALIZATION
     c.normalization = ""
@@ -148,16 +152,23 @@ class _Load:
     read many times (every epoch, every evaluation), where decoding dominates the host's cost."""
 
     def __init__(
-        self, source: readers.Source, indices: np.ndarray, image_size: int, resize_mode: str, cache: dict | None = None
+        self,
+        source: readers.Source,
+        indices: np.ndarray,
+        image_size: int,
+        resize_mode: str,
+        cache: dict | None = None,
+        channels: int = 3,
     ):
         self.source, self.indices, self.image_size, self.resize_mode = source, indices, image_size, resize_mode
-        self.cache = cache
+        self.cache, self.channels = cache, channels
 
     def _pixels(self, index: int) -> np.ndarray:
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         size = self.image_size
-        pixels = np.asarray(preprocess.resize(self.source.load(index, size), size, self.resize_mode), np.uint8)
+        image = preprocess.resize(self.source.load(index, size), size, self.resize_mode, self.channels)
+        pixels = np.asarray(image, np.uint8).reshape(size, size, self.channels)
         if self.cache is not None:
             pixels.flags.writeable = False  # shared by every later read of this example
             self.cache[index] = pixels
@@ -166,7 +177,7 @@ class _Load:
     def __call__(self, item: tuple[int, int, int]) -> dict:
         row, epoch, position = item
         size = self.image_size
-        pixels, error = np.zeros((size, size, 3), np.uint8), ""
+        pixels, error = np.zeros((size, size, self.channels), np.uint8), ""
         index = int(self.indices[row]) if row >= 0 else 0
         if row >= 0:
             try:
@@ -251,6 +262,7 @@ class Dataset:
         max_skip_fraction: float = 0.01,
         name: str = "",
         cache_decoded: bool = False,
+        channels: int = 3,
     ):
         if on_bad_image not in ("skip", "raise"):
             raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
@@ -265,15 +277,16 @@ class Dataset:
         self.source, self.train = source, train
         self.image_size, self.resize_mode = image_size, resize_mode
         self.task: tasks.TaskInfo = source.task
+        self.channels = channels
         self.transform = _DeviceTransform(
-            preprocess.get_normalization(normalization), augment if train else None, block_shuffle
+            preprocess.get_normalization(normalization, channels), augment if train else None, block_shuffle
         )
         self.on_bad_image, self.max_skip_fraction = on_bad_image, max_skip_fraction
         self.name = name or type(source).__name__
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.num_workers, self.worker_type, self.prefetch = num_workers, worker_type, max(1, prefetch)
         # One loader for every pass over the split, so that its cache (cache_decoded) outlives each iterator.
-        self._load = _Load(source, self.indices, image_size, resize_mode, {} if cache_decoded else None)
+        self._load = _Load(source, self.indices, image_size, resize_mode, {} if cache_decoded else None, channels)
         self.bad_images: dict = {}  # path -> error, every image skipped so far
         labels = source.labels
         self.targets, self.masks = labels.targets[self.indices], labels.mask[self.indices]
@@ -404,7 +417,8 @@ class Dataset:
         for path in sorted(missing):
             self.bad_images[path] = f"{path}: file not found"
         self._check_skip_rate()
-        load = _Load(self.source, self.indices, self.image_size, self.resize_mode)  # reads the file, never a cache
+        # reads the file, never a cache
+        load = _Load(self.source, self.indices, self.image_size, self.resize_mode, channels=self.channels)
         for row, index in enumerate(self.indices):
             if self.source.describe(int(index)) in missing:
                 continue
@@ -633,6 +647,7 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
         max_skip_fraction=c.max_skip_fraction,
         name=f"{c.name}/{split}",
         cache_decoded=c.cache_decoded,
+        channels=c.get("channels", 3),  # configs saved before the field existed are RGB
     )
     subset = f", training subset of seed {seed}" if seed is not None else ""
     subsets.log_balance(f"{c.name}/{split} ({len(dataset)} examples{subset})", dataset.class_balance)

@@ -155,7 +155,7 @@ def probe_runs(
 def random_variables(run: RunWeights, key: jax.Array) -> dict:
     """A fresh `model.init` of the run's architecture (the distribution init='random' starts from)."""
     size = data_lib.image_size(run.config)
-    sample = jnp.zeros((1, size, size, 3), jnp.float32)
+    sample = jnp.zeros((1, size, size, run.config.data.get("channels", 3)), jnp.float32)  # 1: a grey run
     variables = jax.jit(lambda k: run.model.init(k, sample, train=False))(key)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 

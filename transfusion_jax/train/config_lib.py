@@ -76,14 +76,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.early_stopping_evals = 0  # 0 = off; else stop after this many evals without a better validation AUC
     c.optimizer = ml_collections.ConfigDict(
         dict(
-            name="adam",  # paper: Adam on Retina, SGD + momentum 0.9 on CheXpert
+            name="adam",  # adam | adamw | sgd; paper: Adam on Retina, SGD + momentum 0.9 on CheXpert
             learning_rate=1e-3,  # paper
             momentum=0.9,
             nesterov=False,
             b1=0.9,
             b2=0.999,
             eps=1e-8,
-            weight_decay=0.0,  # paper silent; L2 on kernels only when > 0
+            weight_decay=0.0,  # paper silent; on kernels only when > 0: L2 (adam, sgd) or decoupled (adamw)
             schedule="constant",  # paper silent
             warmup_steps=0,
             grad_clip_norm=0.0,  # 0 = off
@@ -109,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 PAPER_MODELS = ("resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")
+VIT_MODELS = ("vit_b16", "vit_ti16")  # beyond the paper (docs/VIT.md)
 
 
 def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
@@ -129,11 +130,27 @@ def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
     return c
 
 
+def vit_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The recipe ViTs are fine-tuned with (BEiT's and MAE's fine-tuning, RETFound's; docs/VIT.md), in place of the
+    paper's CNN recipe: AdamW at 1e-4 (batch 32) with decoupled weight decay 0.05 on kernels, 5000 warmup steps then
+    cosine decay to 0, gradients clipped at global norm 1, and layer-wise learning-rate decay 0.75 when the init
+    copies pretrained weights (transfer, transfusion:<block>); random and Mean-Var inits have no pretrained features to
+    keep, so their blocks all learn at the full rate (layer_decay 1)."""
+    c.optimizer.update(dict(name="adamw", learning_rate=1e-4, weight_decay=0.05, schedule="cosine"))
+    c.optimizer.update(dict(warmup_steps=5000, grad_clip_norm=1.0))
+    copies_weights = c.init == "transfer" or c.init.startswith("transfusion:")
+    c.finetune.layer_decay = 0.75 if copies_weights else 1.0
+    return c
+
+
 def check_choice(what: str, value: str, choices, where: str) -> None:
     if value not in choices:
         raise ValueError(f"Unknown {what} {value!r} in {where}; choose one of {', '.join(choices)}.")
 
 
+# A ViT small enough for CPU tests and ',local' runs: every block (so block names and transfusion configs stay valid),
+# a 16-wide residual stream, 8 px patches (a 32 px image is a 4 x 4 grid).
+VIT_LOCAL_OVERRIDES = dict(patch_size=8, width=16, num_heads=2, mlp_dim=32)
 # Tiny stand-ins that keep each architecture's block names (so freezing / transfusion configs stay valid).
 _LOCAL_OVERRIDES = {
     # resnet50_slim fixes its own widths, so both ResNets keep full widths (slim transfers resnet50's blocks 1-2).
@@ -145,6 +162,8 @@ _LOCAL_OVERRIDES = {
     "cbr_small": dict(widths=(4, 4, 8, 8)),
     "cbr_tiny": dict(widths=(4, 8, 8, 8)),
     "cbr_tiny_alt": dict(widths=(4, 4, 8, 8)),
+    "vit_b16": VIT_LOCAL_OVERRIDES,
+    "vit_ti16": VIT_LOCAL_OVERRIDES,
 }
 
 
@@ -176,6 +195,7 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.num_workers = 0
     c.batch_size = 8
     c.num_train_steps = 20
+    c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, c.num_train_steps // 4)
     c.log_every_steps = 5
     c.eval_every_steps = 10
     c.checkpoint_every_steps = 10

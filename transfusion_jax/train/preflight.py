@@ -41,7 +41,8 @@ def _unused_training_fields(config) -> list[str]:
     """Training fields set away from their defaults that this run would not read (see `check_unused_fields`)."""
     default, out = config_lib.base_config(), []
     opt, opt_default = config.optimizer, default.optimizer
-    unread = {"adam": ("momentum", "nesterov"), "sgd": ("b1", "b2", "eps")}.get(opt.name, ())
+    unread = {"adam": ("momentum", "nesterov"), "adamw": ("momentum", "nesterov"), "sgd": ("b1", "b2", "eps")}
+    unread = unread.get(opt.name, ())
     out += [f"config.optimizer.{f} is not read by optimizer {opt.name!r}" for f in unread if opt[f] != opt_default[f]]
     if config.mean_var_bn != default.mean_var_bn and "mean_var" not in config.init:
         out.append(f"config.mean_var_bn is only read by Mean-Var inits, not init={config.init!r}")

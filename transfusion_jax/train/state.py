@@ -101,24 +101,34 @@ def _schedule(config, num_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+# Weight decay applies to conv/dense kernels only, not to biases, BatchNorm/LayerNorm scales and offsets, or a ViT's
+# class token and position embeddings (timm's and big_vision's no-decay sets).
+KERNELS = surgery.matcher(regex=r"(.*/)?kernel")
+
+
 def _base_optimizer(opt_config, schedule):
     if opt_config.name == "adam":
         return optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
+    if opt_config.name == "adamw":  # decoupled decay (Loshchilov & Hutter), scaled by the schedule: the ViT recipe
+        return optax.adamw(
+            schedule,
+            b1=opt_config.b1,
+            b2=opt_config.b2,
+            eps=opt_config.eps,
+            weight_decay=opt_config.weight_decay,
+            mask=lambda p: surgery.mask(p, KERNELS),
+        )
     if opt_config.name == "sgd":
         return optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
-    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {opt_config.name!r}.")
-
-
-# Weight decay applies to conv/dense kernels only, not to biases or BatchNorm scales/offsets.
-KERNELS = surgery.matcher(regex=r"(.*/)?kernel")
+    raise ValueError(f"config.optimizer.name must be 'adam', 'adamw' or 'sgd', got {opt_config.name!r}.")
 
 
 def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, its learning-rate schedule) from `config.optimizer`: L2 weight decay on kernels (added to the
-    gradient, the TF-slim regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on the
-    schedule, shaped by the fine-tuning protocol (`config.finetune`, train/protocols.py); the blocks (or name
-    regexes) in `config.freeze` get zero updates (surgery.freeze). The trainer logs the same schedule it optimises
-    with (the head's, under LP-FT).
+    gradient, the TF-slim regulariser convention; AdamW decays them decoupled instead), optional global-norm clipping,
+    Adam, AdamW or SGD(momentum) on the schedule, shaped by the fine-tuning protocol (`config.finetune`,
+    train/protocols.py); the blocks (or name regexes) in `config.freeze` get zero updates (surgery.freeze). The
+    trainer logs the same schedule it optimises with (the head's, under LP-FT).
 
     LP-FT has two phases, each with the configured schedule over its own length: the probe (the head only, steps
     0..probe_steps-1) and fine-tuning (every parameter, from step probe_steps to the end), as Kumar et al. start
@@ -129,7 +139,7 @@ def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.
         parts = []
         if opt_config.grad_clip_norm > 0:
             parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-        if opt_config.weight_decay > 0:
+        if opt_config.weight_decay > 0 and opt_config.name != "adamw":
             parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=lambda p: surgery.mask(p, KERNELS)))
         parts.append(_base_optimizer(opt_config, schedule))
         return optax.chain(*parts)
