@@ -250,7 +250,8 @@ def interval_panels(
     panels: dict[str, list[tuple[str, float, float, float]]], margins: dict[str, float], path: str
 ) -> str:
     """One panel per measure: each row's estimate with its interval (label, estimate, low, high) as a horizontal
-    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance."""
+    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance. An open
+    side (+-inf: censoring left it unbounded) runs to the panel's edge and ends in an arrow."""
     rows = max((len(r) for r in panels.values()), default=1)
     fig = Figure(figsize=(5.2 * max(len(panels), 1), 0.9 + 0.42 * rows))
     for i, (name, items) in enumerate(panels.items()):
@@ -258,9 +259,16 @@ def interval_panels(
         margin = margins[name]
         ax.axvspan(-margin, margin, color="0.85", lw=0, label=f"±{margin:.3g}")
         ax.axvline(0.0, color="k", lw=0.8)
+        finite = [x for item in items for x in item[1:] if np.isfinite(x)] + [-2 * margin, 2 * margin]
+        edge_low, edge_high = min(finite) - margin, max(finite) + margin
         for y, (_, estimate, low, high) in enumerate(items):
-            ax.plot([low, high], [y, y], color="C0", lw=2)
-            ax.plot([estimate], [y], "o", color="C0")
+            ax.plot([max(low, edge_low), min(high, edge_high)], [y, y], color="C0", lw=2)
+            if np.isfinite(estimate):
+                ax.plot([estimate], [y], "o", color="C0")
+            for end, edge, marker in ((low, edge_low, "<"), (high, edge_high, ">")):
+                if not np.isfinite(end):
+                    ax.plot([edge], [y], marker, color="C0")
+        ax.set_xlim(edge_low, edge_high)
         ax.set_yticks(range(len(items)), [label for label, *_ in items], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
