@@ -21,7 +21,7 @@ from transfusion_jax.train.export import FINAL_FILE
 SMALL_RUN = (
     "ssl.temperature=0.2",
     "optimizer.name=adamw",
-    "optimizer.base_learning_rate=2e-3",
+    "optimizer.base_learning_rate=4e-3",
     "optimizer.weight_decay=1e-4",
     "optimizer.warmup_epochs=1.0",
     "ssl.projector.hidden_dim=128",

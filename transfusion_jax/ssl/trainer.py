@@ -240,6 +240,7 @@ def pretrain(config, workdir: str) -> dict:
                     ckpt.save(done, state, {})
         finally:
             bar.close()
+            batches.close()
     finally:  # an error (e.g. a NaN loss) still finalises the checkpoints already started
         ckpt.close()
         if writer is not None:
