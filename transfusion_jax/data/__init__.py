@@ -16,6 +16,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
+  unlabeled_folder every image file under root at any depth, sorted by path, no labels (one placeholder class):
+                   unlabeled images for self-supervised pretraining (transfusion_jax.ssl). One split, 'train'.
   tfds_classification  any prepared TFDS single-label image set: config.data.tfds_name, image_key (encoded
                    image), label_key (a ClassLabel: its names and num_classes give the task); softmax.
   imagenet_tfds    its preset for TFDS imagenet2012 (1000 classes named by WordNet id); splits train / validation.

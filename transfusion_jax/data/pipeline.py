@@ -26,6 +26,7 @@ DATASET_NAMES = (
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
+    "unlabeled_folder",
     "tfds_classification",
     "imagenet_tfds",
     "resized",
@@ -42,6 +43,7 @@ _PAPER_SIZE = {
     "chexpert": 224,
     "synthetic_source": 224,
     "image_folder": 224,
+    "unlabeled_folder": 224,
     "tfds_classification": 224,
     "imagenet_tfds": 224,
 }
@@ -509,6 +511,8 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertFolderSource(local.chexpert_root(), split, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
+    if name == "unlabeled_folder":
+        return readers.UnlabeledFolderSource(c.root, split)
     if name == "tfds_classification":
         return readers.TfdsClassificationSource(c.tfds_name, split, c.data_dir, c.image_key, c.label_key)
     if name in readers.TFDS_CLASSIFICATION_PRESETS:
@@ -576,7 +580,7 @@ def subset_seed(config) -> int:
 _RETINA_READERS = ("retina_folder", "retina_tfds", "synthetic_retina", "resized")
 _CHEXPERT_READERS = ("chexpert_folder", "chexpert_tfds", "local_chexpert", "resized")
 _READ_BY = {
-    "root": ("retina_folder", "chexpert_folder", "image_folder", "resized"),
+    "root": ("retina_folder", "chexpert_folder", "image_folder", "resized", "unlabeled_folder"),
     "data_dir": ("retina_tfds", "chexpert_tfds", "tfds_classification", *readers.TFDS_CLASSIFICATION_PRESETS),
     "tfds_config": ("retina_tfds",),
     "tfds_name": ("tfds_classification",),

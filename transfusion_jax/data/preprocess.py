@@ -215,10 +215,18 @@ def _affine(x, angle, scale, tx, ty, hflip=False, vflip=False):
     source_rows = -sin * u + cos * v + cy
     source_cols = jnp.where(hflip, width - 1 - source_cols, source_cols)
     source_rows = jnp.where(vflip, height - 1 - source_rows, source_rows)
+    return sample_bilinear(x, source_rows, source_cols)
+
+
+def sample_bilinear(x, source_rows, source_cols):
+    """[H, W, C] image sampled at fractional (row, col) positions [h, w] (pixel centres at integers): bilinear, zero
+    outside the frame (scipy.ndimage's mode 'grid-constant'). One gather of whole pixels (all channels) per
+    neighbour: the fast form on XLA:CPU under vmap (see `_affine`). Every warp of the package samples through it."""
+    height, width = x.shape[:2]
     row0, col0 = jnp.floor(source_rows), jnp.floor(source_cols)
     fy, fx = source_rows - row0, source_cols - col0
     row0, col0 = row0.astype(jnp.int32), col0.astype(jnp.int32)
-    out = jnp.zeros_like(x)
+    out = jnp.zeros(source_rows.shape + x.shape[2:], x.dtype)
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
             r, c = row0 + dy, col0 + dx

@@ -24,8 +24,10 @@ def export_pretrained(
     num_classes: int,
     normalization: str,
     source: str,
+    extra: dict | None = None,
 ) -> dict:
-    """Writes `variables` ({'params', 'batch_stats'}) to `path`; returns the metadata written."""
+    """Writes `variables` ({'params', 'batch_stats'}) to `path`; returns the metadata written. `extra`: more
+    JSON-able metadata entries (e.g. how a self-supervised encoder was trained)."""
     host = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
     metadata = {
         "source": source,
@@ -36,6 +38,7 @@ def export_pretrained(
         # The data pipeline's normalisation preset the weights were trained with; use the same one downstream.
         "preprocessing": {"name": normalization},
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     pretrained.save(path, host, metadata)
     return metadata
