@@ -156,6 +156,28 @@ def test_mean_var_keeps_moments_and_destroys_structure():
     )
 
 
+def test_random_scaled_is_the_random_draw_at_the_pretrained_kernels_scale():
+    """Each body kernel: the random init's values times one factor, so that its std is the pretrained kernel's (the
+    source's structure does not enter); BatchNorm, the head and everything else stay the random init's."""
+    init = tiny_init(0)
+    source = structured_source(init)
+    out, provenance = schemes.random_scaled(init, source)
+    src, res, ini = flat(source), flat(out), flat(init)
+    kernels = [k for k in res if k.endswith("conv/kernel")]
+    assert kernels and all(provenance[k] == "scaled" for k in kernels)
+    for key in kernels:
+        x, y, z = (np.asarray(t[key], np.float64).ravel() for t in (src, res, ini))
+        assert y.std() == pytest.approx(x.std(), rel=1e-6), key
+        np.testing.assert_allclose(y, z * (x.std() / z.std()), rtol=1e-6)  # the random draw, rescaled
+        assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(x.size), key
+    for key in res:
+        if key not in kernels:
+            np.testing.assert_array_equal(res[key], ini[key], err_msg=key)
+            assert provenance[key] == "init"
+    out2, _ = initialize("random_scaled", init, pretrained="/ckpt", loader=FakeLoader(source))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, out2, out)  # the entry point dispatches to it
+
+
 def test_mean_var_draws_are_the_normals_of_each_tensors_shape():
     """Mean-Var draws a vector and reshapes it (faster to compile): the values must be those of a draw of the
     tensor's own shape from the tensor's key, fold_in(rng, position), as they always were."""
@@ -341,7 +363,7 @@ def test_parse_accepts_every_scheme():
     assert schemes.parse_init("transfusion:block3", blocks) == schemes.InitSpec("transfusion", "block3")
     hybrid = schemes.parse_init("transfusion:block3+mean_var", blocks)
     assert hybrid == schemes.InitSpec("transfusion", "block3", "mean_var") and hybrid.draws
-    for name in ("random", "transfer", "mean_var", "gabor", "slim"):
+    for name in ("random", "transfer", "mean_var", "random_scaled", "gabor", "slim"):
         assert schemes.parse_init(name, blocks) == schemes.InitSpec(name)
 
 

@@ -14,6 +14,11 @@
                        makes with the same rng, so the hybrids and `mean_var` differ only where weights are copied.
   mean_var             every body tensor replaced by iid draws from N(mean, var) of the same pretrained tensor
                        (paper 6.1, per tensor); BN handled per `mean_var_bn` (below); head random.
+  random_scaled        the random init with each body kernel rescaled to the standard deviation of the same
+                       pretrained kernel, everything else random: Mean-Var's scale without its mean, its
+                       normalisation-layer draws or anything else. Under BatchNorm with Adam a kernel's scale sets
+                       its effective learning rate, so random -> random_scaled -> mean_var splits a Mean-Var effect
+                       into the part the kernels' scale explains and the rest.
   gabor                the first conv (the one that reads the image) filled with a synthetic Gabor bank
                        (gabor_filters.py), the rest random (paper 6.4).
   slim                 paper 6.3: the lowest blocks from a checkpoint of the full-width model, every conv above them at
@@ -38,7 +43,7 @@ al. 2021, Fig. 7).
   'copy'                BN parameters and running statistics copied from the checkpoint unchanged.
 
 Every function returns (variables, provenance) where provenance maps each flattened key to 'init', 'checkpoint',
-'mean_var' or 'gabor'; `tree.summary(variables, provenance)` prints it per block. `initialize` first fits the
+'mean_var', 'scaled' or 'gabor'; `tree.summary(variables, provenance)` prints it per block. `initialize` first fits the
 checkpoint to the model (fit.py: ViT position embeddings resampled to another image size, an RGB first layer folded
 for one-channel input).
 """
@@ -65,8 +70,8 @@ from transfusion_jax.surgery.tree import (
     unflatten,
 )
 
-SCHEMES = ("random", "transfer", "transfusion", "mean_var", "gabor", "slim")
-NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "slim")
+SCHEMES = ("random", "transfer", "transfusion", "mean_var", "random_scaled", "gabor", "slim")
+NEEDS_CHECKPOINT = ("transfer", "transfusion", "mean_var", "random_scaled", "slim")
 MEAN_VAR_BN = ("mean_var", "default", "copy")
 DEFAULT_MEAN_VAR_BN = "mean_var"
 SLIM_MODEL, SLIM_SOURCE, SLIM_UPTO = "resnet50_slim", "resnet50", "block2"
@@ -196,6 +201,21 @@ def mean_var(
             out[key], provenance[key] = jnp.asarray(src[key], dtype=dtype), "checkpoint"
         else:
             out[key], provenance[key] = _mean_var_draw(jax.random.fold_in(rng, i), src[key], dtype), "mean_var"
+    return unflatten(out), provenance
+
+
+def random_scaled(init: Mapping, source: Mapping) -> tuple[Variables, Provenance]:
+    """Each body kernel of the random init times std(pretrained kernel) / std(its own values) (population std, in
+    float64), so its standard deviation is the pretrained one while its values keep the random init's draw (mean
+    ~0, the initialiser's shape); normalisation layers, biases and the head stay random."""
+    src, tgt = flatten(source), flatten(init)
+    check_match(src, tgt, is_body)
+    out, provenance = dict(tgt), {k: "init" for k in tgt}
+    for key, value in tgt.items():
+        if key.startswith("params/") and name_of(key).endswith("kernel") and is_body(name_of(key)):
+            x = np.asarray(value, np.float64)
+            scale = np.asarray(src[key], np.float64).std() / x.std()
+            out[key], provenance[key] = jnp.asarray(x * scale, dtype=jnp.asarray(value).dtype), "scaled"
     return unflatten(out), provenance
 
 
@@ -341,6 +361,8 @@ def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn, upto_s
         return transfusion(variables, source, blocks, parsed.upto)
     if parsed.scheme == "mean_var":
         return mean_var(variables, source, rng, bn=mean_var_bn)
+    if parsed.scheme == "random_scaled":
+        return random_scaled(variables, source)
     if parsed.scheme == "gabor":
         return gabor(variables, blocks, source)
     return slim(variables, source, blocks, upto_slim)
