@@ -1,8 +1,10 @@
 """analysis.censored.interval_censored_t against independent references: a profile likelihood computed with
 scipy.optimize (bounded Brent over log sigma for each mu, brentq for the ends) and scipy's t interval where every
-value is known exactly; the cases where the profile is flat or jumps; rows solved together equal rows solved
-alone; bad input. Its coverage, inside the steps intervals: test_stats_coverage.py."""
+value is known exactly; the cases where the profile is flat or jumps, ranges that meet in one point (exactly or
+up to rounding); rows solved together equal rows solved alone; bad input. Its coverage, inside the steps
+intervals: test_stats_coverage.py."""
 
+import functools
 import math
 
 import numpy as np
@@ -14,17 +16,22 @@ from transfusion_jax.analysis import censored
 
 
 def _log_likelihood(lo, hi, mu, log_sigma):
-    """The censored normal log-likelihood (density for exact values, up to a constant), written independently."""
+    """The censored normal log-likelihood (density for exact values, up to a constant), written independently: the
+    log of a range's mass from the logs of its two normal tails, taken on the side where the range lies in the
+    lower tail (so that far from mu it keeps falling instead of underflowing to a flat floor that misleads the
+    searches over sigma and mu)."""
     sigma = math.exp(log_sigma)
     a, b = (lo - mu) / sigma, (hi - mu) / sigma
-    mass = np.where(a > 0, special.ndtr(-a) - special.ndtr(-b), special.ndtr(b) - special.ndtr(a))
-    density = -0.5 * np.where(np.isfinite(a), a, 0) ** 2 - log_sigma
-    return float(np.sum(np.where(lo == hi, density, np.log(np.maximum(mass, 1e-300)))))
+    a, b = np.where(a > 0, -b, a), np.where(a > 0, -a, b)
+    with np.errstate(divide="ignore"):
+        log_mass = special.log_ndtr(b) + np.log1p(-np.exp(special.log_ndtr(a) - special.log_ndtr(b)))
+    density = -0.5 * np.where(np.isfinite(b), b, 0) ** 2 - log_sigma
+    return float(np.sum(np.where(lo == hi, density, log_mass)))
 
 
-def _profile(lo, hi, mu):
+def _profile(lo, hi, mu, bounds=(-15, 8)):
     """max over sigma of the log-likelihood at mu, by bounded Brent over log sigma."""
-    best = optimize.minimize_scalar(lambda x: -_log_likelihood(lo, hi, mu, x), bounds=(-15, 8), method="bounded",
+    best = optimize.minimize_scalar(lambda x: -_log_likelihood(lo, hi, mu, x), bounds=bounds, method="bounded",
                                     options={"xatol": 1e-11})  # fmt: skip
     return -best.fun
 
@@ -95,6 +102,80 @@ def test_ends_beyond_a_common_range_where_the_profile_falls_slowly():
     want_low = optimize.brentq(lambda m: _profile(lo, hi, m) + drop, lo.max() - 1, lo.max() - 1e-9, xtol=1e-12)
     assert (low, high) == pytest.approx((want_low, want_high), abs=1e-8)
     assert high > hi.min() + 1e-3
+
+
+def _touching_reference(lo, hi, point, confidence=0.95):
+    """The interval where the ranges meet only at `point`, by scipy.optimize: the profile's supremum as the larger
+    of its bounded-Brent maxima over each side of the point (p jumps there; log sigma down to -30 lets mu come
+    within ~1e-9 of it), the ends by brentq from just beside the point (an end at the point itself where p is
+    already below the level there)."""
+    profile = functools.partial(_profile, lo, hi, bounds=(-30, 8))
+    top = max(
+        -optimize.minimize_scalar(lambda m: -profile(m), bounds=bounds, method="bounded", options={"xatol": 1e-10}).fun
+        for bounds in ((point - 1, point - 1e-9), (point + 1e-9, point + 1))
+    )
+    level = top - _drop(lo.size, confidence)
+    ends = []
+    for side in (-1, 1):
+        near = point + side * 1e-9
+        far = point + side * 3
+        ends.append(optimize.brentq(lambda m: profile(m) - level, near, far, xtol=1e-12) if profile(near) > level
+                    else point)  # fmt: skip
+    return top, ends
+
+
+def test_ranges_that_meet_in_one_point():
+    """Grid cells that touch: every range holds c = 0.3, two end there from below, one from above, two hold it
+    inside (one of them right-censored). As sigma -> 0 a range ending at c keeps at most probability 1/2 at c,
+    so the likelihood's supremum is not 1 (as over a common range of positive width) but the binomial fit
+    ln(1/3) + 2 ln(2/3) = -1.91, approached as mu -> c from below; the level max - drop is that much lower and
+    the interval wider than when the supremum is taken to be 0 (an earlier solver did: [0.256, 0.319]). Ends one
+    ulp apart or overlapping by one ulp (rounding, as in contrasts of log steps or of large values) give the same
+    interval. With ten
+    seeds, nine ending at c from below, p just above c lies below the level: the upper end is c itself."""
+    c = 0.3
+    lo = np.array([c - 0.146, c - 0.29, c, c - 0.2, c - 0.05])
+    hi = np.array([c, c, c + 0.146, c + 0.1, np.inf])
+    top, want = _touching_reference(lo, hi, c)
+    assert top == pytest.approx(math.log(1 / 3) + 2 * math.log(2 / 3), abs=1e-8)  # the reference's own check
+    # Touching, one ulp apart, overlapping by one ulp; and all of it moved by 1e4, where one ulp (1.8e-12) is
+    # more than 1e-12 of the values' spread: what counts as rounding scales with the values' magnitude.
+    for offset in (0.0, 1e4):
+        for shift in (0.0, np.spacing(c + offset), -np.spacing(c + offset)):
+            moved = lo + offset
+            moved[2] += shift
+            estimate, low, high, n = (float(x) for x in censored.interval_censored_t(moved, hi + offset, 0.95))
+            assert estimate == pytest.approx(c + offset, abs=1e-15 + 1e-15 * offset) and n == 5
+            assert (low, high) == pytest.approx((want[0] + offset, want[1] + offset), abs=1e-8)
+    # As contrasts of log steps meet: cells (1, 2] - (3, 4] and (4, 5] - (5, 6] end at ln 2 - ln 3 and begin at
+    # ln 4 - ln 6, one rounding apart; the interval is the one of ranges that touch exactly.
+    log = np.log
+    lo = np.array([-log(4), log(4) - log(6), -log(4), log(2) - log(4), -log(3)])
+    hi = np.array([log(2) - log(3), 0.0, log(2) - log(3), 0.0, 0.0])
+    assert lo[1] != hi[0]
+    touching = lo.copy()
+    touching[1] = hi[0]
+    _, want = _touching_reference(touching, hi, hi[0])
+    got = [float(x) for x in censored.interval_censored_t(lo, hi, 0.95)[1:3]]
+    assert got == pytest.approx(want, abs=1e-8)
+    rng = np.random.default_rng(3)
+    lo = np.append(c - rng.uniform(0.1, 0.3, 9), c)
+    hi = np.append(np.full(9, c), c + 0.2)
+    top, want = _touching_reference(lo, hi, c)
+    assert top == pytest.approx(9 * math.log(0.9) + math.log(0.1), abs=1e-8) and want[1] == c
+    _, low, high, _ = (float(x) for x in censored.interval_censored_t(lo, hi, 0.95))
+    assert (low, high) == pytest.approx(want, abs=1e-8)
+
+
+def test_an_exact_value_where_ranges_meet_makes_the_interval_that_point():
+    """An exact value at the point where two ranges touch (up to rounding): the density term grows without bound
+    as sigma -> 0 while the ranges keep 1/2 each, so the likelihood is unbounded there and the interval is the
+    point (as for equal exact values)."""
+    c = 0.3
+    for shift in (0.0, np.spacing(c), -np.spacing(c)):
+        lo, hi = np.array([c - 0.2, c + shift, c]), np.array([c, c + 0.1, c])
+        estimate, low, high, n = (float(x) for x in censored.interval_censored_t(lo, hi, 0.95))
+        assert estimate == low == high == pytest.approx(c, abs=1e-15) and n == 3
 
 
 def test_seeds_pointing_both_ways_in_balance_give_a_flat_profile():

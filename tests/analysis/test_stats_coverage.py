@@ -118,9 +118,11 @@ def test_steps_interval_coverage(name, lowest, highest):
         assert np.all(n == 5)
     if name.startswith("right-censored"):
         assert np.isposinf(high).any() or np.isneginf(low).any()  # some studies are left unbounded on one side
-    if name.startswith("spread 0.15"):
+    if name.startswith(("spread 0.15", "spread 0.2")):
+        # The censored view alone is not enough (92.5 % at spread 0.2, 93.2 % at 0.15): below 95 % by more than
+        # two standard errors of a coverage over 2,000 studies (0.5 points).
         _, lo, hi, _ = interval_censored_t(*censored, stats.CONFIDENCE)
-        assert _covered(lo, hi, effects) < 0.92  # the censored view alone is not enough
+        assert _covered(lo, hi, effects) < 0.94
     if name.startswith("spread 0.02"):
         _, lo, hi, _ = interval_censored_t(*rounded, stats.CONFIDENCE)
         assert _covered(lo, hi, effects) < 0.8  # nor the rounded one

@@ -38,10 +38,14 @@ def interval_censored_t(
     is open (-inf / +inf) where the profile's limit on it stays above the level: only possible when no seed bounds
     its value on both sides.
 
-    Estimate: the maximum-likelihood mu. Where every value's bounds share a common range the likelihood tends to
-    its supremum (sigma -> 0) all over it and the estimate is its midpoint (its finite end if it is a half-line;
-    an exact value in it makes it one point and the interval that point, as the t interval of equal values). Where
-    no seed is bounded on both sides the maximum can lie at infinity (estimate +-inf), or the profile be flat
+    Estimate: the maximum-likelihood mu. Where every value's bounds share a common range of positive width the
+    likelihood tends to its supremum, 1 (sigma -> 0), all over it and the estimate is its midpoint (its finite end
+    if it is a half-line). Where they share one point c only (cells that touch) the supremum is lower: a seed whose
+    range ends at c keeps at most probability 1/2 there, and the best is the binomial fit of how many such ranges
+    lie above c and how many below, approached as mu -> c (the estimate); an exact value at c makes the
+    likelihood unbounded and the interval that point, as the t interval of equal values. Ends closer than TOUCH
+    (1e-12) times the row's largest finite |bound| count as one point (`_CensoredNormal._merge_touching`). Where no
+    seed is bounded on both sides the maximum can lie at infinity (estimate +-inf), or the profile be flat
     (estimate: the middle of the finite bounds). Rows with n < 2 get NaN ends, rows with n = 0 a NaN estimate."""
     lo = np.asarray(lo, np.float64)
     hi = np.asarray(hi, np.float64)
@@ -103,6 +107,7 @@ class _CensoredNormal:
 
     TOLERANCE = 1e-10  # on mu, in units of the row's scale
     BETA_TOLERANCE = 1e-11  # on ln beta and on alpha: the estimate alpha / beta inherits it
+    TOUCH = 1e-12  # ends closer than this times the row's largest finite |bound| are one point
 
     def __init__(self, lo, hi, confidence):
         ends = np.concatenate([lo, hi], axis=1)
@@ -110,11 +115,13 @@ class _CensoredNormal:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rows without a finite bound (n = 0)
             smallest, largest = np.nanmin(ends, axis=1), np.nanmax(ends, axis=1)
+        magnitude = np.fmax(np.abs(smallest), np.abs(largest))
         self.center = np.where(np.isfinite(smallest), (smallest + largest) / 2, 0.0)
         self.scale = np.where(largest > smallest, largest - smallest, 1.0)  # NaN compares False: 1.0
         self.lo = (lo - self.center[:, None]) / self.scale[:, None]
         self.hi = (hi - self.center[:, None]) / self.scale[:, None]
-        self.exact = lo == hi
+        self._merge_touching(np.where(np.isfinite(magnitude), magnitude, 0.0))
+        self.exact = self.lo == self.hi
         self.n = (np.isfinite(lo) | np.isfinite(hi)).sum(axis=1)
         self.finite = (np.isfinite(lo) & np.isfinite(hi)).any(axis=1)  # some seed bounded on both sides
         self.left_open = (np.isneginf(lo) & np.isfinite(hi)).sum(axis=1)
@@ -122,6 +129,28 @@ class _CensoredNormal:
         n = np.maximum(self.n, 2)
         self.t = scipy_stats.t.ppf((1 + confidence) / 2, n - 1)
         self.drop = n / 2 * np.log1p(self.t**2 / (n - 1))  # allowed fall of the profile log-likelihood
+
+    def _merge_touching(self, magnitude):
+        """Makes ends that differ only by rounding equal, in the standardised rows. The likelihood's supremum
+        jumps where ranges stop overlapping (1 over a common range of any positive width, a binomial fit below 1
+        where they only touch, docs/statistics.md), so one ulp must not decide it. Bounds computed from terms
+        up to ~40 times their size (contrasts of log steps) are off by up to ~1e-14 of the row's largest |bound|;
+        no data resolve the mean to 1e-12 of it (the ends are located to 1e-10 of the spread). A range
+        narrower than that is an exact value (its middle); where the seeds' largest lower end and smallest upper
+        end are that close, the ranges meet in one point (their middle) and every end that close to it is set to
+        it; where a common range is wider, ends that close to either of its ends are set to that end."""
+        tol = (self.TOUCH * magnitude / self.scale)[:, None]
+        with np.errstate(invalid="ignore"):  # inf - inf (a side without finite ends): never near
+            narrow = self.hi - self.lo <= tol
+            middle = (self.lo + self.hi) / 2
+            self.lo, self.hi = np.where(narrow, middle, self.lo), np.where(narrow, middle, self.hi)
+            lowest, highest = self.lo.max(axis=1, keepdims=True), self.hi.min(axis=1, keepdims=True)
+            point = np.abs(lowest - highest) <= tol
+            low_end = np.where(point, (lowest + highest) / 2, lowest)
+            high_end = np.where(point, (lowest + highest) / 2, highest)
+            common = lowest <= highest + tol
+            self.lo = np.where(common & (np.abs(self.lo - low_end) <= tol), low_end, self.lo)
+            self.hi = np.where(common & (np.abs(self.hi - high_end) <= tol), high_end, self.hi)
 
     # --- the inner problem: the best beta >= 0 along a line
 
@@ -189,6 +218,18 @@ class _CensoredNormal:
         value = np.where(toward > away, fit, total * math.log(0.5))
         return np.where(self.finite, -np.inf, value)
 
+    def _point_supremum(self, point):
+        """sup l where the ranges meet in the one point c = `point` (no exact value there, which makes l
+        unbounded): with a = (mu - c) / sigma, a range [c, hi] has probability <= Phi(a), a range [lo, c] <=
+        Phi(-a), one with c inside it <= 1, and all three bounds are approached as sigma -> 0 at fixed a. So the
+        supremum is max_a u ln Phi(a) + d ln Phi(-a) (u ranges above c, d below), the binomial fit
+        u ln(u / k) + d ln(d / k), k = u + d, approached as mu -> c from the side of the more numerous ranges."""
+        c = point[:, None]
+        up = ((self.lo == c) & (self.hi > c)).sum(axis=1)
+        down = ((self.hi == c) & (self.lo < c)).sum(axis=1)
+        k = np.maximum(up + down, 1)
+        return special.xlogy(up, up / k) + special.xlogy(down, down / k)
+
     def _maximum(self, rows):
         """(estimate, max p, its beta) where the seeds' ranges share no point: the root of h'(alpha). At beta = 0
         (no seed bounded on both sides) the estimate alpha / beta is +-inf, unless as many seeds point each way:
@@ -244,7 +285,8 @@ class _CensoredNormal:
         # interval is that point, as the t interval of equal values.
         point = common & self.exact.any(axis=1) & (self.n >= 2)
         low[point], high[point] = estimate[point], estimate[point]
-        top, beta = np.zeros(rows), np.full(rows, np.nan)  # max p: 0 (sigma -> 0) on a common range
+        # max p: 0 (sigma -> 0) on a common range of positive width; lower where the ranges meet in one point.
+        top, beta = np.where(common & (lowest == highest), self._point_supremum(middle), 0.0), np.full(rows, np.nan)
         known = (self.n >= 2) & np.all(self.exact | ~(np.isfinite(self.lo) | np.isfinite(self.hi)), axis=1) & ~point
         separate = np.flatnonzero(~common & (self.n > 0) & ~known)
         if separate.size:
