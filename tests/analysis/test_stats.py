@@ -164,58 +164,6 @@ def test_delong_on_batches_equals_one_study_at_a_time():
 # ------------------------------------------------------------------------------------ steps to threshold
 
 
-def _profile_reference(lo, hi, confidence=0.95):
-    """The profile-likelihood interval of interval_censored_t by scipy.optimize, written independently: the
-    censored normal log-likelihood (density for exact values), maximised over log sigma on a bounded range for
-    each mu, its maximum over mu from a grid refined by Brent, the ends by brentq."""
-    keep = np.isfinite(lo) | np.isfinite(hi)
-    lo, hi = lo[keep], hi[keep]
-    n = lo.size
-
-    def log_likelihood(mu, log_sigma):
-        sigma = math.exp(log_sigma)
-        a, b = (lo - mu) / sigma, (hi - mu) / sigma
-        mass = np.where(a > 0, special.ndtr(-a) - special.ndtr(-b), special.ndtr(b) - special.ndtr(a))
-        density = -0.5 * np.where(np.isfinite(a), a, 0) ** 2 - log_sigma  # up to a constant
-        return float(np.sum(np.where(lo == hi, density, np.log(np.maximum(mass, 1e-300)))))
-
-    def profile(mu):
-        best = optimize.minimize_scalar(lambda x: -log_likelihood(mu, x), bounds=(-15, 8), method="bounded",
-                                        options={"xatol": 1e-11})  # fmt: skip
-        return -best.fun
-
-    ends = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)]])
-    grid = np.linspace(ends.min() - 1, ends.max() + 1, 41)
-    k = int(np.argmax([profile(m) for m in grid]))
-    best = optimize.minimize_scalar(lambda m: -profile(m), bracket=(grid[k - 1], grid[k], grid[k + 1]), tol=1e-11)
-    t = scipy_stats.t.ppf((1 + confidence) / 2, n - 1)
-    level = -best.fun - n / 2 * math.log1p(t * t / (n - 1))
-    low = optimize.brentq(lambda m: profile(m) - level, ends.min() - 30, best.x, xtol=1e-12)
-    high = optimize.brentq(lambda m: profile(m) - level, best.x, ends.max() + 30, xtol=1e-12)
-    return best.x, low, high
-
-
-def test_interval_censored_t_matches_an_independent_profile_likelihood():
-    """Interval-censored, one- and two-sided censored and exact values, at two confidence levels."""
-    rng = np.random.default_rng(5)
-    for trial in range(6):
-        d = rng.normal(0, 0.4, 5)
-        width, position = rng.uniform(0.05, 0.5, 5), rng.uniform(0, 1, 5)
-        lo, hi = d - position * width, d + (1 - position) * width
-        if trial >= 2:
-            hi[0] = np.inf  # right-censored
-        if trial >= 3:
-            lo[1] = -np.inf  # left-censored
-        if trial >= 4:
-            lo[2] = hi[2] = d[2]  # exactly known
-        if trial == 5:
-            lo[3], hi[3] = -np.inf, np.inf  # no information: does not count
-        confidence = 0.95 if trial % 2 else 0.8
-        got = stats.interval_censored_t(lo, hi, confidence)
-        assert [float(x) for x in got[:3]] == pytest.approx(_profile_reference(lo, hi, confidence), abs=2e-7)
-        assert int(got[3]) == (4 if trial == 5 else 5)
-
-
 def test_steps_interval_is_the_t_interval_when_cells_are_tiny():
     """An evaluation at every step of a long run: cells of width ~1e-5 on the log scale, so the interval is
     scipy's paired t interval of the log steps (the threshold's construction makes it exact in the limit)."""

@@ -17,6 +17,7 @@ from scipy import special
 from scipy import stats as scipy_stats
 
 from transfusion_jax.analysis import stats
+from transfusion_jax.analysis.censored import interval_censored_t
 
 STUDIES = 2000
 
@@ -75,7 +76,7 @@ def steps_table_row(regime: StepsRegime, confidence: float = 0.95) -> dict:
     row = {"coverage": _covered(low, high, effects), "median width": np.nanmedian(high - low)}
     row["open"] = np.mean(np.isinf(low) | np.isinf(high))
     for name, view in (("censored view only", censored), ("rounded view only", rounded)):
-        _, lo, hi, _ = stats.interval_censored_t(*view, confidence)
+        _, lo, hi, _ = interval_censored_t(*view, confidence)
         row[name] = _covered(lo, hi, effects)
     # The interval before issue 23: a t interval over seeds of ln(first step) differences, a run that never
     # crossed entering as the last step.
@@ -117,11 +118,13 @@ def test_steps_interval_coverage(name, lowest, highest):
         assert np.all(n == 5)
     if name.startswith("right-censored"):
         assert np.isposinf(high).any() or np.isneginf(low).any()  # some studies are left unbounded on one side
-    if name.startswith("spread 0.15"):
-        _, lo, hi, _ = stats.interval_censored_t(*censored)
-        assert _covered(lo, hi, effects) < 0.92  # the censored view alone is not enough
+    if name.startswith(("spread 0.15", "spread 0.2")):
+        # The censored view alone is not enough (92.5 % at spread 0.2, 93.2 % at 0.15): below 95 % by more than
+        # two standard errors of a coverage over 2,000 studies (0.5 points).
+        _, lo, hi, _ = interval_censored_t(*censored, stats.CONFIDENCE)
+        assert _covered(lo, hi, effects) < 0.94
     if name.startswith("spread 0.02"):
-        _, lo, hi, _ = stats.interval_censored_t(*rounded)
+        _, lo, hi, _ = interval_censored_t(*rounded, stats.CONFIDENCE)
         assert _covered(lo, hi, effects) < 0.8  # nor the rounded one
 
 
