@@ -251,3 +251,59 @@ def test_gabor_png_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["gabor-png", str(tmp_path / "x.png"), "--num", "0"])
     assert "--num must be >= 1" in capsys.readouterr().err
+
+
+@pytest.fixture
+def drawn(monkeypatch, tmp_path):
+    """Captures the Figure each picture function saves (and still writes its PNG)."""
+    figs = []
+    save = figures.save_figure
+
+    def keep(fig, path):
+        figs.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    return figs
+
+
+def _markers(ax, marker):
+    return [line for line in ax.get_lines() if line.get_marker() == marker]
+
+
+def test_forest_plot_draws_open_sides_seeds_boundaries_and_verdicts(drawn, tmp_path):
+    rows = [
+        dict(label="C1 small", measure="test AUC", estimate=0.001, low=-0.005, high=0.007, boundaries=(-0.02, 0.02),
+             band=(-0.02, 0.02), per_seed=[0.0, 0.002, -0.001], verdict="supported"),
+        dict(label="C5 large", measure="ln steps", estimate=0.5, low=0.2, high=float("inf"), boundaries=(0.0, 0.22),
+             band=None, per_seed=[(0.1, 0.4), (0.3, float("inf"))], verdict="supported"),
+    ]  # fmt: skip
+    path = figures.forest_plot(rows, str(tmp_path / "forest.png"))
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    auc, steps = drawn[0].axes
+    assert len(_markers(auc, ".")) == 3 and not _markers(auc, ">")  # three seeds' dots, no open side
+    assert len(_markers(steps, ">")) == 1 and not _markers(steps, "<")  # the open upper end is an arrow
+    assert steps.get_xlim()[1] < 10  # ... at the panel's edge, not at infinity
+    assert [t.get_text() for t in auc.texts] == ["supported"]
+
+
+def test_seed_curves_one_line_per_seed_and_arm(drawn, tmp_path):
+    curves = {arm: {seed: {1: 0.6, 10: 0.85, 100: 0.93} for seed in range(3)} for arm in ("random", "transfer")}
+    figures.seed_curves(curves, str(tmp_path / "curves.png"), threshold=0.9)
+    for ax in drawn[0].axes:
+        assert len([line for line in ax.get_lines() if len(line.get_xdata()) == 3]) == 3
+        assert ax.get_xscale() == "log"
+
+
+def test_layer_intervals_shade_each_series_null(drawn, tmp_path):
+    series = {"random": {"layer1": (0.9, 0.85, 0.95), "layer2": (0.7, 0.6, 0.8)}}
+    nulls = {"random": {"layer1": (0.3, 0.25, 0.35), "layer2": (0.2, 0.1, 0.3)}}
+    figures.layer_intervals(series, str(tmp_path / "layers.png"), "svcca", nulls)
+    (ax,) = drawn[0].axes
+    assert len(ax.collections) >= 3  # the intervals and one null band per layer
+
+
+def test_violins_draw_every_value(drawn, tmp_path):
+    figures.violins({"random": [0.93, 0.94, 0.95], "transfer": [0.94, 0.95]}, str(tmp_path / "v.png"), "AUC")
+    (ax,) = drawn[0].axes
+    assert sum(len(line.get_xdata()) for line in _markers(ax, "o")) == 5

@@ -481,3 +481,127 @@ def conv1_filters(run: RunWeights, out_dir: str, prefix: str, ncols: int = 8, sc
         out[when] = os.path.join(out_dir, f"{prefix}_{when}.png")
         filter_grid(variables, out[when], blocks=run.blocks, ncols=ncols, scale=scale)
     return out
+
+
+# ---------------------------------------------------------------- the study's figures a reader looks at first
+
+
+def forest_plot(rows: Sequence[Mapping], path: str) -> str:
+    """Every claim on one page, a panel per measure: each row's estimate and interval (an open side runs to the
+    panel's edge and ends in an arrow), its per-seed values as small dots (or the ranges a censored value is known
+    to lie in, as thin lines), and the decision boundaries of its kind: the equivalence band +-margin shaded, or for
+    a directional claim 0 and its smallest effect of interest as lines. The verdict is written beside each row.
+
+    rows: dicts with label, measure, estimate, low, high, boundaries (the values the verdict is read against),
+    band (a (low, high) to shade, or None), per_seed (floats or (low, high) pairs) and verdict."""
+    measures = list(dict.fromkeys(r["measure"] for r in rows))
+    tallest = max((sum(r["measure"] == m for r in rows) for m in measures), default=1)
+    fig = Figure(figsize=(6.4 * max(len(measures), 1), 1.0 + 0.45 * tallest))
+    for i, measure in enumerate(measures):
+        ax = fig.add_subplot(1, max(len(measures), 1), i + 1)
+        mine = [r for r in rows if r["measure"] == measure]
+        finite = [x for r in mine for x in (r["estimate"], r["low"], r["high"], *r["boundaries"]) if np.isfinite(x)]
+        finite += [v for r in mine for s in r["per_seed"] for v in np.ravel(s) if np.isfinite(v)]
+        span = (max(finite) - min(finite)) if finite else 1.0
+        edge_low, edge_high = min(finite, default=-1.0) - 0.08 * span, max(finite, default=1.0) + 0.08 * span
+        for y, r in enumerate(mine):
+            if r.get("band") is not None:
+                ax.fill_between(list(r["band"]), y - 0.4, y + 0.4, color="0.88", lw=0)
+            for b in r["boundaries"]:
+                ax.plot([b, b], [y - 0.4, y + 0.4], color="0.35", lw=0.8, ls="--" if b else "-")
+            for s in r["per_seed"]:
+                if np.ndim(s):
+                    ax.plot(np.clip(s, edge_low, edge_high), [y + 0.18] * 2, color="0.55", lw=0.8)
+                elif np.isfinite(s):
+                    ax.plot([s], [y + 0.18], ".", color="0.55", ms=4)
+            ax.plot([max(r["low"], edge_low), min(r["high"], edge_high)], [y, y], color="C0", lw=2.2)
+            if np.isfinite(r["estimate"]):
+                ax.plot([r["estimate"]], [y], "o", color="C0")
+            for end, edge, marker in ((r["low"], edge_low, "<"), (r["high"], edge_high, ">")):
+                if not np.isfinite(end):
+                    ax.plot([edge], [y], marker, color="C0")
+            ax.annotate(r["verdict"], (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+        ax.set_xlim(edge_low, edge_high)
+        ax.set_yticks(range(len(mine)), [r["label"] for r in mine], fontsize=7)
+        ax.set_ylim(len(mine) - 0.5, -0.5)
+        ax.set_title(measure, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def seed_curves(
+    curves: Mapping[str, Mapping[int, Mapping[int, float]]], path: str, threshold: float, title: str = ""
+) -> str:
+    """Validation AUC against train step (log scale), one panel per arm and one line per seed, with the threshold
+    whose first crossing is the steps measure: where each seed crosses is read off, not averaged away."""
+    arms = list(curves)
+    columns = min(len(arms), 4) or 1
+    rows = -(-len(arms) // columns) or 1
+    fig = Figure(figsize=(3.3 * columns, 2.6 * rows))
+    for i, arm in enumerate(arms):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        for seed, curve in sorted(curves[arm].items()):
+            steps = sorted(curve)
+            ax.plot(steps, [curve[s] for s in steps], lw=1.0, label=f"seed {seed}")
+        ax.axhline(threshold, color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_title(arm, fontsize=8)
+        ax.grid(alpha=0.3)
+        if i % columns == 0:
+            ax.set_ylabel("validation AUC")
+        if i == 0:
+            ax.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def layer_intervals(
+    series: Mapping[str, Mapping[str, tuple[float, float, float]]],
+    path: str,
+    ylabel: str,
+    nulls: Mapping[str, Mapping[str, tuple[float, float, float]]] | None = None,
+    title: str = "",
+) -> str:
+    """Per layer, each series' estimate with its interval (est, low, high), and beside it the series' null (mean
+    with its min-max band, shaded): a similarity is read against what unrelated networks give."""
+    layers = list(dict.fromkeys(layer for s in series.values() for layer in s))
+    x = np.arange(len(layers))
+    width = 0.8 / max(len(series), 1)
+    fig = Figure(figsize=(max(5.0, 1.4 * len(layers) * max(len(series), 1) ** 0.5), 3.8))
+    ax = fig.add_subplot()
+    for i, (name, values) in enumerate(series.items()):
+        offset = x + (i - (len(series) - 1) / 2) * width
+        est = np.array([values.get(layer, (np.nan,) * 3) for layer in layers], np.float64)
+        (line,) = ax.plot(offset, est[:, 0], "o", label=name)
+        ax.vlines(offset, est[:, 1], est[:, 2], color=line.get_color(), lw=1.6)
+        if nulls and name in nulls:
+            null = np.array([nulls[name].get(layer, (np.nan,) * 3) for layer in layers], np.float64)
+            for j, (mean, low, high) in enumerate(null):
+                ax.fill_between([offset[j] - width / 2, offset[j] + width / 2], low, high, color=line.get_color(),
+                                alpha=0.18, lw=0)  # fmt: skip
+                ax.plot([offset[j] - width / 2, offset[j] + width / 2], [mean, mean], color=line.get_color(), lw=0.8)
+    ax.set_xticks(x, layers)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def violins(groups: Mapping[str, Sequence[float]], path: str, ylabel: str, title: str = "") -> str:
+    """Fig. 2's form: each group's values as a violin with every value drawn over it (few values per group)."""
+    names = [n for n in groups if len(groups[n])]
+    fig = Figure(figsize=(max(4.5, 1.1 * len(names)), 3.8))
+    ax = fig.add_subplot()
+    if names:
+        parts = ax.violinplot([list(groups[n]) for n in names], showextrema=False)
+        for body in parts["bodies"]:
+            body.set_alpha(0.35)
+        for i, name in enumerate(names, 1):
+            ax.plot(np.full(len(groups[name]), i), groups[name], "o", ms=3, color="k", alpha=0.7)
+    ax.set_xticks(range(1, len(names) + 1), [f"{n}\n(n={len(groups[n])})" for n in names], fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
