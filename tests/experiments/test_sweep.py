@@ -6,7 +6,8 @@ import os
 import pytest
 
 from transfusion_jax.experiments import __main__ as cli
-from transfusion_jax.experiments import runs, sweep
+from transfusion_jax.experiments import sweep
+from transfusion_jax.train import rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RETINA = os.path.join(REPO, "configs", "retina.py")
@@ -28,7 +29,7 @@ class FakeTrainer:
             "test": {"final": {"auc": 0.9}, "selected": {"auc": 0.9}, "steps_to_threshold": None},
         }
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+        with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
             json.dump(summary, f)
         return summary
 
@@ -53,7 +54,7 @@ def test_sweep_runs_each_once_and_skips_finished(tmp_path):
     )
     assert by_dir[os.path.join(str(tmp_path), "retina", "cbr_tiny", "transfer", "seed_1")].seed == 1
 
-    os.remove(os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1", runs.SUMMARY))
+    os.remove(os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1", rundir.SUMMARY))
     again = FakeTrainer()
     records = sweep.sweep(
         RETINA,
@@ -73,7 +74,7 @@ def test_failed_run_is_marked_and_the_sweep_goes_on(tmp_path):
         RETINA, ["cbr_small"], ["random", "transfer"], [0], str(tmp_path), train_fn=fake, pretrained="/ckpt.npz"
     )
     assert [r["status"] for r in records] == ["done", "failed"]
-    marker = os.path.join(str(tmp_path), "retina", "cbr_small", "transfer", "seed_0", runs.FAILED)
+    marker = os.path.join(str(tmp_path), "retina", "cbr_small", "transfer", "seed_0", rundir.FAILED)
     assert "RuntimeError: boom" in open(marker).read()
 
 
@@ -123,7 +124,7 @@ def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "[1/1] retina cbr_small random seed 0: training" in out and "test AUC final" in out
-    summary = json.load(open(os.path.join(str(tmp_path), "retina", "cbr_small", "random", "seed_0", runs.SUMMARY)))
+    summary = json.load(open(os.path.join(str(tmp_path), "retina", "cbr_small", "random", "seed_0", rundir.SUMMARY)))
     assert summary["test"]["final"]["step"] == 10
     assert cli.main(argv) == 0
     assert "finished before, skipping" in capsys.readouterr().out
