@@ -7,7 +7,7 @@ import pytest
 
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import sweep
-from transfusion_jax.train import rundir
+from transfusion_jax.train import config_lib, rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RETINA = os.path.join(REPO, "configs", "retina.py")
@@ -90,8 +90,6 @@ def test_bad_inputs_fail_before_any_run(tmp_path):
 
 
 def test_override_types():
-    from transfusion_jax.train import config_lib
-
     c = config_lib.apply_overrides(
         config_lib.base_config(),
         ["progress_bar=false", "freeze=('layer1', 'layer2')", "num_train_steps=7", "data.subset_size=5000"],
@@ -143,3 +141,21 @@ def test_cli_passes_max_runs_per_program(monkeypatch, tmp_path):
     base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
     assert cli.main(base) == 0 and seen["max_runs_per_program"] == 0  # default: every compatible run stacked
     assert cli.main([*base, "--max_runs_per_program", "1"]) == 0 and seen["max_runs_per_program"] == 1
+
+
+def test_cli_hands_config_flags_to_ml_collections_as_typed(monkeypatch, tmp_path):
+    """`--config.*` arguments reach ml_collections' parser as the user typed them (a space-separated value too), not
+    split by hand; a field the config lacks, a stray argument, or a flag on a command that takes none is an error."""
+    seen = {}
+    monkeypatch.setattr(sweep, "sweep", lambda *args, **kwargs: seen.update(kwargs) or [])
+    base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
+    flags = ["--config.batch_size", "64", "--config.freeze=('layer1', 'layer2')"]
+    assert cli.main([*base, *flags]) == 0 and seen["config_flags"] == flags
+    c = config_lib.apply_flags(config_lib.base_config(), seen["config_flags"])
+    assert c.batch_size == 64 and c.freeze == ("layer1", "layer2")
+    with pytest.raises(ValueError, match="Unknown config field 'optimizer.lr'"):
+        config_lib.apply_flags(config_lib.base_config(), ["--config.optimizer.lr=1"])
+    with pytest.raises(ValueError, match="Not a config override.*stray"):
+        config_lib.apply_flags(config_lib.base_config(), ["--config.batch_size=8", "stray"])
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(tmp_path), "--config.batch_size=3"])
