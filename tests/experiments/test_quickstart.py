@@ -150,7 +150,9 @@ def test_every_similarity_has_its_null_and_size(mini):
     c = design.load_config("mini")
     sim = json.loads((workdir / "analysis" / "similarity_small.json").read_text())
     assert set(sim["to_init"]) == {f"{i}/{s}" for i in ("random", "transfer") for s in c.seeds}
-    assert set(sim["pairs"]) == {f"{k}/{i}" for k in ("rand_rand", "rand_imnet") for i in range(len(c.seeds))}
+    seeds = list(c.seeds)  # every pair of seeds: random i vs random j > i, random i vs transfer j != i
+    pairs = {f"rand_rand/{i}/{j}" for i in seeds for j in seeds if i < j}
+    assert set(sim["pairs"]) == pairs | {f"rand_imnet/{i}/{j}" for i in seeds for j in seeds if i != j}
     for entry in list(sim["to_init"].values()) + list(sim["pairs"].values()):
         for layer in sim["layers"]:
             for method in c.similarity.methods:

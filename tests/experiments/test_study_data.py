@@ -2,6 +2,7 @@
 stream layouts (one stream per split, as the published runs used; a stream per block of images, as --scale uses)."""
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -71,3 +72,15 @@ def test_a_damaged_test_split_stops_the_study_before_fine_tuning(tmp_path):
     os.remove(os.path.join(paths["target"], "test", f"{private}.jpeg"))
     with pytest.raises(Exception, match=private):
         execute.check_target_splits(str(tmp_path), c, paths)
+
+
+def test_a_workdir_recorded_with_a_removed_field_is_still_accepted(tmp_path):
+    """Studies recorded before `filters_seed` (never read) left the design carry it in study_config.json: the same
+    design today is accepted there, another is still refused."""
+    c = design.load_config("mini")
+    workdir.check_workdir(str(tmp_path), c)
+    path = tmp_path / workdir.DESIGN_RECORD
+    path.write_text(json.dumps({**json.loads(path.read_text()), "filters_seed": 0}))
+    workdir.check_workdir(str(tmp_path), c)
+    with pytest.raises(design.StudyConfigError, match=r"other settings \(seeds\)"):
+        workdir.check_workdir(str(tmp_path), design.load_config("mini", ["seeds=(0, 1, 2)"]))

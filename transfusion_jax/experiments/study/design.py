@@ -104,37 +104,51 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
             last_evals=5,  # G4: the evaluations whose sd (median over runs) must be below the seeds' sd
         )
     )
-    if arg == "full":
-        c.models_run = ("small", "large")
-    elif arg == "scale":  # docs/study.md §9 "--scale": one GPU, ~15 min (an estimate: no GPU measured it yet)
-        c.models_run = ("small", "large")
-        c.image_size = 64
-        c.widths = ml_collections.ConfigDict({"small": (16, 32, 64, 64), "large": (32, 64, 128, 256)})
-        c.slim_widths = (32, 64, 64, 128)
-        c.source.update(classes=128, train_per_class=100, test_per_class=20)
-        c.target.update(train=20_000, small_train=1_000, validation=500, test=5_000)
-        c.data_block = 500  # ~80 jobs of 500 images: ~40,000 images written by every core of the GPU's host
-        c.pretrain.update(steps=3_000, eval_every=750)
-        c.finetune.steps = 1_500
-        c.eval_steps = log_spaced_steps(1_500, 55)  # 47 steps: every step to 11, then ~15 % apart as at 300 steps
-        c.seeds = tuple(range(10))
-    elif arg == "mini":  # what the tests run: the default's pipeline (the cut) on tiny models and data, a few steps
-        c.widths = ml_collections.ConfigDict({"small": (4, 8, 8, 8), "large": (4, 8, 8, 16)})
-        c.slim_widths = (4, 8, 4, 8)
-        c.source.update(classes=4, train_per_class=8, test_per_class=4)
-        c.target.update(train=64, small_train=32, validation=32, test=64)
-        c.batch_size = 16
-        c.pretrain.update(steps=4, eval_every=4)
-        c.finetune.steps = 6
-        c.eval_steps = log_spaced_steps(6, 6)
-        c.seeds = (0, 1)
-        c.similarity.update(positions=4, null_permutations=2)
-        c.gates.update(random_inits=2, probe_folds=2, last_evals=2)
-        # Still stacked, in programs of 2 runs: the cells' 6 and 4 runs would be two programs of different sizes,
-        # compiled separately (~10 s each on 2 cores, the test's largest cost); programs of 2 all share one.
-        c.max_runs_per_program = 2
-        c.data_workers = 1  # 208 images: starting worker processes would cost more than drawing them
+    return _VARIANTS.get(arg, lambda c: c)(c)
+
+
+def _full(c):
+    c.models_run = ("small", "large")
     return c
+
+
+def _scale(c):
+    """docs/study.md §9 "--scale": one GPU, ~15 min (an estimate: no GPU measured it yet)."""
+    c.models_run = ("small", "large")
+    c.image_size = 64
+    c.widths = ml_collections.ConfigDict({"small": (16, 32, 64, 64), "large": (32, 64, 128, 256)})
+    c.slim_widths = (32, 64, 64, 128)
+    c.source.update(classes=128, train_per_class=100, test_per_class=20)
+    c.target.update(train=20_000, small_train=1_000, validation=500, test=5_000)
+    c.data_block = 500  # ~80 jobs of 500 images: ~40,000 images written by every core of the GPU's host
+    c.pretrain.update(steps=3_000, eval_every=750)
+    c.finetune.steps = 1_500
+    c.eval_steps = log_spaced_steps(1_500, 55)  # 47 steps: every step to 11, then ~15 % apart as at 300 steps
+    c.seeds = tuple(range(10))
+    return c
+
+
+def _mini(c):
+    """What the tests run: the default's pipeline (the cut) on tiny models and data, a few steps."""
+    c.widths = ml_collections.ConfigDict({"small": (4, 8, 8, 8), "large": (4, 8, 8, 16)})
+    c.slim_widths = (4, 8, 4, 8)
+    c.source.update(classes=4, train_per_class=8, test_per_class=4)
+    c.target.update(train=64, small_train=32, validation=32, test=64)
+    c.batch_size = 16
+    c.pretrain.update(steps=4, eval_every=4)
+    c.finetune.steps = 6
+    c.eval_steps = log_spaced_steps(6, 6)
+    c.seeds = (0, 1)
+    c.similarity.update(positions=4, null_permutations=2)
+    c.gates.update(random_inits=2, probe_folds=2, last_evals=2)
+    # Still stacked, in programs of 2 runs: the cells' 6 and 4 runs would be two programs of different sizes,
+    # compiled separately (~10 s each on 2 cores, the test's largest cost); programs of 2 all share one.
+    c.max_runs_per_program = 2
+    c.data_workers = 1  # 208 images: starting worker processes would cost more than drawing them
+    return c
+
+
+_VARIANTS = {"full": _full, "scale": _scale, "mini": _mini}  # 'default' is get_config's own
 
 
 def load_config(arg: str = "default", overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

@@ -12,8 +12,6 @@ from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, blocks
 from transfusion_jax.experiments.study.measures import chunks, split_arrays
 
-PAIR_KINDS = ("rand_rand", "rand_imnet")  # random seed i vs random seed j > i; vs transfer seed j != i
-
 
 @dataclasses.dataclass(frozen=True)
 class Score:
