@@ -10,6 +10,7 @@ import pytest
 
 from transfusion_jax.analysis import stats
 from transfusion_jax.experiments import effects, report, runs
+from transfusion_jax.train import rundir
 
 N_TEST = 1000
 LABELS = np.arange(N_TEST) % 3 == 0  # a third positive, the same test examples for every run
@@ -50,11 +51,11 @@ def _run(root, group, model, init, seed, signal, steps=None, relative=None, scor
             "steps_to_threshold": steps,
         },
     }
-    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+    with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
         json.dump(summary, f)
     if scores:
         np.savez(
-            os.path.join(workdir, effects.TEST_SCORES),
+            os.path.join(workdir, rundir.TEST_SCORES),
             id=np.array([f"img{i}" for i in range(N_TEST)]),
             label=LABELS.astype(np.int32),
             label_mask=np.ones((N_TEST, 1), np.float32),

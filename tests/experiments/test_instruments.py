@@ -17,7 +17,7 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import interpolation, probes, reuse, sanity
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import instruments, report, run_weights, runs
-from transfusion_jax.train import batch_stats, partition
+from transfusion_jax.train import batch_stats, partition, rundir
 
 
 def outputs(out, name):
@@ -250,7 +250,7 @@ def write_summary(root, group, model, init, seed, auc, steps=None, train_example
             "steps_to_threshold": steps,
         },
     }
-    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+    with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
         json.dump(summary, f)
 
 

@@ -21,15 +21,9 @@ from study_world import (
 )
 
 from transfusion_jax.analysis import stats
-from transfusion_jax.experiments.study_verdicts import (
-    NOT_RUN,
-    RunKey,
-    auc_interval,
-    gate_g1,
-    gate_g2,
-    gate_g4,
-    steps_interval,
-)
+from transfusion_jax.experiments.study.contrasts import NOT_RUN, auc_interval, steps_interval
+from transfusion_jax.experiments.study.design import RunKey
+from transfusion_jax.experiments.study.gates import gate_g1, gate_g2, gate_g4
 
 
 def test_a_world_like_the_paper_supports_every_claim():
@@ -202,24 +196,27 @@ def test_gate_g1_against_hand_computed_distances():
     d = diagnostics(c)["small"]
     assert gate_g1(c, "small", d).passed
     sd = np.std([1.0 + 0.01 * (k - 2) for k in range(5)], ddof=1)  # 0.0158
-    d["pretrained"]["kernel_std_ratio"]["layer3"] = 1.0 + 4.9 * sd  # inside 5 sd: fails
+    d.pretrained.kernel_std_ratio["layer3"] = 1.0 + 4.9 * sd  # inside 5 sd: fails
     gate = gate_g1(c, "small", d)
     assert not gate.passed and "layer3" in gate.detail
-    d["pretrained"]["kernel_std_ratio"]["layer3"] = 1.0 + 5.1 * sd
+    assert gate.values.ratios[2].distance == pytest.approx(4.9)  # what the report shows, computed once
+    d.pretrained.kernel_std_ratio["layer3"] = 1.0 + 5.1 * sd
     assert gate_g1(c, "small", d).passed
-    d["source_accuracy"] = 9.9 / 64
-    assert "source accuracy" in gate_g1(c, "small", d).detail
+    assert "source accuracy" in gate_g1(c, "small", dataclasses.replace(d, source_accuracy=9.9 / 64)).detail
 
 
 def test_gate_g2_uses_the_upper_end_of_the_t_interval():
     c = config()
     d = diagnostics(c)["small"]
     values = [0.74, 0.78, 0.76, 0.79, 0.75]  # mean 0.764, upper bound 0.790 (t with 4 df)
-    d["probe"] = [{layer: v for layer in LAYERS} for v in values]
+    d = dataclasses.replace(d, probe=[{layer: v for layer in LAYERS} for v in values])
     upper = np.mean(values) + scipy_stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / math.sqrt(5)
-    assert upper < 0.80 and gate_g2(c, "small", d).passed
-    d["probe"] = [{layer: v + 0.02 for layer in LAYERS} for v in values]  # upper bound 0.810
-    assert not gate_g2(c, "small", d).passed
+    gate = gate_g2(c, "small", d)
+    assert upper < 0.80 and gate.passed
+    assert gate.values.layers[0].interval.high == pytest.approx(upper) and not gate.values.layers[0].borderline
+    d = dataclasses.replace(d, probe=[{layer: v + 0.02 for layer in LAYERS} for v in values])  # upper bound 0.810
+    gate = gate_g2(c, "small", d)
+    assert not gate.passed and gate.values.layers[0].borderline  # within 0.01 of the ceiling, above it
 
 
 def test_gate_g4_compares_medians_with_the_seeds_sd():
@@ -227,6 +224,6 @@ def test_gate_g4_compares_medians_with_the_seeds_sd():
     measures = world(c)
     gate = gate_g4(c, "small", "full", "random", measures)
     finals = [measures[RunKey("small", "full", "random", s)].final_val_auc for s in c.seeds]
-    assert gate.passed and gate.values["across"] == pytest.approx(np.std(finals, ddof=1))
+    assert gate.passed and gate.values.across == pytest.approx(np.std(finals, ddof=1))
     same = {k: dataclasses.replace(m, final_val_auc=0.95) for k, m in measures.items()}  # no spread across seeds
     assert not gate_g4(c, "small", "full", "random", same).passed

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from transfusion_jax import pretrained
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import tree
-from transfusion_jax.train import batch_stats, export, partition, trainer
+from transfusion_jax.train import batch_stats, partition, rundir, trainer
 
 
 class TwoBN(nn.Module):
@@ -120,10 +120,10 @@ def test_a_run_starts_from_the_statistics_of_its_first_training_batches(fake_dat
     if init == "mean_var":
         source = str(tmp_path / "source")
         trainer.train_and_evaluate(tiny_config(num_train_steps=4, export_pretrained=True), source)
-        config.update(init="mean_var", pretrained=f"{source}/{export.FINAL_FILE}")
+        config.update(init="mean_var", pretrained=f"{source}/{rundir.FINAL}")
     workdir = str(tmp_path / "run")
     trainer.train_and_evaluate(config, workdir)
-    variables, _ = pretrained.load(f"{workdir}/{export.INIT_FILE}")
+    variables, _ = pretrained.load(f"{workdir}/{rundir.INIT}")
     stream = FakeDataset(64, size=8, train=True, seed=0, name="train").batches(
         config.batch_size, mesh=partition.make_data_mesh(), seed=config.seed
     )
@@ -141,22 +141,22 @@ def test_statistics_step_one_keeps_fixed_are_left_alone(fake_data, tmp_path):
     config.freeze fixes the statistics of what it freezes: both stay the checkpoint's; the rest is recomputed."""
     source = str(tmp_path / "source")
     trainer.train_and_evaluate(tiny_config(num_train_steps=4, export_pretrained=True), source)
-    checkpoint = f"{source}/{export.FINAL_FILE}"
+    checkpoint = f"{source}/{rundir.FINAL}"
     pretrained_stats = pretrained.load(checkpoint)[0]["batch_stats"]
     probe = tiny_config(num_train_steps=2, eval_every_steps=2, init="transfer", pretrained=checkpoint)
     probe.finetune.protocol = "linear_probe"
     trainer.train_and_evaluate(probe, str(tmp_path / "probe"))
-    got = pretrained.load(str(tmp_path / "probe" / export.INIT_FILE))[0]["batch_stats"]
+    got = pretrained.load(str(tmp_path / "probe" / rundir.INIT))[0]["batch_stats"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, pretrained_stats)
     frozen = tiny_config(num_train_steps=2, eval_every_steps=2, init="transfer", pretrained=checkpoint)
     frozen.freeze = ("layer1",)
     trainer.train_and_evaluate(frozen, str(tmp_path / "frozen"))
-    got = pretrained.load(str(tmp_path / "frozen" / export.INIT_FILE))[0]["batch_stats"]
+    got = pretrained.load(str(tmp_path / "frozen" / rundir.INIT))[0]["batch_stats"]
     jax.tree_util.tree_map(np.testing.assert_array_equal, got["layer1"], pretrained_stats["layer1"])
     assert not np.allclose(got["layer2"]["bn"]["var"], pretrained_stats["layer2"]["bn"]["var"])
 
 
 def test_no_batches_keeps_the_inits_own_statistics(fake_data, tmp_path):
     trainer.train_and_evaluate(tiny_config(num_train_steps=2, eval_every_steps=2, init_bn_batches=0), str(tmp_path))
-    stats = pretrained.load(str(tmp_path / export.INIT_FILE))[0]["batch_stats"]
+    stats = pretrained.load(str(tmp_path / rundir.INIT))[0]["batch_stats"]
     assert all(np.all(s["bn"]["mean"] == 0) and np.all(s["bn"]["var"] == 1) for s in stats.values())

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from tb_events import scalars
 
 from transfusion_jax import pretrained
-from transfusion_jax.train import NonFiniteLossError, config_lib, preflight, trainer
+from transfusion_jax.train import NonFiniteLossError, config_lib, preflight, rundir, trainer
 from transfusion_jax.train.writer import MetricWriter, dumps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -123,7 +123,7 @@ def test_selection_uses_validation_only_and_test_is_reported_at_both_steps(fake_
     assert summary["val"]["selected"]["auc"] == max(r["auc"] for r in val)
     assert not any("best" in key for key in _flat_keys(summary))
     # Per-example test scores at both steps reproduce the recorded AUCs (an independent sklearn computation).
-    with np.load(os.path.join(workdir, trainer.TEST_SCORES)) as scores:
+    with np.load(os.path.join(workdir, rundir.TEST_SCORES)) as scores:
         assert int(scores["selected_step"]) == by_val and int(scores["final_step"]) == 40
         assert [i.decode() for i in scores["id"]] == [f"test/{i}" for i in range(40)]
         for when, record in (("selected", summary["test"]["selected"]), ("final", summary["test"]["final"])):
@@ -148,7 +148,7 @@ def test_early_stopping_and_epochs(fake_data, tmp_path):
     best = max(val, key=lambda r: (r["auc"], -r["step"]))["step"]
     assert summary["stopped_early"] and summary["final_step"] == best + 2 * 5 == val[-1]["step"] < 100
     assert os.listdir(tmp_path / "checkpoints" / "latest") == [str(summary["final_step"])]
-    with np.load(tmp_path / trainer.TEST_SCORES) as scores:
+    with np.load(tmp_path / rundir.TEST_SCORES) as scores:
         assert int(scores["final_step"]) == summary["final_step"]
     # What early stopping counted lives in the checkpoint (every process restores it), not in metrics.jsonl.
     loop = ocp.CheckpointManager(tmp_path / "checkpoints" / "latest").metadata(summary["final_step"]).custom_metadata
@@ -264,8 +264,8 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
     with open(os.path.join(unbroken, "summary.json")) as f1, open(os.path.join(killed, "summary.json")) as f2:
         assert json.load(f1) == json.load(f2)
     with (
-        np.load(os.path.join(unbroken, trainer.TEST_SCORES)) as a,
-        np.load(os.path.join(killed, trainer.TEST_SCORES)) as b,
+        np.load(os.path.join(unbroken, rundir.TEST_SCORES)) as a,
+        np.load(os.path.join(killed, rundir.TEST_SCORES)) as b,
     ):
         assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
 

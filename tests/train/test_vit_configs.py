@@ -13,9 +13,8 @@ import pytest
 from transfusion_jax import models, pretrained, surgery
 from transfusion_jax.data import preprocess
 from transfusion_jax.surgery import fit
-from transfusion_jax.train import config_lib, trainer
+from transfusion_jax.train import config_lib, rundir, trainer
 from transfusion_jax.train import state as state_lib
-from transfusion_jax.train.export import INIT_FILE
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
@@ -86,7 +85,7 @@ def test_one_channel_chexpert_vit_trains_from_an_rgb_checkpoint(tmp_path):
     c.model.overrides.depth = 2  # compiles 6x faster than the 12 blocks; the stand-in is made to match
     summary = trainer.train_and_evaluate(c, str(tmp_path))
     assert summary["final_step"] == 2 and summary["test"]["final"]["num_examples"] == 24
-    start, _ = pretrained.load(str(tmp_path / INIT_FILE))
+    start, _ = pretrained.load(str(tmp_path / rundir.INIT))
     stand_in, _ = pretrained.load(state_lib.checkpoint_path(c, c.pretrained))
     kernel = start["params"]["embedding"]["conv"]["kernel"]
     assert kernel.shape == (8, 8, 1, 16) and stand_in["params"]["embedding"]["conv"]["kernel"].shape == (8, 8, 3, 16)

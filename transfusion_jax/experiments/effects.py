@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from transfusion_jax.analysis import stats
+from transfusion_jax.analysis.formatting import interval_text, points, ratio
 from transfusion_jax.train import metrics as metrics_lib
+from transfusion_jax.train import rundir
 
 AUC_MARGIN = 0.01  # the paper's "comparable" differences are 0-0.3 AUC points (Table 1), its "helps" 2.4 (Table 3)
 # Steps are compared on the log scale: a 25 % speed-up or slow-down (the paper's speed-ups are 1.3x-8.6x, §4.4)
 LOG_STEPS_MARGIN = math.log(1.25)
-TEST_SCORES = "test_scores.npz"  # written by the trainer (transfusion_jax.train.trainer.TEST_SCORES)
 LARGE_MODELS = ("resnet50", "inception_v3")
 
 
@@ -87,19 +87,10 @@ def _auc_columns(scores: dict, key: str, when: str) -> tuple[np.ndarray, np.ndar
     return columns[0] if key == "auc" else columns[names.index(key[len("auc/") :])]
 
 
-def load_test_scores(workdir: str) -> dict | None:
-    """A run's test_scores.npz as a dict of arrays, or None when it has none."""
-    path = os.path.join(workdir, TEST_SCORES)
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Interval:
     """Interval of the mean over seed pairs of test AUC(A) - AUC(B), `when` = 'selected' | 'final'. Each item of
     pairs_* is (summary, workdir) of one seed, in the same seed order."""
-    scores = [load_test_scores(w) for _, w in pairs_a + pairs_b]
+    scores = [rundir.load_test_scores(w) for _, w in pairs_a + pairs_b]
     usable = all(s is not None and f"{when}_logits" in s for s in scores) and all(
         np.array_equal(s["id"], scores[0]["id"]) for s in scores
     )
@@ -198,17 +189,6 @@ def describe(effect: Effect) -> str:
     return f"**{effect.verdict}** ({why})" if effect.verdict else why
 
 
-def _number(value: float, kind_steps: bool) -> str:
-    """AUC in points; steps as the ratio of steps exp(ln A - ln B) the log contrast means."""
-    return f"×{math.exp(value):.2f}" if kind_steps else f"{100 * value:+.2f}"
-
-
 def format_interval(effect: Effect) -> str:
-    steps = effect.measure.startswith("steps")
-    i = effect.interval
-    if i.estimate is None:
-        return "n/a"
-    text = _number(i.estimate, steps)
-    if i.defined:
-        text += f" [{_number(i.low, steps)}, {_number(i.high, steps)}]"
-    return text
+    """AUC in points; steps as the ratio of steps exp(ln A - ln B) the log contrast means."""
+    return interval_text(effect.interval, ratio if effect.measure.startswith("steps") else points, missing="n/a")

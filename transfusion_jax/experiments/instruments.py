@@ -32,9 +32,9 @@ import numpy as np
 
 from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import activations, interpolation, paper, probes, resilience, reuse, sanity
-from transfusion_jax.experiments import effects, run_weights, runs
+from transfusion_jax.experiments import run_weights, runs
 from transfusion_jax.experiments.run_weights import RunWeights
-from transfusion_jax.train import batch_stats, partition, steps, trainer
+from transfusion_jax.train import batch_stats, partition, rundir, steps, trainer
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train.state import TrainState
 
@@ -256,10 +256,10 @@ def calibration_runs(workdirs: Sequence[str], *, when: str = "selected", bins: i
     for workdir in workdirs:
         workdir = str(workdir)
         config = run_weights.load_config(workdir)
-        scores = effects.load_test_scores(workdir)
+        scores = rundir.load_test_scores(workdir)
         if scores is None:
             raise FileNotFoundError(
-                f"run {workdir} has no {effects.TEST_SCORES}: calibration needs a finished run with a test split"
+                f"run {workdir} has no {rundir.TEST_SCORES}: calibration needs a finished run with a test split"
             )
         if f"{when}_logits" not in scores:
             raise ValueError(f"run {workdir} has no test scores at a {when} step (no validation AUC was ever defined?)")

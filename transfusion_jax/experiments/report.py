@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from transfusion_jax.analysis import stats
+from transfusion_jax.analysis.formatting import interval_text
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import effects, instruments, paper_numbers, runs
+from transfusion_jax.train import rundir
 
 DIFF_AUC_POINTS = 1.0
 DIFF_STEPS_RATIO = 1.5
@@ -50,13 +53,12 @@ def collect(root: str) -> list[RunResult]:
     """Every finished run under `root` (unfinished ones have no summary.json and are left out)."""
     results = []
     for dirpath, _, filenames in os.walk(root):
-        if runs.SUMMARY not in filenames:
+        if rundir.SUMMARY not in filenames:
             continue
         rel = os.path.relpath(dirpath, root).split(os.sep)
         if len(rel) != 4 or not rel[3].startswith("seed_"):
             continue
-        with open(os.path.join(dirpath, runs.SUMMARY)) as f:
-            summary = json.load(f)
+        summary = rundir.read_summary(dirpath)
         results.append(
             RunResult(
                 group=rel[0],
@@ -344,15 +346,14 @@ def _gain(row: dict) -> str:
     gain, steps = row.get("gain"), row["measure"].startswith("steps")
     if not gain:
         return "n/a"
-    low, high = gain["ci"]
-    return f"{_signed(gain['estimate'], steps)} [{_signed(low, steps)}, {_signed(high, steps)}]"
+    return interval_text(stats.Interval(gain["estimate"], *gain["ci"], 0, ""), lambda v: _signed(v, steps))
 
 
 def _share(row: dict) -> str:
     share = row["share"]
     if share["status"] != "defined":
         return f"undefined ({share['reason']})"
-    return f"{share['estimate']:.2f} [{share['ci'][0]:.2f}, {share['ci'][1]:.2f}]"
+    return interval_text(stats.Interval(share["estimate"], *share["ci"], 0, ""), lambda v: f"{v:.2f}")
 
 
 def reuse_section(results: Sequence[RunResult]) -> list[str]:

@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from transfusion_jax.ssl import config as ssl_config
 from transfusion_jax.ssl import trainer
-from transfusion_jax.train import config_lib
-from transfusion_jax.train.export import FINAL_FILE
+from transfusion_jax.train import config_lib, rundir
 
 # The defaults of a small, fast run (module docstring), as `FIELD=VALUE` overrides of the run's config.
 SMALL_RUN = (
@@ -77,7 +76,7 @@ def pretrain_folder(folder: str, out: str, *, workdir: str | None = None, **kwar
         summary = trainer.pretrain(config, run_dir)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         staging = f"{out}.tmp.npz"
-        shutil.copyfile(os.path.join(run_dir, FINAL_FILE), staging)
+        shutil.copyfile(os.path.join(run_dir, rundir.FINAL), staging)
         os.replace(staging, out)
     finally:
         if scratch:

@@ -29,7 +29,7 @@ from transfusion_jax.data import pipeline
 from transfusion_jax.ssl import steps as ssl_steps
 from transfusion_jax.ssl import views
 from transfusion_jax.ssl.nets import FEATURE
-from transfusion_jax.train import export, partition, preflight
+from transfusion_jax.train import export, partition, preflight, rundir
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
 from transfusion_jax.train.steps import step_rng
@@ -190,7 +190,7 @@ def pretrain(config, workdir: str) -> dict:
         config.num_train_steps = num_steps
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        (workdir / rundir.CONFIG).write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     logging.info(
         "%s on %d images of %s/%s: %d steps of %d (%.1f epochs), warmup %d",
         config.ssl.method,
@@ -214,7 +214,7 @@ def pretrain(config, workdir: str) -> dict:
         tx, schedule = ssl_steps.make_optimizer(config, variables["params"], num_steps, warmup)
         state = ssl_steps.init_state(net, target_net, tx, variables)
         if lead and not start:  # the encoder step 1 starts from, as the analyses' "init"
-            _export(config, state, workdir / export.INIT_FILE, f"init:{workdir}", None)
+            _export(config, state, workdir / rundir.INIT, f"init:{workdir}", None)
         state = jax.device_put(state, partition.replicated(mesh))
         writer = MetricWriter(workdir, start_step=start, enabled=lead)
         if start:
@@ -260,12 +260,12 @@ def pretrain(config, workdir: str) -> dict:
         "resumed_from": start,
         "final": _last_train_record(writer),
         "seconds": time.perf_counter() - start_time,
-        "pretrained": export.FINAL_FILE,
+        "pretrained": rundir.FINAL,
     }
     if lead:
         training = describe_training(config, examples, num_steps)
-        _export(config, state, workdir / export.FINAL_FILE, f"ssl:{config.ssl.method}:{workdir}", training)
-        (workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+        _export(config, state, workdir / rundir.FINAL, f"ssl:{config.ssl.method}:{workdir}", training)
+        (workdir / rundir.SUMMARY).write_text(dumps(summary, indent=2) + "\n")
     logging.info("Self-supervised run summary: %s", summary)
     return summary
 

@@ -26,7 +26,7 @@ Fields (override any with `--config.<field>=...`):
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import ml_collections
 from absl import flags
@@ -214,25 +214,53 @@ def parse_arg(arg: str, names=("model", "init")) -> dict:
     return {**dict(zip(names, parts)), "local": local}
 
 
+def _parse_config_flags(config: ml_collections.ConfigDict, args: Sequence[str]) -> list[str]:
+    """Parses `args` with ml_collections' config_flags into `config` (in place); returns the arguments that are not
+    flags. Raises ValueError for a field the config lacks, flags.Error for a bad value or another flag."""
+    argv = ["override", *args]
+    flag_values = flags.FlagValues()  # private to this call: the process-wide absl FLAGS stay untouched
+    try:
+        config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv, lock_config=False)
+        return flag_values(argv)[1:]
+    except (AttributeError, KeyError) as e:  # how ml_collections reports a field the config does not have
+        suggestion = re.search(r"Did you mean .*\?", str(e).replace("\\n", " "))
+        hint = f" {suggestion.group(0)}" if suggestion else ""
+        named = re.findall(r"--config\.([^=\s]+)", " ".join(args))
+        field = next((f for f in named if not _has_field(config, f)), " ".join(args))
+        raise ValueError(f"Unknown config field {field!r}.{hint} See transfusion_jax/train/config_lib.py.") from None
+
+
+def _has_field(config: ml_collections.ConfigDict, field: str) -> bool:
+    node = config
+    for part in field.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def apply_flags(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies command-line arguments as a user typed them, `--config.a.b=value` or `--config.a.b value`, to `config`
+    in place, parsed by ml_collections' config_flags exactly as main.py parses `--config.*` (the value is read as the
+    field's type; a tuple as '("a", "b")' or one bare value). Anything else among `args` is an error naming it."""
+    try:
+        rest = _parse_config_flags(config, args)
+    except flags.Error as e:
+        raise ValueError(f"Bad config override: {e}") from None
+    if rest:
+        raise ValueError(f"Not a config override (--config.FIELD=VALUE): {rest}")
+    return config
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
     """Applies 'a.b=value' strings in order, in place, each parsed exactly as main.py parses `--config.a.b=value`
-    (ml_collections config_flags: the value is read as the field's type; a tuple as '("a", "b")' or one bare value).
-    """
+    (the parser of `apply_flags`)."""
     for item in overrides:
         field, sep, _ = item.partition("=")
         if not sep:
             raise ValueError(f"Override {item!r} must look like field.sub=value.")
-        argv = ["override", f"--config.{item}"]
-        flag_values = flags.FlagValues()  # private to this call: the process-wide absl FLAGS stay untouched
         try:
-            config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv, lock_config=False)
-            flag_values(argv)
-        except (AttributeError, KeyError) as e:  # how ml_collections reports a field the config does not have
-            suggestion = re.search(r"Did you mean .*\?", str(e).replace("\\n", " "))
-            hint = f" {suggestion.group(0)}" if suggestion else ""
-            raise ValueError(
-                f"Unknown config field {field!r}.{hint} See transfusion_jax/train/config_lib.py."
-            ) from None
+            _parse_config_flags(config, [f"--config.{item}"])
         except flags.Error as e:
             raise ValueError(f"Bad value in override {item!r}: {e}") from None
     return config

@@ -9,11 +9,6 @@ import numpy as np
 from transfusion_jax import pretrained
 from transfusion_jax.models import HEAD_NAMES
 
-# Files of a training workdir in this format: the variables step 1 started from, and the final ones (when
-# config.export_pretrained). Analyses of a run (transfusion_jax.experiments.run_weights) read both.
-INIT_FILE = "init.npz"
-FINAL_FILE = "pretrained.npz"
-
 
 def export_pretrained(
     path: str,

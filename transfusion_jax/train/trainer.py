@@ -20,7 +20,6 @@ evaluations since) lives in the checkpoint's `loop` dict, which every process re
 """
 
 import functools
-import hashlib
 import itertools
 import logging
 import math
@@ -34,7 +33,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import batch_stats, export, multirun, partition, preflight, protocols, steps
+from transfusion_jax.train import batch_stats, export, multirun, partition, preflight, protocols, rundir, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
@@ -42,8 +41,6 @@ from transfusion_jax.train.writer import MetricWriter, dumps
 
 # The split roles of a run, as written in metrics.jsonl / TensorBoard and as keys of summary.json.
 VAL, TEST = "val", "test"
-TEST_SCORES = "test_scores.npz"
-_PENDING_SCORES = "test_scores_pending"  # test logits of each new validation best, until the run ends
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,7 +128,7 @@ def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
 
 
 def _write_config(config, workdir: epath.Path) -> None:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    (workdir / rundir.CONFIG).write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def _split_records(records: list[dict], role: str) -> list[dict]:
@@ -198,42 +195,28 @@ def _summary(records: list[dict], config, train_examples: int, final_step: int, 
     return summary
 
 
-def _save_scores(path: epath.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Written whole or not at all (a temporary file renamed), so a kill never leaves a truncated file."""
-    tmp = path.parent / f"{path.name}.tmp"
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-
-
-def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
-    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def _pending_scores(outputs: dict[str, np.ndarray], full: bool) -> dict[str, np.ndarray]:
     """What is kept of one test evaluation until the run ends: its logits and a digest of which examples they are;
     the final step's file also holds the ids (UTF-8 bytes), labels and masks, which do not change between steps."""
-    ids = np.char.encode(np.asarray(outputs["id"], str), "utf-8")
-    kept = {"logits": outputs["logits"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
+    ids = rundir.encode_ids(outputs["id"])
+    kept = {"logits": outputs["logits"], "id_digest": rundir.ids_digest(ids)}
     if full:
         kept.update(id=ids, label=outputs["label"], label_mask=outputs["label_mask"])
     return kept
 
 
-def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
-    """test_scores.npz: per-example test logits at the selected and the final step (`selected_logits`,
-    `final_logits`), with ids, labels and masks, so that runs can be compared on the same examples (DeLong). The
-    logits come from the files written at each new validation best and at the final step or, for a finished run
-    started again, from the test_scores.npz it wrote; the pending files are dropped afterwards."""
-    done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
+def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> dict[str, np.ndarray]:
+    """test_scores.npz (`rundir.write_test_scores`) at the selected and the final step. The logits come from the
+    files written at each new validation best and at the final step or, for a finished run started again, from the
+    test_scores.npz it wrote; the pending files are dropped afterwards."""
+    pending = workdir / rundir.PENDING_SCORES
     known = {}
-    if done.exists():
-        old = _load_scores(done)
+    old = rundir.load_test_scores(workdir)
+    if old is not None:
         if "final_logits" not in old:
             raise RuntimeError(
-                f"{done} holds probabilities from an older version of this toolkit, not logits; delete the workdir "
-                "to train the run again."
+                f"{workdir / rundir.TEST_SCORES} holds probabilities from an older version of this toolkit, not "
+                "logits; delete the workdir to train the run again."
             )
         for when in ("selected", "final"):
             if f"{when}_step" in old:
@@ -241,22 +224,24 @@ def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: i
         common = {k: old[k] for k in ("id", "label", "label_mask")}
         known[int(old["final_step"])].update(common)
     for path in pending.glob("step_*.npz"):
-        known[int(path.stem.split("_")[1])] = _load_scores(path)
+        known[int(path.stem.split("_")[1])] = rundir.load_npz(path)
     missing = [step for step in (selected, final) if step is not None and step not in known]
     if missing:
         raise RuntimeError(f"{workdir} holds no test logits of step(s) {missing}; delete the workdir to start over.")
-    arrays = {
-        **{k: known[final][k] for k in ("id", "id_digest", "label", "label_mask")},
-        "loss": np.array(task.loss),
-        "label_names": np.array(task.label_names),
-        "final_step": np.array(final),
-        "final_logits": known[final]["logits"],
-    }
-    if selected is not None:
-        if known[selected]["id_digest"] != arrays["id_digest"]:
-            raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
-        arrays.update(selected_step=np.array(selected), selected_logits=known[selected]["logits"])
-    _save_scores(done, arrays)
+    if selected is not None and known[selected]["id_digest"] != known[final]["id_digest"]:
+        raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
+    arrays = rundir.write_test_scores(
+        workdir,
+        loss=task.loss,
+        label_names=task.label_names,
+        final_step=final,
+        final_logits=known[final]["logits"],
+        ids=known[final]["id"],
+        label=known[final]["label"],
+        label_mask=known[final]["label_mask"],
+        selected_step=selected,
+        selected_logits=known[selected]["logits"] if selected is not None else None,
+    )
     pending.rmtree(missing_ok=True)
     return arrays
 
@@ -313,7 +298,7 @@ class RunRecorder:
             _write_config(config, self.workdir)
             if config.data.subset_size:  # which examples a small-data run trained on
                 subset = {"subset_seed": data_lib.subset_seed(config), "ids": self.train_ds.example_ids()}
-                (self.workdir / "train_subset.json").write_text(dumps(subset, indent=1) + "\n")
+                (self.workdir / rundir.TRAIN_SUBSET).write_text(dumps(subset, indent=1) + "\n")
         self.ckpt = Checkpointer(self.workdir, keep=config.keep_checkpoints, keep_best=1)
         self.start_step = self.ckpt.start_step
         self.writer = None
@@ -343,14 +328,14 @@ class RunRecorder:
         if not self.start_step:  # a fresh run starts from its init's statistics as step 1 sees the network
             state = state.replace(batch_stats=self._initial_batch_stats(model, state))
         if self.lead and not self.start_step:  # what step 1 starts from, as the analyses' "init" (whatever the scheme)
-            _export_variables(config, self.task, state, self.workdir / export.INIT_FILE, f"init:{self.workdir}")
+            _export_variables(config, self.task, state, self.workdir / rundir.INIT, f"init:{self.workdir}")
         state = jax.device_put(state, partition.replicated(self.mesh))
         self.writer = MetricWriter(self.workdir, start_step=self.start_step, enabled=self.lead)
         if self.start_step:
             logging.info("Resuming from the checkpoint at step %d in %s", self.start_step, self.workdir)
             state, saved_loop = self.ckpt.restore(self.start_step, like=state)
             self.loop.update(saved_loop)
-        pending_scores = self.workdir / _PENDING_SCORES
+        pending_scores = self.workdir / rundir.PENDING_SCORES
         if self.lead and TEST in self.eval_sets:
             pending_scores.mkdir(parents=True, exist_ok=True)
             for path in pending_scores.glob("step_*.npz"):  # written after the start by a killed run: recomputed
@@ -423,8 +408,8 @@ class RunRecorder:
         is_last = done == self.config.num_train_steps
         if self.lead and TEST in evaluations and (improved or is_last or self.stopped):
             full = is_last or self.stopped  # the final step's file carries the ids and labels
-            path = self.workdir / _PENDING_SCORES / f"step_{done}.npz"
-            _save_scores(path, _pending_scores(evaluations[TEST][1], full))
+            path = self.workdir / rundir.PENDING_SCORES / f"step_{done}.npz"
+            rundir.save_npz(path, _pending_scores(evaluations[TEST][1], full))
 
     def checkpoint(self, done: int, state) -> None:
         self.ckpt.save(done, state, dict(self.loop))
@@ -444,13 +429,13 @@ class RunRecorder:
         self.close()
         config, lead = self.config, self.lead
         if config.export_pretrained and lead:
-            _export_variables(config, self.task, state, self.workdir / export.FINAL_FILE, f"trained:{self.workdir}")
+            _export_variables(config, self.task, state, self.workdir / rundir.FINAL, f"trained:{self.workdir}")
         summary = _summary(self.records, config, len(self.train_ds), self.final_step, self.loop["best_step"])
         if lead:
             if TEST in self.eval_sets:
                 scores = _write_test_scores(self.workdir, self.task, summary["selected_step"], self.final_step)
                 _test_reliability(summary, scores, self.task, config.calibration_bins)
-            (self.workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+            (self.workdir / rundir.SUMMARY).write_text(dumps(summary, indent=2) + "\n")
         logging.info("Run summary: %s", summary)
         return summary
 
