@@ -9,6 +9,7 @@ verdict's). Terms, per measure:
   auc, log_steps   (coefficient, model, training set, init): sum_t c_t AUC (ln steps) of group t, paired by seed
   sim_to_init      (coefficient, model, ((c_i, init), ...), layers): per seed, sum_t c_t mean over the layers of
                    sum_i c_i sim_init(init_i), the similarity of each layer at step 0 to itself after training
+  adjusted_sim_to_init   the same with each sim_init minus its unrelated-network null (`unrelated_null`)
   seed_pairs       (+1, model, kind, layers), (-1, model, kind, layers): mean over the first kind's pairs of seeds
                    minus mean over the second's, each pair's similarity averaged over the layers
 
@@ -27,7 +28,7 @@ from transfusion_jax.experiments.study.gates import group_of
 from transfusion_jax.experiments.study.measures import RunMeasures
 from transfusion_jax.experiments.study.representations import ModelSimilarity
 
-NOT_RUN = "not run on the CPU: --scale (or --full)"
+NOT_RUN = "not run (models_run leaves this model out)"
 NOT_IN_DESIGN = "not in this design"
 
 
@@ -142,19 +143,35 @@ def _full_data_seeds(ev: Evidence, model: str, init: str) -> list[int]:
     return sorted(group_of(ev.measures, model, "full", init)) if model in ev.similarity else []
 
 
-def sim_to_init_values(ev: Evidence, terms: Sequence, method: str) -> list[float]:
-    """Per seed every term's runs have: sum_t c_t mean over the term's layers of sum_i c_i sim_init(init_i)."""
+def unrelated_null(similarity: ModelSimilarity, init: str, seed: int, layer: str, method: str) -> float:
+    """The similarity a run's layer at step 0 has to the same layer of random runs of the other seeds, trained
+    without ever starting there (representations' module docstring): the level sim_init is read against."""
+    if init == "random":
+        keys = [k for k in similarity.unrelated if k[0] == "random" and k[1] == seed]
+    else:
+        keys = [k for k in similarity.unrelated if k[0] == init and k[-1] != seed]
+    if not keys:
+        raise ValueError(
+            f"No unrelated-network comparisons for {init} seed {seed}: the similarity cache predates them."
+        )
+    return float(np.mean([float(similarity.unrelated[k][layer][method].score) for k in keys]))
+
+
+def sim_to_init_values(ev: Evidence, terms: Sequence, method: str, adjusted: bool = False) -> list[float]:
+    """Per seed every term's runs have: sum_t c_t mean over the term's layers of sum_i c_i sim_init(init_i), each
+    sim_init minus its unrelated-network null when `adjusted`."""
     seeds = sorted(set.intersection(*(set(_full_data_seeds(ev, m, i)) for _, m, inits, _ in terms for _, i in inits)))
     values = []
     for seed in seeds:
         total = 0.0
         for coef, model, inits, which in terms:
-            to_init = ev.similarity[model].to_init
+            sim = ev.similarity[model]
             per_layer = []
             for layer in select_layers(ev.layers[model], which):
                 value = 0.0
                 for c_i, init in inits:
-                    value += c_i * float(to_init[init, seed][layer][method].score)
+                    score = float(sim.to_init[init, seed][layer][method].score)
+                    value += c_i * (score - (unrelated_null(sim, init, seed, layer, method) if adjusted else 0.0))
                 per_layer.append(value)
             total += coef * np.mean(per_layer)
         values.append(total)
@@ -203,6 +220,12 @@ MEASURES: dict[str, Measure] = {
         "similarity",
         _similarity_variants,
         lambda ev, terms, method: stats.t_interval(sim_to_init_values(ev, terms, method), ev.c.confidence),
+        missing_similarity,
+    ),
+    "adjusted_sim_to_init": Measure(
+        "similarity",
+        _similarity_variants,
+        lambda ev, terms, method: stats.t_interval(sim_to_init_values(ev, terms, method, True), ev.c.confidence),
         missing_similarity,
     ),
     "seed_pairs": Measure("similarity", _similarity_variants, seed_pairs_interval, missing_similarity),

@@ -68,27 +68,29 @@ def _runs_of(c, network: str) -> list[RunKey]:
 def _finetune_cost(c, network: str, mine: list[RunKey]) -> NetworkCost:
     config = finetune_config(c, _NO_PATHS, mine[0], "")
     step, image = step_flops(c, c.slim_widths if network == "slim" else c.widths[network], 2, config)
-    evaluated = len(mine) * (len(preflight.eval_steps(config)) * c.target.validation + c.target.test)
+    evaluated = sum(len(c.eval_steps[k.data]) * c.target.validation + c.target.test for k in mine)
     steps = len(mine) * c.finetune.steps
     return NetworkCost(len(mine), 0, steps, evaluated, steps * step, evaluated * image, step, image)
 
 
 def _with_pretraining(c, network: str, mine: list[RunKey], cost: NetworkCost) -> NetworkCost:
-    """`cost` plus the network's source pretraining and the analyses' forward passes (G2's probes over the train
-    images of each random init; step 0 and the final step of every full-data random and transfer run over the test
-    images, for similarity)."""
+    """`cost` plus the network's source pretraining (none when the design uses the shipped checkpoints) and the
+    analyses' forward passes (G2's probes over the train images of each random init; step 0 and the final step of
+    every full-data random and transfer run over the test images, for similarity)."""
     pre = pretrain_config(c, _NO_PATHS, network)
     pre_step, pre_image = step_flops(c, c.widths[network], c.source.classes, pre)
-    pre_images = len(preflight.eval_steps(pre)) * c.source.classes * c.source.test_per_class
+    built = c.sources == "build"
+    pre_steps = c.pretrain.steps if built else 0
+    pre_images = len(preflight.eval_steps(pre)) * c.source.classes * c.source.test_per_class if built else 0
     analyses = c.gates.random_inits * c.target.train + sum(
         2 * c.target.test for k in mine if k.data == "full" and k.init in ("random", "transfer")
     )
     return dataclasses.replace(
         cost,
-        pretrain_runs=1,
-        train_steps=cost.train_steps + c.pretrain.steps,
+        pretrain_runs=int(built),
+        train_steps=cost.train_steps + pre_steps,
         images_evaluated=cost.images_evaluated + pre_images + analyses,
-        train_flops=cost.train_flops + c.pretrain.steps * pre_step,
+        train_flops=cost.train_flops + pre_steps * pre_step,
         eval_flops=cost.eval_flops + pre_images * pre_image + analyses * cost.image_flops,
     )
 

@@ -49,7 +49,7 @@ def finetune_config(c, paths: dict[str, str], key: RunKey, workdir: str):
     config.train_split, config.val_split, config.test_split = "train", "validation", ""
     config.data.subset_size = c.target.small_train if key.data == "small" else 0  # each seed draws its own subset
     config.optimizer.learning_rate, config.optimizer.schedule = c.finetune.learning_rate, "cosine"
-    config.eval_steps = tuple(int(s) for s in c.eval_steps)
+    config.eval_steps = tuple(int(s) for s in c.eval_steps[key.data])
     config.auc_threshold, config.relative_threshold = c.threshold, c.relative_threshold
     config.pretrained = workdir_lib.checkpoint_of(workdir, "large" if key.init == "slim" else key.model)
     return config

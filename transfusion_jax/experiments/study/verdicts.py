@@ -1,12 +1,13 @@
 """Verdicts: from each claim's effect (its interval, `contrasts`) and the gates (`gates`) to 'supported' /
-'contradicted' / 'inconclusive', as docs/study.md §6-7 define them. Pure functions of numbers (no files), tested on
-constructed inputs whose answer is known.
+'contradicted' / 'inconclusive', as docs/study.md §6-7 define them. Pure functions of numbers (no files, float64),
+tested on constructed inputs whose answer is known.
 
-A verdict comes from the interval and the margin only (`analysis.stats.verdict`). Then the gates a claim names
-override it: G1 failed makes it "not testable" (the pretrained init is a random one); G3 or G4 failed makes a
+A verdict comes from the interval and the claim's rule only (`analysis.stats.decide`: equivalence, directional with a
+smallest effect of interest, non-inferiority), with its distance to the nearest decision boundary in half-widths.
+Then the gates a claim names override it: G1 failed makes it "not testable" (the pretrained init is a random one); G3 or G4 failed makes a
 supported or contradicted verdict inconclusive (and is named beside an inconclusive one); G2 failed adds a note. A
-claim's precondition (C6: transfer itself speeds convergence) that does not hold makes it "not assessable"; a claim
-of parts (C7) is supported when every part is, contradicted when any part is.
+claim's precondition (C6: transfer itself speeds convergence, a directional contrast supported) that does not hold
+makes it "not assessable"; a claim of parts (C7) is supported when every part is, contradicted when any part is.
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from transfusion_jax.analysis import stats
-from transfusion_jax.experiments.study.claims import CLAIMS, Claim, Number, secondary
+from transfusion_jax.experiments.study.claims import Claim, Number, secondary, table
 from transfusion_jax.experiments.study.contrasts import MEASURES, NOT_IN_DESIGN, NOT_RUN, Evidence, Measure
 from transfusion_jax.experiments.study.design import MODELS
 from transfusion_jax.experiments.study.gates import Gate, all_gates
@@ -31,7 +32,7 @@ class Verdict:
     scope: str
     contrast: str
     measure: str  # the scale: 'auc' | 'log_steps' | 'similarity' | parts joined by '+'
-    kind: str  # 'equivalent' | 'greater'
+    kind: str  # analysis.stats.RULES
     margin: float
     interval: stats.Interval | None  # None: no runs to judge (MISSING) or a claim of parts
     verdict: str  # JUDGED, or one of MISSING, 'not testable', 'not assessable'
@@ -39,6 +40,9 @@ class Verdict:
     checks: tuple[tuple[str, "Verdict"], ...] = ()  # shown beside it: the relative threshold's, another measure's
     parts: tuple["Verdict", ...] = ()  # C7: its AUC and steps parts
     notes: tuple[str, ...] = ()
+    distance: float | None = None  # half-widths from the nearest decision boundary (stats.robustness)
+    direction: int = 1
+    explained: tuple["Secondary", ...] = ()  # contrasts that split its effect (C5: scale and the rest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +66,14 @@ class StudyVerdicts:
 
 
 def judge(claim: Claim, measure: Measure, margin: float, interval: stats.Interval, contrast: str) -> Verdict:
-    """The verdict the interval and the margin give, before any gate."""
+    """The verdict the interval and the claim's rule give, before any gate."""
     if interval.estimate is None:
-        verdict, why = "inconclusive", "no runs to compare"
+        verdict, why, distance = "inconclusive", "no runs to compare", None
     else:
-        verdict, why = stats.verdict(interval, margin, claim.kind)
+        decision = stats.decide(interval, stats.Rule(claim.kind, margin, claim.direction))
+        verdict, why, distance = decision.verdict, decision.why, decision.distance
     return Verdict(claim.id, claim.finding, claim.scope, contrast, measure.scale, claim.kind, margin, interval,
-                   verdict, why)  # fmt: skip
+                   verdict, why, distance=distance, direction=claim.direction)  # fmt: skip
 
 
 def _overruled(v: Verdict, gate: str, failed: str) -> Verdict:
@@ -111,8 +116,8 @@ def _checked_precondition(v: Verdict, claim: Claim, ev: Evidence, registry: Mapp
     p = claim.precondition
     measure = registry[p.measure]
     interval = measure.interval(ev, p.terms, measure.variants(ev.c)[0].name)
-    found = stats.outcome(interval, ev.c.margins[measure.scale])
-    if found == p.outcome:
+    found = stats.decide(interval, stats.Rule("directional", float(ev.c.sesoi[measure.scale]))).verdict
+    if found == "supported":
         return v
     note = f"{p.failure} ({p.contrast}: {found}), so {claim.id} is not assessable (docs/study.md §6)."
     why = f"{v.verdict} by the interval; {p.what} is {found}"
@@ -132,7 +137,8 @@ def _combined(claim: Claim, parts: list[Verdict]) -> Verdict:
         verdict, why = "inconclusive", claim.combine.otherwise
     notes = tuple(note for p in parts for note in p.notes)
     return Verdict(claim.id, claim.finding, claim.scope, claim.contrast, claim.measure, claim.kind, parts[0].margin,
-                   None, verdict, why, parts=tuple(parts), notes=notes)  # fmt: skip
+                   None, verdict, why, parts=tuple(parts), notes=notes,
+                   distance=min((p.distance for p in parts if p.distance is not None), default=None))  # fmt: skip
 
 
 def claim_verdict(claim: Claim, ev: Evidence, gates, registry: Mapping[str, Measure] = MEASURES) -> Verdict:
@@ -140,11 +146,11 @@ def claim_verdict(claim: Claim, ev: Evidence, gates, registry: Mapping[str, Meas
     if claim.parts:
         return _combined(claim, [claim_verdict(p, ev, gates, registry) for p in claim.parts])
     measure = registry[claim.measure]
-    margin = ev.c.margins[claim.margin]
+    margin = claim.margin_of(ev.c)
     missing = measure.missing(ev, claim.terms)
     if missing:
         return Verdict(claim.id, claim.finding, claim.scope, claim.contrast, measure.scale, claim.kind, margin, None,
-                       missing, missing)  # fmt: skip
+                       missing, missing, direction=claim.direction)  # fmt: skip
     variants = measure.variants(ev.c) if claim.beside else measure.variants(ev.c)[:1]
     judged = []
     for variant in variants:
@@ -152,6 +158,8 @@ def claim_verdict(claim: Claim, ev: Evidence, gates, registry: Mapping[str, Meas
         v = judge(claim, measure, margin, interval, claim.contrast + variant.contrast)
         judged.append((variant, gated(v, claim, gates)))
     main = _with_checks(judged[0][1], judged[1:])
+    explained = tuple(x for x in (secondary_number(n, ev, registry) for n in claim.explained) if x is not None)
+    main = dataclasses.replace(main, explained=explained)
     return _checked_precondition(main, claim, ev, registry) if claim.precondition else main
 
 
@@ -171,17 +179,18 @@ def evaluate(
     diagnostics: Mapping,
     similarity: Mapping,
     layers: Mapping[str, Sequence[str]] | None = None,
-    claims: Sequence[Claim] = CLAIMS,
+    claims: Sequence[Claim] | None = None,
     registry: Mapping[str, Measure] = MEASURES,
 ) -> StudyVerdicts:
     """The gates and every verdict of the design. `measures`: {design.RunKey: measures.RunMeasures}; `labels`: the
     test labels; `diagnostics` / `similarity`: per model run, diagnose.Diagnostics / representations.ModelSimilarity;
-    `layers`: each model's block names (default layer1..n); `claims` and `registry`: the claims table and the
-    measures it names."""
+    `layers`: each model's block names (default layer1..n); `claims` and `registry`: the claims table (default the
+    design's, `claims.table(c)`) and the measures it names."""
     layers = {m: list((layers or {}).get(m) or [f"layer{i + 1}" for i in range(len(c.widths[m]))]) for m in MODELS}
     gates = all_gates(c, measures, diagnostics)
     by_scope = {(g.gate, g.scope): g for g in gates}
     ev = Evidence(c, measures, labels, similarity, layers)
+    claims = table(c) if claims is None else claims
     verdicts = [claim_verdict(claim.resolved(layers), ev, by_scope, registry) for claim in claims]
     numbers = [secondary_number(n, ev, registry) for n in secondary(layers)]
     return StudyVerdicts(gates, verdicts, [n for n in numbers if n is not None], layers)
