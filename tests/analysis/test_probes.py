@@ -173,6 +173,30 @@ def test_pooled_features_averages_space_and_concatenates_batches():
     assert list(probes.pooled_features(apply_fn, 2.0, batches, layers=["vector"])) == ["vector"]
 
 
+def test_mean_max_pooling_appends_the_spatial_maximum_and_sees_a_patterns_polarity():
+    """'mean+max' gives [N, 2C]: NumPy's mean then max over space. A ReLU map of a zero-mean spot and of its
+    negative have the same average far from the image's edge but not the same maximum: the average-only probe is
+    blind to polarity (what G2 must not be), the maximum is not. Fails if the maximum is dropped or misplaced."""
+
+    def apply_fn(variables, x):
+        return None, {"conv": jax.nn.relu(x * variables)}
+
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(size=(3, 4, 6, 2)).astype(np.float32)]
+    pooled = probes.pooled_features(apply_fn, 1.5, batches, pooling="mean+max")["conv"]
+    relu = np.maximum(1.5 * batches[0], 0)
+    chex.assert_trees_all_close(pooled, np.concatenate([relu.mean(axis=(1, 2)), relu.max(axis=(1, 2))], -1), rtol=1e-5)
+    # A centre-surround spot (integral 0) and its negative: equal ReLU averages here, different maxima.
+    spot = np.zeros((1, 9, 9, 1), np.float32)
+    spot[0, 3:6, 3:6, 0] = -1.0 / 8
+    spot[0, 4, 4, 0] = 1.0  # ReLU of it: mean 1/81, max 1; of its negative: mean 8/8/81, max 1/8
+    both = np.concatenate([spot, -spot])
+    average, maximum = np.split(probes.pooled_features(apply_fn, 1.0, [both], pooling="mean+max")["conv"], 2, -1)
+    assert average[0, 0] == pytest.approx(average[1, 0]) and maximum[0, 0] > 2 * maximum[1, 0]
+    with pytest.raises(ValueError, match="pooling"):
+        probes.pooled_features(apply_fn, 1.0, batches, pooling="median")
+
+
 def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
     rng = np.random.default_rng(0)
     n = 600

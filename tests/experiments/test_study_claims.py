@@ -11,7 +11,7 @@ from study_world import LABELS, config, diagnostics, similar, verdicts_of, world
 
 from transfusion_jax.analysis import stats
 from transfusion_jax.experiments.study import report
-from transfusion_jax.experiments.study.claims import CLAIMS, Claim
+from transfusion_jax.experiments.study.claims import Claim, table
 from transfusion_jax.experiments.study.contrasts import MEASURES, Measure, Variant, auc_interval, missing_runs
 from transfusion_jax.experiments.study.gates import group_of
 
@@ -24,16 +24,16 @@ def test_a_claim_on_an_existing_measure_is_one_entry(tmp_path):
     c9 = Claim(
         "C9", "With little data, transfer helps the small model.", "small model", "auc",
         ((1, "small", "small", "transfer"), (-1, "small", "small", "random")),
-        "AUC(transfer) - AUC(random), small data", "auc", "greater", gates=("G4",),
+        "AUC(transfer) - AUC(random), small data", "directional", "auc", gates=("G4",),
     )  # fmt: skip
     c = config()
     measures = world(c)
-    result, by = verdicts_of(c, measures, claims=CLAIMS + (c9,))
+    result, by = verdicts_of(c, measures, claims=table(c) + (c9,))
     v = by["C9", "small model"]
     want = auc_interval(measures, LABELS, c9.terms, c.confidence)
     assert (v.interval.estimate, v.interval.low, v.interval.high) == (want.estimate, want.low, want.high)
-    assert v.verdict == stats.verdict(want, c.margins.auc, "greater")[0] == "supported"
-    assert [x.claim for x in result.verdicts[:-1]] == [x.id for x in CLAIMS]  # the others unchanged, in order
+    assert v.verdict == stats.decide(want, stats.Rule("directional", c.sesoi.auc)).verdict == "supported"
+    assert [x.claim for x in result.verdicts[:-1]] == [x.id for x in table(c)]  # the others unchanged, in order
     timing = report.Timing(1.0, 1.0, (0.0, 0.0), 0, 0)
     text = open(report.write(str(tmp_path), c, result, measures, diagnostics(c), similar(c), {}, timing)).read()
     row = next(line for line in report.verdicts_block(text).splitlines() if line.startswith("| C9 |"))
@@ -65,7 +65,7 @@ def test_a_claim_with_a_new_measure_is_one_entry_plus_the_measure():
     c10 = Claim(
         "C10", "Early in training, transfer is ahead of random init.", "large model", "early_auc",
         ((1, "large", "full", "transfer"), (-1, "large", "full", "random")),
-        f"validation AUC at step {EARLY_STEP}: transfer - random, full data", "auc", "greater", gates=("G4",),
+        f"validation AUC at step {EARLY_STEP}: transfer - random, full data", "directional", "auc", gates=("G4",),
     )  # fmt: skip
     c = config()
     measures = world(c)

@@ -11,11 +11,14 @@ import pytest
 from study_world import LABELS, config, diagnostics, g3_fails_c5_spans_its_margin, similar, verdicts_of, world
 
 from transfusion_jax.experiments.study import report as study_report
+from transfusion_jax.experiments.study import verdicts as verdicts_lib
 from transfusion_jax.experiments.study.claims import FINDINGS
 from transfusion_jax.experiments.study.verdicts import evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TIMING = study_report.Timing(wall=100.0, cpu=150.0, load=(1.0, 2.0), trained=77, runs=77)
+TIMING = study_report.Timing(
+    wall=100.0, cpu=150.0, load=(1.0, 2.0), trained=80, runs=80, peak_memory=(1.5 * 2**30, 0.25 * 2**30)
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_every_claim_is_in_the_verdicts_table_with_its_interval(written):
     _, text, verdicts = written
     block = study_report.verdicts_block(text)
     rows = [line for line in block.splitlines() if line.startswith("| C") or line.startswith("| R ")]
-    assert len(rows) == len(verdicts.verdicts) == 17
+    assert len(rows) == len(verdicts.verdicts) == 16
     for row, v in zip(rows, verdicts.verdicts):
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[0] == v.claim and cells[1] == FINDINGS[v.claim] and cells[2] == v.scope
@@ -41,8 +44,13 @@ def test_every_claim_is_in_the_verdicts_table_with_its_interval(written):
         assert cells[5].startswith(f"**{v.verdict}**")
     c5 = next(r for r in rows if r.startswith("| C5 | ") and "large model" in r)
     assert "ratio ×" in c5 and "relative threshold: supported" in c5  # steps as a ratio; the relative threshold
-    assert "G1 small passes" in block and "G4 passes in 15 of 15 groups" in block
+    assert "G1 small passes" in block and "G4 passes in 16 of 16 groups" in block
     assert "no multiplicity correction" in block
+    assert "peak memory 1.50 GiB (largest worker process 0.25 GiB)" in block.splitlines()[1]
+    for row, v in zip(rows, verdicts.verdicts):  # the rule and the distance to the nearest boundary, per claim
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[4].split()[0] in ("equivalence", "directional", "non-inferiority")
+        assert cells[6] == study_report.distance_text(v) and cells[6] != "—"
 
 
 def test_gates_come_before_the_claims_and_similarity_has_its_null(written):
@@ -59,7 +67,9 @@ def test_figures_are_written_and_linked(written):
     workdir, text, _ = written
     links = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
     assert {"figures/verdicts.png", "figures/g1_kernel_std_ratio.png", "figures/g2_probe_auc.png"} <= set(links)
-    assert any(link.startswith("figures/val_auc_large_full") for link in links)
+    for name in ("val_auc", "final_auc"):  # per-seed curves and Fig. 2-style violins, per model and training set
+        assert {f"figures/{name}_{m}_{d}.png" for m in ("small", "large") for d in ("full", "small")} <= set(links)
+    assert {"figures/similarity_to_init_small.png", "figures/similarity_to_init_large.png"} <= set(links)
     for link in links:
         assert (workdir / link).read_bytes()[:8] == PNG, link
 
@@ -115,7 +125,10 @@ def test_a_failed_gate_is_named_in_the_verdicts_table_even_where_the_interval_is
     c = config()
     result, _ = verdicts_of(c, g3_fails_c5_spans_its_margin(c))
     row = next(r for r in study_report.verdicts_section(c, result, TIMING) if r.startswith("| C5 |") and "large" in r)
-    assert "**inconclusive** (interval crosses a margin; G3 failed for the large model as well)" in row
+    assert (
+        "**inconclusive** (interval includes 0 and the smallest effect of interest; G3 failed for the large model as "
+        "well)" in row
+    )
 
 
 def test_the_report_names_the_code_that_made_it(written, monkeypatch):
@@ -159,4 +172,22 @@ def test_gates_are_rendered_from_their_records_not_recomputed(tmp_path):
     result = dataclasses.replace(result, gates=[changed.get(id(g), g) for g in result.gates])
     text = open(study_report.write(str(tmp_path), c, result, measures, diag, sim, {}, TIMING)).read()
     assert "| layer1 | 1.300 | 1.000 ± 0.016 | 12345 |" in text
-    assert f"| {g4.scope} | median sd 0.9877 |" in text
+    assert f"| {g4.scope} | 0.9877 |" in text
+
+
+def test_the_power_table_and_the_verdicts_that_are_underpowered(tmp_path):
+    """Mean-Var's steps scatter x3 across seeds: C5's interval is wide, its rule needs more than 5 seeds for 80 %
+    power at the smallest effect of interest, and its verdict row says so; a tight claim (C1) does not."""
+    c = config()
+    noisy = {0: 20, 1: 400, 2: 30, 3: 250, 4: 60}
+    measures = world(c, steps={"mean_var": lambda key: noisy[key.seed]})
+    result = evaluate(c, measures, LABELS, diagnostics(c), similar(c))
+    powers = {(v.claim, v.scope, v.measure): p for v, p in verdicts_lib.power_table(result, c)}
+    c5, c1 = powers["C5", "small model", "log_steps"], powers["C1", "small model", "auc"]
+    assert c5.needed is None or c5.needed > len(c.seeds)
+    assert c1.needed is not None and c1.needed <= len(c.seeds) and c1.power >= 0.8
+    text = open(study_report.write(str(tmp_path), c, result, measures, diagnostics(c), similar(c), {}, TIMING)).read()
+    rows = {r.split("|")[1].strip() + r.split("|")[3].strip(): r for r in study_report.verdicts_block(text).splitlines()
+            if r.startswith("| C")}  # fmt: skip
+    assert "underpowered" in rows["C5small model"] and "underpowered" not in rows["C1small model"]
+    assert "## Power: the seeds each claim needs" in text

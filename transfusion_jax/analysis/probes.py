@@ -10,7 +10,10 @@ softmax task, one-vs-rest per class of a multi-class one, per label over known l
   * linear: logistic regression (sklearn, L2, C = 1 by default) on standardised features, multinomial for softmax
     tasks, one binary model per label for sigmoid tasks (fitted on the rows where that label is known).
 Conv maps [N, H, W, C] are global-average-pooled to [N, C] first: a probe per block then sees C features whatever
-the input size, the representation the head itself reads at the top; spatial layout is not probed.
+the input size, the representation the head itself reads at the top; spatial layout is not probed. `pooling=
+'mean+max'` appends each channel's spatial maximum ([N, 2C]): a global average of a ReLU map is nearly blind to a
+local pattern's polarity (a spot and its negative have the same amplitude spectrum), a maximum is not, so a probe
+asking "do random features already solve this target?" must not read the average alone.
 
 For a binary target held as plain arrays (the study's diagnostics: what frozen random features already know),
 `pooled_features` + `linear_probe_auc` (held-out images) or `cross_validated_probe_auc` (out-of-fold predictions of
@@ -45,12 +48,18 @@ DEFAULT_K = 20
 DEFAULT_MAX_ITER = 5000  # lbfgs stops at convergence; the cap only guards against a non-converging fit
 
 
-def _pooled(features: dict[str, jax.Array]) -> OrderedDict[str, jax.Array]:
-    """[N, C] rows per feature, in the model's block order (a plain dict would come out of jit sorted by name)."""
+POOLINGS = ("mean", "mean+max")
+
+
+def _pooled(features: dict[str, jax.Array], pooling: str = "mean") -> OrderedDict[str, jax.Array]:
+    """[N, C] rows per feature ([N, 2C] for 'mean+max'), in the model's block order (a plain dict would come out of
+    jit sorted by name)."""
     out = OrderedDict()
     for name, f in features.items():
         if f.ndim == 4:
-            out[name] = jnp.mean(f.astype(jnp.float32), axis=(1, 2))
+            f = f.astype(jnp.float32)
+            mean = jnp.mean(f, axis=(1, 2))
+            out[name] = jnp.concatenate([mean, jnp.max(f, axis=(1, 2))], axis=-1) if pooling == "mean+max" else mean
         elif f.ndim == 2:
             out[name] = f.astype(jnp.float32)
         else:
@@ -59,10 +68,12 @@ def _pooled(features: dict[str, jax.Array]) -> OrderedDict[str, jax.Array]:
 
 
 def _pooled_rows(
-    apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None
+    apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None, pooling: str = "mean"
 ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
     """(batch, {layer: float32 [valid rows, C]}) per batch; a batch is an image array or a data-contract dict."""
-    pooled = jax.jit(lambda v, images: _pooled(apply_fn(v, images)[1]))
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    pooled = jax.jit(lambda v, images: _pooled(apply_fn(v, images)[1], pooling))
     for batch in batches:
         images = batch["image"] if isinstance(batch, Mapping) else batch
         valid = np.asarray(batch["valid"]).astype(bool) if isinstance(batch, Mapping) else slice(None)
@@ -75,13 +86,17 @@ def _pooled_rows(
 
 
 def pooled_features(
-    apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None = None
+    apply_fn: Callable,
+    variables: Any,
+    batches: Iterable,
+    layers: Sequence[str] | None = None,
+    pooling: str = "mean",
 ) -> dict[str, np.ndarray]:
     """{layer: float32 [N, C]} global-average-pooled features of every image in `batches` (image arrays [B, H, W, 3]
     normalised as the model expects, or data-contract dicts whose valid=False rows are dropped); `layers` defaults
-    to every feature the model returns."""
+    to every feature the model returns; `pooling='mean+max'` gives [N, 2C], the average then the maximum."""
     feats: dict[str, list] = {}
-    for _, rows in _pooled_rows(apply_fn, variables, batches, layers):
+    for _, rows in _pooled_rows(apply_fn, variables, batches, layers, pooling):
         for name, value in rows.items():
             feats.setdefault(name, []).append(value)
     if not feats:

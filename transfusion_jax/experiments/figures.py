@@ -246,37 +246,6 @@ def _bars(ax, values: dict[str, dict[str, float]], ylabel: str, title: str = "",
     ax.grid(axis="y", alpha=0.3)
 
 
-def interval_panels(
-    panels: dict[str, list[tuple[str, float, float, float]]], margins: dict[str, float], path: str
-) -> str:
-    """One panel per measure: each row's estimate with its interval (label, estimate, low, high) as a horizontal
-    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance. An open
-    side (+-inf: censoring left it unbounded) runs to the panel's edge and ends in an arrow."""
-    rows = max((len(r) for r in panels.values()), default=1)
-    fig = Figure(figsize=(5.2 * max(len(panels), 1), 0.9 + 0.42 * rows))
-    for i, (name, items) in enumerate(panels.items()):
-        ax = fig.add_subplot(1, max(len(panels), 1), i + 1)
-        margin = margins[name]
-        ax.axvspan(-margin, margin, color="0.85", lw=0, label=f"±{margin:.3g}")
-        ax.axvline(0.0, color="k", lw=0.8)
-        finite = [x for item in items for x in item[1:] if np.isfinite(x)] + [-2 * margin, 2 * margin]
-        edge_low, edge_high = min(finite) - margin, max(finite) + margin
-        for y, (_, estimate, low, high) in enumerate(items):
-            ax.plot([max(low, edge_low), min(high, edge_high)], [y, y], color="C0", lw=2)
-            if np.isfinite(estimate):
-                ax.plot([estimate], [y], "o", color="C0")
-            for end, edge, marker in ((low, edge_low, "<"), (high, edge_high, ">")):
-                if not np.isfinite(end):
-                    ax.plot([edge], [y], marker, color="C0")
-        ax.set_xlim(edge_low, edge_high)
-        ax.set_yticks(range(len(items)), [label for label, *_ in items], fontsize=7)
-        ax.invert_yaxis()
-        ax.set_title(name, fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, path)
-
-
 def strip_plot(groups: dict[str, list[float]], path: str, ylabel: str) -> str:
     """Each group's values as points over a box (few points per group, so every one is shown)."""
     fig = Figure(figsize=(5, 4))

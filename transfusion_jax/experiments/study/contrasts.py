@@ -55,12 +55,19 @@ class Variant:
     disagree: str = ""
 
 
+def _no_values(ev, terms, variant) -> list:
+    return []
+
+
 @dataclasses.dataclass(frozen=True)
 class Measure:
     scale: str  # 'auc' | 'log_steps' | 'similarity'
     variants: Callable[[object], list[Variant]]  # of the design; the first judges
     interval: Callable[[Evidence, Sequence, str], stats.Interval]  # (evidence, terms, variant name)
     missing: Callable[[Evidence, Sequence], str | None]  # why the claim's runs are missing, or None
+    # Each seed's value of the contrast, shown beside the interval (the forest plot's dots): a float, or the (low,
+    # high) a censored value is known to lie in; [] where no per-seed value exists (R's pairs share seeds).
+    per_seed: Callable[[Evidence, Sequence, str], list] = _no_values
 
 
 # ---------------------------------------------------------------- runs' groups: AUC and steps
@@ -83,6 +90,29 @@ def auc_interval(measures, labels: np.ndarray, terms: Sequence, confidence: floa
         return stats.Interval(None, None, None, 0, "no runs")
     groups = [[group_of(measures, m, d, i)[s].test_scores for s in seeds] for _, m, d, i in terms]
     return stats.auc_contrast(labels, groups, [coef for coef, *_ in terms], confidence)
+
+
+def auc_values(measures, labels: np.ndarray, terms: Sequence) -> list[float]:
+    """Per seed every group has: sum_t c_t AUC(test scores of group t) (DeLong's AUC, ties counted one half)."""
+    seeds = common_seeds(measures, terms)
+    if not seeds:
+        return []
+    scores = np.stack([group_of(measures, m, d, i)[s].test_scores for _, m, d, i in terms for s in seeds])
+    aucs = stats.delong(labels, scores)[0].reshape(len(terms), len(seeds))
+    return [float(x) for x in np.asarray([coef for coef, *_ in terms], np.float64) @ aucs]
+
+
+def steps_values(measures, terms: Sequence, relative: bool = False) -> list:
+    """Per seed every group has: the contrast of ln steps, or the (low, high) its grid cells bound it to
+    (`stats.steps_contrast_bounds`; an open side is +-inf)."""
+    seeds = common_seeds(measures, terms)
+    if not seeds:
+        return []
+    groups = [[group_of(measures, m, d, i)[s] for s in seeds] for _, m, d, i in terms]
+    first = [[run.steps_relative if relative else run.steps for run in group] for group in groups]
+    grid = evaluation_grid([run for group in groups for run in group])
+    low, high = stats.steps_contrast_bounds(first, [coef for coef, *_ in terms], grid)
+    return [float(lo) if lo == hi else (float(lo), float(hi)) for lo, hi in zip(low, high)]
 
 
 def evaluation_grid(runs: Sequence[RunMeasures]) -> list[int]:
@@ -147,9 +177,9 @@ def unrelated_null(similarity: ModelSimilarity, init: str, seed: int, layer: str
     """The similarity a run's layer at step 0 has to the same layer of random runs of the other seeds, trained
     without ever starting there (representations' module docstring): the level sim_init is read against."""
     if init == "random":
-        keys = [k for k in similarity.unrelated if k[0] == "random" and k[1] == seed]
+        keys = sorted(k for k in similarity.unrelated if k[0] == "random" and k[1] == seed)
     else:
-        keys = [k for k in similarity.unrelated if k[0] == init and k[-1] != seed]
+        keys = sorted(k for k in similarity.unrelated if k[0] == init and k[-1] != seed)
     if not keys:
         raise ValueError(
             f"No unrelated-network comparisons for {init} seed {seed}: the similarity cache predates them."
@@ -186,7 +216,7 @@ def seed_pairs_interval(ev: Evidence, terms: Sequence, method: str) -> stats.Int
         raise ValueError(f"seed_pairs compares two kinds of pairs, coefficients (1, -1); got {(plus, minus)}.")
     layers = select_layers(ev.layers[model], which)
     pairs = {kind: {} for kind in (same, cross)}
-    for (kind, i, j), entry in ev.similarity[model].pairs.items():
+    for (kind, i, j), entry in sorted(ev.similarity[model].pairs.items(), key=lambda item: item[0]):  # one order
         if kind in pairs:
             pairs[kind][i, j] = float(np.mean([float(entry[x][method].score) for x in layers]))
     return stats.seed_pair_interval(pairs[same], pairs[cross], ev.c.confidence)
@@ -209,24 +239,28 @@ MEASURES: dict[str, Measure] = {
         lambda c: [Variant("final")],
         lambda ev, terms, _: auc_interval(ev.measures, ev.labels, terms, ev.c.confidence),
         missing_runs,
+        lambda ev, terms, _: auc_values(ev.measures, ev.labels, terms),
     ),
     "log_steps": Measure(
         "log_steps",
         _steps_variants,
         lambda ev, terms, variant: steps_interval(ev.measures, terms, ev.c.confidence, variant == "relative"),
         missing_runs,
+        lambda ev, terms, variant: steps_values(ev.measures, terms, variant == "relative"),
     ),
     "sim_to_init": Measure(
         "similarity",
         _similarity_variants,
         lambda ev, terms, method: stats.t_interval(sim_to_init_values(ev, terms, method), ev.c.confidence),
         missing_similarity,
+        lambda ev, terms, method: sim_to_init_values(ev, terms, method),
     ),
     "adjusted_sim_to_init": Measure(
         "similarity",
         _similarity_variants,
         lambda ev, terms, method: stats.t_interval(sim_to_init_values(ev, terms, method, True), ev.c.confidence),
         missing_similarity,
+        lambda ev, terms, method: sim_to_init_values(ev, terms, method, True),
     ),
     "seed_pairs": Measure("similarity", _similarity_variants, seed_pairs_interval, missing_similarity),
 }

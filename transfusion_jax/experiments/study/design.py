@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from transfusion_jax import models, surgery
-from transfusion_jax.analysis import similarity
+from transfusion_jax.analysis import probes, similarity
 from transfusion_jax.experiments import runs
 from transfusion_jax.train import config_lib
 
@@ -107,6 +107,7 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
             kernel_sd=5.0,  # G1: pretrained kernel std ratio outside mean +- this many sd of the random inits
             chance_multiple=10.0,  # G1: source test accuracy >= this x chance
             probe_folds=5,  # G2: cross-validation folds within the train split
+            probe_pooling="mean+max",  # G2: each channel's spatial mean and maximum (a mean alone misses polarity)
             probe_below_threshold=0.1,  # G2: upper 95 % bound of the random-feature probe AUC <= threshold - this
             crossing_share=0.8,  # G3: at least this share of the random runs on the full data crosses the threshold
             final_above_threshold=0.02,  # G3: lower 95 % bound of their mean final validation AUC >= threshold + this
@@ -265,6 +266,8 @@ def _number_errors(c) -> list[str]:
         errors.append(f"similarity.methods {methods} (verdict_method {c.similarity.verdict_method!r} among them)")
     if c.source.classes < 2 or c.source.test_per_class < 1 or c.target.validation < 2 or c.target.test < 2:
         errors.append("source needs >= 2 classes and test images; target needs validation and test images")
+    if c.gates.probe_pooling not in probes.POOLINGS:
+        errors.append(f"gates.probe_pooling={c.gates.probe_pooling!r}: one of {', '.join(probes.POOLINGS)}")
     if c.gates.random_inits < 2 or c.gates.probe_folds < 2 or c.gates.last_evals < 2:
         errors.append("gates need >= 2 random inits, >= 2 probe folds and >= 2 last evaluations")
     if not 0 < c.gates.crossing_share <= 1 or c.gates.plateau_sd <= 0:

@@ -68,8 +68,8 @@ def _weight_diagnostics(params) -> dict:
 def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train_config) -> dict:
     """G1's and G2's measurements for one model, as the JSON the cache holds: the pretrained weights against
     `gates.random_inits` random inits (seeds 0, 1, ...), the Gabor bank's peakedness, the source accuracy, and the
-    frozen-feature probe of the same random inits on the target's train split (cross-validated within it: no
-    validation or test image is used)."""
+    frozen-feature probe of the same random inits on the target's train split (features pooled as
+    `gates.probe_pooling` says; cross-validated within it: no validation or test image is used)."""
     variables, _ = pretrained.load(workdir_lib.checkpoint_of(workdir, model))
     accuracy = ((pretrain_summary.get("val") or {}).get("final") or {}).get("accuracy")
     kernel = np.asarray(variables["params"]["layer1"]["conv"]["kernel"])
@@ -79,7 +79,8 @@ def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train
     for k in range(c.gates.random_inits):
         net, random = _random_variables(c, model, 2, k)
         random_weights.append(_weight_diagnostics(random["params"]))
-        pooled = probes.pooled_features(functools.partial(net.apply, train=False), random, chunks(train.images))
+        apply = functools.partial(net.apply, train=False)
+        pooled = probes.pooled_features(apply, random, chunks(train.images), pooling=c.gates.probe_pooling)
         probe_aucs.append(
             {
                 block: probes.cross_validated_probe_auc(pooled[block], labels, folds=c.gates.probe_folds, seed=k)

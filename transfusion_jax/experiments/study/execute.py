@@ -11,6 +11,7 @@ import ml_collections
 from transfusion_jax import data as data_lib
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import runs
+from transfusion_jax.experiments.study import sources
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, plan
 from transfusion_jax.experiments.study.recipes import finetune_config, pretrain_config
@@ -18,8 +19,9 @@ from transfusion_jax.train import preflight, writer
 
 
 def _data_jobs(c, paths: dict[str, str]) -> list:
+    """The target's jobs, and the source's when the design pretrains here (shipped checkpoints need no source)."""
     s, t = c.source, c.target
-    return generate.source_jobs(
+    source = generate.source_jobs(
         paths["source"],
         s.classes * s.train_per_class,
         seed=s.seed,
@@ -28,7 +30,8 @@ def _data_jobs(c, paths: dict[str, str]) -> list:
         num_test=s.classes * s.test_per_class,
         kind="fractals",
         block=c.data_block,
-    ) + generate.tfds_dr_manual_jobs(
+    )
+    target = generate.tfds_dr_manual_jobs(
         paths["target"],
         t.train,
         seed=t.seed,
@@ -38,6 +41,7 @@ def _data_jobs(c, paths: dict[str, str]) -> list:
         public_fraction=t.validation / (t.validation + t.test),
         block=c.data_block,
     )
+    return (source if c.sources == "build" else []) + target
 
 
 def make_data(workdir: str, c, log=print) -> dict[str, str]:
@@ -53,8 +57,9 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
     with open(ready, "w") as f:
         f.write(writer.dumps({"seconds": time.perf_counter() - start, "workers": workers}))
     s, t = c.source, c.target
-    log(f"data: {s.classes * (s.train_per_class + s.test_per_class)} source and {t.train + t.validation + t.test} "
-        f"target images in {time.perf_counter() - start:.0f} s ({len(jobs)} jobs, {workers} process(es))")  # fmt: skip
+    source_images = s.classes * (s.train_per_class + s.test_per_class) if c.sources == "build" else 0
+    log(f"data: {source_images} source and {t.train + t.validation + t.test} target images in "
+        f"{time.perf_counter() - start:.0f} s ({len(jobs)} jobs, {workers} process(es))")  # fmt: skip
     return paths
 
 
@@ -80,6 +85,13 @@ def train(
 
 
 def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str, dict]:
+    """Each model's source checkpoint: the shipped one, checked and installed (`sources`), or pretrained here."""
+    if c.sources == "shipped":
+        installed = sources.install(workdir, c, c.models_run)
+        for model, summary in installed.items():
+            log(f"pretrain {model} on the source: the shipped checkpoint (sha256 checked), held-out accuracy "
+                f"{summary['val']['final']['accuracy']:.3f}")  # fmt: skip
+        return installed
     jobs = [
         (f"pretrain {m} on the source", pretrain_config(c, paths, m), workdir_lib.pretrain_dir(workdir, m))
         for m in c.models_run

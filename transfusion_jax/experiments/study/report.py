@@ -23,6 +23,7 @@ import numpy as np
 
 import transfusion_jax
 from transfusion_jax import pretrained
+from transfusion_jax.analysis import stats
 from transfusion_jax.analysis.formatting import interval_text as _interval_text
 from transfusion_jax.analysis.formatting import signed
 from transfusion_jax.experiments import figures
@@ -31,7 +32,16 @@ from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import MODELS
 from transfusion_jax.experiments.study.gates import BORDERLINE, Gate
 from transfusion_jax.experiments.study.representations import ModelSimilarity
-from transfusion_jax.experiments.study.verdicts import JUDGED, MISSING, NOT_RUN, StudyVerdicts, Verdict
+from transfusion_jax.experiments.study.verdicts import (
+    JUDGED,
+    MISSING,
+    MOST_SEEDS,
+    NOT_RUN,
+    Power,
+    StudyVerdicts,
+    Verdict,
+    power_table,
+)
 from transfusion_jax.surgery import gabor_filters
 
 VERDICTS_BEGIN = "<!-- study-verdicts:begin -->"
@@ -42,13 +52,15 @@ _MEASURE_NAMES = {"auc": "test AUC", "log_steps": "ln steps to threshold", "simi
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """The invocation that wrote the report: wall and CPU seconds, load average at its start and end, runs trained
-    in it out of all."""
+    in it out of all, peak resident memory in bytes of the process and of its largest child (`run.peak_memory`; 0:
+    not measured)."""
 
     wall: float
     cpu: float
     load: tuple[float, float]
     trained: int
     runs: int
+    peak_memory: tuple[float, float] = (0.0, 0.0)
 
 
 def machine() -> str:
@@ -107,8 +119,41 @@ _OUTCOME_WORDS = {
 def _verdict_text(v: Verdict) -> str:
     if v.verdict in MISSING:
         return v.verdict
-    why = "; ".join(_OUTCOME_WORDS.get(part, part) for part in v.why.split("; ")) if v.why else v.why
-    return f"**{v.verdict}** ({why})" if why else f"**{v.verdict}**"
+    return f"**{v.verdict}** ({v.why})" if v.why else f"**{v.verdict}**"
+
+
+_RULE_WORDS = {"equivalence": "equivalence", "directional": "directional", "noninferiority": "non-inferiority"}
+
+
+def rule_text(v: Verdict) -> str:
+    """The claim's rule and the numbers it reads the interval against, e.g. 'equivalence ±0.020',
+    'directional > 0 (smallest effect 0.010)', 'non-inferiority > 0'."""
+    if v.kind == "equivalence":
+        return f"equivalence {_margin_text(v.margin, v.measure)}"
+    side = ">" if v.direction > 0 else "<"
+    if v.kind == "directional":
+        return f"directional {side} 0 (smallest effect {v.direction * v.margin:+.3g})"
+    return f"non-inferiority {side} 0"
+
+
+def distance_text(v: Verdict) -> str:
+    """The verdict's distance to its nearest decision boundary in half-widths: under 0.5 it could flip with a small
+    change of the runs (another float summation order moved round-5 verdicts)."""
+    parts = [p for p in (v.parts or [v]) if p.distance is not None]
+    if not parts:
+        return "—"
+    d = min(p.distance for p in parts)
+    return f"{d:.2f}" + (" (fragile)" if d < 0.5 else "")
+
+
+def _power_note(power: Power | None) -> str:
+    if power is None or power.power is None:
+        return ""
+    if power.needed is None:
+        return f"underpowered: > {MOST_SEEDS} seeds for 80 % power"
+    if power.needed > power.seeds:
+        return f"underpowered: {power.needed} seeds for 80 % power"
+    return ""
 
 
 def _checks_text(v: Verdict) -> str:
@@ -135,14 +180,16 @@ def _passes(gate: Gate, bold: bool = True) -> str:
 # ---------------------------------------------------------------- the verdicts block
 
 
-def _verdict_row(v: Verdict) -> list:
+def _verdict_row(v: Verdict, powers: Mapping[int, Power | None]) -> list:
     parts = v.parts or [v]
     estimate = "; ".join(
         (f"{_MEASURE_NAMES[p.measure]} " if len(parts) > 1 else "") + interval_text(p.interval, p.measure)
         for p in parts
     )
-    margin = "; ".join(_margin_text(p.margin, p.measure) for p in parts)
-    return [v.claim, v.finding, v.scope, estimate, margin, _verdict_text(v), _checks_text(v) or "—"]
+    rule = "; ".join(dict.fromkeys(rule_text(p) for p in parts))
+    notes = [n for n in (_power_note(powers.get(id(p))) for p in parts) if n]
+    verdict = _verdict_text(v) + (f"; {'; '.join(dict.fromkeys(notes))}" if notes else "")
+    return [v.claim, v.finding, v.scope, estimate, rule, verdict, distance_text(v), _checks_text(v) or "—"]
 
 
 def _gates_line(gates: Sequence[Gate]) -> str:
@@ -156,31 +203,47 @@ def _gates_line(gates: Sequence[Gate]) -> str:
     )
 
 
-def verdicts_section(c, verdicts: StudyVerdicts, timing: Timing) -> list[str]:
-    """What README.md and docs/RESULTS.md quote: where and how long it ran, the gates, and per claim and scope the
-    effect with its 95 % interval, the margin and the verdict."""
+def memory_text(timing: Timing) -> str:
+    own, child = timing.peak_memory
+    if not own:
+        return "peak memory not measured"
+    workers = f" (largest worker process {child / 2**30:.2f} GiB)" if child else ""
+    return f"peak memory {own / 2**30:.2f} GiB{workers}"
+
+
+def verdicts_section(c, verdicts: StudyVerdicts, timing: Timing, powers: Mapping[int, Power | None] | None = None
+                     ) -> list[str]:  # fmt: skip
+    """What README.md and docs/RESULTS.md quote: where, how long and in how much memory it ran, the gates, and per
+    claim and scope the effect with its 95 % interval, the rule, the verdict (with "underpowered" where the seeds
+    cannot give the rule 80 % power at its pre-registered effect) and its distance to the nearest boundary."""
+    powers = {} if powers is None else powers
     judged = [v for v in verdicts.verdicts if v.verdict in JUDGED]
     cut = [m for m in MODELS if m not in c.models_run]
-    header = ["claim", "the paper's finding", "scope", "effect [95 % interval]", "margin", "verdict", "beside it"]
+    header = ["claim", "the paper's finding", "scope", "effect [95 % interval]", "rule", "verdict",
+              "distance (half-widths)", "beside it"]  # fmt: skip
     return [
         VERDICTS_BEGIN,
         f"configs/study.py:{c.variant}"
-        + (f" (the CPU cut: the {', '.join(cut)} model not run)" if cut else "")
-        + f" on {machine()} ({code_version()}); {timing.wall / 60:.1f} min wall time (load average "
-        f"{timing.load[0]:.1f} at the start, {timing.load[1]:.1f} at the end), {timing.trained} of "
+        + (f" (the {', '.join(cut)} model not run)" if cut else "")
+        + f" on {machine()} ({code_version()}); {timing.wall / 60:.1f} min wall time, {memory_text(timing)} (load "
+        f"average {timing.load[0]:.1f} at the start, {timing.load[1]:.1f} at the end), {timing.trained} of "
         f"{timing.runs} runs trained in it.",
         "",
         f"**Gates**: {_gates_line(verdicts.gates)}.",
         "",
-        *markdown_table(header, [_verdict_row(v) for v in verdicts.verdicts]),
+        *markdown_table(header, [_verdict_row(v, powers) for v in verdicts.verdicts]),
         "",
         f"Estimates are means over {len(c.seeds)} seeds of paired contrasts, intervals at {c.confidence:.0%} "
         f"(docs/statistics.md; AUC: test AUC at the final step, the seeds' spread plus the test-set noise the seeds "
         f"share (DeLong); steps: ln of the first step with validation AUC > {c.threshold:g}, each crossing censored to "
         f"its cell of the evaluation grid and a run that never crossed to beyond it (an open side is ±inf); "
-        f"similarity: {c.similarity.verdict_method} between layers, R over every pair of seeds with a jackknife over "
-        f"seeds). Beside it: the verdict of the relative threshold ({c.relative_threshold:g} x each run's own "
-        f"final validation AUC) for steps, of the other measure for similarity. {len(judged)} verdicts are read at "
+        f"similarity: {c.similarity.verdict_method} between layers, to init minus the unrelated-network null, R over "
+        f"every pair of seeds with a jackknife over seeds). Rules (docs/study.md, round 7): equivalence inside "
+        f"±margin; directional supported when the interval excludes 0 in the claimed direction, contradicted when it "
+        f"lies below the smallest effect of interest; non-inferiority against a bound built into the contrast. "
+        f"Distance: from the nearest interval end to the nearest decision boundary, in half-widths (under 0.5: "
+        f"fragile). Beside it: the verdict of the relative threshold ({c.relative_threshold:g} x each run's own final "
+        f"validation AUC) for steps, of the other measure for similarity. {len(judged)} verdicts are read at "
         f'{c.confidence:.0%} each with no multiplicity correction: one "supported" or "contradicted" among them can '
         f"be a chance finding.",
         VERDICTS_END,
@@ -259,8 +322,9 @@ def _g2_lines(c, g2s: Mapping[str, Gate], probe_images: int, fig_dir: str) -> li
     return [
         f"### G2, random features do not solve the target (ceiling: upper 95 % bound ≤ {ceiling:.2f})",
         "",
-        f"Linear probe (standardised, L2 logistic regression) on global-average-pooled frozen features of "
-        f"{c.gates.random_inits} random inits per model, AUC of out-of-fold scores, {c.gates.probe_folds}-fold "
+        f"Linear probe (standardised, L2 logistic regression) on frozen features of "
+        f"{c.gates.random_inits} random inits per model, pooled per channel as {c.gates.probe_pooling} over space (a "
+        f"mean alone is blind to a spot's polarity), AUC of out-of-fold scores, {c.gates.probe_folds}-fold "
         f"cross-validation within the {probe_images} train images: mean ± sd (upper end of the 95 % t interval of "
         f"the mean).",
         "",
@@ -275,13 +339,16 @@ def _g2_lines(c, g2s: Mapping[str, Gate], probe_images: int, fig_dir: str) -> li
 def _g3_lines(c, g3s: Mapping[str, Gate]) -> list[str]:
     rows = []
     for model, g3 in g3s.items():
-        runs = g3.values.runs
-        steps = ", ".join(str(r.steps) if r.steps is not None else f"> {r.final_step}" for r in runs)
-        rows.append([model, steps, ", ".join(f"{r.final_val_auc:.3f}" for r in runs), _passes(g3)])
-    header = ["model", f"steps to validation AUC > {c.threshold:g} (seeds {list(c.seeds)})", "final validation AUC",
-              "G3"]  # fmt: skip
+        v = g3.values
+        steps = ", ".join(str(r.steps) if r.steps is not None else f"> {r.final_step}" for r in v.runs)
+        finals = ", ".join(f"{r.final_val_auc:.3f}" for r in v.runs)
+        bound = f"{v.final.low:.3f}" if v.final.defined else "—"
+        rows.append([model, steps, f"{v.crossed:.0%}", finals, bound, _passes(g3)])
+    header = ["model", f"steps to validation AUC > {c.threshold:g} (seeds {list(c.seeds)})", "share crossing",
+              "final validation AUC", f"lower {c.confidence:.0%} bound of their mean", "G3"]  # fmt: skip
     return [
-        f"### G3, learnable: every random run on the full data crosses {c.threshold:g} and ends ≥ "
+        f"### G3, learnable: at least {c.gates.crossing_share:.0%} of the random runs on the full data cross "
+        f"{c.threshold:g}, and the lower bound of their mean final validation AUC is ≥ "
         f"{c.threshold + c.gates.final_above_threshold:.2f}",
         "",
         *markdown_table(header, rows),
@@ -291,13 +358,13 @@ def _g3_lines(c, g3s: Mapping[str, Gate]) -> list[str]:
 
 def _g4_lines(c, g4s: Sequence[Gate]) -> list[str]:
     rows = [
-        [g.scope, f"median sd {g.values.within:.4f}", f"across seeds {g.values.across:.4f}", _passes(g)] for g in g4s
-    ]
+        [g.scope, f"{g.values.within:.4f}", f"{g.values.across:.4f}", _passes(g)] for g in g4s
+    ]  # fmt: skip
     return [
-        f"### G4, stable: the median sd of each run's last {c.gates.last_evals} validation AUCs below the seeds' sd of "
-        "the final one",
+        f"### G4, stable: the median sd of each run's last {c.gates.last_evals} validation AUCs ≤ "
+        f"{c.gates.plateau_sd:g} (a plateau)",
         "",
-        *markdown_table(["model / data / init", "median sd within runs", "sd across seeds", "G4"], rows),
+        *markdown_table(["model / data / init", "median sd within runs", "sd across seeds (for scale)", "G4"], rows),
         "",
     ]
 
@@ -322,20 +389,51 @@ def gates_section(c, gates: Sequence[Gate], diagnostics: Mapping, fig_dir: str) 
 def claims_section(verdicts: StudyVerdicts) -> list[str]:
     lines = ["## Claims in detail", ""]
     for v in verdicts.verdicts:
-        lines.append(f"- **{v.claim}**, {v.scope}: {v.contrast}. Kind: {v.kind}.")
+        lines.append(f"- **{v.claim}**, {v.scope}: {v.contrast}. Rule: {rule_text(v)}.")
         for part in v.parts or [v]:
             if part.interval is not None:
                 lines.append(
-                    f"  - {_MEASURE_NAMES[part.measure]}: {interval_text(part.interval, part.measure)}, margin "
-                    f"{_margin_text(part.margin, part.measure)}, {part.interval.method} (n = {part.interval.n}): "
-                    f"{_verdict_text(part)}."
+                    f"  - {_MEASURE_NAMES[part.measure]}: {interval_text(part.interval, part.measure)}, "
+                    f"{rule_text(part)}, {part.interval.method} (n = {part.interval.n}): {_verdict_text(part)}; "
+                    f"distance to the nearest boundary {distance_text(part)} half-widths."
                 )
             for name, check in part.checks:
                 lines.append(f"  - {name}: {interval_text(check.interval, check.measure)}: {_verdict_text(check)}.")
+        for x in v.explained:
+            lines.append(f"  - explained by {x.name}: {interval_text(x.interval, x.measure)}.")
         lines.append(f"  - Verdict: {_verdict_text(v)}.")
         lines += [f"  - {note}" for note in v.notes]
     lines.append("")
     return lines
+
+
+def power_section(c, powers: Sequence[tuple[Verdict, Power | None]]) -> list[str]:
+    """Per claim (and part): the spread its interval implies, its power with this design's seeds at its
+    pre-registered effect, and the seeds 80 % power needs."""
+    rows = []
+    for v, p in powers:
+        if p is None:
+            continue
+        name = f"{v.claim} {v.scope}" + (f" ({_MEASURE_NAMES[v.measure]})" if v.claim == "C7" else "")
+        sd = f"{p.sd:.3g}" if p.sd is not None else "— (an open side)"
+        now = f"{p.power:.0%}" if p.power is not None else "—"
+        needed = str(p.needed) if p.needed is not None else (f"> {MOST_SEEDS}" if p.sd else "—")
+        rows.append([name, rule_text(v), f"{p.effect:+.3g}", sd, now, needed])
+    header = ["claim", "rule", "effect powered for", "per-seed sd implied by its interval",
+              f"power with {len(c.seeds)} seeds", "seeds for 80 % power"]  # fmt: skip
+    return [
+        "## Power: the seeds each claim needs",
+        "",
+        'The probability that a claim\'s rule reads "supported" when the true contrast is its pre-registered effect '
+        "(equivalence: 0; directional: the smallest effect of interest in the claimed direction; non-inferiority: "
+        "the steps' smallest effect above the bound), for a t interval over seeds whose per-seed sd is the one this "
+        "run's interval implies (half-width x sqrt(n) / t), by simulation (`analysis.stats.power`). A planning number "
+        "for the next study, not a statement about this one's verdicts; where it is below 80 % the verdict row says "
+        '"underpowered".',
+        "",
+        *markdown_table(header, rows),
+        "",
+    ]
 
 
 def _measures_row(model: str, data: str, init: str, items: list) -> list:
@@ -351,28 +449,54 @@ def _measures_row(model: str, data: str, init: str, items: list) -> list:
 
 
 def _curves_lines(c, groups: Mapping, fig_dir: str) -> list[str]:
+    """Per model and training set: each arm's validation AUC per seed on log steps, with the threshold."""
     lines = []
     for model in c.models_run:
         for data in ("full", "small"):
-            cell = {i: [m.curve for m in items] for (mo, d, i), items in groups.items() if (mo, d) == (model, data)}
+            cell = {i: dict(items) for (mo, d, i), items in groups.items() if (mo, d) == (model, data)}
             if not cell:
                 continue
             name = f"val_auc_{model}_{data}.png"
-            title = f"{model} model, {data} training set: validation AUC (mean over seeds, min-max shaded)"
-            path = os.path.join(fig_dir, name)
-            figures.auc_curves(cell, path, c.threshold, title, ylabel="validation AUC", log_steps=True)
-            lines += [f"![validation AUC, {model} model, {data} data](figures/{name})", ""]
+            title = f"{model} model, {data} training set: validation AUC per seed (threshold dashed)"
+            curves = {init: {seed: m.curve for seed, m in sorted(by_seed.items())} for init, by_seed in cell.items()}
+            figures.seed_curves(curves, os.path.join(fig_dir, name), c.threshold, title)
+            lines += [f"![validation AUC per seed, {model} model, {data} data](figures/{name})", ""]
     return lines
 
 
-def measures_section(c, measures: Mapping, fig_dir: str) -> list[str]:
-    groups: dict[tuple, list] = {}
-    for key, m in measures.items():
-        groups.setdefault((key.model, key.data, key.init), []).append(m)
+def _violin_lines(c, verdicts: StudyVerdicts, fig_dir: str) -> list[str]:
+    """Fig. 2's form: the final test AUC of every run, per arm, one figure per model and training set."""
+    lines = []
+    for model in c.models_run:
+        for data in ("full", "small"):
+            groups: dict[str, list[float]] = {}
+            for key, auc in sorted(verdicts.final_auc.items(), key=lambda item: (item[0].init, item[0].seed)):
+                if (key.model, key.data) == (model, data):
+                    groups.setdefault(key.init, []).append(auc)
+            if not groups:
+                continue
+            name = f"final_auc_{model}_{data}.png"
+            title = f"{model} model, {data} training set: final test AUC per run"
+            figures.violins(groups, os.path.join(fig_dir, name), "test AUC", title)
+            lines += [f"![final test AUC, {model} model, {data} data](figures/{name})", ""]
+    return lines
+
+
+def measures_section(c, measures: Mapping, verdicts: StudyVerdicts, fig_dir: str) -> list[str]:
+    groups: dict[tuple, dict] = {}
+    for key, m in sorted(measures.items(), key=lambda item: item[0].seed):
+        groups.setdefault((key.model, key.data, key.init), {})[key.seed] = m
     header = ["model", "data", "init", "runs", "final validation AUC", f"steps to validation AUC > {c.threshold:g}",
               f"steps to > {c.relative_threshold:g} x own final", "median relative weight change"]  # fmt: skip
-    rows = [_measures_row(*group, items) for group, items in groups.items()]
-    return ["## Measures per group", "", *markdown_table(header, rows), "", *_curves_lines(c, groups, fig_dir)]
+    rows = [_measures_row(*group, list(items.values())) for group, items in groups.items()]
+    return [
+        "## Measures per group",
+        "",
+        *markdown_table(header, rows),
+        "",
+        *_curves_lines(c, groups, fig_dir),
+        *_violin_lines(c, verdicts, fig_dir),
+    ]
 
 
 def _averaged(entries: Sequence[Mapping], method: str) -> str:
@@ -382,38 +506,70 @@ def _averaged(entries: Sequence[Mapping], method: str) -> str:
     return f"{_mean_sd(scores)} (null {np.mean(nulls_):.3f}, max {max(e[method].null_max for e in entries):.3f})"
 
 
-def _similarity_rows(s: ModelSimilarity, methods: list[str]) -> tuple[list, list, dict]:
-    rows, pair_rows, bars = [], [], {}
+def _unrelated_entries(s: ModelSimilarity, init: str) -> list[Mapping]:
+    """The unrelated-network comparisons of one init's similarity to init (step 0 of a run against random runs of
+    other seeds; for transfer, the checkpoint against each random run), in key order."""
+    return [v for k, v in sorted(s.unrelated.items()) if k[0] == init]
+
+
+def _similarity_rows(s: ModelSimilarity, methods: list[str]) -> tuple[list, list]:
+    rows, pair_rows = [], []
     for init in ("random", "transfer"):
-        entries = [v for k, v in s.to_init.items() if k[0] == init]
-        rows += [[init, layer, *[_averaged([e[layer] for e in entries], m) for m in methods]] for layer in s.layers]
-        bars[init] = {x: float(np.mean([e[x][methods[0]].score for e in entries])) for x in s.layers}
-        bars[f"{init} null"] = {x: float(np.mean([e[x][methods[0]].null_mean for e in entries])) for x in s.layers}
+        entries = [v for k, v in sorted(s.to_init.items()) if k[0] == init]
+        unrelated = _unrelated_entries(s, init)
+        for layer in s.layers:
+            cells = []
+            for m in methods:
+                null = [e[layer][m].score for e in unrelated]
+                cells.append(f"{_averaged([e[layer] for e in entries], m)}; unrelated networks {_mean_sd(null)}")
+            rows.append([init, layer, *cells])
     for kind, name in (("rand_rand", "Rand-Rand"), ("rand_imnet", "Rand-ImNet")):
-        entries = [v for k, v in s.pairs.items() if k[0] == kind]
+        entries = [v for k, v in sorted(s.pairs.items()) if k[0] == kind]
         pair_rows += [[name, x, *[_averaged([e[x] for e in entries], m) for m in methods]] for x in s.layers]
-    return rows, pair_rows, bars
+    return rows, pair_rows
 
 
-def _model_similarity_lines(model: str, s: ModelSimilarity, methods: list[str], fig_dir: str) -> list[str]:
+def _layer_figure(model: str, s: ModelSimilarity, method: str, confidence: float, fig_dir: str) -> str:
+    """Per layer: similarity to init of random and transfer runs (mean over seeds, t interval) beside the
+    unrelated-network null (mean, min-max band)."""
+    series, nulls = {}, {}
+    for init in ("random", "transfer"):
+        entries = [v for k, v in sorted(s.to_init.items()) if k[0] == init]
+        unrelated = _unrelated_entries(s, init)
+        series[init], nulls[init] = {}, {}
+        for layer in s.layers:
+            i = stats.t_interval([e[layer][method].score for e in entries], confidence)
+            low, high = (i.low, i.high) if i.defined else (i.estimate, i.estimate)
+            series[init][layer] = (i.estimate, low, high)
+            null = [e[layer][method].score for e in unrelated]
+            nulls[init][layer] = (float(np.mean(null)), float(np.min(null)), float(np.max(null)))
+    name = f"similarity_to_init_{model}.png"
+    title = f"{model} model: {method}(step 0, final), {confidence:.0%} interval; unrelated-network null shaded"
+    figures.layer_intervals(series, os.path.join(fig_dir, name), f"{method}(init, final)", nulls, title)
+    return name
+
+
+def _model_similarity_lines(c, model: str, s: ModelSimilarity, methods: list[str], fig_dir: str) -> list[str]:
     first = next(iter(s.to_init.values()))
     size = [
         f"{layer} n = {first[layer][methods[0]].n:,}, d = {first[layer][methods[0]].dx} "
         f"(n/d = {first[layer][methods[0]].n_per_dim:.0f})"
         for layer in s.layers
     ]
-    rows, pair_rows, bars = _similarity_rows(s, methods)
-    name = f"similarity_to_init_{model}.png"
-    title = f"{model} model: similarity to init"
-    figures.grouped_bars(bars, os.path.join(fig_dir, name), f"{methods[0]}(init, final)", title)
+    rows, pair_rows = _similarity_rows(s, methods)
+    name = _layer_figure(model, s, methods[0], c.confidence, fig_dir)
     return [
         f"### {model} model ({s.num_images} test images; {'; '.join(size)})",
         "",
-        "Similarity of each layer at step 0 to itself after training (same run), full training set:",
+        "Similarity of each layer at step 0 to itself after training (same run), full training set, beside two nulls: "
+        "shuffled images, and unrelated networks (step 0 of the run against the random runs of the other seeds, "
+        "which never started there; for transfer the checkpoint against each random run). C3 and C4 read the "
+        "similarity minus the unrelated-network null:",
         "",
         *markdown_table(["init", "layer", *methods], rows),
         "",
-        "Rand-Rand: random seed k vs random seed k+1; Rand-ImNet: random seed k vs transfer seed k+1 (cyclic):",
+        "Rand-Rand: random seed i vs random seed j, every i < j; Rand-ImNet: random seed i vs transfer seed j, every "
+        "i != j:",
         "",
         *markdown_table(["pair", "layer", *methods], pair_rows),
         "",
@@ -437,7 +593,7 @@ def similarity_section(c, similarity: Mapping[str, ModelSimilarity], fig_dir: st
         "",
     ]
     for model, s in similarity.items():
-        lines += _model_similarity_lines(model, s, methods, fig_dir)
+        lines += _model_similarity_lines(c, model, s, methods, fig_dir)
     return lines
 
 
@@ -477,16 +633,31 @@ def filters_section(checkpoints: Mapping[str, str], fig_dir: str) -> list[str]:
 # ---------------------------------------------------------------- the whole report
 
 
-def _verdicts_figure(verdicts: StudyVerdicts, fig_dir: str) -> None:
-    panels, margins = {}, {}
+def forest_rows(verdicts: StudyVerdicts) -> list[dict]:
+    """One row per judged claim (and part) for `figures.forest_plot`: its interval, each seed's value, the rule's
+    boundaries (the equivalence band shaded) and the verdict."""
+    rows = []
     for v in verdicts.verdicts:
         for p in v.parts or [v]:
-            if p.interval is not None and p.interval.defined:
-                name = _MEASURE_NAMES[p.measure]
-                row = (f"{p.claim} {p.scope}", p.interval.estimate, p.interval.low, p.interval.high)
-                panels.setdefault(name, []).append(row)
-                margins[name] = p.margin
-    figures.interval_panels(panels, margins, os.path.join(fig_dir, "verdicts.png"))
+            if p.interval is None or not p.interval.defined or p.interval.estimate is None:
+                continue
+            bounds = stats.Rule(p.kind, p.margin, p.direction).boundaries()
+            rows.append({
+                "label": f"{p.claim} {p.scope}",
+                "measure": _MEASURE_NAMES[p.measure],
+                "estimate": p.interval.estimate,
+                "low": p.interval.low,
+                "high": p.interval.high,
+                "boundaries": bounds,
+                "band": (-p.margin, p.margin) if p.kind == "equivalence" else None,
+                "per_seed": list(p.per_seed),
+                "verdict": v.verdict,
+            })  # fmt: skip
+    return rows
+
+
+def _verdicts_figure(verdicts: StudyVerdicts, fig_dir: str) -> None:
+    figures.forest_plot(forest_rows(verdicts), os.path.join(fig_dir, "verdicts.png"))
 
 
 def _eval_steps_text(steps: Sequence[int]) -> str:
@@ -495,31 +666,33 @@ def _eval_steps_text(steps: Sequence[int]) -> str:
 
 def setup_lines(c, timing: Timing) -> list[str]:
     cut = [m for m in MODELS if m not in c.models_run]
+    grids = "; ".join(
+        f"{data} data at {len(c.eval_steps[data])} steps ({_eval_steps_text(tuple(c.eval_steps[data]))})"
+        for data in ("full", "small")
+    )
+    shipped = "the checkpoints shipped in the package (sha256 checked)" if c.sources == "shipped" else "pretrained here"
     lines = [
         f"- Code: {code_version()}.",
         f"- Machine: {machine()}; load average {timing.load[0]:.1f} at the start, {timing.load[1]:.1f} at the end.",
         f"- Wall time of the invocation that wrote this report: {timing.wall:.0f} s ({timing.wall / 60:.1f} min; "
-        f"CPU {timing.cpu:.0f} s); it trained {timing.trained} of the {timing.runs} runs"
-        + (" (the others had finished before)." if timing.trained < timing.runs else "."),
+        f"CPU {timing.cpu:.0f} s), {memory_text(timing)}; it trained {timing.trained} of the {timing.runs} runs"
+        + (" (the others had finished before or were shipped)." if timing.trained < timing.runs else "."),
         f"- Source: {c.source.classes} IFS-fractal classes, {c.source.train_per_class} train and "
         f"{c.source.test_per_class} test images each, {c.image_size} px; pretraining {c.pretrain.steps} steps of Adam "
-        f"{c.pretrain.learning_rate:g} (constant), batch {c.batch_size}, no augmentation.",
+        f"{c.pretrain.learning_rate:g} (constant), batch {c.batch_size}, no augmentation; here: {shipped}.",
         f"- Target: polarity lesions in the Kaggle DR layout, moderate DR (grade ≥ 2); {c.target.train} train images "
         f"(small training set: {c.target.small_train}, a stratified subset per seed), {c.target.validation} "
         f"validation (Public: steps to threshold, G3, G4), {c.target.test} test (Private: every AUC, final step).",
         f"- Models (CBR, 7x7 convs): small {tuple(c.widths.small)}, large {tuple(c.widths.large)}, Slim of the large "
         f"{tuple(c.slim_widths)}. Fine-tuning: {c.finetune.steps} steps of Adam {c.finetune.learning_rate:g} with "
-        f"cosine decay, batch {c.batch_size}; validation at {len(c.eval_steps)} log-spaced steps "
-        f"({_eval_steps_text(c.eval_steps)}); seeds {list(c.seeds)}.",
+        f"cosine decay, batch {c.batch_size}; validation on log-spaced steps: {grids}; seeds {list(c.seeds)}.",
         f"- Threshold {c.threshold:g} (absolute) and {c.relative_threshold:g} x each run's final validation AUC "
-        f"(relative); margins: AUC {c.margins.auc:g}, steps ln {math.exp(c.margins.log_steps):.2f}, similarity "
-        f"{c.margins.similarity:g}.",
+        f"(relative); equivalence margins: AUC {c.margins.auc:g}, steps ln {math.exp(c.margins.log_steps):.2f}, "
+        f"similarity {c.margins.similarity:g}; smallest effects of interest: AUC {c.sesoi.auc:g}, steps ln "
+        f"{math.exp(c.sesoi.log_steps):.2f}, similarity {c.sesoi.similarity:g}; C6's share {c.share:g}.",
     ]
     if cut:
-        lines.append(
-            f"- **The CPU cut** (docs/study.md §9, fixed before any claim was tested): the {', '.join(cut)} model "
-            f'is not run here; its claims read "{NOT_RUN}".'
-        )
+        lines.append(f'- Not run here: the {", ".join(cut)} model (`models_run`); its claims read "{NOT_RUN}".')
     return lines
 
 
@@ -538,6 +711,7 @@ def write(
     fig_dir = os.path.join(workdir, workdir_lib.FIGURES)
     os.makedirs(fig_dir, exist_ok=True)
     _verdicts_figure(verdicts, fig_dir)
+    powers = power_table(verdicts, c)
     lines = [
         "# The miniature study: report",
         "",
@@ -551,13 +725,18 @@ def write(
         "",
         "## Verdicts",
         "",
-        *verdicts_section(c, verdicts, timing),
+        *verdicts_section(c, verdicts, timing, {id(v): p for v, p in powers}),
+        "",
+        "Every claim: estimate and interval (open sides as arrows), each seed's value (a censored one as the range it "
+        "lies in), the rule's boundaries (the equivalence band shaded; 0 and the smallest effect of interest as "
+        "lines):",
         "",
         "![verdicts](figures/verdicts.png)",
         "",
         *gates_section(c, verdicts.gates, diagnostics, fig_dir),
         *claims_section(verdicts),
-        *measures_section(c, measures, fig_dir),
+        *power_section(c, powers),
+        *measures_section(c, measures, verdicts, fig_dir),
         *similarity_section(c, similarity, fig_dir),
         *secondary_section(verdicts),
         *filters_section(checkpoints, fig_dir),

@@ -1,11 +1,13 @@
 """The miniature study end to end (docs/study.md), resumable, and its command line:
 
-  python -m transfusion_jax.experiments.quickstart --workdir DIR [--full | --scale | --mini] [--config.FIELD=VALUE]
+  python -m transfusion_jax.experiments.quickstart --workdir DIR [--scale | --mini] [--rebuild_sources]
+                                                   [--config.FIELD=VALUE ...]
   python -m transfusion_jax.experiments study --workdir DIR [...]          (the same)
 
-1. generates the source set (IFS fractals, image-folder layout) and the target set (polarity lesions, Kaggle DR
-   layout: train, Public = validation, Private = test) under DIR/data (`execute`);
-2. pretrains each model on the source: its final weights are that model's "ImageNet" checkpoint;
+1. generates the target set (polarity lesions, Kaggle DR layout: train, Public = validation, Private = test) under
+   DIR/data, and the source set (IFS fractals, image-folder layout) when the design pretrains here (`execute`);
+2. installs each model's "ImageNet" checkpoint: the one shipped in the package, its sha256 checked (`sources`), or
+   with --rebuild_sources (`sources='build'`; --scale and --mini always) pretrains it on the source here;
 3. fine-tunes every (model, training set, init, seed) of the design's cells, evaluating on validation at the
    design's log-spaced steps; then scores every run's final weights on the test images (its test_scores.npz,
    `measures`);
@@ -14,17 +16,20 @@
 
 Rerunning with the same DIR skips everything finished (a run's summary.json and test_scores.npz, the analyses' JSON
 files). DIR remembers the design it was started with (study_config.json) and refuses another, except that the models
-run may grow (the CPU cut's runs are reused by --full).
+run may grow. The report's header gives the invocation's wall time and peak memory (this process and its children,
+`resource.getrusage`).
 """
 
 import argparse
 import os
+import resource
+import sys
 import time
 from collections.abc import Sequence
 
 import ml_collections
 
-from transfusion_jax.experiments.study import design, execute, report
+from transfusion_jax.experiments.study import design, execute, report, sources
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.cost import describe_cost, design_cost
 from transfusion_jax.experiments.study.diagnose import diagnose
@@ -39,9 +44,12 @@ def run_study(workdir: str, c, log=print) -> str:
     start, cpu, load = time.perf_counter(), os.times(), os.getloadavg()
     workdir = os.path.abspath(workdir)  # configs record paths under it; keep them valid from any directory
     design.check_config(c)
+    if c.sources == "shipped":
+        sources.check_shipped(c, c.models_run)
     workdir_lib.check_workdir(workdir, c)
+    pretraining = "the shipped source checkpoints" if c.sources == "shipped" else "pretraining"
     log(f"miniature study in {workdir}: {len(c.models_run)} model(s), {len(design.plan(c))} fine-tuning runs + "
-        "pretraining")  # fmt: skip
+        f"{pretraining}")  # fmt: skip
     log(describe_cost(design_cost(c)))
     paths = execute.make_data(workdir, c, log)
     pretrain_summaries = execute.pretrain_all(workdir, c, paths, log)
@@ -58,11 +66,22 @@ def run_study(workdir: str, c, log=print) -> str:
         load=(load[0], os.getloadavg()[0]),
         trained=sum(1 for s in every if not s["skipped"]),
         runs=len(every),
+        peak_memory=peak_memory(),
     )
     checkpoints = {m: workdir_lib.checkpoint_of(workdir, m) for m in c.models_run}
     path = report.write(workdir, c, verdicts, measures, diagnosed, similarity, checkpoints, timing)
     log(f"done in {timing.wall:.0f} s: {path}")
     return path
+
+
+def peak_memory() -> tuple[float, float]:
+    """(peak resident memory of this process, of its largest child: the data generators' workers), in bytes, from
+    `resource.getrusage`'s ru_maxrss (KiB on Linux, bytes on macOS). The workers run while this process is small
+    (before any model is built), so the study's peak is this process's unless their sum exceeds it."""
+    unit = 1 if sys.platform == "darwin" else 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return float(own * unit), float(child * unit)
 
 
 # ---------------------------------------------------------------- command line
@@ -72,15 +91,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The study's own arguments; `--config.FIELD=VALUE` ones are left for `config_from_args`."""
     parser.add_argument("--workdir", required=True)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="both models: the whole design (~20 min on 2 idle CPU cores)")
-    size.add_argument("--scale", action="store_true", help="the larger version for one GPU (~15 min, estimated)")
-    size.add_argument("--mini", action="store_true", help="tiny models and data: the tests' size, seconds")
+    size.add_argument("--scale", action="store_true", help="the larger version for one GPU (an estimate: not run yet)")
+    size.add_argument("--mini", action="store_true", help="tiny models and data: the tests' size, about a minute")
+    parser.add_argument(
+        "--rebuild_sources",
+        action="store_true",
+        help="pretrain the source checkpoints here instead of using the ones shipped in the package",
+    )
 
 
 def config_from_args(args: argparse.Namespace, config_flags: Sequence[str]) -> ml_collections.ConfigDict:
     """The design the arguments name, with the `--config.FIELD=VALUE` flags applied by ml_collections, checked."""
-    variant = "full" if args.full else "scale" if args.scale else "mini" if args.mini else "default"
+    variant = "scale" if args.scale else "mini" if args.mini else "default"
     c = config_lib.apply_flags(design.get_config(variant), config_flags)
+    if args.rebuild_sources:
+        c.sources = "build"
     design.check_config(c)
     return c
 

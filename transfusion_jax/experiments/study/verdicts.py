@@ -4,16 +4,20 @@ tested on constructed inputs whose answer is known.
 
 A verdict comes from the interval and the claim's rule only (`analysis.stats.decide`: equivalence, directional with a
 smallest effect of interest, non-inferiority), with its distance to the nearest decision boundary in half-widths.
-Then the gates a claim names override it: G1 failed makes it "not testable" (the pretrained init is a random one); G3 or G4 failed makes a
-supported or contradicted verdict inconclusive (and is named beside an inconclusive one); G2 failed adds a note. A
-claim's precondition (C6: transfer itself speeds convergence, a directional contrast supported) that does not hold
-makes it "not assessable"; a claim of parts (C7) is supported when every part is, contradicted when any part is.
+Then the gates a claim names override it: G1 failed makes it "not testable" (the pretrained init is a random one);
+G3 or G4 failed makes a supported or contradicted verdict inconclusive (and is named beside an inconclusive one); G2
+failed adds a note. A claim's precondition (C6: transfer itself speeds convergence, a directional contrast
+supported) that does not hold makes it "not assessable"; a claim of parts (C7) is supported when every part is,
+contradicted when any part is. `power_table`: the seeds each claim's rule needs for 80 % power at its pre-registered
+effect, from the spread its interval implies.
 """
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from transfusion_jax.analysis import stats
 from transfusion_jax.experiments.study.claims import Claim, Number, secondary, table
@@ -43,6 +47,7 @@ class Verdict:
     distance: float | None = None  # half-widths from the nearest decision boundary (stats.robustness)
     direction: int = 1
     explained: tuple["Secondary", ...] = ()  # contrasts that split its effect (C5: scale and the rest)
+    per_seed: tuple = ()  # each seed's value of the contrast, or the (low, high) censoring bounds it to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +68,7 @@ class StudyVerdicts:
     verdicts: list[Verdict]
     secondary: list[Secondary]
     layers: dict[str, list[str]]
+    final_auc: dict = dataclasses.field(default_factory=dict)  # RunKey -> the run's test AUC (what C1, C2, C7 read)
 
 
 def judge(claim: Claim, measure: Measure, margin: float, interval: stats.Interval, contrast: str) -> Verdict:
@@ -152,6 +158,7 @@ def claim_verdict(claim: Claim, ev: Evidence, gates, registry: Mapping[str, Meas
         return Verdict(claim.id, claim.finding, claim.scope, claim.contrast, measure.scale, claim.kind, margin, None,
                        missing, missing, direction=claim.direction)  # fmt: skip
     variants = measure.variants(ev.c) if claim.beside else measure.variants(ev.c)[:1]
+    per_seed = tuple(measure.per_seed(ev, claim.terms, variants[0].name))
     judged = []
     for variant in variants:
         interval = measure.interval(ev, claim.terms, variant.name)
@@ -159,7 +166,7 @@ def claim_verdict(claim: Claim, ev: Evidence, gates, registry: Mapping[str, Meas
         judged.append((variant, gated(v, claim, gates)))
     main = _with_checks(judged[0][1], judged[1:])
     explained = tuple(x for x in (secondary_number(n, ev, registry) for n in claim.explained) if x is not None)
-    main = dataclasses.replace(main, explained=explained)
+    main = dataclasses.replace(main, explained=explained, per_seed=per_seed)
     return _checked_precondition(main, claim, ev, registry) if claim.precondition else main
 
 
@@ -170,6 +177,79 @@ def secondary_number(n: Number, ev: Evidence, registry: Mapping[str, Measure] = 
     interval = measure.interval(ev, n.terms, measure.variants(ev.c)[0].name)
     margin = ev.c.margins[measure.scale]
     return Secondary(n.name, n.scope, measure.scale, interval, margin, stats.outcome(interval, margin))
+
+
+@dataclasses.dataclass(frozen=True)
+class Power:
+    """How many seeds a claim's rule needs for 80 % power at its pre-registered effect, from the spread its own
+    interval implies (`power_of`)."""
+
+    effect: float  # the true contrast power is computed at: 0 (equivalence), the smallest effect of interest
+    sd: float | None  # per-seed sd the interval implies; None where a side is open
+    seeds: int  # seeds in this design
+    power: float | None  # at `seeds`
+    needed: int | None  # fewest seeds for `TARGET_POWER`; None: more than MOST_SEEDS (or no sd)
+
+
+TARGET_POWER = 0.8
+MOST_SEEDS = 100
+
+
+def implied_sd(interval: stats.Interval, confidence: float) -> float | None:
+    """The per-seed sd a t interval of this width over interval.n seeds would have: half-width x sqrt(n) /
+    t_{(1+c)/2, n-1}. For the AUC, steps and R intervals (not plain t intervals) it is the sd of a t interval
+    equally wide: the planning number the power table needs, with their extra terms (the shared test noise, the
+    grid's censoring) folded in."""
+    if interval is None or not interval.defined or interval.n < 2:
+        return None
+    if not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return None
+    t = float(scipy_stats.t.ppf((1 + confidence) / 2, interval.n - 1))
+    return (interval.high - interval.low) / 2 * math.sqrt(interval.n) / t
+
+
+def _needed(sd: float, effect: float, rule: stats.Rule, confidence: float) -> int | None:
+    """Fewest seeds with power >= TARGET_POWER (doubling then bisection over `stats.power`, monotone in seeds)."""
+
+    def enough(n: int) -> bool:
+        return stats.power(sd, effect, rule, n, confidence, studies=4000) >= TARGET_POWER
+
+    high = 2
+    while not enough(high):
+        if high >= MOST_SEEDS:
+            return None
+        high = min(2 * high, MOST_SEEDS)
+    low = high // 2 if high > 2 else 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+def power_of(v: Verdict, c) -> Power | None:
+    """The claim's power at its pre-registered effect (equivalence: a true contrast of 0; directional: the smallest
+    effect of interest in the claimed direction; non-inferiority: the steps' smallest effect of interest above the
+    bound), with the per-seed sd its interval implies; None for a claim without an interval."""
+    if v.interval is None or v.interval.estimate is None:
+        return None
+    if v.kind == "equivalence":
+        effect = 0.0
+    elif v.kind == "directional":
+        effect = v.direction * v.margin
+    else:
+        effect = v.direction * float(c.sesoi[v.measure])
+    rule = stats.Rule(v.kind, v.margin, v.direction)
+    seeds = len(c.seeds)
+    sd = implied_sd(v.interval, c.confidence)
+    if sd is None or sd <= 0:
+        return Power(effect, sd, seeds, None, None)
+    now = stats.power(sd, effect, rule, seeds, c.confidence, studies=4000)
+    return Power(effect, sd, seeds, now, _needed(sd, effect, rule, c.confidence))
+
+
+def power_table(verdicts: "StudyVerdicts", c) -> list[tuple[Verdict, Power | None]]:
+    """(verdict or part, its power) for every judged claim and part, in the report's order."""
+    return [(p, power_of(p, c)) for v in verdicts.verdicts for p in (v.parts or [v]) if p.interval is not None]
 
 
 def evaluate(
@@ -193,4 +273,5 @@ def evaluate(
     claims = table(c) if claims is None else claims
     verdicts = [claim_verdict(claim.resolved(layers), ev, by_scope, registry) for claim in claims]
     numbers = [secondary_number(n, ev, registry) for n in secondary(layers)]
-    return StudyVerdicts(gates, verdicts, [n for n in numbers if n is not None], layers)
+    final_auc = {key: float(stats.delong(labels, m.test_scores)[0][0]) for key, m in measures.items()}
+    return StudyVerdicts(gates, verdicts, [n for n in numbers if n is not None], layers, final_auc)
