@@ -7,6 +7,9 @@ setuptools.setup(
     version="0.1.0",
     description="Transfer learning for medical imaging, as in Transfusion (Raghu et al. 2019), in JAX/Flax.",
     packages=setuptools.find_packages(include=["transfusion_jax", "transfusion_jax.*"]),
+    # The study's shipped source checkpoints (docs/study.md, round 7 §3): data files, so a non-editable install has
+    # them too (checked by tests/experiments/test_quickstart.py's installed copy).
+    package_data={"transfusion_jax.experiments.study": ["checkpoints/*.npz", "checkpoints/MANIFEST.json"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10.2",

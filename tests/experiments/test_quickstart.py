@@ -66,17 +66,25 @@ def test_report_has_gates_verdicts_and_figures(mini):
     workdir, out = mini
     c = design.load_config("mini")
     assert f"[{len(design.plan(c))}/{len(design.plan(c))}] fine-tune small model, small data, transfer, seed 1" in out
-    assert f"this design: {len(design.plan(c))} fine-tuning runs + 1 pretraining" in out.splitlines()[1]
+    assert f"this design: {len(design.plan(c))} fine-tuning runs + 2 pretraining" in out.splitlines()[1]
     text = (workdir / "report.md").read_text()
     block = study_report.verdicts_block(text)
     rows = [line for line in block.splitlines() if line.startswith("| C") or line.startswith("| R ")]
-    assert len(rows) == 17
-    for row in rows:  # the cut: the large model's claims say so; the small model's are judged
-        assert (NOT_RUN in row) == ("large" in row.split("|")[3])
-        if "large" not in row.split("|")[3]:
-            assert any(f"**{v}**" in row for v in ("supported", "contradicted", "inconclusive", "not testable"))
+    assert len(rows) == 16  # C1-C8 and R at both sizes, C2b, C3a and C3b across them: every one judged
+    judged = ("supported", "contradicted", "inconclusive", "not testable", "not assessable")
+    for row in rows:
+        assert NOT_RUN not in row and any(f"**{v}**" in row for v in judged), row
+    scopes = {tuple(cell.strip() for cell in row.split("|")[1:4:2]) for row in rows}
+    assert {(claim, f"{m} model") for claim in ("C1", "C2a", "C4", "R", "C5") for m in ("small", "large")} <= scopes
+    assert {("C2b", "large - small model"), ("C3a", "large - small model"), ("C3b", "large - small model")} <= scopes
+    assert "peak memory" in block.splitlines()[1] and "## Power" in text
     assert text.index("## Gates") < text.index("## Claims in detail")
-    for name in ("verdicts", "g1_kernel_std_ratio", "g2_probe_auc", "val_auc_small_full", "similarity_to_init_small"):
+    names = ["verdicts", "g1_kernel_std_ratio", "g2_probe_auc"]
+    names += [
+        f"{kind}_{m}_{d}" for kind in ("val_auc", "final_auc") for m in ("small", "large") for d in ("full", "small")
+    ]
+    names += [f"similarity_to_init_{m}" for m in ("small", "large")]
+    for name in names:
         assert (workdir / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"figures/{name}.png" in text
     assert str(workdir) not in text and not str(workdir).startswith(REPO)  # no machine path; run outside the checkout
@@ -197,22 +205,32 @@ def test_a_workdir_refuses_another_design_and_bad_configs_fail_first(mini, tmp_p
 
 
 def test_every_variant_is_a_usable_design_and_scale_is_the_larger_one():
-    """--full, --scale and the default pass the checks a run makes before its first image; --scale is the same
-    design larger (docs/study.md §9): more pixels, wider models, more data, steps and seeds, the same claims."""
-    configs = {arg: design.load_config(arg) for arg in ("default", "full", "scale", "mini")}
+    """--scale, --mini and the default pass the checks a run makes before its first image; the default runs both
+    models (every claim at both sizes, no cut); --scale is the same design larger (docs/study.md, round 7 §9): more
+    pixels, wider models, more data, steps and seeds, the same cells, claims, margins and gates."""
+    configs = {arg: design.load_config(arg) for arg in design.VARIANTS}
+    assert set(configs) == {"default", "scale", "mini"}  # --full is gone: the default is the whole design
     for c in configs.values():
         design.check_config(c)
-    default, full, scale = configs["default"], configs["full"], configs["scale"]
-    assert len(design.plan(default)) == 25 and len(design.plan(full)) == 75 and len(design.plan(scale)) == 150
+        assert tuple(c.models_run) == ("small", "large")
+    default, scale = configs["default"], configs["scale"]
+    assert len(design.plan(default)) == 80 and len(design.plan(scale)) == 160
+    assert default.sources == "shipped" and scale.sources == configs["mini"].sources == "build"
     assert scale.image_size == 64 and scale.finetune.steps == 1500 and scale.target.train == 20_000
-    assert all(w_s > w_f for m in ("small", "large") for w_s, w_f in zip(scale.widths[m], full.widths[m]))
-    assert [(m, d, tuple(i)) for m, d, i in scale.cells] == [(m, d, tuple(i)) for m, d, i in full.cells]
-    assert (scale.threshold, dict(scale.margins), dict(scale.gates)) == (
-        full.threshold,
-        dict(full.margins),
-        dict(full.gates),
+    assert all(w_s > w_d for m in ("small", "large") for w_s, w_d in zip(scale.widths[m], default.widths[m]))
+    assert [(m, d, tuple(i)) for m, d, i in scale.cells] == [(m, d, tuple(i)) for m, d, i in default.cells]
+    assert (scale.threshold, dict(scale.margins), dict(scale.sesoi), dict(scale.gates)) == (
+        default.threshold,
+        dict(default.margins),
+        dict(default.sesoi),
+        dict(default.gates),
     )
-    for c in (default, scale):  # every step at first, then ~15 % apart: finer than the steps margin (ln 1.25)
-        steps = np.array(c.eval_steps)
-        assert steps[-1] == c.finetune.steps and tuple(steps[:10]) == tuple(range(1, 11))
-        assert np.all(steps[1:][steps[:-1] >= 20] / steps[:-1][steps[:-1] >= 20] < 1.2)
+    # The large model is clearly larger than the small one, and Slim is its lower half with a halved top.
+    for c in (default, scale):
+        large, small = np.array(c.widths.large), np.array(c.widths.small)
+        assert np.all(large >= small) and large.sum() > 1.4 * small.sum()
+        assert tuple(c.slim_widths) == (*large[:2], *(large[2:] // 2))
+    for c in (default, scale):  # a log grid ~14 % apart, finer than the steps margin (ln 1.25), ending at the end
+        full, small = np.array(c.eval_steps.full), np.array(c.eval_steps.small)
+        assert full[-1] == small[-1] == c.finetune.steps and tuple(small) == tuple(full[-len(small) :])
+        assert np.all(full[1:] / full[:-1] <= 1.2) and len(small) == c.gates.last_evals

@@ -30,24 +30,29 @@ def test_flops_of_a_one_layer_cbr_match_the_conv_by_hand():
 
 def test_design_cost_counts_runs_steps_and_images_of_each_network():
     c = load_config("mini")
-    (name, small), = cost.design_cost(c).items()  # fmt: skip
-    runs = len(design.plan(c))
-    evals = len(set(c.eval_steps) | {c.finetune.steps})
-    assert name == "small" and (small.runs, small.pretrain_runs) == (runs, 1)
-    assert small.train_steps == c.pretrain.steps + runs * c.finetune.steps
+    costs = cost.design_cost(c)
+    assert [(k, n.runs, n.pretrain_runs) for k, n in costs.items()] == [
+        ("small", 12, 1),
+        ("large", 18, 1),
+        ("slim", 2, 0),
+    ]
+    small = costs["small"]
+    runs = [k for k in design.plan(c) if k.model == "small"]
+    assert small.train_steps == c.pretrain.steps + len(runs) * c.finetune.steps
     analyses = c.gates.random_inits * c.target.train + 2 * len(c.seeds) * 2 * c.target.test  # G2; random, transfer
     pretrain_evals = len(range(c.pretrain.eval_every, c.pretrain.steps + 1, c.pretrain.eval_every))
     source_test = c.source.classes * c.source.test_per_class
-    assert small.images_evaluated == runs * (evals * c.target.validation + c.target.test) + analyses + (
-        pretrain_evals * source_test
-    )
-    assert small.train_flops > runs * c.finetune.steps * small.step_flops  # plus pretraining's
+    validation = sum(len(c.eval_steps[k.data]) for k in runs) * c.target.validation  # each training set's own grid
+    assert small.images_evaluated == validation + len(runs) * c.target.test + analyses + pretrain_evals * source_test
+    assert small.train_flops > len(runs) * c.finetune.steps * small.step_flops  # plus pretraining's
     assert small.flops == small.train_flops + small.eval_flops
-    full = cost.design_cost(load_config("full"))
-    assert [(k, n.runs, n.pretrain_runs) for k, n in full.items()] == [
-        ("small", 25, 1),
-        ("large", 45, 1),
+    default = cost.design_cost(load_config("default"))
+    assert [(k, n.runs, n.pretrain_runs) for k, n in default.items()] == [
+        ("small", 30, 0),  # shipped source checkpoints: no pretraining in the run
+        ("large", 45, 0),
         ("slim", 5, 0),
     ]
-    assert full["large"].image_flops > 3 * full["small"].image_flops  # twice the widths: ~4x the convs' FLOPs
-    assert "this design: 75 fine-tuning runs + 2 pretraining" in cost.describe_cost(full)
+    assert default["large"].train_steps == 45 * 300 and default["large"].image_flops > 2 * default["small"].image_flops
+    built = cost.design_cost(load_config("default", ["sources=build"]))
+    assert built["large"].train_steps == default["large"].train_steps + 800
+    assert "this design: 80 fine-tuning runs + 0 pretraining" in cost.describe_cost(default)

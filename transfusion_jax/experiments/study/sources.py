@@ -63,17 +63,18 @@ def pretraining_fields(c, model: str) -> dict:
     )
 
 
-def read_manifest(directory: str = SHIPPED) -> dict:
-    path = os.path.join(directory, MANIFEST)
+def read_manifest(directory: str | None = None) -> dict:
+    path = os.path.join(directory or SHIPPED, MANIFEST)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         return json.load(f)
 
 
-def check_shipped(c, models: Sequence[str], directory: str = SHIPPED) -> dict[str, dict]:
+def check_shipped(c, models: Sequence[str], directory: str | None = None) -> dict[str, dict]:
     """{model: its manifest entry} after checking each file's sha256 and pretraining fields; raises naming every
-    problem otherwise (before any work: the study calls it with the config checks)."""
+    problem otherwise (before any work: the study calls it with the config checks). `directory`: SHIPPED."""
+    directory = directory or SHIPPED
     manifest, errors = read_manifest(directory), []
     for model in models:
         entry = manifest.get(model)
@@ -96,11 +97,12 @@ def check_shipped(c, models: Sequence[str], directory: str = SHIPPED) -> dict[st
     return {model: manifest[model] for model in models}
 
 
-def install(workdir: str, c, models: Sequence[str], directory: str = SHIPPED) -> dict[str, dict]:
+def install(workdir: str, c, models: Sequence[str], directory: str | None = None) -> dict[str, dict]:
     """Copies each model's checked shipped checkpoint to where the study reads its checkpoint
     (`workdir.checkpoint_of`), and returns per model the summary a pretraining run would have given as far as the
     study reads it (the held-out source accuracy), marked as shipped and not trained here."""
     entries = check_shipped(c, models, directory)
+    directory = directory or SHIPPED
     out = {}
     for model, entry in entries.items():
         target = workdir_lib.checkpoint_of(workdir, model)
@@ -112,11 +114,12 @@ def install(workdir: str, c, models: Sequence[str], directory: str = SHIPPED) ->
     return out
 
 
-def build(workdir: str, variant: str = "default", out: str = SHIPPED, log=print) -> dict:
+def build(workdir: str, variant: str = "default", out: str | None = None, log=print) -> dict:
     """Pretrains every model of the design `variant` in DIR with the study's own recipe (sources='build') and writes
     the checkpoints and their manifest to `out`; returns the manifest."""
     from transfusion_jax.experiments.study import execute  # the runs; imported here: execute imports this module
 
+    out = out or SHIPPED
     c = load_config(variant, ["sources=build"])
     paths = execute.make_data(workdir, c, log)
     summaries = execute.pretrain_all(workdir, c, paths, log)
@@ -144,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--workdir", required=True, help="where the source data and pretraining runs go")
     parser.add_argument("--variant", default="default")
-    parser.add_argument("--out", default=SHIPPED, help="where the checkpoints and MANIFEST.json are written")
+    parser.add_argument(
+        "--out", default=None, help="where the checkpoints and MANIFEST.json go (default: the package's)"
+    )
     args = parser.parse_args(argv)
     build(os.path.abspath(args.workdir), args.variant, args.out)
     return 0
