@@ -154,21 +154,28 @@ def test_the_study_writes_the_trainers_test_score_file(mini, trained):
 
 
 def test_every_similarity_has_its_null_and_size(mini):
+    """Both models: similarity to init (with `null_permutations` shuffled-image nulls), its unrelated-network null
+    (step 0 of each run against the random runs of every other seed; the checkpoint against each random run) and
+    every pair of seeds (one shuffled-image null per comparison: their bands come from the many comparisons)."""
     workdir, _ = mini
     c = design.load_config("mini")
-    sim = json.loads((workdir / "analysis" / "similarity_small.json").read_text())
-    assert set(sim["to_init"]) == {f"{i}/{s}" for i in ("random", "transfer") for s in c.seeds}
-    seeds = list(c.seeds)  # every pair of seeds: random i vs random j > i, random i vs transfer j != i
-    pairs = {f"rand_rand/{i}/{j}" for i in seeds for j in seeds if i < j}
-    assert set(sim["pairs"]) == pairs | {f"rand_imnet/{i}/{j}" for i in seeds for j in seeds if i != j}
-    for entry in list(sim["to_init"].values()) + list(sim["pairs"].values()):
-        for layer in sim["layers"]:
-            for method in c.similarity.methods:
-                r = entry[layer][method]
-                assert len(r["null"]) == c.similarity.null_permutations
-                assert r["null_min"] <= r["null_mean"] <= r["null_max"] and 0 <= r["score"] <= 1 + 1e-6
-                assert r["n"] % c.target.test == 0 and r["n_per_dim"] == r["n"] / max(r["dx"], r["dy"])
-    assert sim["reduction"]["positions"] == c.similarity.positions
+    seeds = list(c.seeds)
+    for model in ("small", "large"):
+        sim = json.loads((workdir / "analysis" / f"similarity_{model}.json").read_text())
+        assert set(sim["to_init"]) == {f"{i}/{s}" for i in ("random", "transfer") for s in seeds}
+        unrelated = {f"random/{i}/{j}" for i in seeds for j in seeds if i != j} | {f"transfer/{j}" for j in seeds}
+        assert set(sim["unrelated"]) == unrelated
+        pairs = {f"rand_rand/{i}/{j}" for i in seeds for j in seeds if i < j}  # every pair of seeds
+        assert set(sim["pairs"]) == pairs | {f"rand_imnet/{i}/{j}" for i in seeds for j in seeds if i != j}
+        for kind, permutations in (("to_init", c.similarity.null_permutations), ("unrelated", 1), ("pairs", 1)):
+            for entry in sim[kind].values():
+                for layer in sim["layers"]:
+                    for method in c.similarity.methods:
+                        r = entry[layer][method]
+                        assert len(r["null"]) == permutations
+                        assert r["null_min"] <= r["null_mean"] <= r["null_max"] and 0 <= r["score"] <= 1 + 1e-6
+                        assert r["n"] % c.target.test == 0 and r["n_per_dim"] == r["n"] / max(r["dx"], r["dy"])
+        assert sim["reduction"]["positions"] == c.similarity.positions
 
 
 def test_rerun_through_the_experiments_cli_skips_finished_work(mini, child_env, installed, tmp_path):
