@@ -1,7 +1,7 @@
 """`python -m transfusion_jax.experiments {study,sweep,report,fig2,fig3,fig4,weights,filters,gabor-png,probes,
 resilience,interpolate,sanity,calibration,reuse}`.
 
-  study   --workdir DIR [--full | --scale | --mini] [--config.FIELD=VALUE ...]
+  study   --workdir DIR [--scale | --mini] [--rebuild_sources] [--config.FIELD=VALUE ...]
           the miniature study (docs/study.md), exactly as `python -m transfusion_jax.experiments.quickstart`
 
   sweep   --config configs/retina.py --models resnet50,cbr_small --inits random,transfer --seeds 0,1,2

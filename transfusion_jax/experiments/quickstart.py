@@ -1,14 +1,15 @@
 """The quickstart: the miniature study (docs/study.md) end to end on generated data, offline, on a CPU.
 
-  python -m transfusion_jax.experiments.quickstart --workdir DIR                # the design's default (the CPU cut)
-  python -m transfusion_jax.experiments.quickstart --workdir DIR --full         # the whole design on a CPU
+  python -m transfusion_jax.experiments.quickstart --workdir DIR                # the whole design, both models
+  python -m transfusion_jax.experiments.quickstart --workdir DIR --rebuild_sources  # ... pretraining here too
   python -m transfusion_jax.experiments.quickstart --workdir DIR --scale        # the larger version, one GPU
   python -m transfusion_jax.experiments.quickstart --workdir DIR --mini         # the tests' size
   ... --config.seeds='(0, 1, 2)'                                                 # any field of the design
 
-Writes DIR/report.md: the gates' diagnostics, then per claim of the paper the effect with its 95 % interval and
-"supported" / "contradicted" / "inconclusive" (transfusion_jax.experiments.study; the design's fields:
-study/design.py). Rerunning with the same DIR skips what is done.
+Writes DIR/report.md: the gates' diagnostics, then per claim of the paper (C1-C8 and R, at both model sizes) the
+effect with its 95 % interval, its rule and "supported" / "contradicted" / "inconclusive" with the distance to the
+nearest decision boundary (transfusion_jax.experiments.study; the design's fields: study/design.py; the
+pre-registration: docs/study.md, round 7). Rerunning with the same DIR skips what is done.
 """
 
 import argparse

@@ -7,13 +7,14 @@ Modules, each one concern, importing only those above it in this list:
   recipes          the trainer configs of source pretraining and fine-tuning
   cost             what a design costs before it runs (XLA's FLOP counts of the trainer's programs)
   execute          data generation and every run, through `experiments.runs.train_many`
+  sources          the source checkpoints shipped in the package: checked (sha256, settings), installed, rebuilt
   measures         per-run measures (`RunMeasures`), the test scoring into each run's test_scores.npz
   diagnose         G1's and G2's measurements of each model (`Diagnostics`)
   representations  similarity to init and between seeds, beside nulls (`ModelSimilarity`)
   gates            G1-G4, each computed once into a record of its numbers (`Gate`)
   contrasts        each measure's contrast interval (`MEASURES`): AUC, ln steps, similarity to init, seed pairs
-  claims           the claims table (`CLAIMS`) and the secondary numbers: data
-  verdicts         pure functions from effects and gates to verdicts (`evaluate`)
+  claims           the claims table (`table`) and the secondary numbers: data
+  verdicts         pure functions from effects and gates to verdicts (`evaluate`) and each claim's power
   report           report.md and its figures, rendered from the above; `publish`
   run              `run_study` and the command line the quickstart and `python -m transfusion_jax.experiments
                    study` share

@@ -11,7 +11,6 @@ import ml_collections
 from transfusion_jax import data as data_lib
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import runs
-from transfusion_jax.experiments.study import sources
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, plan
 from transfusion_jax.experiments.study.recipes import finetune_config, pretrain_config
@@ -85,13 +84,7 @@ def train(
 
 
 def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str, dict]:
-    """Each model's source checkpoint: the shipped one, checked and installed (`sources`), or pretrained here."""
-    if c.sources == "shipped":
-        installed = sources.install(workdir, c, c.models_run)
-        for model, summary in installed.items():
-            log(f"pretrain {model} on the source: the shipped checkpoint (sha256 checked), held-out accuracy "
-                f"{summary['val']['final']['accuracy']:.3f}")  # fmt: skip
-        return installed
+    """Each model's source pretraining, here (a design with shipped checkpoints installs them instead: `sources`)."""
     jobs = [
         (f"pretrain {m} on the source", pretrain_config(c, paths, m), workdir_lib.pretrain_dir(workdir, m))
         for m in c.models_run

@@ -52,7 +52,7 @@ def run_study(workdir: str, c, log=print) -> str:
         f"{pretraining}")  # fmt: skip
     log(describe_cost(design_cost(c)))
     paths = execute.make_data(workdir, c, log)
-    pretrain_summaries = execute.pretrain_all(workdir, c, paths, log)
+    pretrain_summaries = sources.installed_or_pretrained(workdir, c, paths, log)
     summaries = execute.finetune_all(workdir, c, paths, log)
     measures, labels = measure_runs(workdir, summaries, log)
     diagnosed = diagnose(workdir, c, pretrain_summaries, log)

@@ -24,6 +24,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
+from transfusion_jax.experiments.study import execute
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import StudyConfigError, load_config
 from transfusion_jax.train import writer
@@ -97,6 +98,18 @@ def check_shipped(c, models: Sequence[str], directory: str | None = None) -> dic
     return {model: manifest[model] for model in models}
 
 
+def installed_or_pretrained(workdir: str, c, paths: dict[str, str], log=print) -> dict[str, dict]:
+    """Each model's source checkpoint as the design says: the shipped one, checked and installed, or pretrained here
+    (`execute.pretrain_all`); per model the summary the study reads."""
+    if c.sources == "build":
+        return execute.pretrain_all(workdir, c, paths, log)
+    installed = install(workdir, c, c.models_run)
+    for model, summary in installed.items():
+        log(f"source checkpoint of the {model} model: shipped (sha256 checked), held-out source accuracy "
+            f"{summary['val']['final']['accuracy']:.3f}")  # fmt: skip
+    return installed
+
+
 def install(workdir: str, c, models: Sequence[str], directory: str | None = None) -> dict[str, dict]:
     """Copies each model's checked shipped checkpoint to where the study reads its checkpoint
     (`workdir.checkpoint_of`), and returns per model the summary a pretraining run would have given as far as the
@@ -117,8 +130,6 @@ def install(workdir: str, c, models: Sequence[str], directory: str | None = None
 def build(workdir: str, variant: str = "default", out: str | None = None, log=print) -> dict:
     """Pretrains every model of the design `variant` in DIR with the study's own recipe (sources='build') and writes
     the checkpoints and their manifest to `out`; returns the manifest."""
-    from transfusion_jax.experiments.study import execute  # the runs; imported here: execute imports this module
-
     out = out or SHIPPED
     c = load_config(variant, ["sources=build"])
     paths = execute.make_data(workdir, c, log)
