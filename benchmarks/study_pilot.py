@@ -68,6 +68,7 @@ def piloted(c):
     """The design with both models run: the pilot measures both, whatever the CPU cut."""
     c = c.copy_and_resolve_references()
     c.models_run = design.MODELS
+    c.sources = "build"  # the pilot pretrains (its part 'source'), so it generates the source set too
     return c
 
 
@@ -306,15 +307,18 @@ def budget(timing: dict, c) -> dict:
     ('sequential') or with the fine-tuning steps at the measured per-run cost of a vmapped program ('vmapped'); in
     wall seconds of this (loaded) machine and in CPU seconds (~ wall seconds of an idle machine, if XLA keeps one
     core busy per step; less if it keeps both)."""
-    counts, evaluations = runs_per_model(c), len(c.eval_steps)
+    counts = runs_per_model(c)
+    evaluations = {m: sum(len(c.eval_steps[k.data]) for k in design.plan(piloted(c)) if k.model == m) for m in counts}
+    pretrain_steps = c.pretrain.steps if c.sources == "build" else 0  # shipped checkpoints: no pretraining
     result = {}
     for unit, suffix in (("wall", "_s"), ("cpu", "_cpu_s")):
         for mode, key in (("sequential", "step_one_run"), ("vmapped", "per_run_step_vmapped")):
             total = 0.0
             for name in design.MODELS:
                 m = timing["models"][name]
-                per_run = c.finetune.steps * m[key + suffix] + evaluations * m["validation_pass" + suffix]
-                total += counts[name] * per_run + c.pretrain.steps * m["step_one_run" + suffix]
+                steps = counts[name] * c.finetune.steps * m[key + suffix]
+                total += steps + evaluations[name] * m["validation_pass" + suffix]
+                total += pretrain_steps * m["step_one_run" + suffix]
             result[f"{mode}_{unit}_s"] = total
     return result
 
