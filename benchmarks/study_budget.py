@@ -65,6 +65,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the study's own, cold, cache
     load_start, start = os.getloadavg(), time.perf_counter()
+    os.makedirs(os.path.abspath(args.workdir), exist_ok=True)
     log_path = os.path.join(os.path.abspath(args.workdir), "quickstart.log")
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)

@@ -52,15 +52,14 @@ _MEASURE_NAMES = {"auc": "test AUC", "log_steps": "ln steps to threshold", "simi
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """The invocation that wrote the report: wall and CPU seconds, load average at its start and end, runs trained
-    in it out of all, peak resident memory in bytes of the process and of its largest child (`run.peak_memory`; 0:
-    not measured)."""
+    in it out of all, peak resident memory of the process in bytes (`run.peak_memory`; 0: not measured)."""
 
     wall: float
     cpu: float
     load: tuple[float, float]
     trained: int
     runs: int
-    peak_memory: tuple[float, float] = (0.0, 0.0)
+    peak_memory: float = 0.0
 
 
 def machine() -> str:
@@ -204,11 +203,9 @@ def _gates_line(gates: Sequence[Gate]) -> str:
 
 
 def memory_text(timing: Timing) -> str:
-    own, child = timing.peak_memory
-    if not own:
+    if not timing.peak_memory:
         return "peak memory not measured"
-    workers = f" (largest worker process {child / 2**30:.2f} GiB)" if child else ""
-    return f"peak memory {own / 2**30:.2f} GiB{workers}"
+    return f"peak memory {timing.peak_memory / 2**30:.2f} GiB"
 
 
 def verdicts_section(c, verdicts: StudyVerdicts, timing: Timing, powers: Mapping[int, Power | None] | None = None

@@ -74,14 +74,12 @@ def run_study(workdir: str, c, log=print) -> str:
     return path
 
 
-def peak_memory() -> tuple[float, float]:
-    """(peak resident memory of this process, of its largest child: the data generators' workers), in bytes, from
-    `resource.getrusage`'s ru_maxrss (KiB on Linux, bytes on macOS). The workers run while this process is small
-    (before any model is built), so the study's peak is this process's unless their sum exceeds it."""
+def peak_memory() -> float:
+    """Peak resident memory of this process in bytes (`resource.getrusage`'s ru_maxrss: KiB on Linux, bytes on
+    macOS). The data generators' worker processes run before any model is built, while this process is small;
+    benchmarks/study_budget.py samples the whole process tree as an independent check."""
     unit = 1 if sys.platform == "darwin" else 1024
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return float(own * unit), float(child * unit)
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit)
 
 
 # ---------------------------------------------------------------- command line
