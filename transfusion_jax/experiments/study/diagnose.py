@@ -17,7 +17,10 @@ from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import blocks, plan
 from transfusion_jax.experiments.study.measures import chunks, split_arrays
 from transfusion_jax.surgery import gabor_filters
+from transfusion_jax.train import batch_stats
 from transfusion_jax.train import state as state_lib
+
+BN_BATCHES = batch_stats.DEFAULT_BN_BATCHES  # as every run's init.npz (train.batch_stats.initial_batch_stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,8 @@ def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train
     """G1's and G2's measurements for one model, as the JSON the cache holds: the pretrained weights against
     `gates.random_inits` random inits (seeds 0, 1, ...), the Gabor bank's peakedness, the source accuracy, and the
     frozen-feature probe of the same random inits on the target's train split (features pooled as
-    `gates.probe_pooling` says; cross-validated within it: no validation or test image is used)."""
+    `gates.probe_pooling` says; BatchNorm statistics from the first training batches, as a run starts; cross-validated
+    within the split: no validation or test image is used)."""
     variables, _ = pretrained.load(workdir_lib.checkpoint_of(workdir, model))
     accuracy = ((pretrain_summary.get("val") or {}).get("final") or {}).get("accuracy")
     kernel = np.asarray(variables["params"]["layer1"]["conv"]["kernel"])
@@ -79,6 +83,11 @@ def model_diagnostics(workdir: str, c, model: str, pretrain_summary: dict, train
     for k in range(c.gates.random_inits):
         net, random = _random_variables(c, model, 2, k)
         random_weights.append(_weight_diagnostics(random["params"]))
+        # "At init" as a run's first step sees it (docs/statistics.md): BN statistics from train-mode passes over the
+        # first training batches, not the initialiser's placeholders 0 / 1.
+        count = min(BN_BATCHES, len(train.images) // c.batch_size)
+        first = [train.images[i * c.batch_size : (i + 1) * c.batch_size] for i in range(count)]
+        random = {**random, "batch_stats": jax.device_get(batch_stats.recompute_batch_stats(net, random, first))}
         apply = functools.partial(net.apply, train=False)
         pooled = probes.pooled_features(apply, random, chunks(train.images), pooling=c.gates.probe_pooling)
         probe_aucs.append(
