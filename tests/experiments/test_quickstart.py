@@ -241,3 +241,14 @@ def test_every_variant_is_a_usable_design_and_scale_is_the_larger_one():
         full, small = np.array(c.eval_steps.full), np.array(c.eval_steps.small)
         assert full[-1] == small[-1] == c.finetune.steps and tuple(small) == tuple(full[-len(small) :])
         assert np.all(full[1:] / full[:-1] <= 1.2) and len(small) == c.gates.last_evals
+
+
+def test_the_reports_peak_memory_is_in_bytes_and_bounds_the_memory_in_use():
+    """The header's peak memory (ru_maxrss, KiB on Linux) in bytes: at least what /proc says this process holds now
+    (the peak is never below the current resident set, up to the kernel's lazy high-water mark), and not a thousand
+    times more."""
+    from transfusion_jax.experiments.study.run import peak_memory
+
+    with open("/proc/self/status") as f:
+        resident = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    assert 0.95 * resident <= peak_memory() < 100 * resident  # the kernel updates its high-water mark lazily
