@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True)
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--scale", action="store_true", help="the larger version for one GPU (an estimate: not run yet)")
-    size.add_argument("--mini", action="store_true", help="tiny models and data: the tests' size, about a minute")
+    size.add_argument("--mini", action="store_true", help="tiny models and data: the tests' size, ~3 min on 2 cores")
     parser.add_argument(
         "--rebuild_sources",
         action="store_true",
