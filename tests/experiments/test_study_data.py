@@ -84,3 +84,16 @@ def test_a_workdir_recorded_with_a_removed_field_is_still_accepted(tmp_path):
     workdir.check_workdir(str(tmp_path), c)
     with pytest.raises(design.StudyConfigError, match=r"other settings \(seeds\)"):
         workdir.check_workdir(str(tmp_path), design.load_config("mini", ["seeds=(0, 1, 2)"]))
+
+
+def test_a_design_with_shipped_source_checkpoints_generates_no_source_images(tmp_path):
+    """The source set only feeds pretraining: with the shipped checkpoints the study writes the target alone, the
+    same bytes as when it pretrains here."""
+    for sources in ("build", "shipped"):
+        lines = []
+        c = design.load_config("mini", ["data_workers=1", f"sources={sources}"])
+        execute.make_data(str(tmp_path / sources), c, log=lines.append)
+        assert os.path.isdir(tmp_path / sources / "data" / "source") == (sources == "build")
+        assert lines[0].startswith("data: 0 source") == (sources == "shipped")
+    built, shipped = _files(tmp_path / "build"), _files(tmp_path / "shipped")
+    assert shipped == {path: digest for path, digest in built.items() if "retina" in path}
