@@ -2,6 +2,10 @@
 design, at most 0.1 under a broken one (a gate that always passes, or never, would test nothing). The designs are
 stated here and in docs/study.md (round 7, §7), with the numbers these simulations give:
 
+  G1  5 random inits' kernel std ratios per layer ~ N(1.0, sd) with the pilot's per-layer sds (0.012, 0.007,
+      0.004, 0.002) and conv1 peakedness ~ N(0.18, 0.005); the pretrained model's, working: the pilot's smallest
+      moved values (ratios 1.14, 1.19, 1.35, 1.13; peakedness 0.27; source accuracy 0.53 at chance 1/64); broken:
+      an unmoved checkpoint, one more draw of the random inits' distributions (accuracy at chance x 3)
   G2  per layer, the random inits' probe AUCs ~ N(mu, sd) with the pilot's per-layer sds (0.052, 0.024, 0.025,
       0.007, the large model's, the noisier one); working: mu = 0.65 (random features well short of the ceiling
       0.80 = threshold - 0.1); broken: mu = 0.85 (random features nearly solve the target)
@@ -19,11 +23,35 @@ import pytest
 from study_world import config, diagnostics
 
 from transfusion_jax.experiments.study.design import RunKey
-from transfusion_jax.experiments.study.gates import gate_g2, gate_g3, gate_g4
+from transfusion_jax.experiments.study.diagnose import WeightDiagnostics
+from transfusion_jax.experiments.study.gates import gate_g1, gate_g2, gate_g3, gate_g4
 from transfusion_jax.experiments.study.measures import RunMeasures
 
 STUDIES = 2000
 PILOT_PROBE_SD = (0.052, 0.024, 0.025, 0.007)
+PILOT_RATIO_SD = (0.012, 0.007, 0.004, 0.002)
+PILOT_MOVED = (1.14, 1.19, 1.35, 1.13)
+
+
+def _g1_rate(moved: bool, seed: int) -> float:
+    c = config()
+    base = diagnostics(c)["small"]
+    rng = np.random.default_rng(seed)
+    layers = list(base.pretrained.kernel_std_ratio)
+    passed = 0
+    for _ in range(STUDIES):
+
+        def draw():
+            return {x: rng.normal(1.0, sd) for x, sd in zip(layers, PILOT_RATIO_SD)}
+
+        random = [WeightDiagnostics(draw(), {}, rng.normal(0.18, 0.005)) for _ in range(c.gates.random_inits)]
+        if moved:
+            pretrained, accuracy = WeightDiagnostics(dict(zip(layers, PILOT_MOVED)), {}, 0.27), 0.53
+        else:
+            pretrained, accuracy = WeightDiagnostics(draw(), {}, rng.normal(0.18, 0.005)), 3 / 64
+        d = dataclasses.replace(base, pretrained=pretrained, random=random, source_accuracy=accuracy)
+        passed += gate_g1(c, "small", d).passed
+    return passed / STUDIES
 
 
 def _g2_rate(mu: float, seed: int) -> float:
@@ -79,6 +107,7 @@ def _g4_rate(climb: float, seed: int) -> float:
 @pytest.mark.parametrize(
     "gate, working, broken",
     [
+        ("G1", lambda: _g1_rate(True, 8), lambda: _g1_rate(False, 9)),
         ("G2", lambda: _g2_rate(0.65, 0), lambda: _g2_rate(0.85, 1)),
         ("G3", lambda: _g3_rate(0.95, 0.94, 2), lambda: _g3_rate(0.6, 0.91, 3)),
         ("G4", lambda: _g4_rate(0.0, 4), lambda: _g4_rate(0.008, 5)),
