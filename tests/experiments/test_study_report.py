@@ -137,6 +137,13 @@ def test_the_report_names_the_code_that_made_it(written, monkeypatch):
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True, text=True
     ).stdout.strip()
     assert re.search(rf"- Code: transfusion_jax [\d.]+, commit {head}", text), text[:800]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    docs = subprocess.run(["git", "log", "-1", "--format=%h", "--", "docs/study.md"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    assert (
+        f"- Pre-registration: docs/study.md, section 'Round 7 (study v2): the design, pre-registered', last "
+        f"changed in commit {docs} " in text
+    )
 
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")

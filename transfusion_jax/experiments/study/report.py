@@ -91,6 +91,24 @@ def code_version() -> str:
     return f"{version}, commit {commit}" + (" + local changes" if dirty else "")
 
 
+def preregistration() -> str:
+    """Where the design this report reads was fixed: docs/study.md's round-7 section, and (from a git checkout) the
+    last commit that changed that file, which must be an ancestor of the code's commit and predate the run."""
+    where = "docs/study.md, section 'Round 7 (study v2): the design, pre-registered'"
+    try:
+        commit = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cs", "--", "docs/study.md"],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__))),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return where
+    return f"{where}, last changed in commit {commit}" if commit else where
+
+
 # ---------------------------------------------------------------- numbers and verdicts in words
 
 
@@ -670,6 +688,7 @@ def setup_lines(c, timing: Timing) -> list[str]:
     shipped = "the checkpoints shipped in the package (sha256 checked)" if c.sources == "shipped" else "pretrained here"
     lines = [
         f"- Code: {code_version()}.",
+        f"- Pre-registration: {preregistration()}.",
         f"- Machine: {machine()}; load average {timing.load[0]:.1f} at the start, {timing.load[1]:.1f} at the end.",
         f"- Wall time of the invocation that wrote this report: {timing.wall:.0f} s ({timing.wall / 60:.1f} min; "
         f"CPU {timing.cpu:.0f} s), {memory_text(timing)}; it trained {timing.trained} of the {timing.runs} runs"
