@@ -252,3 +252,15 @@ def test_the_reports_peak_memory_is_in_bytes_and_bounds_the_memory_in_use():
     with open("/proc/self/status") as f:
         resident = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
     assert 0.95 * resident <= peak_memory() < 100 * resident  # the kernel updates its high-water mark lazily
+
+
+def test_the_installed_package_ships_the_source_checkpoints(installed):
+    """A non-editable install carries the default design's source checkpoints (package_data) with their manifest,
+    and each file matches its sha256 and the default design's pretraining settings: the default run needs no
+    pretraining."""
+    from transfusion_jax.experiments.study import sources
+
+    shipped = installed / "transfusion_jax" / "experiments" / "study" / "checkpoints"
+    manifest = json.loads((shipped / sources.MANIFEST).read_text())
+    assert set(manifest) == {"small", "large"}
+    sources.check_shipped(design.load_config("default"), ("small", "large"), str(shipped))
