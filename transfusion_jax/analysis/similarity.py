@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from transfusion_jax.analysis import moments
 
@@ -57,20 +58,60 @@ def _kept_neurons(cov: np.ndarray, epsilon: float, side: str) -> np.ndarray:
     return var > epsilon * var.max()
 
 
-def _whitener(cov: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:
-    """(W, eigvecs) with W = V_k diag(1/sqrt(l_k)) over the eigenvalues l_k > rtol * max: W^T cov W = I_k."""
-    evals, evecs = np.linalg.eigh(cov)
-    keep = evals > rtol * evals.max()
-    return evecs[:, keep] / np.sqrt(evals[keep]), evecs[:, keep]
+class _Whitener:
+    """W with W^T cov W = I_k over the k directions whose eigenvalue exceeds rtol * max, applied without forming it
+    where it can be.
+
+    When every direction is kept (the eigenvalues alone tell, at under half the cost of eigenvectors), W = L^{-T}
+    for the Cholesky factor cov = L L^T, applied by triangular solves: any W spanning the kept directions gives the
+    same canonical correlations, and a Cholesky factor costs a fraction of an eigendecomposition (2048 features,
+    one core: 0.2 s against 2.5 s). Otherwise W = V_k diag(1/sqrt(l_k)) over the kept eigenvectors.
+    """
+
+    def __init__(self, cov: np.ndarray, rtol: float):
+        self.lower = self.basis = None
+        evals = np.linalg.eigvalsh(cov)
+        if evals[0] > rtol * evals[-1]:
+            try:
+                self.lower = np.linalg.cholesky(cov)
+            except np.linalg.LinAlgError:  # positive eigenvalues, yet not numerically positive definite: use eigh
+                pass
+        if self.lower is None:
+            evals, evecs = np.linalg.eigh(cov)
+            keep = evals > rtol * evals.max()
+            self.basis = evecs[:, keep] / np.sqrt(evals[keep])
+        self.dims = len(cov) if self.basis is None else self.basis.shape[1]
+
+    def t_dot(self, a: np.ndarray) -> np.ndarray:
+        """W^T a."""
+        if self.basis is not None:
+            return self.basis.T @ a
+        return scipy.linalg.solve_triangular(self.lower, a, lower=True, check_finite=False)
+
+    def dot(self, a: np.ndarray) -> np.ndarray:
+        """W a."""
+        if self.basis is not None:
+            return self.basis @ a
+        return scipy.linalg.solve_triangular(self.lower, a, lower=True, trans="T", check_finite=False)
 
 
-def _cca_core(cxx, cyy, cxy, rtol):
-    """Canonical correlations (descending) and directions A, B with A^T cxx A = I, A^T cxy B = diag(rho)."""
-    wx, _ = _whitener(cxx, rtol)
-    wy, _ = _whitener(cyy, rtol)
-    u, rho, vt = np.linalg.svd(wx.T @ cxy @ wy, full_matrices=False)
-    k = min(wx.shape[1], wy.shape[1])
-    return np.clip(rho[:k], 0.0, 1.0), wx @ u[:, :k], wy @ vt[:k].T
+def _cca_core(cxx, cyy, cxy, rtol, side: str | None = None):
+    """Canonical correlations (descending); given `side` ('x' or 'y'), also that side's canonical directions A
+    (A^T C A = I, A^T Cxy B = diag(rho) for the other side's B).
+
+    rho_i^2 are the top eigenvalues of M M^T (x) or M^T M (y), M = Wx^T Cxy Wy: a symmetric eigenproblem several
+    times cheaper than the SVD of M, and as accurate for the coefficients the scores average (an absolute error of
+    eps * |M|^2 in rho^2: below 1e-8 in rho even as rho -> 0). Without `side`, the smaller of the two is used.
+    """
+    wx, wy = _Whitener(cxx, rtol), _Whitener(cyy, rtol)
+    m = wx.t_dot(wy.t_dot(cxy.T).T)
+    k = min(m.shape)
+    if side is None:
+        rho2 = np.linalg.eigvalsh(m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m)[::-1]
+        return np.sqrt(np.clip(rho2, 0.0, 1.0))
+    w, gram = (wx, m @ m.T) if side == "x" else (wy, m.T @ m)
+    rho2, vecs = np.linalg.eigh(gram)
+    return np.sqrt(np.clip(rho2[::-1][:k], 0.0, 1.0)), w.dot(vecs[:, ::-1][:, :k])
 
 
 def _check_examples(n: int, dims: int, what: str) -> None:
@@ -82,18 +123,17 @@ def _check_examples(n: int, dims: int, what: str) -> None:
         )
 
 
-def _cca_parts(stats: moments.Stats, epsilon: float, rtol: float):
+def _kept_covariances(stats: moments.Stats, epsilon: float):
     kx = _kept_neurons(stats.cxx, epsilon, "x")
     ky = _kept_neurons(stats.cyy, epsilon, "y")
     _check_examples(stats.n, max(kx.sum(), ky.sum()), "CCA")
-    cxx = stats.cxx[np.ix_(kx, kx)]
-    rho, a, b = _cca_core(cxx, stats.cyy[np.ix_(ky, ky)], stats.cxy[np.ix_(kx, ky)], rtol)
-    return rho, a, b, kx, ky
+    return stats.cxx[np.ix_(kx, kx)], stats.cyy[np.ix_(ky, ky)], stats.cxy[np.ix_(kx, ky)], kx, ky
 
 
 def cca(stats: moments.Stats, epsilon: float = 1e-6, rtol: float = 1e-6) -> Similarity:
     """Mean canonical correlation between the two layers (Hotelling 1936), after dropping dead neurons."""
-    rho, _, _, kx, ky = _cca_parts(stats, epsilon, rtol)
+    cxx, cyy, cxy, kx, ky = _kept_covariances(stats, epsilon)
+    rho = _cca_core(cxx, cyy, cxy, rtol)
     return Similarity(
         "cca",
         float(rho.mean()),
@@ -139,7 +179,7 @@ def svcca(stats: moments.Stats, keep: int | float | None = 0.99, rtol: float = 1
     py = _principal(stats.cyy, keep, rtol, "y")
     dims = (px.shape[1], py.shape[1]) if keep is not None else (len(stats.cxx), len(stats.cyy))
     _check_examples(stats.n, max(dims), "SVCCA")
-    rho, _, _ = _cca_core(px.T @ stats.cxx @ px, py.T @ stats.cyy @ py, px.T @ stats.cxy @ py, rtol)
+    rho = _cca_core(px.T @ stats.cxx @ px, py.T @ stats.cyy @ py, px.T @ stats.cxy @ py, rtol)
     return Similarity(
         "svcca",
         float(rho.mean()),
@@ -162,11 +202,10 @@ def pwcca(stats: moments.Stats, epsilon: float = 1e-6, rtol: float = 1e-6) -> Si
         QR-orthonormalises them, then takes inner products with the uncentred activations;
       * when y has fewer neurons it builds y's variates from `acts1` where `acts2` is meant.
     """
-    rho, a, b, kx, ky = _cca_parts(stats, epsilon, rtol)
-    if kx.sum() <= ky.sum():
-        side, cov, dirs = "x", stats.cxx[np.ix_(kx, kx)], a
-    else:
-        side, cov, dirs = "y", stats.cyy[np.ix_(ky, ky)], b
+    cxx, cyy, cxy, kx, ky = _kept_covariances(stats, epsilon)
+    side = "x" if kx.sum() <= ky.sum() else "y"
+    rho, dirs = _cca_core(cxx, cyy, cxy, rtol, side)
+    cov = cxx if side == "x" else cyy
     raw = np.abs(cov @ dirs).sum(axis=0)
     weights = raw / raw.sum()
     return Similarity(
