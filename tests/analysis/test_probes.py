@@ -176,14 +176,14 @@ def test_pooled_features_averages_space_and_concatenates_batches():
 
 def test_pooled_features_compile_once_per_model():
     """A second extraction with other weights through a new but equal model (the study builds a fresh
-    `partial(net.apply)` per draw) traces and compiles nothing."""
+    `partial(net.apply)` per draw; a run's config.json gives its widths as a list) traces and compiles nothing."""
     module = get_model("cbr_small", 2, widths=(4, 4))
     images = [np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)]
     init = jax.jit(functools.partial(module.init, train=False))
     variables = [init(jax.random.key(seed), images[0]) for seed in range(2)]
     first = probes.pooled_features(functools.partial(module.apply, train=False), variables[0], images)
     with CompileEvents() as compiles:
-        model = get_model("cbr_small", 2, widths=(4, 4))
+        model = get_model("cbr_small", 2, widths=[4, 4])
         second = probes.pooled_features(functools.partial(model.apply, train=False), variables[1], images)
     assert compiles.events == []
     assert not np.allclose(first["layer2"], second["layer2"])  # the new weights were used

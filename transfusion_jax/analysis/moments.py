@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 _dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 CHUNK_ROWS = 8192  # rows per matmul inside one update (see `accumulate_traced`)
@@ -223,8 +224,9 @@ def finalize(acc: Accumulator) -> Stats:
     )
 
 
-def from_arrays(x, y, batch_size: int | None = None) -> Accumulator:
-    """Accumulate whole arrays (or memory-mapped ones) in row batches of `batch_size` (None: one batch)."""
+def from_arrays(x, y, batch_size: int | None = None, progress: bool = False) -> Accumulator:
+    """Accumulate whole arrays (or memory-mapped ones) in row batches of `batch_size` (None: one batch); `progress`
+    shows a bar on stderr when there is more than one batch."""
     x_shape, y_shape = np.shape(x), np.shape(y)
     if len(x_shape) != 2 or len(y_shape) != 2:
         check_batch(init(1, 1), x, y)  # raises the 2-D error
@@ -234,6 +236,7 @@ def from_arrays(x, y, batch_size: int | None = None) -> Accumulator:
     step = x_shape[0] if batch_size is None else batch_size
     if step < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, x_shape[0], step):
+    starts = range(0, x_shape[0], step)
+    for start in tqdm.tqdm(starts, desc="moments", unit="batch", disable=not progress or len(starts) < 2):
         acc = accumulate(acc, np.asarray(x[start : start + step]), np.asarray(y[start : start + step]))
     return acc
