@@ -24,6 +24,7 @@ import tqdm
 from transfusion_jax import models, pretrained
 from transfusion_jax.analysis import activations, moments, similarity
 from transfusion_jax.data import preprocess
+from transfusion_jax.train import compile_cache
 from transfusion_jax.train.export import FINAL_FILE
 from transfusion_jax.train.writer import dumps
 
@@ -232,6 +233,7 @@ def _compare_command(args, parser) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    compile_cache.enable()  # a model's collection program compiles once across runs of the command too
     if args.command == "compare":
         return _compare_command(args, parser)
     return _similarity_command(args, parser)

@@ -151,11 +151,10 @@ def _rows_step(variables, images, index, *, apply: StaticApply, reduction: Reduc
     return rows if layers is None else OrderedDict((name, rows[name]) for name in layers)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_a", "apply_b", "reduction", "pairs"), donate_argnums=0)
-def _pair_moments_step(accs, variables_a, variables_b, images, index, *, apply_a, apply_b, reduction, pairs):
-    """Both forwards, their reductions and every pair's accumulator update, as one program."""
-    rows_a = _rows_step(variables_a, images, index, apply=apply_a, reduction=reduction, layers=None)
-    rows_b = _rows_step(variables_b, images, index, apply=apply_b, reduction=reduction, layers=None)
+@functools.partial(jax.jit, static_argnames=("pairs",), donate_argnums=0)
+def _accumulate_pairs(accs, rows_a, rows_b, *, pairs):
+    """Every pair's accumulator update, as one program. Separate from the forwards so that two models of one
+    architecture run one compiled forward (a program holding both would compile the model twice)."""
     return [moments.accumulate_traced(acc, rows_a[la], rows_b[lb]) for acc, (la, lb) in zip(accs, pairs)]
 
 
@@ -184,7 +183,8 @@ def collect_pair_moments(
 
     pairs: (layer of a, layer of b) to compare; default every block name the two models share, in a's order.
     Returns one accumulator per pair; finish with `moments.finalize` and `similarity.measure`.
-    The whole step (both forwards, reductions, every accumulator update) is one jitted function.
+    Per batch, each model's forward and reductions run as one compiled program (one for both models when they
+    share an architecture) and every accumulator update as another; the rows stay on the device.
     """
     iterator = iter(batches)
     try:
@@ -205,11 +205,15 @@ def collect_pair_moments(
                 f"datapoints per batch (different grids?): set Reduction(grid=...) or mode='mean'"
             )
     accs = [moments.init(shapes_a[la].shape[1], shapes_b[lb].shape[1]) for la, lb in pairs]
-    static = {"apply_a": StaticApply(model_a[0]), "apply_b": StaticApply(model_b[0])}
-    static.update(reduction=reduction, pairs=pairs)
+    static_a = {"apply": StaticApply(model_a[0]), "reduction": reduction, "layers": None}  # the shapes' trace
+    static_b = {"apply": StaticApply(model_b[0]), "reduction": reduction, "layers": None}
     images, index = first, 0
     while True:
-        accs = _pair_moments_step(accs, model_a[1], model_b[1], images, index, **static)
+        rows_a = _rows_step(model_a[1], images, index, **static_a)
+        rows_b = _rows_step(model_b[1], images, index, **static_b)
+        rows_a = {name: rows_a[name] for name in dict.fromkeys(la for la, _ in pairs)}
+        rows_b = {name: rows_b[name] for name in dict.fromkeys(lb for _, lb in pairs)}
+        accs = _accumulate_pairs(accs, rows_a, rows_b, pairs=pairs)
         batch = next(iterator, None)
         if batch is None:
             return dict(zip(pairs, accs))

@@ -58,24 +58,37 @@ def _kept_neurons(cov: np.ndarray, epsilon: float, side: str) -> np.ndarray:
     return var > epsilon * var.max()
 
 
+def _cholesky(matrix: np.ndarray) -> np.ndarray | None:
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _positive_definite(matrix: np.ndarray) -> bool:
+    return _cholesky(matrix) is not None
+
+
 class _Whitener:
     """W with W^T cov W = I_k over the k directions whose eigenvalue exceeds rtol * max, applied without forming it
     where it can be.
 
-    When every direction is kept (the eigenvalues alone tell, at under half the cost of eigenvectors), W = L^{-T}
-    for the Cholesky factor cov = L L^T, applied by triangular solves: any W spanning the kept directions gives the
-    same canonical correlations, and a Cholesky factor costs a fraction of an eigendecomposition (2048 features,
-    one core: 0.2 s against 2.5 s). Otherwise W = V_k diag(1/sqrt(l_k)) over the kept eigenvectors.
+    When every direction is kept, W = L^{-T} for the Cholesky factor cov = L L^T, applied by triangular solves: any
+    W spanning the kept directions gives the same canonical correlations, and a Cholesky factor costs a tenth of an
+    eigendecomposition (2048 features, one core: 0.2 s against 2.5 s). That every direction is kept is proven
+    without eigenvalues when cov - rtol * |cov|_F * I has a Cholesky factor (its eigenvalues all exceed
+    rtol * |cov|_F >= rtol * max); else the eigenvalues decide. Otherwise W = V_k diag(1/sqrt(l_k)) over the kept
+    eigenvectors.
     """
 
     def __init__(self, cov: np.ndarray, rtol: float):
         self.lower = self.basis = None
-        evals = np.linalg.eigvalsh(cov)
-        if evals[0] > rtol * evals[-1]:
-            try:
-                self.lower = np.linalg.cholesky(cov)
-            except np.linalg.LinAlgError:  # positive eigenvalues, yet not numerically positive definite: use eigh
-                pass
+        if _positive_definite(cov - rtol * np.linalg.norm(cov) * np.eye(len(cov))):
+            self.lower = _cholesky(cov)
+        else:
+            evals = np.linalg.eigvalsh(cov)
+            if evals[0] > rtol * evals[-1]:
+                self.lower = _cholesky(cov)  # None if not numerically positive definite: then eigh
         if self.lower is None:
             evals, evecs = np.linalg.eigh(cov)
             keep = evals > rtol * evals.max()
