@@ -97,7 +97,7 @@ def torch_route(workdir: str, layers: list[str], batch_size: int, svcca_dir: str
         kept = {layer: [] for layer in layers}
         hooks = [
             getattr(model, HOOKS[layer]).register_forward_hook(
-                lambda module, inputs, output, layer=layer: kept[layer].append(output.detach().numpy().copy())
+                lambda module, inputs, output, layer=layer: kept[layer].append(output.detach().numpy())
             )
             for layer in layers
         ]

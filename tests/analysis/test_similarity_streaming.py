@@ -88,6 +88,6 @@ def test_one_large_batch_keeps_cca_at_float32_resolution():
     y = np.maximum(z @ rng.standard_normal((latent, 256), dtype=np.float32) + rng.standard_normal((n, 256)), 0)
     x, y = x + 3.0, (y + 1.0).astype(np.float32)
     assert n > 10 * moments.CHUNK_ROWS
-    streamed = similarity.cca(moments.finalize(moments.from_arrays(x, y))).coefficients
+    streamed = similarity.cca(moments.finalize(moments.from_arrays(x, y, batch_size=n))).coefficients
     float64 = similarity.cca(nulls.moments_of(x, y)).coefficients  # the same CCA from float64 moments
     np.testing.assert_allclose(streamed, float64, atol=5e-7)

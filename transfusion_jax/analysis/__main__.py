@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("a", type=Path)
     sim.add_argument("b", type=Path)
     _method_options(sim)
-    sim.add_argument("--batch-size", type=int, default=65536, help="rows streamed per jitted step")
+    sim.add_argument(
+        "--batch-size", type=int, default=None, help="rows streamed per jitted step (default: about 16 MB per side)"
+    )
     cmp = sub.add_parser("compare", help="similarity of every block of two models (checkpoints or runs) on images")
     cmp.add_argument("a", type=Path, help="converted checkpoint (.npz) or training workdir")
     cmp.add_argument("b", type=Path, help="converted checkpoint (.npz) or training workdir")
