@@ -11,7 +11,7 @@ it the cca_core rows are skipped (and say so) and ours is compared with the floa
 
 Cases (x and y share a low-rank latent; y is rectified; both carry a mean offset):
   one-shot 100k x 512: both layers in memory, as google/svcca needs them.
-    ours:     `moments.from_arrays(x, y)`: the arrays to the device in ~16 MB batches (transfer, also timed alone)
+    ours:     `moments.from_arrays(x, y)`: the arrays to the device in ~16 MB pieces (transfer, also timed alone)
               and jitted streaming moments (moments), the sums to the host and their float64 combination
               (finalize), then each measure from the moments in float64 (finish).
     cca_core: `cca_core.get_cca_similarity(x.T, y.T, epsilon=0)` on the (neurons, datapoints) layout it takes
@@ -20,9 +20,9 @@ Cases (x and y share a low-rank latent; y is rectified; both carry a mean offset
               exact, then cca_core); PWCCA is `pwcca.compute_pwcca`, whose definition differs from ours (see
               `similarity.pwcca`): its score is printed, not compared.
     numpy64:  float64 centred covariances, then our float64 finish: the exact-moments reference for our numbers.
-  streamed 3M x 256: batches of 65,536 rows generated on the fly (never all in memory); ours and numpy64 stream
-              them. cca_core needs the whole layer pair plus a float64 copy (about 18 GB): run only when it fits
-              --max_reference_gb.
+  streamed 3M x 256: batches of 65,536 rows generated on the fly (never all in memory); ours
+              (`moments.accumulate` per batch) and numpy64 stream them. cca_core needs the whole layer pair plus a
+              float64 copy (about 18 GB): run only when that fits --max_reference_gb.
 Each implementation runs in its own subprocess, so its peak RSS (Python + runtime included) is its own. Seconds
 exclude data generation and ours' compilation (reported as compile s). In-process timings are the median of
 --repeats; CPU s (process CPU seconds of the CCA route) varies less than wall seconds on a loaded machine. The
@@ -105,40 +105,37 @@ def _finish(stats, repeats: int) -> dict:
 
 
 def run_ours(case: dict, repeats: int) -> dict:
-    """one-shot: `moments.from_arrays(x, y)`, the call a user makes on arrays in memory (it sends them to the
-    device in ~16 MB batches); its transfers are timed alone too (the same batches, device_put), and moments is
-    the rest. streamed: per generated batch, device_put (transfer) then `moments.accumulate` (moments)."""
+    """What a user calls: one-shot, `moments.from_arrays(x, y)` on arrays in memory; streamed, `moments.accumulate`
+    per generated batch. Both send host rows to the device in ~16 MB pieces (`moments.default_batch_rows`); those
+    transfers are timed alone too (device_put of the same pieces), and moments is the rest."""
     import jax
 
     from transfusion_jax.analysis import moments
 
     dx, dy, n = case["dx"], case["dy"], case["rows"]
-    one_shot = case["name"] == "one-shot"
-    step = moments.default_batch_rows(dx, dy) if one_shot else case["batch_rows"]
+    step = moments.default_batch_rows(dx, dy)
+    batches = {n} if case["name"] == "one-shot" else {case["batch_rows"], n % case["batch_rows"]} - {0}
+    sizes = {piece for b in batches for piece in ({b} if b <= step else {step, b % step})} - {0}
     start = time.perf_counter()
-    for rows in {step, n % step} - {0}:  # compile for every batch shape first, so 'moments' is steady-state
+    for rows in sizes:  # compile for every piece shape first, so 'moments' is steady-state
         zeros = np.zeros((rows, dx), np.float32), np.zeros((rows, dy), np.float32)
         moments.accumulate(moments.init(dx, dy), *zeros).n.block_until_ready()
     compile_s = time.perf_counter() - start
+
+    def transfers(x, y):
+        for i in range(0, len(x), step):
+            jax.block_until_ready((jax.device_put(x[i : i + step]), jax.device_put(y[i : i + step])))
+
     peak = xla_f32_peak()  # the roofline's top, measured next to the work (the load on a shared machine moves)
-    if one_shot:  # the same host arrays each repeat: time the work, not the data generation
+    if case["name"] == "one-shot":  # the same host arrays each repeat: time the work, not the data generation
         ((x, y),) = list(_batches(case))
-
-        def transfers():
-            for i in range(0, n, step):
-                jax.block_until_ready((jax.device_put(x[i : i + step]), jax.device_put(y[i : i + step])))
-
-        acc, total_s, total_cpu = _timed(lambda: jax.block_until_ready(moments.from_arrays(x, y)), repeats)
-        _, transfer_s, transfer_cpu = _timed(transfers, repeats)
-        moments_s, cpu = total_s - transfer_s, total_cpu
+        acc, total_s, cpu = _timed(lambda: jax.block_until_ready(moments.from_arrays(x, y)), repeats)
+        transfer_s = _timed(lambda: transfers(x, y), repeats)[1]
     else:
-        acc, transfer_s, moments_s, cpu = moments.init(dx, dy), 0.0, 0.0, float("nan")
+        acc, total_s, cpu, transfer_s = moments.init(dx, dy), 0.0, 0.0, 0.0
         for x, y in _batches(case):
-            start = time.perf_counter()
-            x, y = jax.block_until_ready((jax.device_put(x), jax.device_put(y)))
-            middle = time.perf_counter()
-            acc = jax.block_until_ready(moments.accumulate(acc, x, y))
-            transfer_s, moments_s = transfer_s + middle - start, moments_s + time.perf_counter() - middle
+            acc, wall, cpu_s = _timed(lambda: jax.block_until_ready(moments.accumulate(acc, x, y)))  # noqa: B023
+            total_s, cpu, transfer_s = total_s + wall, cpu + cpu_s, transfer_s + _timed(lambda: transfers(x, y))[1]  # noqa: B023
     peak = max(peak, xla_f32_peak())
     stats, finalize_s, _ = _timed(lambda: moments.finalize(acc), repeats)
     return {
@@ -146,7 +143,7 @@ def run_ours(case: dict, repeats: int) -> dict:
         "peak_gflops": peak,
         "compile_s": compile_s,
         "transfer_s": transfer_s,
-        "moments_s": moments_s,
+        "moments_s": total_s - transfer_s,
         "finalize_s": finalize_s,
         "cpu_moments_s": cpu,
         "finish": _finish(stats, repeats),

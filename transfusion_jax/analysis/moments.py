@@ -171,9 +171,15 @@ def check_batch(acc: Accumulator, x, y) -> None:
 
 
 def accumulate(acc: Accumulator, x, y) -> Accumulator:
-    """Add a batch of paired rows x (B, dx), y (B, dy); jitted (one compile per batch shape)."""
+    """Add a batch of paired rows x (B, dx), y (B, dy); jitted (one compile per batch shape). Host arrays of more
+    than `default_batch_rows` rows go to the device in pieces of that many (see there why)."""
     check_batch(acc, x, y)
-    return _accumulate_jit(acc, x, y)
+    step = default_batch_rows(*acc.dims)
+    if x.shape[0] <= step or (isinstance(x, jax.Array) and isinstance(y, jax.Array)):
+        return _accumulate_jit(acc, x, y)
+    for start in range(0, x.shape[0], step):
+        acc = _accumulate_jit(acc, x[start : start + step], y[start : start + step])
+    return acc
 
 
 @dataclasses.dataclass(frozen=True)
