@@ -402,6 +402,12 @@ def _case_notes(case, results, totals) -> list[str]:
         f"GFLOP/s (at the peak: {flops / peak / 1e9:.2f} s; exploiting symmetry could at best skip "
         f"{n * (dx * dx + dy * dy) / 1e9:.3g} GFLOP of them)"
     ]
+    state = 4 * (2 * (dx * dx + dy * dy + dx * dy + 3 * dx + 3 * dy + 3) + dx + dy + 1)
+    lines.append(
+        f"{label}: memory: ours' accumulator holds {state / 1e6:.1f} MB whatever n (sums and Kahan terms, "
+        f"O(features^2)); the layer pair itself is {n * (dx + dy) * 4 / 1e6:,.0f} MB in float32 (O(examples x "
+        "features)), which ours streams and cca_core must hold, plus its float64 copy"
+    )
     for m in ("cca", "svcca", "pwcca"):
         lines.append(
             f"{label}: {m}: ours vs float64 moments |score diff| "
