@@ -1,7 +1,7 @@
 """Benchmark, end to end: two ResNet-50s compared at every block on N images, our one command against the PyTorch
 route (torchvision forward hooks, activations to NumPy, google/svcca's `cca_core` per layer pair), in one run.
 
-    python benchmarks/bench_compare.py --svcca_dir DIR              # N=64 images at 224 px: ~3-6 min on 2 cores
+    python benchmarks/bench_compare.py --svcca_dir DIR              # N=64 images at 224 px: ~6-10 min on 2 cores
     python benchmarks/bench_compare.py --svcca_dir DIR --images 16 --size 112 --layers conv1,block1,block2  # quick
 
 google/svcca is not a dependency: clone its repository from GitHub (`git clone https://github.com/google/svcca DIR`)
@@ -12,7 +12,8 @@ statistics set from 32 images in training mode, so every layer has a trained net
 converted by `python -m transfusion_jax.pretrained convert` (exact: tests/pretrained). Both get the same uint8
 images (.npy) and normalise them the torchvision way. Datapoints are every spatial position of every image (the
 SVCCA conv tutorial's choice: no sampling, so the two routes see identical rows); CCA is the mean of all canonical
-correlations (google/svcca's `cca_coef1` averaged; its own `mean` keeps only the top 98 %).
+correlations (google/svcca's `cca_coef1` averaged; its own `mean` keeps only the top 98 %). The blocks are conv1 and
+block1-4; pre_logits (one pooled row per image) would need more images than its 2048 features.
 
   ours:    `python -m transfusion_jax.analysis compare a.npz b.npz --images X.npy --method cca --positions all`,
            timed as a user runs it (a fresh process: imports, loading, compiling, collecting, measuring), once
