@@ -139,7 +139,7 @@ def _cca_core(cxx, cyy, cxy, rtol, side: str | None = None):
 
     rho_i^2 are the top eigenvalues of M M^T (x) or M^T M (y), M = Wx^T Cxy Wy: a symmetric eigenproblem several
     times cheaper than the SVD of M, and as accurate for the coefficients the scores average (an absolute error of
-    eps * |M|^2 in rho^2: below 1e-8 in rho even as rho -> 0). Without `side`, the smaller of the two is used.
+    eps * |M|^2 in rho^2: at most ~1e-8 in rho, as rho -> 0). Without `side`, the smaller of the two is used.
     """
     wx, wy = _Whitener(cxx, rtol), _Whitener(cyy, rtol)
     m = wx.t_dot(wy.t_dot(cxy.T).T)
