@@ -13,7 +13,13 @@ busy; the target on an accelerator host is >= 2 (headroom for slower disks and b
 references from the same run: a single-threaded Pillow decode + resize loop over the originals (one host core
 alone), and with --fed the step fed by the pipeline over the step on resident data (1.0 = input never waits).
 
+Grey input (`config.data.channels`): the same pipeline with one channel and with three, side by side, on generated
+CheXpert-v1.0-small x-rays (grey JPEGs 320 x 384, at 224 px) and on the fundus originals (colour, at 587 px; one
+channel is their luma): input images/s and bytes per batch, both what crosses to the device (uint8) and the model
+input there (float32).
+
   python benchmarks/bench_input.py                # CPU: input batch 8, step batch 2; a few minutes on 2 cores
+  python benchmarks/bench_input.py --models=      # CPU: the input rates and the 1 vs 3 channels table only
   python benchmarks/bench_input.py --gpu          # accelerator: batch 64, bfloat16 step, host-core workers, --fed
   python benchmarks/bench_input.py --gpu --source_size 2592   # originals as big as Kaggle's (3888 x 2592)
 """
@@ -46,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=0, help="grain workers (default: host cores)")
     p.add_argument("--worker_types", default="", help="comma-separated thread/process (default thread; --gpu both)")
     p.add_argument("--fed", action="store_true", help="also time the step fed by the pipeline (on with --gpu)")
+    p.add_argument("--channels", default="3,1", help="channel counts of the grey-input table ('' = skip it)")
     args = p.parse_args(argv)
     gpu = args.gpu
     defaults = dict(num_images=(96, 512), batch=(8, 64), batches=(6, 20), step_batch=(2, 64))
@@ -57,6 +64,7 @@ def parse_args(argv=None):
     args.worker_types = [w for w in (args.worker_types or ("thread,process" if gpu else "thread")).split(",") if w]
     args.steps = 10 if gpu and args.steps == 2 else args.steps
     args.fed = args.fed or gpu
+    args.channels = [int(c) for c in args.channels.split(",") if c]
     return args
 
 
@@ -71,26 +79,52 @@ def pillow_reference(paths, size):
     return len(paths) / (time.perf_counter() - start)
 
 
-def data_config(name, root, workers, worker_type):
+def data_config(name, root, workers, worker_type, size=SIZE, channels=3):
     from transfusion_jax.data import default_data_config
 
     c = default_data_config()
-    c.update(dict(name=name, root=root, image_size=SIZE, num_workers=workers, worker_type=worker_type, prefetch=4))
+    c.update(dict(name=name, root=root, image_size=size, num_workers=workers, worker_type=worker_type, prefetch=4))
+    c.channels = channels
     return c
 
 
-def input_rate(config, batch, batches, mesh):
-    """Images/s of the train stream; worker start-up, the first batch and the transform's compile excluded."""
+def input_rate(config, batch, batches, mesh, shape: list | None = None):
+    """Images/s of the train stream; worker start-up, the first batch and the transform's compile excluded. The
+    model input's shape is appended to `shape` when given."""
     import jax
 
     from transfusion_jax.data import build_dataset
 
     with build_dataset(config, "train", train=True).batches(batch, mesh=mesh, seed=0) as stream:
-        jax.block_until_ready(next(stream))
+        first = jax.block_until_ready(next(stream))
+        if shape is not None:
+            shape.append(first["image"].shape)
         start = time.perf_counter()
         for _ in range(batches):
             jax.block_until_ready(next(stream))
         return batches * batch / (time.perf_counter() - start)
+
+
+def channel_rows(args, mesh, tmp, originals):
+    """(input, size, channels, img/s, uint8 bytes per batch to the device, float32 model-input bytes per batch)."""
+    from transfusion_jax.data import generate
+
+    chexpert = os.path.join(tmp, "chexpert")
+    generate.write_chexpert(chexpert, args.num_images, seed=0, size=320)  # 320 x 384 grey JPEGs, as the real set
+    rows = []
+    inputs = (
+        ("CheXpert x-rays (grey)", "chexpert_folder", chexpert, 224),
+        ("fundus originals (colour)", "retina_folder", originals, SIZE),
+    )
+    for label, name, root, size in inputs:
+        for channels in args.channels:
+            config = data_config(name, root, args.workers, args.worker_types[-1], size, channels)
+            shape = []
+            rate = input_rate(config, args.batch, args.batches, mesh, shape)
+            pixels = int(np.prod(shape[0]))
+            rows.append((label, size, channels, rate, pixels, 4 * pixels))
+            print(f"input {label} @ {size}, {channels} channel(s): {rate:8.1f} img/s", flush=True)
+    return rows
 
 
 def train_step(name, args, mesh):
@@ -148,6 +182,22 @@ def step_rates(name, args, mesh, fed_config):
     return resident, fed
 
 
+def print_step_table(args, steps, rates):
+    header = "| model | step img/s | input | workers | input img/s | input / step |"
+    if args.fed:
+        header += " fed step / resident step |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for model, (resident, fed) in steps.items():
+        for (label, worker_type), rate in rates.items():
+            row = f"| {model} | {resident:.2f} | {label} | {worker_type} | {rate:.1f} | {rate / resident:.1f} |"
+            if args.fed:
+                row += (
+                    f" {fed / resident:.2f} |" if label == "resized" and worker_type == args.worker_types[-1] else " |"
+                )
+            print(row)
+
+
 def main(argv=None):
     args = parse_args(argv)
     import jax
@@ -171,6 +221,7 @@ def main(argv=None):
                 config = data_config(name, root, args.workers, worker_type)
                 rates[(label, worker_type)] = input_rate(config, args.batch, args.batches, mesh)
                 print(f"input {label:9s} {worker_type:7s}: {rates[(label, worker_type)]:8.1f} img/s", flush=True)
+        grey = channel_rows(args, mesh, tmp, originals) if args.channels else []
         fed_config = data_config("resized", copy, args.workers, args.worker_types[-1]) if args.fed else None
         steps = {}
         for model in [m for m in args.models.split(",") if m]:
@@ -187,19 +238,17 @@ def main(argv=None):
     )
     print(f"reference: single-thread Pillow decode + resize of the originals: {pillow:.1f} img/s")
     print()
-    header = "| model | step img/s | input | workers | input img/s | input / step |"
-    if args.fed:
-        header += " fed step / resident step |"
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for model, (resident, fed) in steps.items():
-        for (label, worker_type), rate in rates.items():
-            row = f"| {model} | {resident:.2f} | {label} | {worker_type} | {rate:.1f} | {rate / resident:.1f} |"
-            if args.fed:
-                row += (
-                    f" {fed / resident:.2f} |" if label == "resized" and worker_type == args.worker_types[-1] else " |"
-                )
-            print(row)
+    if steps:
+        print_step_table(args, steps, rates)
+    if grey:
+        print()
+        print(
+            "| input | size | channels | input img/s | uint8 MiB / batch (to the device) | float32 MiB / batch (model "
+            "input) |"
+        )
+        print("|---|---|---|---|---|---|")
+        for label, size, channels, rate, uint8, float32 in grey:
+            print(f"| {label} | {size} | {channels} | {rate:.1f} | {uint8 / 2**20:.2f} | {float32 / 2**20:.2f} |")
 
 
 if __name__ == "__main__":

@@ -42,14 +42,11 @@ from roofline import matmul_peak_gflops, program_flops  # noqa: E402
 
 
 def quickstart_defaults():
-    """(widths, image size, batch, number of fine-tuning runs) of the quickstart: configs/study.py's default, the
+    """(widths, image size, batch, number of fine-tuning runs) of the quickstart: the study design's default, the
     small model's runs."""
-    import importlib.util
+    from transfusion_jax.experiments.study import design
 
-    spec = importlib.util.spec_from_file_location("study_config", os.path.join(HERE, "..", "configs", "study.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("default")
+    c = design.get_config("default")
     runs = sum(len(inits) for model, _, inits in c.cells if model in c.models_run) * len(c.seeds)
     return tuple(c.widths[c.models_run[0]]), c.image_size, c.batch_size, runs
 
@@ -157,16 +154,17 @@ def whole_runs(args):
     plan order), stacked vs one at a time (see above)."""
     import tempfile
 
-    from transfusion_jax.experiments import runs, study
+    from transfusion_jax.experiments import runs
+    from transfusion_jax.experiments.study import design, execute, recipes
     from transfusion_jax.train import compile_cache
 
     workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="bench_multirun_"))
     compile_cache.enable(os.path.join(workdir, "jax_cache"), min_compile_seconds=0.0)
-    c = study.load_config()
-    keys = study.plan(c)[: args.runs]
-    paths = study.make_data(workdir, c, log=lambda _: None)
-    study.pretrain_all(workdir, c, paths, log=lambda _: None)
-    configs = [study.finetune_config(c, paths, key, workdir) for key in keys]
+    c = design.load_config()
+    keys = design.plan(c)[: args.runs]
+    paths = execute.make_data(workdir, c, log=lambda _: None)
+    execute.pretrain_all(workdir, c, paths, log=lambda _: None)
+    configs = [recipes.finetune_config(c, paths, key, workdir) for key in keys]
     for config in configs:
         config.data_order_seed = 0 if args.shared_order else -1
     wall, loads, summaries = {}, {}, {}

@@ -4,14 +4,19 @@ Each case is a model, an input size and a global batch; the step is the paper's 
 2 outputs, BatchNorm in training mode, forward + backward + update, on a batch resident on the device. The PyTorch
 side is torchvision's resnet50 / inception_v3 (aux head off) and an equivalent CBR (same convs, SAME padding, 3x3/2
 VALID max-pools, no conv bias), channels_last, with autocast (AMP) for bfloat16, and optionally `torch.compile`d.
-The steppers take turns step by step and the median step time is reported, so a load change on a shared machine
-hits every side alike. Printed with the card, the versions, the host load and this command line.
+ViTs (vit_ti16, vit_b16 at 224 px) are
+timed against torchvision's VisionTransformer of the same shape (vit_b_16; ViT-Ti/16 built from its class), whose
+attention is PyTorch's scaled_dot_product_attention. The steppers take turns step by step and the median step time
+is reported, so a load change on a shared machine hits every side alike. Printed with the card, the versions, the
+host load and this command line.
 
   python benchmarks/bench_train_step.py                    # CPU: resnet50@224, cbr_small@587, batch 8, float32
   python benchmarks/bench_train_step.py --cpu_kernels=both # CPU: also our step without models/cpu_kernels.py
+  python benchmarks/bench_train_step.py --models=vit_ti16,vit_b16   # CPU: the ViT row, 224 px, batch 8
   python benchmarks/bench_train_step.py --gpu              # GPU: resnet50@224 bf16 batch 32 and 256, cbr_small@587
                                                            # and resnet50@587 batch 32; PyTorch eager + compiled;
                                                            # peak memory
+  python benchmarks/bench_train_step.py --gpu --models=vit_ti16,vit_b16 --batch=32,256   # GPU: the ViT row
   python benchmarks/bench_train_step.py --models=resnet50,inception_v3 --batch=32,64 --dtype=bfloat16 --steps=20
 """
 
@@ -33,8 +38,8 @@ GPU_CASES = (("resnet50", 224, 32), ("resnet50", 224, 256), ("cbr_small", 587, 3
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", action="store_true", help="the GPU cases above, bfloat16, 20 steps, torch.compile too")
-    p.add_argument("--models", default="resnet50,cbr_small", help="comma-separated model names")
-    p.add_argument("--batch", default="8", help="comma-separated global batch sizes")
+    p.add_argument("--models", default="", help="comma-separated model names (resnet50,cbr_small; --gpu: its cases)")
+    p.add_argument("--batch", default="", help="comma-separated global batch sizes (8; --gpu with --models: 32)")
     p.add_argument("--size", type=int, default=0, help="input resolution; 0 = each model's paper resolution")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="", help="compute dtype (float32; --gpu bf16)")
     p.add_argument("--steps", type=int, default=0, help="timed steps per side, median reported (5; --gpu 20)")
@@ -57,18 +62,19 @@ def parse_args(argv=None):
     args.steps = args.steps or (20 if args.gpu else 5)
     args.warmup = args.warmup or (3 if args.gpu else 1)
     args.torch_compile = args.torch_compile or args.gpu
-    if args.gpu:
+    if args.gpu and not args.models:
         args.cases = list(GPU_CASES)
     else:
-        names = [m for m in args.models.split(",") if m]
-        batches = [int(b) for b in args.batch.split(",") if b]
+        names = [m for m in (args.models or "resnet50,cbr_small").split(",") if m]
+        batches = [int(b) for b in (args.batch or ("32" if args.gpu else "8")).split(",") if b]
         args.cases = [(m, args.size or default_size(m), b) for m in names for b in batches]
     return args
 
 
 def default_size(name: str) -> int:
-    """The resolution each model is benchmarked at: ResNet-50 224 (CheXpert), Inception-v3 299, CBRs 587 (Retina)."""
-    return {"resnet50": 224, "resnet50_slim": 224, "inception_v3": 299}.get(name, 587)
+    """The resolution each model is benchmarked at: ResNet-50 and the ViTs 224 (CheXpert, the ViT checkpoints'),
+    Inception-v3 299, CBRs 587 (Retina)."""
+    return {"resnet50": 224, "resnet50_slim": 224, "inception_v3": 299, "vit_b16": 224, "vit_ti16": 224}.get(name, 587)
 
 
 # ---------------------------------------------------------------------------------------------------------- JAX
@@ -180,9 +186,30 @@ def torch_cbr(name):
     return tnn.Sequential(*layers, tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(cin, 2))
 
 
-def torch_model(name):
+def torch_vit(name, size):
+    """torchvision's VisionTransformer with the shape of our `name` (models/vit.py's VIT_SPECS) for `size` px
+    inputs, 2 classes."""
     import torchvision
 
+    from transfusion_jax.models.vit import VIT_SPECS
+
+    s = VIT_SPECS[name]
+    return torchvision.models.vision_transformer.VisionTransformer(
+        image_size=size,
+        patch_size=s["patch_size"],
+        num_layers=s["depth"],
+        num_heads=s["num_heads"],
+        hidden_dim=s["width"],
+        mlp_dim=s["mlp_dim"],
+        num_classes=2,
+    )
+
+
+def torch_model(name, size):
+    import torchvision
+
+    if name.startswith("vit_"):
+        return torch_vit(name, size)
     if name in ("resnet50", "resnet50_slim"):
         if name == "resnet50_slim":
             raise ValueError("resnet50_slim has no torchvision counterpart; benchmark resnet50 instead.")
@@ -203,7 +230,7 @@ def torch_stepper(name, size, batch_size, args, compiled: bool = False):
     import torch
 
     device = torch_device(args)
-    model = torch_model(name).to(device).to(memory_format=torch.channels_last).train()
+    model = torch_model(name, size).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     forward = torch.compile(model) if compiled else model
     host = synthetic_batch(batch_size, size)
@@ -280,8 +307,8 @@ def environment(args, torch) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines.append(f"host: {cpu}, {os.cpu_count()} cores, load average {load}")
     lines.append(
-        f"{args.dtype}, median of {args.steps} interleaved steps after {args.warmup} warm-up, Adam, BatchNorm in "
-        "train mode, synthetic batch resident on the device"
+        f"{args.dtype}, median of {args.steps} interleaved steps after {args.warmup} warm-up, Adam, BatchNorm (if any) "
+        "in train mode, synthetic batch resident on the device"
     )
     return "\n".join(lines)
 

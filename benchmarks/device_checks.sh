@@ -7,7 +7,9 @@
 #   bash benchmarks/device_checks.sh --wheels
 # On the GPU machine, from the repository root (results under $OUT, default /tmp/device_checks):
 #   bash benchmarks/device_checks.sh                       # multirun + train_step (~8 min on one H100-class GPU)
-#   bash benchmarks/device_checks.sh multirun input        # any of: multirun train_step input scale
+#   bash benchmarks/device_checks.sh multirun input        # any of: multirun train_step vit input scale
+#   bash benchmarks/device_checks.sh vit                   # the ViT row: ViT-Ti/16 and ViT-B/16 at 224, batch 32 and
+#                                                          # 256, bf16, ours vs PyTorch eager and compiled (~6 min)
 # Each check has its own time limit, so one slow check cannot eat the others' time; every output goes to its own
 # file and to the terminal. `scale` (the miniature study at --scale, ~15 min estimated) resumes where it stopped
 # when run again on the same machine (finished runs are kept in /tmp/study_scale).
@@ -52,9 +54,10 @@ for name in "${@:-multirun train_step}"; do
     case $one in
       multirun) check multirun 240 "$PYTHON" benchmarks/bench_multirun.py --gpu ;;
       train_step) check train_step 330 "$PYTHON" benchmarks/bench_train_step.py --gpu --steps 10 ;;
+      vit) check vit 420 "$PYTHON" benchmarks/bench_train_step.py --gpu --models=vit_ti16,vit_b16 --batch=32,256 --steps 10 ;;
       input) check input 240 "$PYTHON" benchmarks/bench_input.py --gpu ;;
       scale) check scale 560 "$PYTHON" -m transfusion_jax.experiments.quickstart --workdir /tmp/study_scale --scale ;;
-      *) echo "unknown check '$one' (multirun, train_step, input, scale)" >&2 && exit 2 ;;
+      *) echo "unknown check '$one' (multirun, train_step, vit, input, scale)" >&2 && exit 2 ;;
     esac
   done
 done

@@ -3,23 +3,27 @@
   python benchmarks/study_pilot.py --workdir DIR                  # every part, ~15-25 min on the loaded 2-core CPU
   python benchmarks/study_pilot.py --workdir DIR --parts timing   # one part (data is generated once per DIR)
   python benchmarks/study_pilot.py --workdir DIR --parts report   # the tables of docs/study.md from DIR/*.json
+  ... --variant mini --config.seeds='(0, 1)'                      # any design and field the quickstart takes
 
-Parts (each writes DIR/<part>.json; `report` prints them as the tables of docs/study.md):
+The sizes are the study's own design (transfusion_jax/experiments/study/design.py, the schema the quickstart reads;
+'default' unless --variant), its data (study.execute.make_data) and its pretraining recipe (study.recipes); both
+models are piloted whatever the design's cut. Parts (each writes DIR/<part>.json; `report` prints them as the tables
+of docs/study.md):
   data    the study's source (IFS fractals, image-folder layout) and target (polarity lesions, Kaggle DR layout)
-  source  (a) pretrains each planned model on the source with the planned recipe, then compares per-layer kernel
-          std / He std, BN moments and conv1 spectral peakedness with 5 random inits and the Gabor bank
+  source  (a) pretrains each model on the source with the study's recipe, then compares per-layer kernel std / He
+          std, BN moments and conv1 spectral peakedness with 5 random inits and the Gabor bank
   probe   (b) frozen random-init features (5 inits per model, and Gabor conv1 + random rest): linear-probe AUC per
           block, 5-fold cross-validated within the target's train split
-  learn   (c) random init trained on the target at the planned budget (5 seeds per model): validation AUC curve
-  timing  (d) one train step per model at the planned size: one run alone, and N runs as one vmapped program,
+  learn   (c) random init trained on the target at the design's budget (its seeds, per model): validation AUC curve
+  timing  (d) one train step per model at the design's size: one run alone, and N runs as one vmapped program,
           interleaved; one validation pass; then the study's cost from the design's run counts
 Only random, Gabor-conv1 and source-pretraining runs happen here. No transfer, Mean-Var, transfusion, Slim or Gabor
 fine-tuning is run: comparing inits on the target is the study's job, and running it now would be tuning towards
-the answer.
+the answer. Round 1's tables (docs/study.md §8) came from this script before the design moved into the package, at
+the sizes it then had (1,000 target test images, evaluations every 10 steps).
 """
 
 import argparse
-import dataclasses
 import functools
 import inspect
 import json
@@ -33,33 +37,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from transfusion_jax.experiments.study import design, execute, recipes  # noqa: E402
+from transfusion_jax.experiments.study import workdir as workdir_lib  # noqa: E402
+from transfusion_jax.train import config_lib, rundir  # noqa: E402
+
 PARTS = ("data", "source", "probe", "learn", "timing", "report")
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """The design's sizes (docs/study.md is their source of truth; round 2 moves them into configs/study.py)."""
-
-    image_size: int = 32
-    models: tuple = (("small", (8, 16, 32, 32)), ("large", (16, 32, 64, 128)))  # cbr_small family: 7x7, 4 CBRs
-    source_classes: int = 64
-    source_per_class: int = 40
-    source_test_per_class: int = 8
-    pretrain_steps: int = 800
-    pretrain_lr: float = 1e-3  # Adam, constant (the source loss only takes off after ~400 steps), no augmentation
-    target_train: int = 2000  # the large training set; the small one is a per-seed subset of 200
-    target_test: int = 1000  # 300 Public (validation), 700 Private (test)
-    finetune_steps: int = 300
-    finetune_lr: float = 1e-3  # Adam, cosine decay to 0
-    batch_size: int = 32
-    threshold: float = 0.90  # absolute steps-to-threshold level, fixed before this pilot ran
-    probe_ceiling: float = 0.80  # a random-feature probe must stay below this (threshold - 0.1)
-    eval_points: int = 32  # validation evaluations per fine-tuning run (40 log-spaced steps, ~32 distinct)
-    # Fine-tuning runs per model in the design (docs/study.md, "Runs"): inits x data sizes x 5 seeds.
-    runs: tuple = (("small", 25), ("large", 50))
-
-
-PLAN = Plan()
+LEARN_EVAL_EVERY = 10  # the learning curves are read every 10 steps (the design's own grid is log-spaced)
 
 
 def log(*args):
@@ -81,77 +64,49 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load[0]:.1f}/{load[1]:.1f}"
 
 
+def piloted(c):
+    """The design with both models run: the pilot measures both, whatever the CPU cut."""
+    c = c.copy_and_resolve_references()
+    c.models_run = design.MODELS
+    return c
+
+
+def runs_per_model(c) -> dict[str, int]:
+    """Fine-tuning runs of each model in the whole design (Slim's among the large model's)."""
+    return {m: sum(1 for k in design.plan(piloted(c)) if k.model == m) for m in design.MODELS}
+
+
 # ---------------------------------------------------------------- data
 
 
-def make_data(workdir, plan=PLAN) -> dict:
-    from transfusion_jax.data import generate
-
-    paths = {"source": os.path.join(workdir, "source"), "target": os.path.join(workdir, "target")}
-    ready = os.path.join(workdir, "DATA_READY")
-    if not os.path.exists(ready):
-        start = time.perf_counter()
-        generate.write_source(
-            paths["source"],
-            plan.source_classes * plan.source_per_class,
-            seed=0,
-            size=plan.image_size,
-            num_classes=plan.source_classes,
-            num_test=plan.source_classes * plan.source_test_per_class,
-            kind="fractals",
-        )
-        generate.write_tfds_dr_manual(
-            paths["target"],
-            plan.target_train,
-            seed=1,
-            size=plan.image_size,
-            num_test=plan.target_test,
-            lesions="polarity",
-        )
-        _save_json(workdir, "data", {"seconds": time.perf_counter() - start, "machine": machine(), **paths})
-        open(ready, "w").close()
+def make_data(workdir, c) -> dict:
+    paths = execute.make_data(workdir, c, log)
+    if not os.path.exists(os.path.join(workdir, "data.json")):
+        _save_json(workdir, "data", {"machine": machine(), **paths})
     return paths
 
 
-def _common(config, widths, steps, seed, plan=PLAN):
-    config.model.name = "cbr_small"
-    config.model.overrides.widths = tuple(widths)
-    config.data.image_size = plan.image_size
-    config.data.num_workers = 0
-    config.batch_size = plan.batch_size
-    config.num_train_steps = steps
-    config.checkpoint_every_steps = steps
-    config.keep_checkpoints = 1
-    config.progress_bar = False
-    config.seed = seed
-    config.optimizer.schedule = "cosine"
+def target_config(c, paths, model, seed, workdir=""):
+    """The study's fine-tuning config of a random-init run on the full data, read every LEARN_EVAL_EVERY steps and
+    without a checkpoint (random init needs none; the pilot may run before any pretraining)."""
+    config = recipes.finetune_config(c, paths, design.RunKey(model, "full", "random", seed), workdir)
+    config.pretrained = ""
+    config.eval_steps = ()
+    config.eval_every_steps = config.log_every_steps = LEARN_EVAL_EVERY
     return config
-
-
-def target_config(paths, widths, seed, plan=PLAN, init="random"):
-    from transfusion_jax.train import config_lib
-
-    c = _common(config_lib.retina_config("cbr_small", init), widths, plan.finetune_steps, seed, plan)
-    c.data.root = paths["target"]
-    c.train_split, c.val_split, c.test_split = "train", "validation", ""  # the pilot never scores test
-    c.optimizer.learning_rate = plan.finetune_lr
-    c.auc_threshold = plan.threshold
-    c.eval_every_steps = 10
-    c.log_every_steps = 10
-    return c
 
 
 # ---------------------------------------------------------------- (a) source pretraining and weight diagnostics
 
 
-def _random_variables(widths, num_classes, seed, plan=PLAN):
+def _random_variables(c, widths, num_classes, seed):
     import jax
     import jax.numpy as jnp
 
     from transfusion_jax.models import get_model
 
-    model = get_model("cbr_small", num_classes, widths=tuple(widths))
-    x = jnp.zeros((1, plan.image_size, plan.image_size, 3))
+    model = get_model(c.family, num_classes, widths=tuple(widths))
+    x = jnp.zeros((1, c.image_size, c.image_size, 3))
     return model, jax.device_get(model.init(jax.random.key(seed), x, train=False))
 
 
@@ -166,38 +121,27 @@ def _weight_diagnostics(variables) -> dict:
     }
 
 
-def part_source(workdir, paths, plan=PLAN) -> dict:
+def part_source(workdir, paths, c) -> dict:
     from transfusion_jax import pretrained
     from transfusion_jax.analysis import diagnostics
     from transfusion_jax.surgery import gabor_filters
-    from transfusion_jax.train import config_lib, trainer
     from transfusion_jax.train.writer import read_records
 
     out = {"machine": machine(), "models": {}}
-    for name, widths in plan.models:
-        wd = os.path.join(workdir, "pretrain", name)
-        c = _common(config_lib.base_config(), widths, plan.pretrain_steps, 0, plan)
-        c.data.name, c.data.root = "image_folder", paths["source"]
-        c.train_split, c.val_split, c.test_split = "train", "test", ""  # source held-out split as validation
-        c.optimizer.learning_rate, c.optimizer.schedule = plan.pretrain_lr, "constant"
-        c.data.augment.enabled = False  # every source image is already a fresh instance of its class
-        c.eval_every_steps = c.log_every_steps = plan.pretrain_steps // 4
-        c.export_pretrained = True
-        start = time.perf_counter()
-        if not os.path.exists(os.path.join(wd, "pretrained.npz")):
-            trainer.train_and_evaluate(c, wd)
-        seconds = time.perf_counter() - start
+    summaries = execute.pretrain_all(workdir, piloted(c), paths, log)
+    for name in design.MODELS:
+        wd = workdir_lib.pretrain_dir(workdir, name)
         accuracy = {
-            r["step"]: r["accuracy"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "val"
+            r["step"]: r["accuracy"] for r in read_records(os.path.join(wd, rundir.METRICS)) if r["split"] == "val"
         }
-        variables, _ = pretrained.load(os.path.join(wd, "pretrained.npz"))
-        randoms = [_weight_diagnostics(_random_variables(widths, plan.source_classes, s, plan)[1]) for s in range(5)]
+        variables, _ = pretrained.load(workdir_lib.checkpoint_of(workdir, name))
+        randoms = [_weight_diagnostics(_random_variables(c, c.widths[name], c.source.classes, s)[1]) for s in range(5)]
         kernel = np.asarray(variables["params"]["layer1"]["conv"]["kernel"])
         out["models"][name] = {
-            "widths": list(widths),
-            "seconds": seconds,
+            "widths": list(c.widths[name]),
+            "seconds": summaries[name]["seconds"],
             "source_accuracy": accuracy,
-            "chance": 1.0 / plan.source_classes,
+            "chance": 1.0 / c.source.classes,
             "pretrained": _weight_diagnostics(variables),
             "random": randoms,
             "gabor_peakedness": diagnostics.conv1_structure(gabor_filters.gabor_bank(kernel.shape))["mean"],
@@ -226,19 +170,19 @@ def _images_and_labels(config, split):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def part_probe(workdir, paths, plan=PLAN) -> dict:
+def part_probe(workdir, paths, c) -> dict:
     """Probe AUC per block by 5-fold cross-validation within the target's train split (no validation or test image
     is used), for 5 random initialisations and the same with the Gabor bank as conv1."""
     from transfusion_jax.analysis import probes
     from transfusion_jax.surgery import schemes
 
-    config = target_config(paths, plan.models[0][1], 0, plan)
-    images, labels = _images_and_labels(config, "train")
+    images, labels = _images_and_labels(target_config(c, paths, "small", 0), "train")
     out = {"machine": machine(), "n_images": len(labels), "folds": 5, "models": {}}
-    for name, widths in plan.models:
+    for name in design.MODELS:
+        widths = c.widths[name]
         per_init = {"random": [], "gabor_conv1": []}
         for seed in range(5):
-            model, variables = _random_variables(widths, 2, 100 + seed, plan)
+            model, variables = _random_variables(c, widths, 2, 100 + seed)
             gabor, _ = schemes.gabor(variables, [f"layer{i + 1}" for i in range(len(widths))])
             for init, v in (("random", variables), ("gabor_conv1", gabor)):
                 chunks = (images[i : i + 250] for i in range(0, len(images), 250))
@@ -255,21 +199,19 @@ def part_probe(workdir, paths, plan=PLAN) -> dict:
 # ---------------------------------------------------------------- (c) random init learns the target
 
 
-def part_learn(workdir, paths, plan=PLAN, seeds=(0, 1, 2, 3, 4)) -> dict:
+def part_learn(workdir, paths, c) -> dict:
     from transfusion_jax.train import trainer
     from transfusion_jax.train.writer import read_records
 
     out = {"machine": machine(), "models": {}}
-    for name, widths in plan.models:
+    for name in design.MODELS:
         runs = []
-        for seed in seeds:
+        for seed in c.seeds:
             wd = os.path.join(workdir, "learn", name, f"seed_{seed}")
             start = time.perf_counter()
-            if not os.path.exists(os.path.join(wd, "summary.json")):
-                trainer.train_and_evaluate(target_config(paths, widths, seed, plan), wd)
-            curve = {
-                r["step"]: r["auc"] for r in read_records(os.path.join(wd, "metrics.jsonl")) if r["split"] == "val"
-            }
+            if not rundir.is_finished(wd):
+                trainer.train_and_evaluate(target_config(c, paths, name, seed), wd)
+            curve = {r["step"]: r["auc"] for r in read_records(os.path.join(wd, rundir.METRICS)) if r["split"] == "val"}
             runs.append({"seed": seed, "seconds": time.perf_counter() - start, "curve": curve})
             log(f"learn {name} seed {seed}: {curve}")
         out["models"][name] = runs
@@ -301,7 +243,7 @@ def _step_body(model, tx):
     return functools.partial(steps._train_step, model, tx, "softmax", *(off[name] for name in options))
 
 
-def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
+def part_timing(workdir, c, vmapped_runs=5, reps=10) -> dict:
     """Median seconds per train step (one run; `vmapped_runs` runs as one jax.vmap program), interleaved per round,
     and per validation pass. The step is the project's (train/steps.py), vmapped as-is."""
     import jax
@@ -310,10 +252,11 @@ def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
 
     from transfusion_jax.train.state import TrainState
 
-    b, s, n = plan.batch_size, plan.image_size, vmapped_runs
+    b, s, n = c.batch_size, c.image_size, vmapped_runs
     out = {"machine": machine(), "jax": jax.__version__, "vmapped_runs": n, "models": {}}
-    for name, widths in plan.models:
-        model, _ = _random_variables(widths, 2, 0, plan)
+    for name in design.MODELS:
+        widths = c.widths[name]
+        model, _ = _random_variables(c, widths, 2, 0)
         tx = optax.adam(1e-3)
 
         def init(rng, model=model, tx=tx):
@@ -335,7 +278,7 @@ def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
         one_batch, many_batch = batch(), batch((n,))
         rng, rngs = jax.random.key(2), jax.random.split(jax.random.key(2), n)
         forward = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-        val = jnp.zeros((plan.target_test * 3 // 10, s, s, 3))
+        val = jnp.zeros((c.target.validation, s, s, 3))
         variables = {"params": one.params, "batch_stats": one.batch_stats}
         jax.block_until_ready(
             (one_step(one, one_batch, rng), many_step(many, many_batch, rngs), forward(variables, val))
@@ -353,25 +296,25 @@ def part_timing(workdir, plan=PLAN, vmapped_runs=5, reps=10) -> dict:
         row["per_run_step_vmapped_cpu_s"] = row["step_vmapped_cpu_s"] / n
         out["models"][name] = row
         log(f"timing {name}: {out['models'][name]}")
-    out["budget"] = budget(out, plan)
+    out["budget"] = budget(out, c)
     _save_json(workdir, "timing", out)
     return out
 
 
-def budget(timing: dict, plan=PLAN) -> dict:
+def budget(timing: dict, c) -> dict:
     """Seconds of pretraining + fine-tuning (with its validation passes) at the measured costs, one run after another
     ('sequential') or with the fine-tuning steps at the measured per-run cost of a vmapped program ('vmapped'); in
     wall seconds of this (loaded) machine and in CPU seconds (~ wall seconds of an idle machine, if XLA keeps one
     core busy per step; less if it keeps both)."""
-    counts = dict(plan.runs)
+    counts, evaluations = runs_per_model(c), len(c.eval_steps)
     result = {}
     for unit, suffix in (("wall", "_s"), ("cpu", "_cpu_s")):
         for mode, key in (("sequential", "step_one_run"), ("vmapped", "per_run_step_vmapped")):
             total = 0.0
-            for name, _ in plan.models:
+            for name in design.MODELS:
                 m = timing["models"][name]
-                per_run = plan.finetune_steps * m[key + suffix] + plan.eval_points * m["validation_pass" + suffix]
-                total += counts[name] * per_run + plan.pretrain_steps * m["step_one_run" + suffix]
+                per_run = c.finetune.steps * m[key + suffix] + evaluations * m["validation_pass" + suffix]
+                total += counts[name] * per_run + c.pretrain.steps * m["step_one_run" + suffix]
             result[f"{mode}_{unit}_s"] = total
     return result
 
@@ -396,7 +339,7 @@ def _first_above(curve: dict, level: float):
     return next((int(step) for step, auc in sorted(curve.items(), key=lambda kv: int(kv[0])) if auc > level), None)
 
 
-def report(workdir, plan=PLAN) -> str:
+def report(workdir, c) -> str:
     """The pilot's tables (markdown) from the parts' JSON files."""
     lines = []
     source = _load_json(workdir, "source")
@@ -407,7 +350,7 @@ def report(workdir, plan=PLAN) -> str:
             last = acc[max(acc, key=int)]
             layers = list(m["pretrained"]["kernel_std_ratio"])
             lines += [
-                f"**{name}** {tuple(m['widths'])}: source test accuracy {last:.3f} after {plan.pretrain_steps} steps "
+                f"**{name}** {tuple(m['widths'])}: source test accuracy {last:.3f} after {c.pretrain.steps} steps "
                 f"(chance {m['chance']:.3f}); {m['seconds']:.0f} s.",
                 "",
                 "| layer | kernel std / He std, pretrained | random init (5 seeds) | BN gamma mean ± std (pretrained) "
@@ -454,11 +397,10 @@ def report(workdir, plan=PLAN) -> str:
         lines += [
             f"### (c) Random init on the target, planned budget ({learn['machine']})",
             "",
-            f"Validation AUC every 10 steps; {plan.finetune_steps} steps of Adam 1e-3 with cosine decay, batch "
-            f"{plan.batch_size}, {plan.target_train} train images.",
+            f"Validation AUC every {LEARN_EVAL_EVERY} steps; {c.finetune.steps} steps of Adam "
+            f"{c.finetune.learning_rate:g} with cosine decay, batch {c.batch_size}, {c.target.train} train images.",
             "",
-            f"| model | seed | first eval with AUC > {plan.threshold} | final validation AUC "
-            "| sd of the last 5 evals |",
+            f"| model | seed | first eval with AUC > {c.threshold} | final validation AUC | sd of the last 5 evals |",
             "|---|---|---|---|---|",
         ]
         for name, runs in learn["models"].items():
@@ -468,7 +410,7 @@ def report(workdir, plan=PLAN) -> str:
                 tail = [curve[k] for k in sorted(curve)[-5:]]
                 finals.append(curve[max(curve)])
                 lines.append(
-                    f"| {name} | {run['seed']} | {_first_above(curve, plan.threshold)} | {curve[max(curve)]:.3f} | "
+                    f"| {name} | {run['seed']} | {_first_above(curve, c.threshold)} | {curve[max(curve)]:.3f} | "
                     f"{np.std(tail, ddof=1):.4f} |"
                 )
             lines.append(f"| {name} | sd across seeds | | {np.std(finals, ddof=1):.4f} | |")
@@ -482,7 +424,7 @@ def report(workdir, plan=PLAN) -> str:
             f"{timing['vmapped_runs']} runs as one `jax.vmap` program of the project's train step.",
             "",
             "| model | train step, one run | per run-step, vmapped | one run / vmapped (wall) "
-            "| validation pass (300 images) |",
+            f"| validation pass ({c.target.validation} images) |",
             "|---|---|---|---|---|",
         ]
         for name, m in timing["models"].items():
@@ -494,7 +436,7 @@ def report(workdir, plan=PLAN) -> str:
                 f"{1e3 * m['validation_pass_s']:.0f} ms wall, "
                 f"{1e3 * m['validation_pass_cpu_s']:.0f} ms CPU |"
             )
-        b = budget(timing, plan)
+        b = budget(timing, c)
         lines += [
             "",
             "Pretraining + fine-tuning of the whole design: sequential "
@@ -515,7 +457,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    args = p.parse_args(argv)
+    p.add_argument("--variant", default="default", choices=design.VARIANTS, help="the study design piloted")
+    args, config_flags = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:  # --config.FIELD=VALUE, parsed by ml_collections as the quickstart parses them
+        c = config_lib.apply_flags(design.get_config(args.variant), config_flags)
+    except ValueError as e:
+        p.error(str(e))
     import jax
 
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(os.path.abspath(args.workdir), "jax_cache")
@@ -526,19 +473,19 @@ def main(argv=None):
     unknown = set(parts) - set(PARTS)
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
-    paths = make_data(args.workdir)
+    paths = make_data(args.workdir, c)
     for part in parts:
         start = time.perf_counter()
         if part == "source":
-            part_source(args.workdir, paths)
+            part_source(args.workdir, paths, c)
         elif part == "probe":
-            part_probe(args.workdir, paths)
+            part_probe(args.workdir, paths, c)
         elif part == "learn":
-            part_learn(args.workdir, paths)
+            part_learn(args.workdir, paths, c)
         elif part == "timing":
-            part_timing(args.workdir)
+            part_timing(args.workdir, c)
         elif part == "report":
-            report(args.workdir)
+            report(args.workdir, c)
             continue
         log(f"{part}: {time.perf_counter() - start:.0f} s ({machine()})")
     return 0

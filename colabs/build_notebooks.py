@@ -285,6 +285,71 @@ else:
 ]
 
 
+# The last section of the fourth notebook: an in-domain self-supervised encoder as the init (transfusion_jax.ssl).
+SELF_SUPERVISED = [
+    (
+        "md",
+        """\
+## What can replace ImageNet: self-supervised pretraining on your own unlabeled images
+
+`ssl.pretrain_folder(FOLDER, OUT)` pretrains an encoder with SimCLR (or BYOL) on every image under a folder, labels
+unread, and writes `OUT` as a checkpoint like any other: `init=transfer`, `transfusion:<block>`, Mean-Var and the
+probes take it (`python -m transfusion_jax.main --config=configs/ssl.py:MODEL,simclr` is the same run from the
+command line; docs/ssl.md has the recipe and where it departs from the papers). Here the folder is the target
+task's own training images. Then: fine-tuning from it beside random init and the source ("ImageNet") checkpoint,
+and a linear probe per block of each frozen encoder. At mini scale a few epochs on a few hundred images show the
+mechanics, not the science.""",
+    ),
+    (
+        "code",
+        """\
+from transfusion_jax import ssl
+
+SSL_GROUP = "in_domain_ssl"  # fine-tuning runs from the self-supervised encoder
+SSL_NPZ = os.path.join(WORKDIR, "ssl_pretrain", "pretrained.npz")
+if MINI:  # the target's training images; the model and size of the runs above
+    folder, recipe = os.path.join(paths["target"], "train"), {}
+    size = dict(model_overrides={"widths": tuple(q.widths)}, image_size=q.image_size, epochs=4, batch_size=32)
+else:  # the Kaggle DR training images at 224 px, with SimCLR's own recipe (LARS, 100 epochs of batch 256)
+    folder, size = os.path.join(DATA_ROOT, "train"), dict(image_size=224, epochs=100, batch_size=256)
+    recipe = dict(overrides=["optimizer.name=lars", "optimizer.base_learning_rate=0.3", "optimizer.weight_decay=1e-6",
+                             "optimizer.warmup_epochs=10", "ssl.temperature=0.1", "ssl.projector.hidden_dim=0",
+                             "ssl.projector.out_dim=128", "data.cache_decoded=False"])  # fmt: skip
+summary = ssl.pretrain_folder(
+    folder, SSL_NPZ, workdir=os.path.dirname(SSL_NPZ) + "_run", model=MODEL, method="simclr",
+    resize_mode="center_crop", **size, **recipe,
+)  # fmt: skip
+print(f"SimCLR: {summary['num_train_steps']} steps on {summary['train_examples']} images, final loss "
+      f"{summary['final']['loss']:.3f}, {summary['seconds']:.0f} s")  # fmt: skip
+for seed in SEEDS:
+    result = runs.run(config_for("transfer", seed, [f"pretrained={SSL_NPZ}"]), run_dir(SSL_GROUP, "transfer", seed))
+    print(f"fine-tuned from the SSL encoder, seed {seed}: {runs.describe(result)}")""",
+    ),
+    (
+        "code",
+        """\
+# Test AUC (validation-selected step) of each init, and a linear probe per block of each frozen encoder (the runs'
+# init.npz: random, the source checkpoint, the SSL encoder) fitted on the training split, scored on validation.
+import json
+
+inits = {
+    "random": (GROUP, "random"),
+    "source (ImageNet) transfer": (GROUP, "transfer"),
+    "SSL transfer": (SSL_GROUP, "transfer"),
+}
+loaded = [run_weights.RunWeights(run_dir(g, i, SEEDS[0])) for g, i in inits.values()]
+probed = instruments.probe_runs(loaded, kinds=("linear",), batch_size=32)
+display(Image(figures.save(probed, ANALYSES, "probes_ssl")[1]))
+rows = []
+for (name, (g, i)), r in zip(inits.items(), probed["runs"].values()):
+    summaries = [json.load(open(os.path.join(run_dir(g, i, s), "summary.json"))) for s in SEEDS]
+    aucs = " ".join(f"{runs.selected_test_auc(x):.3f}" for x in summaries)
+    rows.append([name, aucs] + [f"{r['init']['linear'][b]['auc']:.3f}" for b in loaded[0].blocks])
+table = report.markdown_table(["init", "test AUC per seed"] + [f"probe at init: {b}" for b in loaded[0].blocks], rows)
+display(Markdown("\\n".join(table)))""",
+    ),
+]
+
 BEYOND = [
     (
         "md",
@@ -446,6 +511,7 @@ rows = [[name, f"{r['auc']:.3f}", f"{r['ece']:.3f}"] for name, r in zip(protocol
 # Everything together: the report of WORKDIR (tables with ECE, effects, and the section beyond the paper).
 display(Markdown(report.render(WORKDIR)))""",
     ),
+    *SELF_SUPERVISED,
 ]
 
 

@@ -1,6 +1,6 @@
 """The package's layers import only downward (README, "Architecture"):
 
-    models, data  ->  surgery  ->  pretrained  ->  train  ->  analysis  ->  experiments  ->  main.py
+    models, data  ->  surgery  ->  pretrained  ->  train  ->  analysis  ->  ssl  ->  experiments  ->  main.py
 
 Each package may import itself and the packages below it; its `__main__` (its command line) belongs to it and obeys
 the same rule; transfusion_jax/main.py sits on top. Imports are read from the source with `ast`, so an import
@@ -13,7 +13,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "transfusion_jax"
-ORDER = ("models", "data", "surgery", "pretrained", "train", "analysis", "experiments")
+ORDER = ("models", "data", "surgery", "pretrained", "train", "analysis", "ssl", "experiments")
 ALLOWED = {name: set(ORDER[: ORDER.index(name)]) for name in ORDER}
 ALLOWED["data"] = set()  # models and data are both the bottom: neither knows the other
 

@@ -1,4 +1,5 @@
 """Command line: `python -m transfusion_jax.main --config=configs/retina.py:resnet50,random --workdir=DIR`.
+A config with an `ssl` section (configs/ssl.py) runs self-supervised pretraining (transfusion_jax.ssl) instead.
 
 Any config field can be overridden, e.g. `--config.batch_size=64 --config.optimizer.learning_rate=3e-4`. Rerunning
 the same command with the same workdir resumes from its latest intact checkpoint.
@@ -62,7 +63,12 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if "ssl" in FLAGS.config:  # configs/ssl.py: self-supervised pretraining (transfusion_jax.ssl)
+            from transfusion_jax import ssl
+
+            ssl.pretrain(FLAGS.config, FLAGS.workdir)
+        else:
+            train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except (NonFiniteLossError, CheckpointError) as e:
         logging.error("%s", e)
         sys.exit(2)

@@ -1,10 +1,9 @@
-"""Linear interpolation (barrier against closed forms, BN statistics against a NumPy forward pass) and
+"""Linear interpolation (barrier against closed forms, BN statistics recomputed at every point) and
 re-initialisation resilience (exact block resets, criticality arithmetic, a real model and evaluator)."""
 
 import functools
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 from transfusion_jax.analysis import interpolation, resilience
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import tree
-from transfusion_jax.train import partition, steps, trainer
+from transfusion_jax.train import batch_stats, partition, steps, trainer
 from transfusion_jax.train.state import TrainState
 
 # ----- barrier ----------------------------------------------------------------------------------------------------
@@ -60,55 +59,6 @@ def test_bad_alphas_and_mismatched_solutions_are_named():
             interpolation.interpolate(a, a, double_well, alphas=alphas)
     with pytest.raises(tree.TreeMismatchError, match="not the same architecture"):
         interpolation.interpolate(a, {"params": {"well": {"w": jnp.zeros(2)}}, "batch_stats": {}}, double_well)
-
-
-# ----- BatchNorm statistics ---------------------------------------------------------------------------------------
-
-
-class TwoBN(nn.Module):
-    """Dense -> BN(momentum 0.9) -> relu -> Dense -> BN(momentum 0.99): the second BN's input depends on the first
-    BN's train-mode normalisation, so a reference must run the whole forward pass in train mode."""
-
-    @nn.compact
-    def __call__(self, x, train: bool):
-        x = nn.Dense(5, name="d1")(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, name="bn1")(x))
-        x = nn.Dense(3, name="d2")(x)
-        return nn.BatchNorm(use_running_average=not train, momentum=0.99, name="bn2")(x), {}
-
-
-def numpy_bn_stats(params, batches):
-    """Per batch: train-mode forward in float64 with batch statistics (biased variance, eps 1e-5); then averages."""
-    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
-    per_batch = []
-    for x in batches:
-        h = x @ p["d1"]["kernel"] + p["d1"]["bias"]
-        m1, v1 = h.mean(0), h.var(0)
-        h = np.maximum((h - m1) / np.sqrt(v1 + 1e-5) * p["bn1"]["scale"] + p["bn1"]["bias"], 0)
-        h = h @ p["d2"]["kernel"] + p["d2"]["bias"]
-        per_batch.append((m1, v1, h.mean(0), h.var(0)))
-    return [np.mean([s[i] for s in per_batch], axis=0) for i in range(4)]
-
-
-def test_recomputed_statistics_equal_a_numpy_train_mode_forward():
-    model = TwoBN()
-    rng = np.random.default_rng(0)
-    batches = [(rng.normal(size=(32, 4)) * 2 + 1).astype(np.float32) for _ in range(3)]
-    variables = model.init(jax.random.key(0), batches[0], train=False)
-    variables = {
-        "params": jax.tree_util.tree_map(lambda a: a + 0.3 * rng.normal(size=a.shape), variables["params"]),
-        "batch_stats": jax.tree_util.tree_map(lambda a: a + 7.0, variables["batch_stats"]),  # stale: must not leak
-    }
-    stats = interpolation.recompute_batch_stats(
-        model, variables, [{"image": b, "valid": np.ones(32, bool)} for b in batches]
-    )
-    m1, v1, m2, v2 = numpy_bn_stats(variables["params"], batches)
-    np.testing.assert_allclose(stats["bn1"]["mean"], m1, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["bn1"]["var"], v1, rtol=1e-5)
-    np.testing.assert_allclose(stats["bn2"]["mean"], m2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["bn2"]["var"], v2, rtol=1e-5)
-    with pytest.raises(ValueError, match="padding rows"):
-        interpolation.recompute_batch_stats(model, variables, [{"image": batches[0], "valid": np.arange(32) < 30}])
 
 
 # ----- real models ------------------------------------------------------------------------------------------------
@@ -169,7 +119,7 @@ def tiny_setup():
 def test_a_solution_interpolated_with_itself_has_zero_barrier():
     model, va, _, evaluate, bn_batches = tiny_setup()
     out = interpolation.interpolate(
-        va, va, evaluate, alphas=[0.0, 0.5, 1.0], batch_stats_fn=interpolation.BatchStatsRecomputer(model, bn_batches)
+        va, va, evaluate, alphas=[0.0, 0.5, 1.0], batch_stats_fn=batch_stats.BatchStatsRecomputer(model, bn_batches)
     )
     assert out["barrier"] == {"loss": 0.0, "auc": 0.0} and out["batch_stats"] == "recomputed"
     assert len({(p["loss"], p["auc"]) for p in out["path"]}) == 1
@@ -178,7 +128,7 @@ def test_a_solution_interpolated_with_itself_has_zero_barrier():
 def test_interpolation_between_two_inits_recomputes_statistics_at_every_point():
     model, va, vb, evaluate, bn_batches = tiny_setup()
     seen = []
-    recompute = interpolation.BatchStatsRecomputer(model, bn_batches)
+    recompute = batch_stats.BatchStatsRecomputer(model, bn_batches)
 
     def spy(params, like):
         seen.append(params)
@@ -229,14 +179,3 @@ def test_resilience_on_a_real_model_and_evaluator():
     other = resilience.reinit_resilience(va, vb, evaluate, ["layer1", "layer2"], reference_name="fresh draw")
     assert other["reference"] == "fresh draw"
     assert all(r["loss_rise"] != 0.0 for r in other["per_block"].values())
-
-
-@pytest.mark.parametrize("name,size", [("resnet50", 32), ("inception_v3", 75), ("cbr_larget", 32)])
-def test_every_batchnorm_of_every_family_has_a_known_momentum(name, size):
-    """Traced only: the momentum read for BN recomputation covers every batch_stats leaf of each model family."""
-    model = get_model(name, 2)
-    x = jnp.zeros((2, size, size, 3))
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    momenta = interpolation._bn_momenta(model, variables, x)
-    modules = {tuple(k.split("/")[1:-1]) for k in tree.flatten({"batch_stats": variables["batch_stats"]})}
-    assert set(momenta) == modules and set(momenta.values()) == {0.9}

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_events import CompileEvents
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -171,6 +172,21 @@ def test_pooled_features_averages_space_and_concatenates_batches():
     chex.assert_trees_all_close(pooled["conv"], 2.0 * images.mean(axis=(1, 2)), rtol=1e-5)
     chex.assert_trees_all_close(pooled["vector"], images.sum(axis=(1, 2)), rtol=1e-5)
     assert list(probes.pooled_features(apply_fn, 2.0, batches, layers=["vector"])) == ["vector"]
+
+
+def test_pooled_features_compile_once_per_model():
+    """A second extraction with other weights through a new but equal model (the study builds a fresh
+    `partial(net.apply)` per draw; a run's config.json gives its widths as a list) traces and compiles nothing."""
+    module = get_model("cbr_small", 2, widths=(4, 4))
+    images = [np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)]
+    init = jax.jit(functools.partial(module.init, train=False))
+    variables = [init(jax.random.key(seed), images[0]) for seed in range(2)]
+    first = probes.pooled_features(functools.partial(module.apply, train=False), variables[0], images)
+    with CompileEvents() as compiles:
+        model = get_model("cbr_small", 2, widths=[4, 4])
+        second = probes.pooled_features(functools.partial(model.apply, train=False), variables[1], images)
+    assert compiles.events == []
+    assert not np.allclose(first["layer2"], second["layer2"])  # the new weights were used
 
 
 def test_probe_auc_is_one_on_the_label_and_chance_on_noise():

@@ -1,21 +1,27 @@
 """A constructed study whose answer is known: measures, similarities and diagnostics of a world that behaves as the
-paper says (docs/study.md's claims), with knobs to make it behave otherwise. Shared by the verdict and report tests."""
+paper says (docs/study.md's claims), with knobs to make it behave otherwise. Shared by the verdict, claims and report
+tests."""
 
 import math
+import zlib
 
 import numpy as np
 
-from transfusion_jax.experiments import study
-from transfusion_jax.experiments.study_verdicts import RunKey, RunMeasures, evaluate
+from transfusion_jax.experiments.study import design
+from transfusion_jax.experiments.study.design import RunKey
+from transfusion_jax.experiments.study.diagnose import Diagnostics, WeightDiagnostics
+from transfusion_jax.experiments.study.measures import RunMeasures
+from transfusion_jax.experiments.study.representations import ModelSimilarity, Score
+from transfusion_jax.experiments.study.verdicts import evaluate
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 N_TEST = 800
 LABELS = np.arange(N_TEST) < 320
-GRID = study.load_config().eval_steps
+GRID = design.load_config().eval_steps
 
 
 def config(models_run=("small", "large")):
-    c = study.load_config("full")
+    c = design.load_config("full")
     c.models_run = tuple(models_run)
     return c
 
@@ -50,6 +56,11 @@ PAPER = {
 }
 
 
+def on_grid(steps: float) -> int | None:
+    """The first evaluation step at or after `steps` (where a run crossing then is seen to); None past the grid."""
+    return next((int(s) for s in GRID if s >= steps), None)
+
+
 def curve(steps, final, seed):
     """A validation curve on the design's grid crossing 0.9 first at `steps` and flat at its end."""
     out = {}
@@ -60,20 +71,25 @@ def curve(steps, final, seed):
     return out
 
 
+def stable_hash(key) -> int:
+    """The same number for a run in every process (Python's hash of strings is salted per process)."""
+    return zlib.crc32(repr((key.model, key.data, key.init, key.seed)).encode())
+
+
 def world(c, steps=None, mu=None, seeds=None, jitter=0.03):
     """{RunKey: RunMeasures} of every planned run: steps per init (None = never crosses), test scores whose class
     separation is mu per group; per seed a shared noise (the same test images), a small multiplicative step jitter."""
     steps, mu = {**PAPER["steps"], **(steps or {})}, {**PAPER["mu"], **(mu or {})}
     out = {}
-    for key in study.plan(c):
+    for key in design.plan(c):
         if seeds is not None and key.seed not in seeds:
             continue
         rng = np.random.default_rng(key.seed)
         noise = rng.normal(size=N_TEST)  # shared by every run of this seed
-        own = np.random.default_rng([key.seed, hash(key) % 1000]).normal(size=N_TEST)
+        own = np.random.default_rng([key.seed, stable_hash(key) % 1000]).normal(size=N_TEST)
         m = mu.get((key.model, key.data, key.init), 1.5)
         n = steps[key.init] if not callable(steps[key.init]) else steps[key.init](key)
-        crossed = None if n is None else int(round(n * math.exp(jitter * (key.seed - 2))))
+        crossed = None if n is None else on_grid(n * math.exp(jitter * (key.seed - 2)))
         final = 0.95 + 0.004 * (key.seed - 2)
         out[key] = RunMeasures(
             curve=curve(crossed or 400, final, key.seed),
@@ -81,14 +97,18 @@ def world(c, steps=None, mu=None, seeds=None, jitter=0.03):
             steps=crossed,
             steps_relative=crossed,
             final_val_auc=final,
-            selected_step=300,
             test_scores=LABELS * m + noise + 0.05 * own,
             weight_change={layer: 0.1 for layer in LAYERS},
         )
     return out
 
 
-def similar(c, to_init=None, pairs=None):
+def _score(value: float) -> Score:
+    """A similarity with a fixed null beside it (the verdicts read the score only)."""
+    return Score(value, [0.1, 0.2], 0.15, 0.1, 0.2, n=35200, dx=16, dy=16, n_per_dim=2200.0)
+
+
+def similar(c, to_init=None, pairs=None) -> dict[str, ModelSimilarity]:
     to_init, pairs = {**PAPER["to_init"], **(to_init or {})}, {**PAPER["pairs"], **(pairs or {})}
     out = {}
     for model in c.models_run:
@@ -96,44 +116,51 @@ def similar(c, to_init=None, pairs=None):
         entry = {"to_init": {}, "pairs": {}}
         for init in ("random", "transfer"):
             for seed in c.seeds:
-                entry["to_init"][f"{init}/{seed}"] = {
-                    layer: {m: {"score": v + 0.003 * rng.normal()} for m in c.similarity.methods}
+                entry["to_init"][init, seed] = {
+                    layer: {m: _score(v + 0.003 * rng.normal()) for m in c.similarity.methods}
                     for layer, v in zip(LAYERS, to_init[model, init])
                 }
         for kind in ("rand_rand", "rand_imnet"):
-            for k in range(len(c.seeds)):
-                entry["pairs"][f"{kind}/{k}"] = {
-                    layer: {m: {"score": pairs[model, kind] + 0.003 * rng.normal()} for m in c.similarity.methods}
-                    for layer in LAYERS
-                }
-        out[model] = entry
+            for i in c.seeds:
+                for j in c.seeds:
+                    if j > i or (kind == "rand_imnet" and j != i):
+                        entry["pairs"][kind, i, j] = {
+                            layer: {m: _score(pairs[model, kind] + 0.003 * rng.normal()) for m in c.similarity.methods}
+                            for layer in LAYERS
+                        }
+        out[model] = ModelSimilarity(list(LAYERS), {}, 2200, entry["to_init"], entry["pairs"])
     return out
 
 
-def diagnostics(c, moved=True, probe=0.6):
+def diagnostics(c, moved=True, probe=0.6) -> dict[str, Diagnostics]:
     ratios = {layer: 1.3 if moved else 1.0 for layer in LAYERS}
+    random = [
+        WeightDiagnostics({layer: 1.0 + 0.01 * (k - 2) for layer in LAYERS}, {}, 0.18) for k in range(5)
+    ]  # fmt: skip
     return {
-        model: {
-            "pretrained": {"kernel_std_ratio": ratios, "conv1_peakedness": 0.30 if moved else 0.18, "bn": {}},
-            "random": [
-                {"kernel_std_ratio": {layer: 1.0 + 0.01 * (k - 2) for layer in LAYERS}, "conv1_peakedness": 0.18}
-                for k in range(5)
-            ],
-            "source_accuracy": 0.5,
-            "chance": 1 / 64,
-            "probe": [{layer: probe + 0.01 * (k - 2) for layer in LAYERS} for k in range(5)],
-        }
+        model: Diagnostics(
+            widths=[16, 32, 64, 128],
+            pretrained=WeightDiagnostics(ratios, {}, 0.30 if moved else 0.18),
+            random=random,
+            gabor_peakedness=0.75,
+            peakedness_floor=4 / 49,
+            source_accuracy=0.5,
+            chance=1 / 64,
+            probe=[{layer: probe + 0.01 * (k - 2) for layer in LAYERS} for k in range(5)],
+            probe_images=2000,
+        )
         for model in c.models_run
     }
 
 
-def verdicts_of(c, measures=None, sim=None, diag=None):
+def verdicts_of(c, measures=None, sim=None, diag=None, **kwargs):
     result = evaluate(
         c,
         world(c) if measures is None else measures,
         LABELS,
         diagnostics(c) if diag is None else diag,
         similar(c) if sim is None else sim,
+        **kwargs,
     )
     return result, {(v.claim, v.scope): v for v in result.verdicts}
 

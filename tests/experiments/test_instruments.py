@@ -17,7 +17,7 @@ from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import interpolation, probes, reuse, sanity
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import instruments, report, run_weights, runs
-from transfusion_jax.train import partition
+from transfusion_jax.train import batch_stats, partition, rundir
 
 
 def outputs(out, name):
@@ -151,7 +151,7 @@ def test_interpolation_between_two_seeds_and_of_a_run_with_itself(trained, tmp_p
         run_b.final(),
         evaluate,
         alphas=[0.0, 0.5, 1.0],
-        batch_stats_fn=interpolation.BatchStatsRecomputer(run_a.model, bn_images),
+        batch_stats_fn=batch_stats.BatchStatsRecomputer(run_a.model, bn_images),
     )
     for got, want in zip(result["path"], expected["path"]):
         assert got["auc"] == pytest.approx(want["auc"], abs=1e-9) and got["loss"] == pytest.approx(
@@ -203,14 +203,15 @@ def test_calibration_reads_the_test_scores(trained, tmp_path):
         got = result["runs"][workdir]
         assert got["reliability"] == recorded["reliability"]  # the trainer's diagrams, from the same scores
         assert got["auc"] == pytest.approx(recorded["auc"], abs=1e-12) and got["ece"] == pytest.approx(recorded["ece"])
-        bins = got["reliability"]["grade >= 2"]
+        assert got["ace"] == pytest.approx(recorded["ace"])
+        bins = got["reliability"]["top_label"]
         n = sum(bins["count"])
         by_hand = sum(c / n * abs(f - p) for c, f, p in zip(bins["count"], bins["frequency"], bins["confidence"]))
         assert got["ece"] == pytest.approx(by_hand, abs=1e-12)
     argv = ["calibration", "--runs", trained["random0"], "--when", "final", "--bins", "4"]
     assert cli.main([*argv, "--out", str(tmp_path), "--name", "four"]) == 0
     four = outputs(tmp_path, "four")["runs"][trained["random0"]]
-    assert four["bins"] == 4 and len(four["reliability"]["grade >= 2"]["count"]) <= 4
+    assert four["bins"] == 4 and len(four["reliability"]["top_label"]["count"]) <= 4
 
 
 def test_bad_invocations_are_named(trained, tmp_path, capsys):
@@ -249,7 +250,7 @@ def write_summary(root, group, model, init, seed, auc, steps=None, train_example
             "steps_to_threshold": steps,
         },
     }
-    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+    with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
         json.dump(summary, f)
 
 

@@ -9,6 +9,7 @@ import pytest
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import __main__ as cli
 from transfusion_jax.experiments import paper_numbers, report, runs
+from transfusion_jax.train import rundir
 
 
 def _write(root, group, model, init, seed, auc, steps=None, extra=None, selected_auc=None, relative_steps=50):
@@ -26,7 +27,7 @@ def _write(root, group, model, init, seed, auc, steps=None, extra=None, selected
         "val": {"final": {"step": 100, "auc": 0.9}, "steps_to_relative_threshold": relative_steps},
         "test": {"final": final, "selected": selected, "steps_to_threshold": steps},
     }
-    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+    with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
         json.dump(summary, f)
     return workdir
 

@@ -1,12 +1,14 @@
-"""The design's cost (study.design_cost): XLA's FLOP counts against a closed form, and the counts of runs, steps
-and images against the design's own numbers."""
+"""The design's cost (study.cost.design_cost): XLA's FLOP counts against a closed form, and the counts of runs,
+steps and images against the design's own numbers."""
 
-from transfusion_jax.experiments import study
+from transfusion_jax.experiments.study import cost, design, recipes
+
+load_config = design.load_config
 
 
 def _one_layer_flops(c, num_classes=2):
-    config = study.finetune_config(c, {"source": "", "target": ""}, study.RunKey("small", "full", "random", 0), "")
-    return study.step_flops(c, (8,), num_classes, config)
+    config = recipes.finetune_config(c, {"source": "", "target": ""}, design.RunKey("small", "full", "random", 0), "")
+    return cost.step_flops(c, (8,), num_classes, config)
 
 
 def test_flops_of_a_one_layer_cbr_match_the_conv_by_hand():
@@ -15,21 +17,21 @@ def test_flops_of_a_one_layer_cbr_match_the_conv_by_hand():
     32 * 7 - 2 * (3 + 2 + 1) = 212 taps, so 2 * 212**2 * 3 * 8 FLOPs per image. The rest of the forward (BN, ReLU,
     the 3x3 max-pool, the mean and a 2-way head) adds under 5 %. A train step adds the kernel's gradient (the same
     count again; the image needs no gradient) and the small rest: between 2x and 2.5x the conv per image."""
-    c = study.load_config("mini", ["batch_size=16"])
+    c = load_config("mini", ["batch_size=16"])
     taps = 32 * 7 - 2 * (3 + 2 + 1)
     conv = 2 * taps**2 * 3 * 8
     train, forward = _one_layer_flops(c)
     assert conv <= forward <= 1.05 * conv
     assert 2 * conv <= train / 16 <= 2.5 * conv
-    train64, forward64 = _one_layer_flops(study.load_config("mini", ["batch_size=16", "image_size=64"]))
+    train64, forward64 = _one_layer_flops(load_config("mini", ["batch_size=16", "image_size=64"]))
     conv64 = 2 * (64 * 7 - 12) ** 2 * 3 * 8  # the config's image size is the one counted
     assert conv64 <= forward64 <= 1.05 * conv64 and 2 * conv64 <= train64 / 16 <= 2.5 * conv64
 
 
 def test_design_cost_counts_runs_steps_and_images_of_each_network():
-    c = study.load_config("mini")
-    (name, small), = study.design_cost(c).items()  # fmt: skip
-    runs = len(study.plan(c))
+    c = load_config("mini")
+    (name, small), = cost.design_cost(c).items()  # fmt: skip
+    runs = len(design.plan(c))
     evals = len(set(c.eval_steps) | {c.finetune.steps})
     assert name == "small" and (small.runs, small.pretrain_runs) == (runs, 1)
     assert small.train_steps == c.pretrain.steps + runs * c.finetune.steps
@@ -41,11 +43,11 @@ def test_design_cost_counts_runs_steps_and_images_of_each_network():
     )
     assert small.train_flops > runs * c.finetune.steps * small.step_flops  # plus pretraining's
     assert small.flops == small.train_flops + small.eval_flops
-    full = study.design_cost(study.load_config("full"))
+    full = cost.design_cost(load_config("full"))
     assert [(k, n.runs, n.pretrain_runs) for k, n in full.items()] == [
         ("small", 25, 1),
         ("large", 45, 1),
         ("slim", 5, 0),
     ]
     assert full["large"].image_flops > 3 * full["small"].image_flops  # twice the widths: ~4x the convs' FLOPs
-    assert "this design: 75 fine-tuning runs + 2 pretraining" in study.describe_cost(full)
+    assert "this design: 75 fine-tuning runs + 2 pretraining" in cost.describe_cost(full)

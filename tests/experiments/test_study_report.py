@@ -1,7 +1,8 @@
 """The study's report on a constructed study (no training): every claim in the verdicts table with the interval the
-verdicts computed, the gates first, every similarity beside its null with n and d, the figures, and the verdicts
-block quoted verbatim into other documents."""
+verdicts computed, the gates first with the numbers their records hold, every similarity beside its null with n and
+d, the figures, no machine path, and the verdicts block quoted verbatim into other documents."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -9,40 +10,21 @@ import subprocess
 import pytest
 from study_world import LABELS, config, diagnostics, g3_fails_c5_spans_its_margin, similar, verdicts_of, world
 
-from transfusion_jax.experiments import study_report
-from transfusion_jax.experiments.study_verdicts import FINDINGS, evaluate
+from transfusion_jax.experiments.study import report as study_report
+from transfusion_jax.experiments.study.claims import FINDINGS
+from transfusion_jax.experiments.study.verdicts import evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _similar_with_nulls(c):
-    out = similar(c)
-    for model in out.values():
-        model["layers"], model["num_images"] = ["layer1", "layer2", "layer3", "layer4"], 2200
-        for group in ("to_init", "pairs"):
-            for entry in model[group].values():
-                for layer in model["layers"]:
-                    for result in entry[layer].values():
-                        result.update(null=[0.1, 0.2], null_mean=0.15, null_min=0.1, null_max=0.2, n=35200, dx=16,
-                                      dy=16, n_per_dim=2200.0)  # fmt: skip
-    return out
-
-
-def _diagnostics_for_report(c):
-    out = diagnostics(c)
-    for d in out.values():
-        d.update(widths=[16, 32, 64, 128], gabor_peakedness=0.75, peakedness_floor=4 / 49, probe_images=2000)
-    return out
+TIMING = study_report.Timing(wall=100.0, cpu=150.0, load=(1.0, 2.0), trained=77, runs=77)
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     c = config()
-    measures, sim, diag = world(c), _similar_with_nulls(config()), _diagnostics_for_report(c)
+    measures, sim, diag = world(c), similar(c), diagnostics(c)
     verdicts = evaluate(c, measures, LABELS, diag, sim)
     workdir = tmp_path_factory.mktemp("report")
-    timing = {"wall": 100.0, "cpu": 150.0, "load": [1.0, 2.0], "trained": 77, "runs": 77}
-    path = study_report.write(str(workdir), c, verdicts, measures, diag, sim, {}, timing)
+    path = study_report.write(str(workdir), c, verdicts, measures, diag, sim, {}, TIMING)
     return workdir, open(path).read(), verdicts
 
 
@@ -119,7 +101,6 @@ def test_publish_copies_the_report_with_its_figures_and_quotes_it(written, tmp_p
 def test_readme_and_results_quote_the_committed_report_verbatim():
     """README.md and docs/RESULTS.md show the verdicts of docs/study_report/report.md, the report our run of the
     quickstart wrote, character for character (regenerate with study_report.quote_verdicts)."""
-    import os
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(repo, "docs", "study_report", "report.md")) as f:
@@ -133,8 +114,7 @@ def test_readme_and_results_quote_the_committed_report_verbatim():
 def test_a_failed_gate_is_named_in_the_verdicts_table_even_where_the_interval_is_inconclusive():
     c = config()
     result, _ = verdicts_of(c, g3_fails_c5_spans_its_margin(c))
-    timing = {"wall": 100.0, "cpu": 150.0, "load": [1.0, 2.0], "trained": 77, "runs": 77}
-    row = next(r for r in study_report.verdicts_section(c, result, timing) if r.startswith("| C5 |") and "large" in r)
+    row = next(r for r in study_report.verdicts_section(c, result, TIMING) if r.startswith("| C5 |") and "large" in r)
     assert "**inconclusive** (interval crosses a margin; G3 failed for the large model as well)" in row
 
 
@@ -152,3 +132,31 @@ def test_the_report_names_the_code_that_made_it(written, monkeypatch):
 
     monkeypatch.setattr(study_report.subprocess, "run", no_git)
     assert re.fullmatch(r"transfusion_jax [\d.]+", study_report.code_version())
+
+
+def test_the_report_carries_no_machine_path(written):
+    """Files are named relative to the work directory: neither the directory the report was written in nor any other
+    absolute path appears in it."""
+    workdir, text, _ = written
+    assert str(workdir) not in text and os.path.basename(str(workdir)) not in text
+    assert not re.findall(r"(?<![\w.])/(?:tmp|home|root|work|Users|var|private)/", text)
+    assert "`runs/`" in text.splitlines()[2]
+
+
+def test_gates_are_rendered_from_their_records_not_recomputed(tmp_path):
+    """The report shows the numbers each gate's record holds: a G1 distance and a G4 spread changed in the records
+    (and nowhere else) are what the report prints."""
+    c = config(models_run=("small",))
+    measures, sim, diag = world(c), similar(c), diagnostics(c)
+    result = evaluate(c, measures, LABELS, diag, sim)
+    g1 = next(g for g in result.gates if g.gate == "G1")
+    ratios = [dataclasses.replace(r, distance=12345.0) for r in g1.values.ratios]
+    g4 = next(g for g in result.gates if g.gate == "G4")
+    changed = {
+        id(g1): dataclasses.replace(g1, values=dataclasses.replace(g1.values, ratios=ratios)),
+        id(g4): dataclasses.replace(g4, values=dataclasses.replace(g4.values, within=0.98765)),
+    }
+    result = dataclasses.replace(result, gates=[changed.get(id(g), g) for g in result.gates])
+    text = open(study_report.write(str(tmp_path), c, result, measures, diag, sim, {}, TIMING)).read()
+    assert "| layer1 | 1.300 | 1.000 ± 0.016 | 12345 |" in text
+    assert f"| {g4.scope} | median sd 0.9877 |" in text

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from transfusion_jax.experiments import __main__ as cli
-from transfusion_jax.experiments import runs, sweep
+from transfusion_jax.experiments import sweep
+from transfusion_jax.train import config_lib, rundir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RETINA = os.path.join(REPO, "configs", "retina.py")
@@ -28,7 +29,7 @@ class FakeTrainer:
             "test": {"final": {"auc": 0.9}, "selected": {"auc": 0.9}, "steps_to_threshold": None},
         }
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+        with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
             json.dump(summary, f)
         return summary
 
@@ -53,7 +54,7 @@ def test_sweep_runs_each_once_and_skips_finished(tmp_path):
     )
     assert by_dir[os.path.join(str(tmp_path), "retina", "cbr_tiny", "transfer", "seed_1")].seed == 1
 
-    os.remove(os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1", runs.SUMMARY))
+    os.remove(os.path.join(str(tmp_path), "retina", "cbr_tiny", "random", "seed_1", rundir.SUMMARY))
     again = FakeTrainer()
     records = sweep.sweep(
         RETINA,
@@ -73,7 +74,7 @@ def test_failed_run_is_marked_and_the_sweep_goes_on(tmp_path):
         RETINA, ["cbr_small"], ["random", "transfer"], [0], str(tmp_path), train_fn=fake, pretrained="/ckpt.npz"
     )
     assert [r["status"] for r in records] == ["done", "failed"]
-    marker = os.path.join(str(tmp_path), "retina", "cbr_small", "transfer", "seed_0", runs.FAILED)
+    marker = os.path.join(str(tmp_path), "retina", "cbr_small", "transfer", "seed_0", rundir.FAILED)
     assert "RuntimeError: boom" in open(marker).read()
 
 
@@ -89,8 +90,6 @@ def test_bad_inputs_fail_before_any_run(tmp_path):
 
 
 def test_override_types():
-    from transfusion_jax.train import config_lib
-
     c = config_lib.apply_overrides(
         config_lib.base_config(),
         ["progress_bar=false", "freeze=('layer1', 'layer2')", "num_train_steps=7", "data.subset_size=5000"],
@@ -123,7 +122,7 @@ def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "[1/1] retina cbr_small random seed 0: training" in out and "test AUC final" in out
-    summary = json.load(open(os.path.join(str(tmp_path), "retina", "cbr_small", "random", "seed_0", runs.SUMMARY)))
+    summary = json.load(open(os.path.join(str(tmp_path), "retina", "cbr_small", "random", "seed_0", rundir.SUMMARY)))
     assert summary["test"]["final"]["step"] == 10
     assert cli.main(argv) == 0
     assert "finished before, skipping" in capsys.readouterr().out
@@ -142,3 +141,21 @@ def test_cli_passes_max_runs_per_program(monkeypatch, tmp_path):
     base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
     assert cli.main(base) == 0 and seen["max_runs_per_program"] == 0  # default: every compatible run stacked
     assert cli.main([*base, "--max_runs_per_program", "1"]) == 0 and seen["max_runs_per_program"] == 1
+
+
+def test_cli_hands_config_flags_to_ml_collections_as_typed(monkeypatch, tmp_path):
+    """`--config.*` arguments reach ml_collections' parser as the user typed them (a space-separated value too), not
+    split by hand; a field the config lacks, a stray argument, or a flag on a command that takes none is an error."""
+    seen = {}
+    monkeypatch.setattr(sweep, "sweep", lambda *args, **kwargs: seen.update(kwargs) or [])
+    base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
+    flags = ["--config.batch_size", "64", "--config.freeze=('layer1', 'layer2')"]
+    assert cli.main([*base, *flags]) == 0 and seen["config_flags"] == flags
+    c = config_lib.apply_flags(config_lib.base_config(), seen["config_flags"])
+    assert c.batch_size == 64 and c.freeze == ("layer1", "layer2")
+    with pytest.raises(ValueError, match="Unknown config field 'optimizer.lr'"):
+        config_lib.apply_flags(config_lib.base_config(), ["--config.optimizer.lr=1"])
+    with pytest.raises(ValueError, match="Not a config override.*stray"):
+        config_lib.apply_flags(config_lib.base_config(), ["--config.batch_size=8", "stray"])
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(tmp_path), "--config.batch_size=3"])

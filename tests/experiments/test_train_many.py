@@ -8,7 +8,7 @@ import os
 import pytest
 
 from transfusion_jax.experiments import runs
-from transfusion_jax.train import config_lib, trainer
+from transfusion_jax.train import config_lib, rundir, trainer
 
 
 def _config(seed, **changes):
@@ -27,7 +27,7 @@ def _config(seed, **changes):
 def _summary(workdir, config):
     summary = {"final_step": config.num_train_steps, "seed": config.seed}
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, runs.SUMMARY), "w") as f:
+    with open(os.path.join(workdir, rundir.SUMMARY), "w") as f:
         json.dump(summary, f)
     return summary
 
@@ -104,10 +104,10 @@ def test_a_failed_run_is_marked_and_the_others_finish(monkeypatch, tmp_path):
     results = error.value.results
     assert [isinstance(r, Exception) for r in results] == [False, True, True, False, False, False]
     for k in (1, 2):
-        assert "RuntimeError: boom" in open(os.path.join(jobs[k][2], runs.FAILED)).read()
+        assert "RuntimeError: boom" in open(os.path.join(jobs[k][2], rundir.FAILED)).read()
         assert not runs.is_finished(jobs[k][2])
     fake.fail = set()
     again = runs.train_many(jobs, keep_going=True, log=lambda _: None)  # only the failed ones train again
     assert fake.groups[1:] == [] and fake.alone[-2:] == ["run_1", "run_2"]
-    assert all(not os.path.exists(os.path.join(w, runs.FAILED)) for _, _, w in jobs)
+    assert all(not os.path.exists(os.path.join(w, rundir.FAILED)) for _, _, w in jobs)
     assert [s["skipped"] for s in again] == [True, False, False, True, True, True]

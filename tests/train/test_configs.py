@@ -42,7 +42,7 @@ ARGS = (
 
 def test_every_config_file_is_covered():
     files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")}
-    assert files == {name for name, _ in ARGS} | {"study"}
+    assert files == {name for name, _ in ARGS} | {"study", "ssl"}  # ssl: tests/ssl/test_config.py
 
 
 def test_study_config_is_plain_data_with_valid_inits():
@@ -77,6 +77,7 @@ def test_config_loads_with_paper_recipe_and_valid_init(name, arg):
     assert local.model.name == c.model.name and local.init == c.init and local.optimizer.name == c.optimizer.name
     for config in (c, local):  # selection never on the test split: train, validation, test all differ
         preflight.check_splits(config)
+        preflight.check_unused_fields(config)  # every field a config sets is one its run reads
         assert config.val_split and "eval_split" not in config
     if name == "chexpert":  # the official valid set is the test set; validation is a patient slice of train
         assert (c.train_split, c.val_split, c.test_split) == ("train[:95%]", "train[95%:]", "valid")

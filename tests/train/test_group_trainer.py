@@ -11,7 +11,7 @@ import pytest
 from fake_data import SPLITS, FakeDataset, route_build_dataset, tiny_config
 
 from transfusion_jax import pretrained
-from transfusion_jax.train import checkpoint, export, trainer
+from transfusion_jax.train import checkpoint, rundir, trainer
 from transfusion_jax.train.writer import read_records
 
 # Three runs that differ in what a group may vary: seed (init, dropout), frozen blocks, learning rate, data order
@@ -67,7 +67,7 @@ def _assert_same_run(group_dir, alone_dir):
     assert [r.get("num_examples") for r in ours_m] == [r.get("num_examples") for r in theirs_m]  # identical counts
     with open(os.path.join(group_dir, "config.json")) as f, open(os.path.join(alone_dir, "config.json")) as g:
         assert json.load(f) == json.load(g)
-    for name in (export.INIT_FILE, export.FINAL_FILE):
+    for name in (rundir.INIT, rundir.FINAL):
         chex.assert_trees_all_close(
             pretrained.load(os.path.join(group_dir, name))[0],
             pretrained.load(os.path.join(alone_dir, name))[0],

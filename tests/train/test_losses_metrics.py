@@ -60,7 +60,7 @@ def test_multiclass_softmax_auc_is_one_vs_rest_mean():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 5, size=200)
     scores = rng.dirichlet(np.ones(5), size=200)
-    out = metrics.auc_metrics("softmax", tuple("abcde"), scores, labels, np.ones((200, 1)))
+    out = metrics.auc_metrics("softmax", tuple("abcde"), np.log(scores), labels, np.ones((200, 1)))  # logits
     expected = roc_auc_score(labels, scores, multi_class="ovr", average="macro")
     assert out["auc"] == pytest.approx(expected)
 

@@ -3,6 +3,7 @@ set, input size vs. architecture, every split opened; and the workdir files a re
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -94,6 +95,42 @@ def fake_data(monkeypatch):
 
 def _tiny_config(**changes):
     return tiny_config(**{"num_train_steps": 10, **changes})
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["data.root=/my/CheXpert"], "config.data.root is not read by config.data.name='local_chexpert'"),
+        (["data.synthetic.num_examples=99"], "config.data.synthetic is not read by config.data.name='local_chexpert'"),
+        (["data.retina_threshold=3"], "config.data.retina_threshold is not read"),
+        (["data.stratified=False"], "config.data.stratified is only read with subset_size > 0"),
+        (["data.block_shuffle.seed=3"], "config.data.block_shuffle.seed is only read with block_shuffle.block_size"),
+        (["data.augment.enabled=False", "data.augment.rotate_deg=5.0"], "config.data.augment.rotate_deg is only read"),
+        (["data.max_skip_fraction=0.5"], "config.data.max_skip_fraction is only read with on_bad_image='skip'"),
+        (["optimizer.b1=0.5"], "config.optimizer.b1 is not read by optimizer 'sgd'"),
+        (["mean_var_bn=copy"], "config.mean_var_bn is only read by Mean-Var inits, not init='random'"),
+        (["aux_loss_weight=0.4"], "config.aux_loss_weight needs a model with an auxiliary head"),
+        (["eval_steps=(5, 10)", "eval_every_steps=7"], "config.eval_every_steps is not read when config.eval_steps"),
+        (["val_split=", "early_stopping_evals=3"], "config.early_stopping_evals is only read with a validation split"),
+    ],
+)
+def test_a_field_the_run_would_not_read_is_an_error_before_any_work(overrides, named):
+    """A ',local' CheXpert config trains on generated data: a root given to it would be recorded in config.json as if
+    the run had read /my/CheXpert. Every such field is named, with why, before anything is built."""
+    c = config_lib.apply_overrides(config_lib.apply_runlocal(_chexpert_sgd()), overrides)
+    with pytest.raises(preflight.ConfigError, match=re.escape(named)) as error:
+        preflight.resolve(c)
+    assert "drop ',local'" in str(error.value)
+    preflight.resolve(config_lib.apply_runlocal(_chexpert_sgd()))  # without them it resolves
+
+
+def _chexpert_sgd():
+    c = config_lib.base_config()
+    c.model.name = "cbr_tiny"
+    c.data.name = "chexpert_folder"
+    c.train_split, c.val_split, c.test_split = "train[:95%]", "train[95%:]", "valid"
+    c.optimizer.name = "sgd"
+    return c
 
 
 def test_an_input_too_small_for_the_model_names_the_smallest(fake_data, tmp_path):

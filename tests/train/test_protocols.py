@@ -79,6 +79,35 @@ def test_lp_ft_backbone_starts_a_fresh_optimizer_at_the_switch():
     assert np.abs(ours[3]["layer2"]["conv"]["kernel"]).mean() == pytest.approx(0.01, rel=1e-3)
 
 
+def _warmup_cosine(k: int, length: int, warmup: int, lr: float) -> float:
+    """Closed form of the configured schedule at step k of a phase of `length` steps."""
+    if k < warmup:
+        return lr * k / warmup
+    return lr * 0.5 * (1 + np.cos(np.pi * min(k - warmup, length - warmup) / (length - warmup)))
+
+
+def test_lp_ft_schedules_start_with_their_phase():
+    """Plain SGD, warmup 2 + cosine, 10 steps, probe_steps 4: every update is -lr * g, so the learning rate each
+    step applies is read off it. The head follows warmup + cosine over the 4 probe steps, then warmup + cosine over
+    the 6 fine-tuning steps; the backbone is still for 4 steps, then follows that same fine-tuning schedule from its
+    start (not from step 4 of a schedule counted since step 0). The logged schedule is the head's."""
+    config = _config("lp_ft", probe_steps=4)
+    config.optimizer.update(name="sgd", momentum=0.0, schedule="cosine", warmup_steps=2, learning_rate=1.0)
+    tx, logged = state_lib.make_optimizer(config, PARAMS)
+    grads = jax.tree_util.tree_map(np.ones_like, PARAMS)
+    opt_state = tx.init(PARAMS)
+    for step in range(config.num_train_steps):
+        updates, opt_state = tx.update(grads, opt_state, PARAMS)
+        if step < 4:
+            head, backbone = _warmup_cosine(step, 4, 2, 1.0), 0.0
+        else:
+            head = backbone = _warmup_cosine(step - 4, 6, 2, 1.0)
+        for name, lr in (("head", head), ("layer1", backbone), ("layer2", backbone)):
+            for leaf in block(updates, name):
+                np.testing.assert_allclose(leaf, -lr, atol=1e-6, err_msg=f"{name} {step}")
+        assert float(logged(step)) == pytest.approx(head, abs=1e-6)
+
+
 def test_layer_decay_scales_each_blocks_learning_rate():
     """SGD lr 0.1, decay 0.5 over blocks (layer1, layer2): updates -0.1 g x 0.25, 0.5 and 1 (head)."""
     config = _config(layer_decay=0.5)

@@ -203,13 +203,15 @@ def test_eval_counts_every_example_once_on_odd_sizes():
         )
         assert out["num_examples"] == 13
         np.testing.assert_array_equal(outputs["label"], ds.labels)  # the per-example outputs, in example order
-        assert list(outputs["id"]) == ds.example_ids() and outputs["scores"].shape == (13, ds.task.num_outputs)
+        assert list(outputs["id"]) == ds.example_ids() and outputs["logits"].shape == (13, ds.task.num_outputs)
         if loss == "softmax":
             p = np.exp(logits - logits.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
             expected_loss = -np.log(p[np.arange(13), ds.labels]).mean()
             assert out["auc"] == pytest.approx(roc_auc_score(ds.labels, p[:, 1]), abs=1e-6)
-            expected_ece = {"c1": metrics_lib.reliability_bins(p[:, 1], ds.labels == 1, 4)["ece"]}
+            expected_ace = {"c1": metrics_lib.calibration_bins(p[:, 1], ds.labels == 1, 4, "quantile")["error"]}
+            top = metrics_lib.calibration_bins(p.max(1), p.argmax(1) == ds.labels, 4)["error"]
+            expected_ece = {"top_label": top}
         else:
             p = 1 / (1 + np.exp(-logits))
             bce = -(ds.labels * np.log(p) + (1 - ds.labels) * np.log(1 - p))
@@ -217,15 +219,19 @@ def test_eval_counts_every_example_once_on_odd_sizes():
             for c in range(3):
                 keep = ds.masks[:, c] > 0
                 assert out[f"auc/c{c}"] == pytest.approx(roc_auc_score(ds.labels[keep, c], p[keep, c]), abs=1e-6)
+            known = [(p[ds.masks[:, c] > 0, c], ds.labels[ds.masks[:, c] > 0, c]) for c in range(3)]
+            expected_ace = {
+                f"c{c}": metrics_lib.calibration_bins(q, y, 4, "quantile")["error"] for c, (q, y) in enumerate(known)
+            }
             expected_ece = {
-                f"c{c}": metrics_lib.reliability_bins(p[ds.masks[:, c] > 0, c], ds.labels[ds.masks[:, c] > 0, c], 4)[
-                    "ece"
-                ]
-                for c in range(3)
+                f"c{c}": metrics_lib.calibration_bins(np.maximum(q, 1 - q), (q > 0.5) == (y > 0.5), 4)["error"]
+                for c, (q, y) in enumerate(known)
             }
         assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
         assert {k: out[f"ece/{k}"] for k in expected_ece} == pytest.approx(expected_ece, abs=1e-6)
-        assert sum(out["reliability"]["c1"]["count"]) == (13 if loss == "softmax" else int(ds.masks[:, 1].sum()))
+        assert {k: out[f"ace/{k}"] for k in expected_ace} == pytest.approx(expected_ace, abs=1e-6)
+        decision = "top_label" if loss == "softmax" else "c1"
+        assert sum(out["reliability"][decision]["count"]) == (13 if loss == "softmax" else int(ds.masks[:, 1].sum()))
 
 
 def test_bfloat16_compute_keeps_float32_params():

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from tb_events import scalars
 
 from transfusion_jax import pretrained
-from transfusion_jax.train import NonFiniteLossError, config_lib, preflight, trainer
+from transfusion_jax.train import NonFiniteLossError, config_lib, preflight, rundir, trainer
 from transfusion_jax.train.writer import MetricWriter, dumps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,11 +71,13 @@ def test_loss_falls_auc_rises_and_summary_is_consistent(fake_data, tmp_path):
     assert _strict_json(os.path.join(workdir, "summary.json")) == json.loads(json.dumps(summary))
     _strict_json(os.path.join(workdir, "metrics.jsonl"))
     # Calibration beside AUC on both splits; the summary's test reliability diagram at the final step is the one
-    # behind that evaluation's ECE (positive class), over all 40 test examples.
-    assert "ece" in val[-1] and "reliability" not in val[-1]
-    assert list(reliability) == ["c1"] and sum(reliability["c1"]["count"]) == 40
-    assert len(reliability["c1"]["count"]) == config_lib.base_config().calibration_bins
-    assert test[-1]["ece"] == test[-1]["ece/c1"] == pytest.approx(reliability["c1"]["ece"])
+    # behind that evaluation's ECE (the top label's confidence, at least 1/2 for two classes: only the upper half of
+    # the 15 equal-width bins can hold examples), over all 40 test examples; ACE per output beside it.
+    assert "ece" in val[-1] and "ace/c1" in val[-1] and "reliability" not in val[-1]
+    assert list(reliability) == ["top_label"] and sum(reliability["top_label"]["count"]) == 40
+    assert len(reliability["top_label"]["count"]) <= 8 and min(reliability["top_label"]["confidence"]) >= 0.5
+    assert test[-1]["ece"] == test[-1]["ece/top_label"] == pytest.approx(reliability["top_label"]["error"])
+    assert test[-1]["ace"] == test[-1]["ace/c1"]
     with open(os.path.join(workdir, "config.json")) as f:
         written = json.load(f)
     assert written["model"]["overrides"]["widths"] == [4, 8] and written["data"]["normalization"] == "torchvision"
@@ -98,7 +100,8 @@ def test_rerun_of_a_finished_run_gives_the_same_summary(fake_data, tmp_path):
     again = trainer.train_and_evaluate(config, str(tmp_path))
     assert again == first
     for when in ("selected", "final"):
-        assert len(first["test"][when]["reliability"]["c1"]["count"]) == 4
+        diagram = first["test"][when]["reliability"]["top_label"]
+        assert sum(diagram["count"]) == first["test"][when]["num_examples"] and len(diagram["count"]) <= 3
     with open(tmp_path / "summary.json") as f:
         assert json.load(f) == json.loads(json.dumps(first))
 
@@ -120,11 +123,12 @@ def test_selection_uses_validation_only_and_test_is_reported_at_both_steps(fake_
     assert summary["val"]["selected"]["auc"] == max(r["auc"] for r in val)
     assert not any("best" in key for key in _flat_keys(summary))
     # Per-example test scores at both steps reproduce the recorded AUCs (an independent sklearn computation).
-    with np.load(os.path.join(workdir, trainer.TEST_SCORES)) as scores:
+    with np.load(os.path.join(workdir, rundir.TEST_SCORES)) as scores:
         assert int(scores["selected_step"]) == by_val and int(scores["final_step"]) == 40
         assert [i.decode() for i in scores["id"]] == [f"test/{i}" for i in range(40)]
         for when, record in (("selected", summary["test"]["selected"]), ("final", summary["test"]["final"])):
-            auc = roc_auc_score(scores["label"], scores[f"{when}_scores"][:, 1])
+            logits = scores[f"{when}_logits"].astype(np.float64)
+            auc = roc_auc_score(scores["label"], logits[:, 1] - logits[:, 0])
             assert auc == pytest.approx(record["auc"], abs=1e-12)
     assert not os.path.exists(os.path.join(workdir, "test_scores_pending"))
 
@@ -144,7 +148,7 @@ def test_early_stopping_and_epochs(fake_data, tmp_path):
     best = max(val, key=lambda r: (r["auc"], -r["step"]))["step"]
     assert summary["stopped_early"] and summary["final_step"] == best + 2 * 5 == val[-1]["step"] < 100
     assert os.listdir(tmp_path / "checkpoints" / "latest") == [str(summary["final_step"])]
-    with np.load(tmp_path / trainer.TEST_SCORES) as scores:
+    with np.load(tmp_path / rundir.TEST_SCORES) as scores:
         assert int(scores["final_step"]) == summary["final_step"]
     # What early stopping counted lives in the checkpoint (every process restores it), not in metrics.jsonl.
     loop = ocp.CheckpointManager(tmp_path / "checkpoints" / "latest").metadata(summary["final_step"]).custom_metadata
@@ -155,12 +159,14 @@ def test_early_stopping_and_epochs(fake_data, tmp_path):
 
 
 def test_explicit_eval_steps_and_the_last_step_are_the_evaluations(fake_data, tmp_path):
-    summary = trainer.train_and_evaluate(tiny_config(num_train_steps=12, eval_steps=(1, 2, 3, 7)), str(tmp_path))
+    explicit = dict(eval_steps=(1, 2, 3, 7), eval_every_steps=config_lib.PAPER_EVAL_EVERY)  # the default: unread
+    summary = trainer.train_and_evaluate(tiny_config(num_train_steps=12, **explicit), str(tmp_path))
     assert [r["step"] for r in _records(str(tmp_path), "val")] == [1, 2, 3, 7, 12]
     assert [r["step"] for r in _records(str(tmp_path), "test")] == [1, 2, 3, 7, 12]
     assert summary["eval_steps"] == [1, 2, 3, 7]
     with pytest.raises(preflight.ConfigError, match="eval_steps must lie in 1..num_train_steps"):
-        trainer.train_and_evaluate(tiny_config(num_train_steps=12, eval_steps=(0, 13)), str(tmp_path / "bad"))
+        bad = dict(explicit, eval_steps=(0, 13))
+        trainer.train_and_evaluate(tiny_config(num_train_steps=12, **bad), str(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()  # refused before step 1
 
 
@@ -258,8 +264,8 @@ def test_run_killed_with_sigkill_resumes_to_identical_result(tmp_path):
     with open(os.path.join(unbroken, "summary.json")) as f1, open(os.path.join(killed, "summary.json")) as f2:
         assert json.load(f1) == json.load(f2)
     with (
-        np.load(os.path.join(unbroken, trainer.TEST_SCORES)) as a,
-        np.load(os.path.join(killed, trainer.TEST_SCORES)) as b,
+        np.load(os.path.join(unbroken, rundir.TEST_SCORES)) as a,
+        np.load(os.path.join(killed, rundir.TEST_SCORES)) as b,
     ):
         assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
 

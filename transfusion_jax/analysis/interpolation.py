@@ -9,107 +9,25 @@ barrier is a maximum over the grid, so a lower bound of the true one at the grid
 
 BatchNorm. Interpolated weights do not go with interpolated running statistics (the features of theta(alpha) are
 not a mix of the endpoints' features), so at every alpha, the endpoints included, the running statistics are
-recomputed: forward passes in train mode over one fixed set of training batches, each BN layer's statistics the
-average over those batches of the batch mean and (biased, as Flax keeps it) batch variance, as
-`torch.optim.swa_utils.update_bn` does with a cumulative average. The same batches at every alpha, so differences
-along the path come from the weights, not from resampling. How many: `DEFAULT_BN_BATCHES` = 16 batches (512 images
-at batch 32) give every channel of ResNet-50's last block (7 x 7 positions at 224 px) ~25,000 samples, a ~1% relative
-error on its variance, at 1/25 of an epoch of Retina per alpha. With the endpoints recomputed too, a solution
-interpolated with itself gives the same model at every alpha: barrier exactly 0.
+recomputed over one fixed set of training batches (`train.batch_stats.BatchStatsRecomputer`: train-mode forward
+passes, the average batch mean and variance; 16 batches by default, 1/25 of an epoch of Retina per alpha). The same
+batches at every alpha, so differences along the path come from the weights, not from resampling. With the endpoints
+recomputed too, a solution interpolated with itself gives the same model at every alpha: barrier exactly 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from transfusion_jax.surgery import tree
 
-DEFAULT_BN_BATCHES = 16
 DEFAULT_ALPHAS = tuple(np.round(np.linspace(0.0, 1.0, 11), 10))
 # metric -> higher is better; the barrier is taken for each of these that `evaluate` returns.
 BARRIER_METRICS = {"loss": False, "auc": True}
-
-
-def _bn_momenta(model: nn.Module, variables: Mapping, images) -> dict[tuple[str, ...], float]:
-    """Momentum of every BatchNorm module, by module path, read while tracing one train-mode call."""
-    momenta: dict[tuple[str, ...], float] = {}
-
-    def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-            momenta[tuple(context.module.path)] = float(context.module.momentum)
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(record):
-        jax.eval_shape(
-            lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}),
-            dict(variables),
-            images,
-        )
-    return momenta
-
-
-def _images(batch):
-    if isinstance(batch, Mapping):
-        if "valid" in batch and not np.all(np.asarray(batch["valid"])):
-            raise ValueError("BN statistics need full training batches; this batch has padding rows (valid=False)")
-        return batch["image"]
-    return batch
-
-
-class BatchStatsRecomputer:
-    """(params, batch_stats like) -> BatchNorm running statistics of `params` over a fixed list of training batches
-    (see the module docstring); compiled once, reused at every alpha.
-
-    Each batch runs in train mode from zeroed statistics, so Flax's update leaves (1 - momentum) x the batch's
-    statistics; dividing by (1 - momentum) of that module recovers them exactly, whatever momentum a model uses.
-    """
-
-    def __init__(self, model: nn.Module, batches: Iterable):
-        self.model = model
-        self.batches = [_images(b) for b in batches]
-        if not self.batches:
-            raise ValueError("no batches to recompute BatchNorm statistics from")
-        self._momenta: dict[tuple[str, ...], float] | None = None
-        self._batch_stats = jax.jit(self._stats_from_zero)
-
-    def _stats_from_zero(self, params, zeros, images):
-        _, new = self.model.apply(
-            {"params": params, "batch_stats": zeros},
-            images,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": jax.random.key(0)},
-        )
-        return new["batch_stats"]
-
-    def __call__(self, params: Mapping, like: Mapping) -> dict:
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, dict(like))
-        if not jax.tree_util.tree_leaves(zeros):
-            return zeros
-        if self._momenta is None:
-            self._momenta = _bn_momenta(self.model, {"params": params, "batch_stats": zeros}, self.batches[0])
-        total = None
-        for images in self.batches:
-            stats = self._batch_stats(params, zeros, images)
-            total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
-        out = {}
-        for key, value in tree.flatten({"batch_stats": total}).items():
-            module = tuple(key.split("/")[1:-1])
-            if module not in self._momenta:
-                raise ValueError(f"batch_stats leaf {key!r} belongs to no BatchNorm module seen in a forward pass")
-            out[key] = value / (len(self.batches) * (1.0 - self._momenta[module]))
-        return tree.unflatten(out)["batch_stats"]
-
-
-def recompute_batch_stats(model: nn.Module, variables: Mapping, batches: Iterable) -> dict:
-    """BatchNorm running statistics of `variables['params']` over `batches` (one-off `BatchStatsRecomputer`)."""
-    return BatchStatsRecomputer(model, batches)(variables["params"], variables["batch_stats"])
 
 
 def _lerp(a: Mapping, b: Mapping, alpha: float) -> dict:

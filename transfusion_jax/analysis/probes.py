@@ -25,6 +25,7 @@ dropped. Pass finite iterables, e.g. a train split built with train=False (every
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from transfusion_jax.analysis import activations
 from transfusion_jax.train import metrics as metrics_lib
 
 PROBES = ("knn", "linear")
@@ -58,15 +60,21 @@ def _pooled(features: dict[str, jax.Array]) -> OrderedDict[str, jax.Array]:
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _pooled_step(variables, images, *, apply: activations.StaticApply):
+    """Compiled once per model and image shape, across calls (see `activations.StaticApply`)."""
+    return _pooled(apply.fn(variables, images)[1])
+
+
 def _pooled_rows(
     apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None
 ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
     """(batch, {layer: float32 [valid rows, C]}) per batch; a batch is an image array or a data-contract dict."""
-    pooled = jax.jit(lambda v, images: _pooled(apply_fn(v, images)[1]))
+    apply = activations.StaticApply(apply_fn)
     for batch in batches:
         images = batch["image"] if isinstance(batch, Mapping) else batch
         valid = np.asarray(batch["valid"]).astype(bool) if isinstance(batch, Mapping) else slice(None)
-        out = jax.device_get(pooled(variables, images))
+        out = jax.device_get(_pooled_step(variables, images, apply=apply))
         names = list(out) if layers is None else list(layers)
         for name in names:
             if name not in out:

@@ -16,6 +16,8 @@ is `default_data_config()` (or that data ConfigDict itself). `config.data.name` 
   synthetic_retina, synthetic_source   rendered in memory (config.data.synthetic.*); any split name, each its
                    own seed.
   image_folder     root/<split>/<class>/*.jpeg, e.g. from `generate source`.
+  unlabeled_folder every image file under root at any depth, sorted by path, no labels (one placeholder class):
+                   unlabeled images for self-supervised pretraining (transfusion_jax.ssl). One split, 'train'.
   tfds_classification  any prepared TFDS single-label image set: config.data.tfds_name, image_key (encoded
                    image), label_key (a ClassLabel: its names and num_classes give the task); softmax.
   imagenet_tfds    its preset for TFDS imagenet2012 (1000 classes named by WordNet id); splits train / validation.
@@ -50,8 +52,9 @@ the first example decodes; raises BadImageError / TooManyBadImagesError);
 `ds.batches(global_batch_size, *, mesh, seed=0, epoch_start=0, start_step=0)` yields dicts of global jax.Arrays,
 sharded along mesh axis 'data' (`NamedSharding(mesh, P('data'))`), each process decoding only its own
 contiguous share of every global batch:
-  image       float32 [B, H, W, 3], normalised with the `normalization` preset ('' = torchvision here; the
-              trainer sets it from the checkpoint's metadata)
+  image       float32 [B, H, W, C], C = config.data.channels (3, or 1 for grey input), normalised with the
+              `normalization` preset ('' = torchvision here; the trainer sets it from the checkpoint's metadata;
+              its `preprocess.grey` form for one channel)
   label       int32 [B] (softmax tasks) or float32 [B, C] (sigmoid tasks)
   label_mask  float32 [B, 1] (softmax) or [B, C] (sigmoid): 1 where the label counts; 0 for u_ignore'd labels,
               padding and skipped images
@@ -72,7 +75,8 @@ block_shuffle.seed, as the authors' code), or with per_example=True by a permuta
 divide image_size (checked when the dataset is built).
 
 Images: decoded with Pillow (JPEG draft mode for big photos), Retina center-cropped to a square, CheXpert
-squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels. See
+squashed, to `image_size` (0 = paper: 587 Retina, 224 CheXpert); grayscale is replicated to 3 channels, or with
+`channels=1` every image is decoded grey (colour ones to their luma) and fed as one channel. See
 `preprocess.py` for the normalisation formula and presets, and `default_data_config()` for every field.
 
 Small-data subsets (`subset_size`) restrict training only: validation and test always score their whole split.
@@ -111,6 +115,7 @@ from transfusion_jax.data.pipeline import (
     default_data_config,
     image_size,
     subset_seed,
+    unused_fields,
 )
 from transfusion_jax.data.preprocess import Normalization, get_normalization
 from transfusion_jax.data.readers import BadImageError, DatasetFormatError, TooManyBadImagesError
@@ -124,6 +129,7 @@ __all__ = [
     "default_data_config",
     "image_size",
     "subset_seed",
+    "unused_fields",
     "Normalization",
     "get_normalization",
     "BadImageError",

@@ -26,6 +26,7 @@ DATASET_NAMES = (
     "synthetic_retina",
     "synthetic_source",
     "image_folder",
+    "unlabeled_folder",
     "tfds_classification",
     "imagenet_tfds",
     "resized",
@@ -42,6 +43,7 @@ _PAPER_SIZE = {
     "chexpert": 224,
     "synthetic_source": 224,
     "image_folder": 224,
+    "unlabeled_folder": 224,
     "tfds_classification": 224,
     "imagenet_tfds": 224,
 }
@@ -59,6 +61,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.label_key = "label"  # tfds_classification: ClassLabel feature used as the softmax target
     c.image_size = 0  # 0 = the paper's: 587 Retina, 224 CheXpert (set 299 for Inception if wanted)
     c.resize_mode = ""  # '' = center_crop for Retina (round disc), squash for CheXpert and others
+    # 3 = RGB (a grey image replicated); 1 = grey (PIL 'L'), one channel from the decoder to the first layer: a third
+    # of the bytes and of the input transform's work. An RGB checkpoint's first layer is folded to one channel when
+    # it is loaded (surgery.fit), normalised with preprocess.grey(the checkpoint's preset). CheXpert is grey.
+    c.channels = 3
     # preset name in preprocess.PRESETS; '' = the checkpoint's (config.pretrained's metadata; the trainer resolves
     # it and refuses a different explicit value), else DEFAULT_NORMALIZATION
     c.normalization = ""
@@ -148,16 +154,23 @@ class _Load:
     read many times (every epoch, every evaluation), where decoding dominates the host's cost."""
 
     def __init__(
-        self, source: readers.Source, indices: np.ndarray, image_size: int, resize_mode: str, cache: dict | None = None
+        self,
+        source: readers.Source,
+        indices: np.ndarray,
+        image_size: int,
+        resize_mode: str,
+        cache: dict | None = None,
+        channels: int = 3,
     ):
         self.source, self.indices, self.image_size, self.resize_mode = source, indices, image_size, resize_mode
-        self.cache = cache
+        self.cache, self.channels = cache, channels
 
     def _pixels(self, index: int) -> np.ndarray:
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         size = self.image_size
-        pixels = np.asarray(preprocess.resize(self.source.load(index, size), size, self.resize_mode), np.uint8)
+        image = preprocess.resize(self.source.load(index, size), size, self.resize_mode, self.channels)
+        pixels = np.asarray(image, np.uint8).reshape(size, size, self.channels)
         if self.cache is not None:
             pixels.flags.writeable = False  # shared by every later read of this example
             self.cache[index] = pixels
@@ -166,7 +179,7 @@ class _Load:
     def __call__(self, item: tuple[int, int, int]) -> dict:
         row, epoch, position = item
         size = self.image_size
-        pixels, error = np.zeros((size, size, 3), np.uint8), ""
+        pixels, error = np.zeros((size, size, self.channels), np.uint8), ""
         index = int(self.indices[row]) if row >= 0 else 0
         if row >= 0:
             try:
@@ -251,6 +264,7 @@ class Dataset:
         max_skip_fraction: float = 0.01,
         name: str = "",
         cache_decoded: bool = False,
+        channels: int = 3,
     ):
         if on_bad_image not in ("skip", "raise"):
             raise ValueError(f"on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
@@ -265,15 +279,16 @@ class Dataset:
         self.source, self.train = source, train
         self.image_size, self.resize_mode = image_size, resize_mode
         self.task: tasks.TaskInfo = source.task
+        self.channels = channels
         self.transform = _DeviceTransform(
-            preprocess.get_normalization(normalization), augment if train else None, block_shuffle
+            preprocess.get_normalization(normalization, channels), augment if train else None, block_shuffle
         )
         self.on_bad_image, self.max_skip_fraction = on_bad_image, max_skip_fraction
         self.name = name or type(source).__name__
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices)
         self.num_workers, self.worker_type, self.prefetch = num_workers, worker_type, max(1, prefetch)
         # One loader for every pass over the split, so that its cache (cache_decoded) outlives each iterator.
-        self._load = _Load(source, self.indices, image_size, resize_mode, {} if cache_decoded else None)
+        self._load = _Load(source, self.indices, image_size, resize_mode, {} if cache_decoded else None, channels)
         self.bad_images: dict = {}  # path -> error, every image skipped so far
         labels = source.labels
         self.targets, self.masks = labels.targets[self.indices], labels.mask[self.indices]
@@ -404,7 +419,8 @@ class Dataset:
         for path in sorted(missing):
             self.bad_images[path] = f"{path}: file not found"
         self._check_skip_rate()
-        load = _Load(self.source, self.indices, self.image_size, self.resize_mode)  # reads the file, never a cache
+        # reads the file, never a cache
+        load = _Load(self.source, self.indices, self.image_size, self.resize_mode, channels=self.channels)
         for row, index in enumerate(self.indices):
             if self.source.describe(int(index)) in missing:
                 continue
@@ -495,6 +511,8 @@ def _source(c, split: str) -> readers.Source:
         return readers.ChexpertFolderSource(local.chexpert_root(), split, c.uncertainty_policy, c.frontal_only)
     if name == "image_folder":
         return readers.ImageFolderSource(c.root, split)
+    if name == "unlabeled_folder":
+        return readers.UnlabeledFolderSource(c.root, split)
     if name == "tfds_classification":
         return readers.TfdsClassificationSource(c.tfds_name, split, c.data_dir, c.image_key, c.label_key)
     if name in readers.TFDS_CLASSIFICATION_PRESETS:
@@ -557,6 +575,50 @@ def subset_seed(config) -> int:
     return config.seed
 
 
+# Which readers read each reader-specific field of config.data (nested fields by their group); a field set away from
+# its default for a reader that does not read it is refused before any work (`unused_fields`).
+_RETINA_READERS = ("retina_folder", "retina_tfds", "synthetic_retina", "resized")
+_CHEXPERT_READERS = ("chexpert_folder", "chexpert_tfds", "local_chexpert", "resized")
+_READ_BY = {
+    "root": ("retina_folder", "chexpert_folder", "image_folder", "resized", "unlabeled_folder"),
+    "data_dir": ("retina_tfds", "chexpert_tfds", "tfds_classification", *readers.TFDS_CLASSIFICATION_PRESETS),
+    "tfds_config": ("retina_tfds",),
+    "tfds_name": ("tfds_classification",),
+    "image_key": ("tfds_classification",),
+    "label_key": ("tfds_classification",),
+    "retina_target": _RETINA_READERS,
+    "retina_threshold": _RETINA_READERS,
+    "uncertainty_policy": _CHEXPERT_READERS,
+    "frontal_only": _CHEXPERT_READERS,
+    "synthetic": ("synthetic_retina", "synthetic_source"),
+}
+
+
+def _changed(c, default, field: str) -> bool:
+    return c.get(field) != default.get(field)
+
+
+def unused_fields(c) -> list[str]:
+    """What in `c` (config.data) is set away from its default but would not be read by this run, each as a
+    sentence naming the field and why: a setting silently ignored would be recorded in config.json as if used."""
+    default, out = default_data_config(), []
+    for field, names in _READ_BY.items():
+        if _changed(c, default, field) and c.name not in names:
+            out.append(f"config.data.{field} is not read by config.data.name={c.name!r} (read by: {', '.join(names)})")
+    switched_off = (  # (group, its defaults, its name, fields read only when `on`, on, what turns them on)
+        (c, default, "", ("subset_seed", "stratified"), c.subset_size, "subset_size > 0"),
+        (c.block_shuffle, default.block_shuffle, "block_shuffle.", ("seed", "per_example"), c.block_shuffle.block_size,
+         "block_shuffle.block_size > 0"),
+        (c.augment, default.augment, "augment.", [f for f in c.augment if f != "enabled"], c.augment.enabled,
+         "augment.enabled=True"),
+        (c, default, "", ("max_skip_fraction",), c.on_bad_image == "skip", "on_bad_image='skip'"),
+    )  # fmt: skip
+    for group, defaults, prefix, fields, on, when in switched_off:
+        if not on:
+            out += [f"config.data.{prefix}{f} is only read with {when}" for f in fields if _changed(group, defaults, f)]
+    return out
+
+
 def build_dataset(config, split: str, *, train: bool) -> Dataset:
     """`config` is the experiment ConfigDict (fields under `config.data`) or the data ConfigDict itself.
 
@@ -589,6 +651,7 @@ def build_dataset(config, split: str, *, train: bool) -> Dataset:
         max_skip_fraction=c.max_skip_fraction,
         name=f"{c.name}/{split}",
         cache_decoded=c.cache_decoded,
+        channels=c.get("channels", 3),  # configs saved before the field existed are RGB
     )
     subset = f", training subset of seed {seed}" if seed is not None else ""
     subsets.log_balance(f"{c.name}/{split} ({len(dataset)} examples{subset})", dataset.class_balance)

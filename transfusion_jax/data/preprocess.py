@@ -13,6 +13,11 @@ with `mean` and `std` given in the *output* channel order. This one formula cove
   'keras_resnet50' scale 255, mean (103.939, 116.779, 123.68) in BGR order, std 1, BGR (Keras "caffe" mode).
   'inception'      scale 2,   mean 1, std 1 -> x = pixels / 127.5 - 1 in [-1, 1], RGB.
   'none'           scale 1,   mean 0, std 1 -> x = pixels / 255 in [0, 1], RGB.
+
+Single-channel input (`config.data.channels=1`) decodes grey pixels g (PIL's 'L': ITU-R 601-2 luma of a colour
+image, the image itself for a grey one) and normalises them with `grey(preset)` (one mean m and std s, below), so
+that a network whose first layer is folded from an RGB one (transfusion_jax.surgery.fit) computes on g what the RGB
+network computes on g replicated to three channels.
 """
 
 import dataclasses
@@ -36,13 +41,17 @@ class Normalization:
     def __post_init__(self):
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 channels, got mean={self.mean} std={self.std}")
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean):
+            raise ValueError(f"mean and std need 3 channels (or 1 for grey input), got mean={self.mean} std={self.std}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
 
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
     def __call__(self, pixels, xp=np):
-        """Normalises uint8 (or 0..255 float) RGB pixels [..., H, W, 3] to float32; `xp=jax.numpy` runs it on
+        """Normalises uint8 (or 0..255 float) pixels [..., H, W, channels] to float32; `xp=jax.numpy` runs it on
         device (the pipeline ships uint8, 4x fewer bytes, and normalises there in one fused pass)."""
         x = xp.asarray(pixels).astype(xp.float32)
         if self.channel_order == "BGR":
@@ -61,17 +70,41 @@ PRESETS = {
 }
 
 
-def get_normalization(name: str) -> Normalization:
-    """The preset called `name`; raises listing the valid names."""
+CHANNELS = (1, 3)
+
+
+def grey(rgb: Normalization) -> Normalization:
+    """The one-channel normalisation that goes with RGB preset `rgb`: x = (g / 255 * scale - m) / s with
+    m = sum_c(mean_c / std_c) / sum_c(1 / std_c) and s = 3 / sum_c(1 / std_c).
+
+    Why these: folding the RGB first layer W_c into one channel gives the kernel s * sum_c W_c / std_c and a constant
+    sum_c W_c (m - mean_c) / std_c per tap (surgery.fit). With this m that constant is zero whenever the filter
+    weighs the three channels alike (a luminance filter), so the one-channel layer's zero padding (the pixel value m)
+    costs such filters nothing at the image border; with this s the kernel is the plain sum of the three when the
+    stds are equal. torchvision's ImageNet preset gives m = 0.4488, s = 0.2260."""
+    if rgb.channels != 3:
+        raise ValueError(f"grey() needs an RGB normalisation, got {rgb.channels} channel(s).")
+    inverse = 1.0 / np.asarray(rgb.std, np.float64)
+    m = float(np.sum(np.asarray(rgb.mean, np.float64) * inverse) / np.sum(inverse))
+    return Normalization(mean=(m,), std=(float(3.0 / np.sum(inverse)),), scale=rgb.scale, channel_order="RGB")
+
+
+def get_normalization(name: str, channels: int = 3) -> Normalization:
+    """The preset called `name` (its `grey` form for 1 channel); raises listing the valid names."""
     if name not in PRESETS:
         raise ValueError(f"Unknown normalization {name!r}; valid names: {sorted(PRESETS)}")
-    return PRESETS[name]
+    if channels not in CHANNELS:
+        raise ValueError(f"config.data.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    return PRESETS[name] if channels == 3 else grey(PRESETS[name])
 
 
-def resize(image: Image.Image, size: int, mode: str) -> Image.Image:
-    """RGB `size`x`size` image. 'center_crop' keeps the aspect ratio (fundus photos are wider than tall and
-    their disc is centred); 'squash' resizes the whole frame (chest x-rays: keep the full field of view)."""
-    image = image.convert("RGB")  # grayscale x-rays are replicated to 3 channels here
+def resize(image: Image.Image, size: int, mode: str, channels: int = 3) -> Image.Image:
+    """`size`x`size` image, RGB (a grey x-ray replicated to 3 channels) or, for `channels=1`, grey ('L': the luma
+    of a colour image). 'center_crop' keeps the aspect ratio (fundus photos are wider than tall and their disc is
+    centred); 'squash' resizes the whole frame (chest x-rays: keep the full field of view)."""
+    if channels not in CHANNELS:
+        raise ValueError(f"config.data.channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    image = image.convert("RGB" if channels == 3 else "L")
     if mode == "center_crop":
         w, h = image.size
         side = min(w, h)
@@ -132,15 +165,17 @@ def draw_augment(key: jax.Array, cfg: Augment, size: int) -> dict:
 
 
 def apply_augment(image: jax.Array, draws: dict, cfg: Augment) -> jax.Array:
-    """float32 [H, W, 3] in 0..255 -> the same, transformed by `draws` (see `draw_augment`): brightness and
-    contrast (as PIL's ImageEnhance, about the image's mean gray level), then flips, then the affine warp with
-    bilinear interpolation and black outside the frame. Colour comes first so that its mean reduces the decoded
-    pixels, and the flips are folded into the warp's sampling positions: a reduction over, or a select under, the
-    warp's gathers runs several times slower on XLA:CPU. `cfg` only skips the stages it disables (static)."""
+    """float32 [H, W, C] (C = 3, or 1 for grey input) in 0..255 -> the same, transformed by `draws` (see
+    `draw_augment`): brightness and contrast (as PIL's ImageEnhance, about the image's mean gray level), then flips,
+    then the affine warp with bilinear interpolation and black outside the frame. Colour comes first so that its mean
+    reduces the decoded pixels, and the flips are folded into the warp's sampling positions: a reduction over, or a
+    select under, the warp's gathers runs several times slower on XLA:CPU. `cfg` only skips the stages it disables
+    (static)."""
     x = image
     if cfg.brightness or cfg.contrast:
         x = jnp.clip(x * draws["brightness"], 0, 255)
-        mean = jnp.mean(x @ jnp.asarray(_LUMA, jnp.float32))  # gray level as PIL's convert('L'), ITU-R 601-2
+        luma = x @ jnp.asarray(_LUMA, jnp.float32) if x.shape[-1] == 3 else x[..., 0]
+        mean = jnp.mean(luma)  # gray level as PIL's convert('L'), ITU-R 601-2
         x = jnp.clip(draws["contrast"] * x + (1 - draws["contrast"]) * mean, 0, 255)
     hflip = draws["hflip"] if cfg.hflip else False
     vflip = draws["vflip"] if cfg.vflip else False
@@ -154,7 +189,7 @@ def apply_augment(image: jax.Array, draws: dict, cfg: Augment) -> jax.Array:
 
 
 def augment(image: jax.Array, key: jax.Array, cfg: Augment) -> jax.Array:
-    """One example's train augmentation on the device: float32 [H, W, 3] (0..255) -> the same. The pipeline calls
+    """One example's train augmentation on the device: float32 [H, W, C] (0..255) -> the same. The pipeline calls
     it under jit and vmap with key = fold_in(fold_in(key(seed), epoch), position in epoch)."""
     return apply_augment(image, draw_augment(key, cfg, image.shape[0]), cfg)
 
@@ -180,10 +215,18 @@ def _affine(x, angle, scale, tx, ty, hflip=False, vflip=False):
     source_rows = -sin * u + cos * v + cy
     source_cols = jnp.where(hflip, width - 1 - source_cols, source_cols)
     source_rows = jnp.where(vflip, height - 1 - source_rows, source_rows)
+    return sample_bilinear(x, source_rows, source_cols)
+
+
+def sample_bilinear(x, source_rows, source_cols):
+    """[H, W, C] image sampled at fractional (row, col) positions [h, w] (pixel centres at integers): bilinear, zero
+    outside the frame (scipy.ndimage's mode 'grid-constant'). One gather of whole pixels (all channels) per
+    neighbour: the fast form on XLA:CPU under vmap (see `_affine`). Every warp of the package samples through it."""
+    height, width = x.shape[:2]
     row0, col0 = jnp.floor(source_rows), jnp.floor(source_cols)
     fy, fx = source_rows - row0, source_cols - col0
     row0, col0 = row0.astype(jnp.int32), col0.astype(jnp.int32)
-    out = jnp.zeros_like(x)
+    out = jnp.zeros(source_rows.shape + x.shape[2:], x.dtype)
     for dy, wy in ((0, 1 - fy), (1, fy)):
         for dx, wx in ((0, 1 - fx), (1, fx)):
             r, c = row0 + dy, col0 + dx

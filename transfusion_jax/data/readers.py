@@ -483,3 +483,33 @@ class ImageFolderSource(FileSource):
             f"image_folder:{os.path.basename(os.path.normpath(root))}", tuple(classes), len(classes), "softmax"
         )
         self.labels = softmax_labels(np.array(targets))
+
+
+# Files an unlabeled folder reads (what Pillow decodes and medical exports commonly are).
+UNLABELED_SUFFIXES = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp")
+
+
+class UnlabeledFolderSource(FileSource):
+    """Every image file under `root`, at any depth, in sorted path order: unlabeled images for self-supervised
+    pretraining (transfusion_jax.ssl). Labels are a placeholder (one class, every example 0) that nothing reads. The
+    one split is 'train'; a slice of it ('train[:90%]', 'train[100:]') cuts the sorted list of files."""
+
+    def __init__(self, root: str, split: str):
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{root} not found: unlabeled_folder reads every image file under config.data.root")
+        base, part = parse_split(split, root)
+        if base != "train":
+            raise ValueError(f"unlabeled_folder has one split, 'train' (sliceable, e.g. 'train[:90%]'); got {split!r}")
+        found = sorted(
+            os.path.join(folder, f)
+            for folder, _, files in os.walk(root, followlinks=True)
+            for f in files
+            if f.lower().endswith(UNLABELED_SUFFIXES)
+        )
+        _check_nonempty(len(found), f"{root} ({'/'.join(UNLABELED_SUFFIXES)} files at any depth)")
+        self.paths = [found[i] for i in patient_slice(found, part)]  # each file its own "patient": a plain slice
+        _check_nonempty(len(self.paths), f"{root} split {split!r}")
+        self.task = tasks.TaskInfo(
+            f"unlabeled_folder:{os.path.basename(os.path.normpath(root))}", ("unlabeled",), 1, "softmax"
+        )
+        self.labels = softmax_labels(np.zeros(len(self.paths), np.int32))

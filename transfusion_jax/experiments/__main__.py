@@ -1,5 +1,8 @@
-"""`python -m transfusion_jax.experiments {sweep,report,fig2,fig3,fig4,weights,filters,gabor-png,probes,resilience,
-interpolate,sanity,calibration,reuse}`.
+"""`python -m transfusion_jax.experiments {study,sweep,report,fig2,fig3,fig4,weights,filters,gabor-png,probes,
+resilience,interpolate,sanity,calibration,reuse}`.
+
+  study   --workdir DIR [--full | --scale | --mini] [--config.FIELD=VALUE ...]
+          the miniature study (docs/study.md), exactly as `python -m transfusion_jax.experiments.quickstart`
 
   sweep   --config configs/retina.py --models resnet50,cbr_small --inits random,transfer --seeds 0,1,2
           --workdir ROOT [--pretrained PATH | --pretrained resnet50=a.npz,cbr_small=b.npz] [--local]
@@ -29,6 +32,7 @@ analysis; --out ROOT/analyses puts them in the sweep's report):
 probes, resilience and interpolate take --split test to report on the test split instead (never to choose).
 
 The quickstart (everything on built-in data, CPU) is `python -m transfusion_jax.experiments.quickstart --workdir DIR`.
+`--config.FIELD=VALUE` arguments (sweep, study) are parsed by ml_collections (`config_lib.apply_flags`).
 """
 
 import argparse
@@ -40,7 +44,9 @@ import numpy as np
 from transfusion_jax.analysis import interpolation, probes
 from transfusion_jax.analysis.similarity import METHODS
 from transfusion_jax.experiments import figures, instruments, report, run_weights, sweep
+from transfusion_jax.experiments.study import run as study_run
 from transfusion_jax.surgery.gabor_filters import gabor_bank
+from transfusion_jax.train import batch_stats
 
 FIGURES = {
     "fig2": "CCA(Rand, ImNet) vs CCA(Rand, Rand) of the top layers (paper Fig. 2)",
@@ -90,7 +96,7 @@ def _instrument_parsers(sub) -> None:
             default = ",".join(f"{a:g}" for a in interpolation.DEFAULT_ALPHAS)
             p.add_argument("--alphas", type=_numbers(float), default=list(interpolation.DEFAULT_ALPHAS),
                            help=f"grid from 0 to 1 (default {default})")  # fmt: skip
-            p.add_argument("--bn-batches", type=int, default=interpolation.DEFAULT_BN_BATCHES,
+            p.add_argument("--bn-batches", type=int, default=batch_stats.DEFAULT_BN_BATCHES,
                            help="training batches the BN statistics are recomputed from at each alpha")  # fmt: skip
         elif name == "sanity":
             p.add_argument("--runs", nargs="+", help="two training workdirs: two seeds of one setup")
@@ -128,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    study_run.add_arguments(sub.add_parser("study", help="the miniature study on generated data (the quickstart)"))
     s = sub.add_parser("sweep", help="run models x inits x seeds of a config file (resumable)")
     s.add_argument("--config", required=True, help="configs/*.py file, e.g. configs/retina.py")
     s.add_argument("--models", required=True, type=_list)
@@ -168,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sweep(args, overrides) -> int:
+def _sweep(args, config_flags) -> int:
     from transfusion_jax.train import compile_cache  # noqa: PLC0415  (the other commands need no JAX)
 
     compile_cache.enable()  # each distinct program of the sweep compiles once, across processes too
@@ -180,7 +187,7 @@ def _sweep(args, overrides) -> int:
         args.workdir,
         local=args.local,
         pretrained=args.pretrained,
-        overrides=overrides,
+        config_flags=config_flags,
         max_runs_per_program=args.max_runs_per_program,
     )
     failed = [r for r in records if r["status"] == "failed"]
@@ -283,14 +290,14 @@ def _gabor_png(args, parser) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [a[len("--config.") :] for a in argv if a.startswith("--config.")]
-    argv = [a for a in argv if not a.startswith("--config.")]
     parser = _parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["study"]:
+        return study_run.main(parser, argv)
+    args, config_flags = parser.parse_known_args(argv)  # `--config.*` flags are left for ml_collections
     if args.command == "sweep":
-        return _sweep(args, overrides)
-    if overrides:
-        parser.error(f"--config.* overrides only apply to 'sweep', got {overrides}")
+        return _sweep(args, config_flags)
+    if config_flags:
+        parser.error(f"unrecognized arguments: {' '.join(config_flags)} (--config.* apply to 'sweep' and 'study')")
     if args.command == "report":
         return _report(args)
     if args.command == "gabor-png":

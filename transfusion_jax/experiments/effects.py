@@ -1,16 +1,18 @@
 """The paper's claims as paired effects: for each model, each init A against random init B of the same seeds,
-the difference A - B in test AUC and in steps-to-threshold with a 95% interval, and a verdict per claim.
+the difference A - B in test AUC and in ln steps-to-threshold with a 95% interval, and a verdict per claim
+(docs/statistics.md derives every interval and shows its coverage).
 
 Measures (all from what each run recorded: summary.json and test_scores.npz):
 - test AUC at the step selected on validation, and at the final step (binary tasks: the AUC; multi-output tasks:
-  each class's AUC, as the paper's Table 2 reports each pathology). Interval: t over seed pairs plus DeLong's
-  variance over test examples (analysis.stats); seeds only, said so, when a run lacks its test_scores.npz.
-- steps until the test AUC is first above the paper's threshold (0.91 on Retina), and until the validation AUC is
-  first above relative_threshold x the run's own final validation AUC. Interval: t over seed pairs. A run that
-  never crossed counts as its run length, a lower bound of its true value, and the verdict then only states what
-  such bounds can show.
+  each class's AUC, as the paper's Table 2 reports each pathology). Interval: the seeds' spread plus the test-set
+  noise the seeds share (DeLong; analysis.stats.auc_contrast); seeds only, said so, when a run lacks its
+  test_scores.npz.
+- ln of the steps until the test AUC is first above the paper's threshold (0.91 on Retina), and until the validation
+  AUC is first above relative_threshold x the run's own final validation AUC. Interval: `stats.steps_interval`, each
+  crossing censored to its cell of the run's evaluation grid, a run that never crossed to beyond its last
+  evaluation (a side the censoring leaves unbounded is open).
 
-Margins: AUC_MARGIN (one AUC point) for AUC; one evaluation interval (the measure's resolution) for steps.
+Margins: AUC_MARGIN (one AUC point) for AUC; LOG_STEPS_MARGIN (a 25 % speed-up or slow-down) for steps.
 Verdicts ("supported" / "contradicted" / "inconclusive") come from the interval and the margin, never from the point
 estimate (analysis.stats.verdict); comparisons the paper makes no claim about get the interval's outcome only.
 """
@@ -18,15 +20,19 @@ estimate (analysis.stats.verdict); comparisons the paper makes no claim about ge
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from transfusion_jax.analysis import stats
+from transfusion_jax.analysis.formatting import interval_text, points, ratio
+from transfusion_jax.train import metrics as metrics_lib
+from transfusion_jax.train import rundir
 
 AUC_MARGIN = 0.01  # the paper's "comparable" differences are 0-0.3 AUC points (Table 1), its "helps" 2.4 (Table 3)
-TEST_SCORES = "test_scores.npz"  # written by the trainer (transfusion_jax.train.trainer.TEST_SCORES)
+# Steps are compared on the log scale: a 25 % speed-up or slow-down (the paper's speed-ups are 1.3x-8.6x, §4.4)
+LOG_STEPS_MARGIN = math.log(1.25)
 LARGE_MODELS = ("resnet50", "inception_v3")
 
 
@@ -73,31 +79,19 @@ def _test_auc_keys(summary: dict) -> list[str]:
 
 
 def _auc_columns(scores: dict, key: str, when: str) -> tuple[np.ndarray, np.ndarray]:
-    """(binary labels, scores) behind one AUC key of test_scores.npz, as train.metrics.per_class_auc reads them."""
-    values, labels, mask = scores[f"{when}_scores"], scores["label"], scores["label_mask"]
+    """(binary targets, ranking scores) behind one AUC key of test_scores.npz, as train.metrics ranks them (the
+    logits' log-odds)."""
+    logits, labels, mask = scores[f"{when}_logits"], scores["label"], scores["label_mask"]
     names = [str(n) for n in scores["label_names"]]
-    if str(scores["loss"]) == "softmax":
-        c = 1 if key == "auc" else names.index(key[len("auc/") :])
-        return labels == c, values[:, c]
-    c = names.index(key[len("auc/") :])
-    keep = mask[:, c] > 0
-    return labels[keep, c] > 0.5, values[keep, c]
-
-
-def load_test_scores(workdir: str) -> dict | None:
-    """A run's test_scores.npz as a dict of arrays, or None when it has none."""
-    path = os.path.join(workdir, TEST_SCORES)
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    columns = metrics_lib.auc_inputs(str(scores["loss"]), logits, labels, mask)
+    return columns[0] if key == "auc" else columns[names.index(key[len("auc/") :])]
 
 
 def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Interval:
     """Interval of the mean over seed pairs of test AUC(A) - AUC(B), `when` = 'selected' | 'final'. Each item of
     pairs_* is (summary, workdir) of one seed, in the same seed order."""
-    scores = [load_test_scores(w) for _, w in pairs_a + pairs_b]
-    usable = all(s is not None and f"{when}_scores" in s for s in scores) and all(
+    scores = [rundir.load_test_scores(w) for _, w in pairs_a + pairs_b]
+    usable = all(s is not None and f"{when}_logits" in s for s in scores) and all(
         np.array_equal(s["id"], scores[0]["id"]) for s in scores
     )
     if usable:
@@ -112,22 +106,23 @@ def auc_effect(pairs_a: list, pairs_b: list, key: str, when: str) -> stats.Inter
     return dataclasses.replace(interval, method=interval.method + " (no test_scores.npz: seeds only)")
 
 
-def steps_effect(pairs_a: list, pairs_b: list, role: str, key: str) -> tuple[stats.Interval, str | None]:
-    """Interval of the mean over seed pairs of steps(A) - steps(B) on `role`'s curve, and the censoring bound."""
+def evaluation_grid(summary: dict) -> list[int]:
+    """The steps a run evaluated at: its explicit eval_steps, else every eval_every_steps, and its final step."""
+    final = int(summary["final_step"])
+    explicit = [int(s) for s in summary.get("eval_steps") or () if s <= final]
+    every = int(summary.get("eval_every_steps") or final)
+    return sorted(set(explicit or range(every, final + 1, every)) | {final})
 
-    def steps(summary):
-        value = (summary.get(role) or {}).get(key)
-        return (value, False) if value is not None else (summary.get("final_step"), True)
 
-    diffs, censored_a, censored_b = [], False, False
-    for (sa, _), (sb, _) in zip(pairs_a, pairs_b):
-        (a, ca), (b, cb) = steps(sa), steps(sb)
-        if a is None or b is None:
-            continue
-        diffs.append(float(a - b))
-        censored_a, censored_b = censored_a or ca, censored_b or cb
-    bound = {(False, False): None, (False, True): "upper", (True, False): "lower", (True, True): "both"}
-    return stats.t_interval(diffs), bound[censored_a, censored_b]
+def steps_effect(pairs_a: list, pairs_b: list, role: str, key: str) -> stats.Interval:
+    """Interval of the mean over seed pairs of ln steps(A) - ln steps(B) on `role`'s curve (`stats.steps_interval`:
+    each crossing censored to its cell of the evaluation grid, a run that never crossed to beyond its last step)."""
+    grids = {tuple(evaluation_grid(s)) for s, _ in pairs_a + pairs_b}
+    if len(grids) != 1:
+        return stats.Interval(None, None, None, 0, "runs evaluated at different steps: no paired steps contrast")
+    first_a = [(s.get(role) or {}).get(key) for s, _ in pairs_a]
+    first_b = [(s.get(role) or {}).get(key) for s, _ in pairs_b]
+    return stats.steps_interval(first_a, first_b, list(grids.pop()))
 
 
 def _measures(summary: dict) -> list[tuple[str, str, str | None]]:
@@ -159,20 +154,18 @@ def effects(group: str, runs: Sequence) -> list[Effect]:
         if not seeds:
             continue
         pairs_a, pairs_b = [mine[s] for s in seeds], [base[s] for s in seeds]
-        eval_every = pairs_a[0][0].get("eval_every_steps") or 1
         for label, kind, key in _measures(pairs_a[0][0]):
-            bound = None
             if kind == "auc":
                 when = "selected" if "selected" in label else "final"
                 interval, margin = auc_effect(pairs_a, pairs_b, key, when), AUC_MARGIN
             else:
                 field = "steps_to_threshold" if key == "test" else "steps_to_relative_threshold"
-                (interval, bound), margin = steps_effect(pairs_a, pairs_b, key, field), eval_every
+                interval, margin = steps_effect(pairs_a, pairs_b, key, field), LOG_STEPS_MARGIN
             claim = claim_for(group, model, init, kind)
             if claim:
-                verdict, why = stats.verdict(interval, margin, claim.kind, bound)
+                verdict, why = stats.verdict(interval, margin, claim.kind)
             else:
-                verdict, why = "", stats.outcome(interval, margin, bound)
+                verdict, why = "", stats.outcome(interval, margin)
             out.append(Effect(model, init, label, interval, margin, claim, verdict, why))
     return out
 
@@ -196,16 +189,6 @@ def describe(effect: Effect) -> str:
     return f"**{effect.verdict}** ({why})" if effect.verdict else why
 
 
-def _number(value: float, kind_steps: bool) -> str:
-    return f"{value:+,.0f}" if kind_steps else f"{100 * value:+.2f}"
-
-
 def format_interval(effect: Effect) -> str:
-    steps = effect.measure.startswith("steps")
-    i = effect.interval
-    if i.estimate is None:
-        return "n/a"
-    text = _number(i.estimate, steps)
-    if i.defined:
-        text += f" [{_number(i.low, steps)}, {_number(i.high, steps)}]"
-    return text
+    """AUC in points; steps as the ratio of steps exp(ln A - ln B) the log contrast means."""
+    return interval_text(effect.interval, ratio if effect.measure.startswith("steps") else points, missing="n/a")

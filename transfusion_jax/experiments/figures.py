@@ -17,7 +17,6 @@ pixel image written with `imsave`).
 """
 
 import itertools
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from matplotlib.figure import Figure
 
 from transfusion_jax.analysis import filters, paper, weights
 from transfusion_jax.experiments.run_weights import RunWeights
+from transfusion_jax.train import writer
 
 DPI = 110
 
@@ -142,7 +142,7 @@ def save(result: dict, out_dir: str, name: str | None = None) -> tuple[str, str]
     os.makedirs(out_dir, exist_ok=True)
     json_path, png_path = os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.png")
     with open(json_path, "w") as f:
-        f.write(json.dumps(result, indent=2) + "\n")
+        f.write(writer.dumps(result, indent=2) + "\n")
     PICTURES[analysis](result, png_path)
     return json_path, png_path
 
@@ -250,7 +250,8 @@ def interval_panels(
     panels: dict[str, list[tuple[str, float, float, float]]], margins: dict[str, float], path: str
 ) -> str:
     """One panel per measure: each row's estimate with its interval (label, estimate, low, high) as a horizontal
-    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance."""
+    bar, the panel's +-margin shaded and 0 marked, so "inside the margin" and "beyond it" read at a glance. An open
+    side (+-inf: censoring left it unbounded) runs to the panel's edge and ends in an arrow."""
     rows = max((len(r) for r in panels.values()), default=1)
     fig = Figure(figsize=(5.2 * max(len(panels), 1), 0.9 + 0.42 * rows))
     for i, (name, items) in enumerate(panels.items()):
@@ -258,9 +259,16 @@ def interval_panels(
         margin = margins[name]
         ax.axvspan(-margin, margin, color="0.85", lw=0, label=f"±{margin:.3g}")
         ax.axvline(0.0, color="k", lw=0.8)
+        finite = [x for item in items for x in item[1:] if np.isfinite(x)] + [-2 * margin, 2 * margin]
+        edge_low, edge_high = min(finite) - margin, max(finite) + margin
         for y, (_, estimate, low, high) in enumerate(items):
-            ax.plot([low, high], [y, y], color="C0", lw=2)
-            ax.plot([estimate], [y], "o", color="C0")
+            ax.plot([max(low, edge_low), min(high, edge_high)], [y, y], color="C0", lw=2)
+            if np.isfinite(estimate):
+                ax.plot([estimate], [y], "o", color="C0")
+            for end, edge, marker in ((low, edge_low, "<"), (high, edge_high, ">")):
+                if not np.isfinite(end):
+                    ax.plot([edge], [y], marker, color="C0")
+        ax.set_xlim(edge_low, edge_high)
         ax.set_yticks(range(len(items)), [label for label, *_ in items], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(name, fontsize=9)
@@ -407,8 +415,8 @@ def reuse_bars(result: dict, path: str) -> str:
 
 
 def reliability_diagrams(result: dict, path: str) -> str:
-    """Calibration: per output a panel of observed frequency vs mean predicted probability per equal-mass bin, one
-    line per run (ECE in the legend), the diagonal for perfect calibration."""
+    """Calibration (Guo et al.'s reliability diagram): per decision a panel of accuracy vs mean confidence of the
+    predicted label per equal-width bin, one line per run (ECE in the legend), the diagonal for perfect calibration."""
     outputs = list(dict.fromkeys(o for run in result["runs"].values() for o in run["reliability"]))
     fig, names = Figure(figsize=(4 * max(len(outputs), 1), 4)), labels(result["runs"])
     for i, output in enumerate(outputs):
@@ -417,11 +425,11 @@ def reliability_diagrams(result: dict, path: str) -> str:
         for workdir, run in result["runs"].items():
             bins = run["reliability"].get(output)
             if bins:
-                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['ece']:.3f}")
+                ax.plot(bins["confidence"], bins["frequency"], "o-", label=f"{names[workdir]}: ECE {bins['error']:.3f}")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("mean predicted probability")
-        ax.set_ylabel("observed frequency")
+        ax.set_xlabel("confidence of the predicted label")
+        ax.set_ylabel("accuracy")
         ax.set_title(f"{output}, test split at the {result['when']} step", fontsize=9)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)

@@ -32,10 +32,10 @@ import numpy as np
 
 from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import activations, interpolation, paper, probes, resilience, reuse, sanity
-from transfusion_jax.experiments import effects, run_weights, runs
+from transfusion_jax.experiments import run_weights, runs
 from transfusion_jax.experiments.run_weights import RunWeights
+from transfusion_jax.train import batch_stats, partition, rundir, steps, trainer
 from transfusion_jax.train import metrics as metrics_lib
-from transfusion_jax.train import partition, steps, trainer
 from transfusion_jax.train.state import TrainState
 
 SPLITS = ("val", "test")  # the run's roles, as in summary.json
@@ -155,7 +155,7 @@ def probe_runs(
 def random_variables(run: RunWeights, key: jax.Array) -> dict:
     """A fresh `model.init` of the run's architecture (the distribution init='random' starts from)."""
     size = data_lib.image_size(run.config)
-    sample = jnp.zeros((1, size, size, 3), jnp.float32)
+    sample = jnp.zeros((1, size, size, run.config.data.get("channels", 3)), jnp.float32)  # 1: a grey run
     variables = jax.jit(lambda k: run.model.init(k, sample, train=False))(key)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
@@ -190,7 +190,7 @@ def interpolate_runs(
     *,
     alphas: Sequence[float] = interpolation.DEFAULT_ALPHAS,
     split: str = "val",
-    bn_batches: int = interpolation.DEFAULT_BN_BATCHES,
+    bn_batches: int = batch_stats.DEFAULT_BN_BATCHES,
 ) -> dict[str, Any]:
     """analysis.interpolation.interpolate between the final weights of two runs of one architecture, evaluated on
     run a's `split`, with BatchNorm statistics recomputed at every alpha from the first `bn_batches` batches of run
@@ -199,7 +199,7 @@ def interpolate_runs(
     evaluate = evaluator(run_a, split)
     batch_size = run_a.config.batch_size
     images = [b["image"] for b in training_stream(run_a.config, batch_size, num_batches=bn_batches)]
-    recompute = interpolation.BatchStatsRecomputer(run_a.model, images)
+    recompute = batch_stats.BatchStatsRecomputer(run_a.model, images)
     out = interpolation.interpolate(run_a.final(), run_b.final(), evaluate, alphas=alphas, batch_stats_fn=recompute)
     return {
         "analysis": "interpolation",
@@ -247,8 +247,8 @@ def sanity_arrays(x: np.ndarray, y: np.ndarray, names: Sequence[str], *, ks: Seq
 
 
 def calibration_runs(workdirs: Sequence[str], *, when: str = "selected", bins: int = 0) -> dict[str, Any]:
-    """Per run: the reliability diagram per output (train.metrics.reliability_diagram), ECE and AUC of its test
-    scores at the validation-selected or the final step, from test_scores.npz; `bins` = 0 uses the run's own
+    """Per run: the reliability diagram per decision (train.metrics.reliability_diagram), ECE, ACE and AUC of its
+    test logits at the validation-selected or the final step, from test_scores.npz; `bins` = 0 uses the run's own
     config.calibration_bins (then the diagrams equal summary.json's)."""
     if when not in ("selected", "final"):
         raise ValueError(f"when must be 'selected' or 'final', got {when!r}")
@@ -256,22 +256,22 @@ def calibration_runs(workdirs: Sequence[str], *, when: str = "selected", bins: i
     for workdir in workdirs:
         workdir = str(workdir)
         config = run_weights.load_config(workdir)
-        scores = effects.load_test_scores(workdir)
+        scores = rundir.load_test_scores(workdir)
         if scores is None:
             raise FileNotFoundError(
-                f"run {workdir} has no {effects.TEST_SCORES}: calibration needs a finished run with a test split"
+                f"run {workdir} has no {rundir.TEST_SCORES}: calibration needs a finished run with a test split"
             )
-        if f"{when}_scores" not in scores:
+        if f"{when}_logits" not in scores:
             raise ValueError(f"run {workdir} has no test scores at a {when} step (no validation AUC was ever defined?)")
         kind, names = str(scores["loss"]), [str(n) for n in scores["label_names"]]
         num_bins = bins or int(config.calibration_bins)
-        args = (kind, names, scores[f"{when}_scores"], scores["label"], scores["label_mask"])
-        diagram = metrics_lib.reliability_diagram(*args, num_bins)
+        args = (kind, names, scores[f"{when}_logits"], scores["label"], scores["label_mask"])
+        calibration, diagram = metrics_lib.calibration_metrics(*args, num_bins)
         result["runs"][workdir] = {
             "step": int(scores[f"{when}_step"]),
             "bins": num_bins,
             **metrics_lib.auc_metrics(*args),
-            **metrics_lib.ece_metrics(diagram),
+            **calibration,
             "reliability": diagram,
         }
     return result

@@ -3,10 +3,10 @@
 Statistics: mean and sample standard deviation (ddof=1, the usual "± over repetitions"; none for a single run) of
 the test AUC at the final step and at the step selected on validation (the test split never chooses anything);
 steps until the test AUC is above the threshold averaged over the runs that got there, with how many did; the test
-expected calibration error (ECE, equal-mass bins) at the final step beside the AUC. The paired effects with
-intervals and verdicts per claim follow in their own section (experiments.effects), then the instruments beyond the
-paper (`instruments_section`): the feature-reuse decomposition of every group with transfer, mean_var and random
-runs, and every analysis JSON the instruments' command lines wrote to ROOT/analyses/.
+expected calibration error (Guo et al.'s ECE: top-label confidence, equal-width bins) at the final step beside the
+AUC. The paired effects with intervals and verdicts per claim follow in their own section (experiments.effects),
+then the instruments beyond the paper (`instruments_section`): the feature-reuse decomposition of every group with
+transfer, mean_var and random runs, and every analysis JSON the instruments' command lines wrote to ROOT/analyses/.
 A row is marked as differing from the paper when |ours - paper| > max(DIFF_AUC_POINTS, 2 * our std) AUC points, or
 when our steps-to-threshold is more than DIFF_STEPS_RATIO times off the paper's in either direction.
 """
@@ -19,8 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from transfusion_jax.analysis import stats
+from transfusion_jax.analysis.formatting import interval_text
 from transfusion_jax.data.tasks import CHEXPERT_PATHOLOGIES
 from transfusion_jax.experiments import effects, instruments, paper_numbers, runs
+from transfusion_jax.train import rundir
 
 DIFF_AUC_POINTS = 1.0
 DIFF_STEPS_RATIO = 1.5
@@ -50,13 +53,12 @@ def collect(root: str) -> list[RunResult]:
     """Every finished run under `root` (unfinished ones have no summary.json and are left out)."""
     results = []
     for dirpath, _, filenames in os.walk(root):
-        if runs.SUMMARY not in filenames:
+        if rundir.SUMMARY not in filenames:
             continue
         rel = os.path.relpath(dirpath, root).split(os.sep)
         if len(rel) != 4 or not rel[3].startswith("seed_"):
             continue
-        with open(os.path.join(dirpath, runs.SUMMARY)) as f:
-            summary = json.load(f)
+        summary = rundir.read_summary(dirpath)
         results.append(
             RunResult(
                 group=rel[0],
@@ -268,9 +270,11 @@ def effects_section(grouped: dict[str, Sequence[RunResult]]) -> list[str]:
     out = [
         "## Effects: init - random, paired by seed (95% intervals)",
         "",
-        f"AUC differences in AUC points: t over seed pairs plus DeLong's variance over the shared test examples; "
-        f"margin ±{100 * effects.AUC_MARGIN:g} point. Steps: t over seed pairs, margin one evaluation interval (the "
-        f"measure's resolution); a run that never crossed counts as its run length (a bound). Verdicts come from the "
+        f"AUC differences in AUC points: the seed pairs' spread plus the test-set noise the seeds share (DeLong); "
+        f"margin ±{100 * effects.AUC_MARGIN:g} point. Steps: ln steps(A) - ln steps(B), shown as the ratio of steps, "
+        f"each crossing censored to its cell of the evaluation grid and a run that never crossed to beyond it (an "
+        f"open side shows ×0 or ×inf); margin ×{math.exp(effects.LOG_STEPS_MARGIN):g} either way "
+        f"(docs/statistics.md). Verdicts come from the "
         f"interval and the margin only: 'supported' / 'contradicted' / 'inconclusive'; rows without a claim of the "
         f"paper show the interval's outcome (better / worse / equivalent / inconclusive). The test split is never "
         f"used to choose: 'selected' is the step of the best validation AUC.",
@@ -342,15 +346,14 @@ def _gain(row: dict) -> str:
     gain, steps = row.get("gain"), row["measure"].startswith("steps")
     if not gain:
         return "n/a"
-    low, high = gain["ci"]
-    return f"{_signed(gain['estimate'], steps)} [{_signed(low, steps)}, {_signed(high, steps)}]"
+    return interval_text(stats.Interval(gain["estimate"], *gain["ci"], 0, ""), lambda v: _signed(v, steps))
 
 
 def _share(row: dict) -> str:
     share = row["share"]
     if share["status"] != "defined":
         return f"undefined ({share['reason']})"
-    return f"{share['estimate']:.2f} [{share['ci'][0]:.2f}, {share['ci'][1]:.2f}]"
+    return interval_text(stats.Interval(share["estimate"], *share["ci"], 0, ""), lambda v: f"{v:.2f}")
 
 
 def reuse_section(results: Sequence[RunResult]) -> list[str]:
@@ -446,9 +449,11 @@ def _sanity_lines(result: dict) -> list[str]:
 
 def _calibration_lines(result: dict) -> list[str]:
     rows = [
-        [f"`{w}`", r["step"], r["bins"], _auc4(r.get("auc")), _auc4(r.get("ece"))] for w, r in result["runs"].items()
+        [f"`{w}`", r["step"], r["bins"], _auc4(r.get("auc")), _auc4(r.get("ece")), _auc4(r.get("ace"))]
+        for w, r in result["runs"].items()
     ]
-    return markdown_table(["run", f"{result['when']} step", "bins", "test AUC", "test ECE"], rows) + [""]
+    header = ["run", f"{result['when']} step", "bins", "test AUC", "test ECE", "test ACE"]
+    return markdown_table(header, rows) + [""]
 
 
 def analyses_section(folder: str) -> list[str]:

@@ -17,16 +17,15 @@ import numpy as np
 from transfusion_jax import data as data_lib
 from transfusion_jax import pretrained
 from transfusion_jax.models import block_names
-from transfusion_jax.train import partition
+from transfusion_jax.train import partition, rundir
 from transfusion_jax.train import state as state_lib
-from transfusion_jax.train.export import FINAL_FILE, INIT_FILE
 
-RUN_FILES = ("config.json", INIT_FILE, FINAL_FILE, "summary.json")
+RUN_FILES = (rundir.CONFIG, rundir.INIT, rundir.FINAL, rundir.SUMMARY)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The run's config.json as a ConfigDict (lists where the original had tuples)."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, rundir.CONFIG)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
     with open(path) as f:
@@ -48,7 +47,7 @@ class RunWeights:
             )
         self.workdir = workdir
         self.config = load_config(workdir)
-        self._final, metadata = pretrained.load(os.path.join(workdir, FINAL_FILE))
+        self._final, metadata = pretrained.load(os.path.join(workdir, rundir.FINAL))
         self.model = state_lib.build_model(self.config, metadata["num_classes"])
         self.apply = functools.partial(self.model.apply, train=False)
 
@@ -58,7 +57,7 @@ class RunWeights:
 
     def initial(self) -> dict:
         """The variables training started from, as the trainer saved them at step 0."""
-        return pretrained.load(os.path.join(self.workdir, INIT_FILE))[0]
+        return pretrained.load(os.path.join(self.workdir, rundir.INIT))[0]
 
     def final(self) -> dict:
         return self._final

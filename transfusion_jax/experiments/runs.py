@@ -10,13 +10,11 @@ trained alone writes, and the same numbers.
 
 import dataclasses
 import importlib.util
-import json
 import os
 import time
 from collections.abc import Callable
 
-SUMMARY = "summary.json"
-FAILED = "FAILED"
+from transfusion_jax.train import rundir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +43,7 @@ def init_from_dirname(name: str) -> str:
 
 
 def is_finished(workdir: str) -> bool:
-    return os.path.exists(os.path.join(workdir, SUMMARY))
+    return rundir.is_finished(workdir)
 
 
 def load_config_module(path: str):
@@ -81,8 +79,7 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
     A run that raises leaves a FAILED marker with the error and re-raises; a later call retries it (resuming).
     """
     if is_finished(workdir):
-        with open(os.path.join(workdir, SUMMARY)) as f:
-            return {**json.load(f), "skipped": True, "seconds": 0.0}
+        return _read_summary(workdir)
     if train_fn is None:
         from transfusion_jax.train import train_and_evaluate as train_fn
     start = time.perf_counter()
@@ -97,19 +94,18 @@ def run(config, workdir: str, train_fn: Callable | None = None) -> dict:
 
 def _mark_failed(workdir: str, error: BaseException) -> None:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, FAILED), "w") as f:
+    with open(os.path.join(workdir, rundir.FAILED), "w") as f:
         f.write(f"{type(error).__name__}: {error}\n")
 
 
 def _clear_failed(workdir: str) -> None:
-    failed = os.path.join(workdir, FAILED)
+    failed = os.path.join(workdir, rundir.FAILED)
     if os.path.exists(failed):
         os.remove(failed)
 
 
 def _read_summary(workdir: str) -> dict:
-    with open(os.path.join(workdir, SUMMARY)) as f:
-        return {**json.load(f), "skipped": True, "seconds": 0.0}
+    return {**rundir.read_summary(workdir), "skipped": True, "seconds": 0.0}
 
 
 class RunsFailedError(RuntimeError):

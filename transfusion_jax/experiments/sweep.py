@@ -9,15 +9,22 @@ from transfusion_jax.train import config_lib
 
 
 def build_config(
-    module, spec: runs.RunSpec, *, local: bool, pretrained: Callable[[str], str], overrides: Sequence[str]
+    module,
+    spec: runs.RunSpec,
+    *,
+    local: bool,
+    pretrained: Callable[[str], str],
+    overrides: Sequence[str],
+    config_flags: Sequence[str] = (),
 ):
-    """The config of one run: the file's get_config('model,init[,local]'), its seed, checkpoint and overrides."""
+    """The config of one run: the file's get_config('model,init[,local]'), its seed, checkpoint, 'FIELD=VALUE'
+    overrides and command-line `--config.FIELD=VALUE` flags (both parsed by ml_collections, `config_lib`)."""
     config = module.get_config(f"{spec.model},{spec.init}" + (",local" if local else ""))
     config.seed = spec.seed
     path = pretrained(config.model.name)
     if path:
         config.pretrained = path
-    return config_lib.apply_overrides(config, overrides)
+    return config_lib.apply_flags(config_lib.apply_overrides(config, overrides), config_flags)
 
 
 def sweep(
@@ -30,6 +37,7 @@ def sweep(
     local: bool = False,
     pretrained: str = "",
     overrides: Sequence[str] = (),
+    config_flags: Sequence[str] = (),
     train_fn: Callable | None = None,
     keep_going: bool = True,
     max_runs_per_program: int = 0,
@@ -45,7 +53,10 @@ def sweep(
     group = os.path.splitext(os.path.basename(config_path))[0]
     specs = runs.plan(group, models, inits, seeds)
     lookup = runs.parse_pretrained(pretrained)
-    configs = [build_config(module, s, local=local, pretrained=lookup, overrides=overrides) for s in specs]
+    configs = [
+        build_config(module, s, local=local, pretrained=lookup, overrides=overrides, config_flags=config_flags)
+        for s in specs
+    ]
     workdirs = [spec.workdir(root) for spec in specs]
     prefix = [f"[{n}/{len(specs)}] {spec.label()}" for n, spec in enumerate(specs, 1)]
     for n, workdir in enumerate(workdirs):

@@ -18,7 +18,7 @@ import ml_collections
 
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import runs
-from transfusion_jax.train import config_lib
+from transfusion_jax.train import config_lib, rundir
 from transfusion_jax.train.writer import read_records
 
 
@@ -100,7 +100,7 @@ def finetune_config(paths: dict[str, str], q, init: str, seed: int, pretrained: 
 def train_all(workdir: str, paths: dict[str, str], q, log=print) -> dict:
     """Pretrain, then every (init, seed); prints a line per run; returns {'pretrained', 'summaries', 'seconds'}."""
     jobs = [("pretrain", None)] + [(init, seed) for init in q.inits for seed in q.seeds]
-    pretrained = os.path.join(workdir, "runs", "pretrain", "pretrained.npz")
+    pretrained = os.path.join(workdir, "runs", "pretrain", rundir.FINAL)
     seconds, summaries = {}, {}
     for n, (init, seed) in enumerate(jobs, 1):
         if init == "pretrain":
@@ -119,6 +119,6 @@ def eval_curve(workdir: str, split: str = "test") -> dict[int, float]:
     """step -> AUC of one run on `split` ('test' or 'val'), from its metrics.jsonl."""
     return {
         r["step"]: r["auc"]
-        for r in read_records(os.path.join(workdir, "metrics.jsonl"))
+        for r in read_records(os.path.join(workdir, rundir.METRICS))
         if r["split"] == split and isinstance(r.get("auc"), float)
     }

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transfusion_jax.models import cbr, inception, resnet
+from transfusion_jax.models import cbr, inception, resnet, vit
 from transfusion_jax.models.inception import AUX_OUTPUT as AUX_OUTPUT
 
 __all__ = [
@@ -40,6 +40,9 @@ def _cbr_blocks(name):
 # The paper's inputs: CheXpert 224x224, Retina 587x587; Inception-v3's native 299 too (whether the paper resized
 # Retina to 299 for it is unconfirmed, docs/paper.md §1.1).
 _PAPER_SIZES = (224, 587)
+# ViTs: 224 (CheXpert, and the ImageNet checkpoints' own size) and 384, configs/retina.py's ViT size (587 is no
+# multiple of the 16 px patch; 384 is where ViTs are usually fine-tuned at high resolution).
+_VIT_SIZES = (224, 384)
 
 # name -> (constructor(num_classes, **overrides), block names, input sizes the paper uses)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], tuple[int, ...]]] = {
@@ -49,6 +52,10 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], tuple[str, ...], tuple[int,
     **{
         name: (lambda n, _name=name, **kw: cbr.cbr(_name, n, **kw), _cbr_blocks(name), _PAPER_SIZES)
         for name in cbr.CBR_SPECS
+    },
+    **{
+        name: (lambda n, _name=name, **kw: vit.vit(_name, n, **kw), vit.block_names(spec["depth"]), _VIT_SIZES)
+        for name, spec in vit.VIT_SPECS.items()
     },
 }
 
@@ -67,6 +74,9 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides
     `overrides` go to the module, e.g. `variant='keras'`, `widths=(8, 16)` for a CBR, `aux_logits=True`.
     """
     make, _, _ = _lookup(name)
+    # Lists (configs read back from JSON) as tuples: a module with list fields cannot be hashed, and analyses key
+    # their compiled programs by the module's value (analysis.activations.StaticApply).
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         return make(num_classes, dtype=dtype, **overrides)
     except TypeError as e:
@@ -78,6 +88,8 @@ def block_names(name: str, **overrides) -> tuple[str, ...]:
     _, blocks, _ = _lookup(name)
     if name in cbr.CBR_SPECS and "widths" in overrides:  # a CBR's depth follows its widths
         blocks = tuple(f"layer{i + 1}" for i in range(len(overrides["widths"])))
+    if name in vit.VIT_SPECS and "depth" in overrides:
+        blocks = vit.block_names(overrides["depth"])
     return blocks
 
 
@@ -86,13 +98,15 @@ def feature_names(name: str, **overrides) -> tuple[str, ...]:
 
 
 def paper_resolutions(name: str) -> tuple[int, ...]:
-    """Input sizes the paper uses with this model: 224 (CheXpert), 587 (Retina), and 299 for Inception-v3."""
+    """Input sizes the paper uses with this model: 224 (CheXpert), 587 (Retina), and 299 for Inception-v3; a ViT's
+    224 and 384 (the paper has none)."""
     return _lookup(name)[2]
 
 
 def fits_input(name: str, size: int, **overrides) -> bool:
     """Whether a `size`x`size` input keeps every feature map at least 1x1 (traced with jax.eval_shape, nothing
-    runs). Too small an input either fails shape inference or leaves an empty map whose global average is NaN."""
+    runs). Too small an input either fails shape inference (a ViT's: smaller than one patch) or leaves an empty map
+    whose global average is NaN."""
     model = get_model(name, 2, **overrides)
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     try:

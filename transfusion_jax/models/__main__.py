@@ -31,6 +31,24 @@ def describe(name: str, num_classes: int, resolution: int):
     return count(variables["params"]), count(variables.get("batch_stats", {})), shapes, flops / 1e9
 
 
+def feature_list(shapes: dict) -> str:
+    """'name HxWxC, ...'; a run of three or more features of one shape (a ViT's blocks) as 'first .. last shape'."""
+    groups: list[list] = []
+    for name, shape in shapes.items():
+        if groups and groups[-1][1] == shape:
+            groups[-1][0].append(name)
+        else:
+            groups.append([[name], shape])
+    parts = []
+    for names, shape in groups:
+        size = "x".join(map(str, shape))
+        if len(names) > 2:
+            parts.append(f"{names[0]} .. {names[-1]} {size}")
+        else:
+            parts.extend(f"{n} {size}" for n in names)
+    return ", ".join(parts)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-classes", type=int, default=2, help="task head size (2 = the paper's Retina task)")
@@ -41,7 +59,7 @@ def main(argv=None):
     for name in args.models.split(","):
         for res in paper_resolutions(name):
             params, stats, shapes, gflops = describe(name, args.num_classes, res)
-            feats = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in shapes.items())
+            feats = feature_list(shapes)
             print(f"| {name} | {res} | {params:,} | {stats:,} | {gflops:.2f} | {feats} |", flush=True)
 
 

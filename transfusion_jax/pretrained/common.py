@@ -18,9 +18,10 @@ from transfusion_jax.data import preprocess
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import tree
 
-ARCHITECTURES = ("resnet50", "inception_v3")
-# The ImageNet input size of each; used to trace the model's variable shapes (any valid size gives the same).
-NATIVE_SIZE = {"resnet50": 224, "inception_v3": 299}
+ARCHITECTURES = ("resnet50", "inception_v3", "vit_b16")
+# The ImageNet input size of each; used to trace the model's variable shapes (any valid size gives the CNNs the
+# same; a ViT's position embeddings fit one size, so its converter reads that size from the file).
+NATIVE_SIZE = {"resnet50": 224, "inception_v3": 299, "vit_b16": 224}
 SOURCES = ("torchvision", "keras")
 
 # How a checkpoint states the input its weights expect: one of transfusion_jax.data.preprocess.PRESETS, by name and
@@ -34,6 +35,7 @@ DEFAULT_PREPROCESSING = {
     ("torchvision", "inception_v3"): "inception",
     ("keras", "resnet50"): "keras_resnet50",
     ("keras", "inception_v3"): "inception",
+    ("torchvision", "vit_b16"): "torchvision",  # vit_b_16's weights take the ImageNet mean and std too
 }
 
 MAX_LISTED = 20  # entries per section of a mismatch report
@@ -65,10 +67,11 @@ def file_digest(path: str) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def expected_shapes(arch: str, num_classes: int, **overrides) -> dict[str, tuple[int, ...]]:
-    """Flat 'collection/a/b/c' -> shape of the variables `get_model(arch, ...)` creates (traced, not computed)."""
+def expected_shapes(arch: str, num_classes: int, size: int | None = None, **overrides) -> dict[str, tuple[int, ...]]:
+    """Flat 'collection/a/b/c' -> shape of the variables `get_model(arch, ...)` creates for `size` px inputs
+    (default: the architecture's ImageNet size), traced, not computed."""
     model = get_model(arch, num_classes, **overrides)
-    size = NATIVE_SIZE[arch]
+    size = size or NATIVE_SIZE[arch]
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
     return {k: tuple(v.shape) for k, v in tree.flatten(shapes).items()}
 

@@ -21,6 +21,13 @@
                        (cbr_*) with layer1..layer2 from a checkpoint of the same CBR whose widths above layer2 are
                        twice the model's (e.g. widths 16-32-32-64 from a 16-32-64-128 checkpoint).
 
+A ViT (models/vit.py) has no BatchNorm; its LayerNorms are normalisation layers too, so `mean_var_bn` treats their
+scale and bias as it treats BatchNorm's (Matsoukas et al.'s statistics transfer resets normalisation layers: 'default').
+Its class token and position embeddings are body tensors like any weight. Slim has no ViT form (a ViT's blocks share
+one residual width, so there is no "half the channels above block k"): it is refused. Gabor fills the patch embedding
+(16 x 16 x C x D), a filter bank applied to each patch, whose trained filters look Gabor- and DCT-like (Dosovitskiy et
+al. 2021, Fig. 7).
+
 `mean_var_bn` (the paper does not say how BN was treated):
   'mean_var' (default)  BN gamma/beta get per-tensor Mean-Var draws like every other weight; running statistics
                         are reset (mean 0, var 1). Why the default: with BN after every conv, the scale of a conv
@@ -31,10 +38,13 @@
   'copy'                BN parameters and running statistics copied from the checkpoint unchanged.
 
 Every function returns (variables, provenance) where provenance maps each flattened key to 'init', 'checkpoint',
-'mean_var' or 'gabor'; `tree.summary(variables, provenance)` prints it per block.
+'mean_var' or 'gabor'; `tree.summary(variables, provenance)` prints it per block. `initialize` first fits the
+checkpoint to the model (fit.py: ViT position embeddings resampled to another image size, an RGB first layer folded
+for one-channel input).
 """
 
 import difflib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,8 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from transfusion_jax.models import HEAD_NAMES, block_names
-from transfusion_jax.surgery import gabor_filters
+from transfusion_jax.models import HEAD_NAMES, block_names, vit
+from transfusion_jax.surgery import fit, gabor_filters
 from transfusion_jax.surgery.tree import (
     TreeMismatchError,
     block_of,
@@ -146,10 +156,16 @@ def transfusion_mean_var(
     return out, {k: "checkpoint" if copied[k] == "checkpoint" else drawn_provenance[k] for k in copied}
 
 
-def batchnorm_param_keys(flat: Mapping) -> set:
-    """Params keys of modules that also hold batch_stats, i.e. BatchNorm's scale and bias."""
+def normalization_param_keys(flat: Mapping) -> set:
+    """Params keys of normalisation layers: modules that also hold batch_stats (BatchNorm's scale and bias), and a
+    ViT's LayerNorms (`models.vit.LAYER_NORM_MODULE`)."""
     bn_modules = {module_of(name_of(k)) for k in flat if k.startswith("batch_stats/")}
-    return {k for k in flat if k.startswith("params/") and module_of(name_of(k)) in bn_modules}
+    return {
+        k
+        for k in flat
+        if k.startswith("params/")
+        and (module_of(name_of(k)) in bn_modules or vit.LAYER_NORM_MODULE.fullmatch(module_of(name_of(k))))
+    }
 
 
 def _mean_var_draw(rng, tensor, dtype) -> jnp.ndarray:
@@ -169,7 +185,7 @@ def mean_var(
         raise ValueError(f"Unknown mean_var_bn {bn!r}; choose one of {', '.join(MEAN_VAR_BN)}.")
     src, tgt = flatten(source), flatten(init)
     check_match(src, tgt, is_body)
-    bn_params = batchnorm_param_keys(tgt)
+    bn_params = normalization_param_keys(tgt)
     out, provenance = {}, {}
     for i, (key, value) in enumerate(tgt.items()):
         is_stat = key.startswith("batch_stats/")
@@ -276,6 +292,11 @@ def initialize(
     """
     blocks = block_names(model_name, **dict(model_overrides or {}))
     parsed = parse_init(spec, blocks)
+    if parsed.scheme == "slim" and model_name in vit.VIT_SPECS:
+        raise ValueError(
+            f"init='slim' has no ViT form ({model_name!r}): a ViT's blocks share one residual width, so there are no "
+            "channels to halve above a block. Compare transfusion:<block> (pretrained up to it, random above)."
+        )
     if parsed.scheme == "slim" and slim_upto(model_name) is None:
         raise ValueError(
             f"init='slim' needs model {SLIM_MODEL!r} or a CBR (cbr_*) with halved top widths (got {model_name!r}); "
@@ -290,6 +311,11 @@ def initialize(
     if parsed.scheme == "random":
         return _all_init(variables)
     source, metadata = _load_checkpoint(pretrained, model_name, loader) if pretrained else (None, {})
+    if source is not None:
+        first = _first_conv_or_none(flatten(variables), blocks)
+        source, notes = fit.fit_checkpoint(source, variables, first, metadata.get("preprocessing"), pretrained)
+        for note in notes:
+            logging.info("fitting checkpoint %s to %s: %s", pretrained, model_name, note)
     try:
         return _apply(parsed, variables, source, blocks, rng, mean_var_bn, slim_upto(model_name))
     except TreeMismatchError as e:
@@ -297,6 +323,13 @@ def initialize(
             f"{e}\nCheckpoint {pretrained}: architecture {metadata.get('architecture')!r}, variant "
             f"{metadata.get('variant')!r}; model {model_name!r} with overrides {dict(model_overrides or {})}."
         ) from None
+
+
+def _first_conv_or_none(flat: Mapping, blocks: Sequence[str]) -> str | None:
+    try:
+        return first_conv_key(flat, blocks)
+    except ValueError:  # no conv kernel at the bottom (not a model of this package): nothing to fold
+        return None
 
 
 def _apply(parsed: InitSpec, variables, source, blocks, rng, mean_var_bn, upto_slim) -> tuple[Variables, Provenance]:

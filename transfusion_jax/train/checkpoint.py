@@ -31,6 +31,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from transfusion_jax.train import rundir
+
 CHECKSUM_FILE = "checksums.json"
 _CHUNK = 1 << 20
 
@@ -187,7 +189,7 @@ class Checkpointer:
     resumes (0 for a fresh run), identical on every process."""
 
     def __init__(self, workdir, keep: int, keep_best: int):
-        root = epath.Path(workdir) / "checkpoints"
+        root = epath.Path(workdir) / rundir.CHECKPOINTS
         self._lead = jax.process_index() == 0
         start, error = 0, None
         if self._lead:

@@ -10,6 +10,7 @@ Fields (override any with `--config.<field>=...`):
   dtype                         compute dtype, 'float32' or 'bfloat16' (params stay float32)
   init, pretrained, freeze      init scheme ('random' | 'transfer' | 'mean_var' | 'transfusion:<block>[+mean_var]' |
                                 'gabor' | 'slim'), pretrained checkpoint path, blocks to freeze
+  init_bn_batches               BatchNorm statistics at step 0 from this many training batches in train mode (16)
   finetune                      protocol full|linear_probe|lp_ft|surgical, probe_steps, surgical_blocks, layer_decay
   data                          transfusion_jax.data.default_data_config()
   optimizer                     name adam|sgd, learning_rate, momentum, schedule, weight_decay (kernels only), ...
@@ -21,11 +22,11 @@ Fields (override any with `--config.<field>=...`):
   early_stopping_evals          > 0: stop after this many evaluations without a better validation AUC
   auc_threshold                 the paper's convergence measure: first eval step with AUC > this (0.91)
   relative_threshold            also steps to AUC > this x the run's own final validation AUC (0.95)
-  calibration_bins              equal-mass bins of eval's expected calibration error (ece) and reliability diagrams
+  calibration_bins              bins of eval's calibration errors: ECE (equal width, top label) and ACE (equal mass)
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import ml_collections
 from absl import flags
@@ -51,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.init = "random"
     c.pretrained = ""  # checkpoint (transfusion_jax.pretrained format) for transfer / transfusion / mean_var / slim
     c.mean_var_bn = "mean_var"  # BatchNorm under init='mean_var' (paper silent): mean_var | default | copy
+    # BatchNorm statistics a run starts from (and its init.npz records): recomputed in train mode over its first this
+    # many training batches, as step 1 sees the network (train/batch_stats.py); 0 = the init's own (placeholders
+    # mean 0 / var 1 for random layers)
+    c.init_bn_batches = 16
     c.freeze = ()  # block names or path regexes whose parameters stay fixed
     c.finetune = ml_collections.ConfigDict(  # fine-tuning protocol (train/protocols.py)
         dict(
@@ -71,14 +76,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.early_stopping_evals = 0  # 0 = off; else stop after this many evals without a better validation AUC
     c.optimizer = ml_collections.ConfigDict(
         dict(
-            name="adam",  # paper: Adam on Retina, SGD + momentum 0.9 on CheXpert
+            name="adam",  # adam | adamw | sgd; paper: Adam on Retina, SGD + momentum 0.9 on CheXpert
             learning_rate=1e-3,  # paper
             momentum=0.9,
             nesterov=False,
             b1=0.9,
             b2=0.999,
             eps=1e-8,
-            weight_decay=0.0,  # paper silent; L2 on kernels only when > 0
+            weight_decay=0.0,  # paper silent; on kernels only when > 0: L2 (adam, sgd) or decoupled (adamw)
             schedule="constant",  # paper silent
             warmup_steps=0,
             grad_clip_norm=0.0,  # 0 = off
@@ -96,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
     # ... and to AUC > relative_threshold x the run's own final validation AUC: defined even where a setup's final AUC
     # sits near 0.91 (e.g. a constant learning rate on a small training set)
     c.relative_threshold = 0.95
-    c.calibration_bins = 15  # equal-mass bins of the expected calibration error and reliability diagram (eval)
+    c.calibration_bins = 15  # bins of eval's ECE (equal width, Guo et al.) and ACE (equal mass, Nixon et al.)
     c.export_pretrained = False  # write workdir/pretrained.npz at the end (e.g. ImageNet-trained CBRs)
     c.progress_bar = True
     c.runlocal = False  # set by the ",local" suffix of a config arg (apply_runlocal), which shrinks the whole run
@@ -104,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 PAPER_MODELS = ("resnet50", "inception_v3", "cbr_larget", "cbr_largew", "cbr_small", "cbr_tiny")
+VIT_MODELS = ("vit_b16", "vit_ti16")  # beyond the paper (docs/VIT.md)
 
 
 def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
@@ -124,11 +130,27 @@ def retina_config(model: str, init: str) -> ml_collections.ConfigDict:
     return c
 
 
+def vit_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The recipe ViTs are fine-tuned with (BEiT's and MAE's fine-tuning, RETFound's; docs/VIT.md), in place of the
+    paper's CNN recipe: AdamW at 1e-4 (batch 32) with decoupled weight decay 0.05 on kernels, 5000 warmup steps then
+    cosine decay to 0, gradients clipped at global norm 1, and layer-wise learning-rate decay 0.75 when the init
+    copies pretrained weights (transfer, transfusion:<block>); random and Mean-Var inits have no pretrained features to
+    keep, so their blocks all learn at the full rate (layer_decay 1)."""
+    c.optimizer.update(dict(name="adamw", learning_rate=1e-4, weight_decay=0.05, schedule="cosine"))
+    c.optimizer.update(dict(warmup_steps=5000, grad_clip_norm=1.0))
+    copies_weights = c.init == "transfer" or c.init.startswith("transfusion:")
+    c.finetune.layer_decay = 0.75 if copies_weights else 1.0
+    return c
+
+
 def check_choice(what: str, value: str, choices, where: str) -> None:
     if value not in choices:
         raise ValueError(f"Unknown {what} {value!r} in {where}; choose one of {', '.join(choices)}.")
 
 
+# A ViT small enough for CPU tests and ',local' runs: every block (so block names and transfusion configs stay valid),
+# a 16-wide residual stream, 8 px patches (a 32 px image is a 4 x 4 grid).
+VIT_LOCAL_OVERRIDES = dict(patch_size=8, width=16, num_heads=2, mlp_dim=32)
 # Tiny stand-ins that keep each architecture's block names (so freezing / transfusion configs stay valid).
 _LOCAL_OVERRIDES = {
     # resnet50_slim fixes its own widths, so both ResNets keep full widths (slim transfers resnet50's blocks 1-2).
@@ -140,6 +162,8 @@ _LOCAL_OVERRIDES = {
     "cbr_small": dict(widths=(4, 4, 8, 8)),
     "cbr_tiny": dict(widths=(4, 8, 8, 8)),
     "cbr_tiny_alt": dict(widths=(4, 4, 8, 8)),
+    "vit_b16": VIT_LOCAL_OVERRIDES,
+    "vit_ti16": VIT_LOCAL_OVERRIDES,
 }
 
 
@@ -164,12 +188,14 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.overrides.update(_LOCAL_OVERRIDES[c.model.name])
     _use_local_data(c)
     c.data.image_size = 75 if c.model.name == "inception_v3" else 32
-    c.data.synthetic.num_examples = 64
-    c.data.synthetic.native_size = 64
+    if c.data.name.startswith("synthetic"):
+        c.data.synthetic.num_examples = 64
+        c.data.synthetic.native_size = 64
     c.data.subset_size = min(c.data.subset_size, 48)
     c.data.num_workers = 0
     c.batch_size = 8
     c.num_train_steps = 20
+    c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, c.num_train_steps // 4)
     c.log_every_steps = 5
     c.eval_every_steps = 10
     c.checkpoint_every_steps = 10
@@ -188,25 +214,53 @@ def parse_arg(arg: str, names=("model", "init")) -> dict:
     return {**dict(zip(names, parts)), "local": local}
 
 
+def _parse_config_flags(config: ml_collections.ConfigDict, args: Sequence[str]) -> list[str]:
+    """Parses `args` with ml_collections' config_flags into `config` (in place); returns the arguments that are not
+    flags. Raises ValueError for a field the config lacks, flags.Error for a bad value or another flag."""
+    argv = ["override", *args]
+    flag_values = flags.FlagValues()  # private to this call: the process-wide absl FLAGS stay untouched
+    try:
+        config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv, lock_config=False)
+        return flag_values(argv)[1:]
+    except (AttributeError, KeyError) as e:  # how ml_collections reports a field the config does not have
+        suggestion = re.search(r"Did you mean .*\?", str(e).replace("\\n", " "))
+        hint = f" {suggestion.group(0)}" if suggestion else ""
+        named = re.findall(r"--config\.([^=\s]+)", " ".join(args))
+        field = next((f for f in named if not _has_field(config, f)), " ".join(args))
+        raise ValueError(f"Unknown config field {field!r}.{hint} See transfusion_jax/train/config_lib.py.") from None
+
+
+def _has_field(config: ml_collections.ConfigDict, field: str) -> bool:
+    node = config
+    for part in field.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def apply_flags(config: ml_collections.ConfigDict, args: Sequence[str]) -> ml_collections.ConfigDict:
+    """Applies command-line arguments as a user typed them, `--config.a.b=value` or `--config.a.b value`, to `config`
+    in place, parsed by ml_collections' config_flags exactly as main.py parses `--config.*` (the value is read as the
+    field's type; a tuple as '("a", "b")' or one bare value). Anything else among `args` is an error naming it."""
+    try:
+        rest = _parse_config_flags(config, args)
+    except flags.Error as e:
+        raise ValueError(f"Bad config override: {e}") from None
+    if rest:
+        raise ValueError(f"Not a config override (--config.FIELD=VALUE): {rest}")
+    return config
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
     """Applies 'a.b=value' strings in order, in place, each parsed exactly as main.py parses `--config.a.b=value`
-    (ml_collections config_flags: the value is read as the field's type; a tuple as '("a", "b")' or one bare value).
-    """
+    (the parser of `apply_flags`)."""
     for item in overrides:
         field, sep, _ = item.partition("=")
         if not sep:
             raise ValueError(f"Override {item!r} must look like field.sub=value.")
-        argv = ["override", f"--config.{item}"]
-        flag_values = flags.FlagValues()  # private to this call: the process-wide absl FLAGS stay untouched
         try:
-            config_flags.DEFINE_config_dict("config", config, flag_values=flag_values, sys_argv=argv, lock_config=False)
-            flag_values(argv)
-        except (AttributeError, KeyError) as e:  # how ml_collections reports a field the config does not have
-            suggestion = re.search(r"Did you mean .*\?", str(e).replace("\\n", " "))
-            hint = f" {suggestion.group(0)}" if suggestion else ""
-            raise ValueError(
-                f"Unknown config field {field!r}.{hint} See transfusion_jax/train/config_lib.py."
-            ) from None
+            _parse_config_flags(config, [f"--config.{item}"])
         except flags.Error as e:
             raise ValueError(f"Bad value in override {item!r}: {e}") from None
     return config

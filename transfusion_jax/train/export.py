@@ -9,11 +9,6 @@ import numpy as np
 from transfusion_jax import pretrained
 from transfusion_jax.models import HEAD_NAMES
 
-# Files of a training workdir in this format: the variables step 1 started from, and the final ones (when
-# config.export_pretrained). Analyses of a run (transfusion_jax.experiments.run_weights) read both.
-INIT_FILE = "init.npz"
-FINAL_FILE = "pretrained.npz"
-
 
 def export_pretrained(
     path: str,
@@ -24,8 +19,10 @@ def export_pretrained(
     num_classes: int,
     normalization: str,
     source: str,
+    extra: dict | None = None,
 ) -> dict:
-    """Writes `variables` ({'params', 'batch_stats'}) to `path`; returns the metadata written."""
+    """Writes `variables` ({'params', 'batch_stats'}) to `path`; returns the metadata written. `extra`: more
+    JSON-able metadata entries (e.g. how a self-supervised encoder was trained)."""
     host = jax.tree_util.tree_map(np.asarray, jax.device_get(variables))
     metadata = {
         "source": source,
@@ -36,6 +33,7 @@ def export_pretrained(
         # The data pipeline's normalisation preset the weights were trained with; use the same one downstream.
         "preprocessing": {"name": normalization},
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     pretrained.save(path, host, metadata)
     return metadata

@@ -2,7 +2,6 @@
 (`label_mask=0`) contribute nothing; callers get a (sum, count) pair so the mean is exact across batches and hosts.
 """
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -37,10 +36,3 @@ def loss_terms(kind: str, logits, batch):
 def mean_loss(kind: str, logits, batch):
     total, count = loss_terms(kind, logits, batch)
     return total / jnp.maximum(count, 1.0)
-
-
-def scores(kind: str, logits):
-    """What AUC ranks: class probabilities (softmax) or per-class probabilities (sigmoid)."""
-    if kind == "softmax":
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    return jax.nn.sigmoid(logits.astype(jnp.float32))

@@ -309,12 +309,12 @@ def make_multi_train_step(
 
 
 def make_multi_eval_step(model, loss_kind: str, mesh):
-    """jit(stacked_state, batch) -> {'scores': [N, B, ...] split over 'data' on B, 'loss_sum': [N],
+    """jit(stacked_state, batch) -> {'logits': [N, B, ...] split over 'data' on B, 'loss_sum': [N],
     'loss_count': [N]}: every run evaluated on the same batch."""
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     run_then_data = NamedSharding(mesh, P(None, partition.DATA_AXIS))
     return jax.jit(
         jax.vmap(functools.partial(steps.eval_outputs, model, loss_kind), in_axes=(0, None)),
         in_shardings=(rep, data),
-        out_shardings={"scores": run_then_data, "loss_sum": rep, "loss_count": rep},
+        out_shardings={"logits": run_then_data, "loss_sum": rep, "loss_count": rep},
     )

@@ -14,6 +14,7 @@ import numpy as np
 from transfusion_jax import data as data_lib
 from transfusion_jax import models, pretrained
 from transfusion_jax.data import pipeline, preprocess
+from transfusion_jax.train import config_lib
 from transfusion_jax.train import state as state_lib
 
 
@@ -30,9 +31,43 @@ def resolve(config) -> ml_collections.ConfigDict:
             "and config.test_split (reported at the validation-selected and the final step, never used to choose)."
         )
     check_splits(config)
+    check_unused_fields(config)
     with config.unlocked():
         config.data.normalization = resolve_normalization(config)
     return config
+
+
+def _unused_training_fields(config) -> list[str]:
+    """Training fields set away from their defaults that this run would not read (see `check_unused_fields`)."""
+    default, out = config_lib.base_config(), []
+    opt, opt_default = config.optimizer, default.optimizer
+    unread = {"adam": ("momentum", "nesterov"), "adamw": ("momentum", "nesterov"), "sgd": ("b1", "b2", "eps")}
+    unread = unread.get(opt.name, ())
+    out += [f"config.optimizer.{f} is not read by optimizer {opt.name!r}" for f in unread if opt[f] != opt_default[f]]
+    if config.mean_var_bn != default.mean_var_bn and "mean_var" not in config.init:
+        out.append(f"config.mean_var_bn is only read by Mean-Var inits, not init={config.init!r}")
+    if config.aux_loss_weight and not dict(config.model.overrides).get("aux_logits"):
+        out.append("config.aux_loss_weight needs a model with an auxiliary head (inception_v3 with aux_logits=True)")
+    if config.eval_steps and config.eval_every_steps != default.eval_every_steps:
+        out.append("config.eval_every_steps is not read when config.eval_steps lists the evaluation steps")
+    if not config.val_split:
+        out += [f"config.{f} is only read with a validation split (config.val_split)"
+                for f in ("early_stopping_evals", "relative_threshold") if config[f] != default[f]]  # fmt: skip
+    return out
+
+
+def check_unused_fields(config) -> None:
+    """A field set away from its default that the run would not read is an error before any work (it would be
+    recorded in config.json as if it had been used), e.g. `data.root` for generated data."""
+    found = data_lib.unused_fields(config.data) + _unused_training_fields(config)
+    if found:
+        hint = (
+            " This is a ',local' config: it trains on generated data and a stand-in checkpoint; drop ',local' to use "
+            "real data."
+            if config.get("runlocal")
+            else ""
+        )
+        raise ConfigError("Config fields this run would not use: " + "; ".join(found) + "." + hint)
 
 
 def check_splits(config) -> None:

@@ -19,7 +19,9 @@ Choices:
   * LP-FT's switch: the backbone gets a fresh optimizer state at step `probe_steps`, as Kumar et al. start fine-tuning
     with a new optimizer: its optimizer is wrapped in `optax.transforms.conditionally_mask`, which returns zero
     updates and leaves the inner state (moments, schedule count) untouched until its own step counter reaches
-    `probe_steps`. The head keeps its optimizer state across the switch. The counter lives in the optimizer state,
+    `probe_steps`, so the backbone's schedule (the fine-tuning phase's, over the steps after the switch:
+    `state.make_optimizer`) starts at the switch. The head keeps its optimizer state across the switch and follows
+    the probe's schedule, then the same fine-tuning schedule. The counter lives in the optimizer state,
     which is checkpointed with the run, so a resumed run switches at exactly the same step; the train step runs the
     backbone in eval mode before the switch and in train mode after (`StepsByPhase`).
   * Gradient clipping (`optimizer.grad_clip_norm`) under LP-FT clips the head's and the backbone's gradients
@@ -109,20 +111,31 @@ def _by_block(params: Mapping, label_of: Callable[[str], str]):
     return jax.tree_util.tree_map_with_path(lambda path, _: label_of(path[0].key), dict(params))
 
 
-def finetune_optimizer(config, tx: optax.GradientTransformation, params: Mapping) -> optax.GradientTransformation:
-    """`tx` (the configured optimizer for every parameter) shaped by `config.finetune` (see the module docstring)."""
+def probe_steps(config) -> int:
+    """LP-FT's probe length (its fine-tuning starts at this step); 0 for every other protocol."""
+    ft = _finetune(config)
+    return int(ft.probe_steps) if ft.protocol == "lp_ft" else 0
+
+
+def finetune_optimizer(
+    config, tx: optax.GradientTransformation, params: Mapping, backbone_tx: optax.GradientTransformation | None = None
+) -> optax.GradientTransformation:
+    """`tx` (the configured optimizer for every parameter) shaped by `config.finetune` (see the module docstring).
+    LP-FT: `backbone_tx` (default `tx`) is the backbone's optimizer from the switch on, `tx` the head's."""
     validate(config, params)
     ft = _finetune(config)
+    backbone_tx = tx if backbone_tx is None else backbone_tx
     if ft.layer_decay != 1.0:
         scales = layer_scales(config, params)
         labels = _by_block(params, lambda name: name)
-        tx = optax.chain(tx, optax.multi_transform({n: optax.scale(s) for n, s in scales.items()}, labels))
+        decay = optax.multi_transform({n: optax.scale(s) for n, s in scales.items()}, labels)
+        tx, backbone_tx = optax.chain(tx, decay), optax.chain(backbone_tx, decay)
     if ft.protocol in ("linear_probe", "surgical"):
         return surgery.freeze(tx, params, list(frozen_at(config, params, 0)))
     if ft.protocol == "lp_ft":
         labels = _by_block(params, lambda name: "head" if name in models.HEAD_NAMES else "backbone")
         switch = int(ft.probe_steps)
-        backbone = optax.transforms.conditionally_mask(tx, lambda count: count >= switch)
+        backbone = optax.transforms.conditionally_mask(backbone_tx, lambda count: count >= switch)
         return optax.multi_transform({"head": tx, "backbone": backbone}, labels)
     return tx
 

@@ -84,9 +84,10 @@ def init_variables(config, model: nn.Module, rng, sample_input) -> dict[str, Any
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def _schedule(config) -> optax.Schedule:
-    """Step -> learning rate: constant (the paper names no schedule) or cosine decay, after optional linear warmup."""
-    opt_config, num_steps = config.optimizer, config.num_train_steps
+def _schedule(config, num_steps: int) -> optax.Schedule:
+    """Step -> learning rate over `num_steps` steps: constant (the paper names no schedule) or cosine decay, after
+    optional linear warmup."""
+    opt_config = config.optimizer
     lr = opt_config.learning_rate
     warmup = opt_config.warmup_steps
     if opt_config.schedule == "constant":
@@ -100,33 +101,57 @@ def _schedule(config) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+# Weight decay applies to conv/dense kernels only, not to biases, BatchNorm/LayerNorm scales and offsets, or a ViT's
+# class token and position embeddings (timm's and big_vision's no-decay sets).
+KERNELS = surgery.matcher(regex=r"(.*/)?kernel")
+
+
 def _base_optimizer(opt_config, schedule):
     if opt_config.name == "adam":
         return optax.adam(schedule, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
+    if opt_config.name == "adamw":  # decoupled decay (Loshchilov & Hutter), scaled by the schedule: the ViT recipe
+        return optax.adamw(
+            schedule,
+            b1=opt_config.b1,
+            b2=opt_config.b2,
+            eps=opt_config.eps,
+            weight_decay=opt_config.weight_decay,
+            mask=lambda p: surgery.mask(p, KERNELS),
+        )
     if opt_config.name == "sgd":
         return optax.sgd(schedule, momentum=opt_config.momentum or None, nesterov=opt_config.nesterov)
-    raise ValueError(f"config.optimizer.name must be 'adam' or 'sgd', got {opt_config.name!r}.")
-
-
-# Weight decay applies to conv/dense kernels only, not to biases or BatchNorm scales/offsets.
-KERNELS = surgery.matcher(regex=r"(.*/)?kernel")
+    raise ValueError(f"config.optimizer.name must be 'adam', 'adamw' or 'sgd', got {opt_config.name!r}.")
 
 
 def make_optimizer(config, params) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, its learning-rate schedule) from `config.optimizer`: L2 weight decay on kernels (added to the
-    gradient, the TF-slim regulariser convention), optional global-norm clipping, Adam or SGD(momentum) on the
-    schedule, shaped by the fine-tuning protocol (`config.finetune`, train/protocols.py); the blocks (or name
-    regexes) in `config.freeze` get zero updates (surgery.freeze). The trainer logs the same schedule it optimises
-    with."""
+    gradient, the TF-slim regulariser convention; AdamW decays them decoupled instead), optional global-norm clipping,
+    Adam, AdamW or SGD(momentum) on the schedule, shaped by the fine-tuning protocol (`config.finetune`,
+    train/protocols.py); the blocks (or name regexes) in `config.freeze` get zero updates (surgery.freeze). The
+    trainer logs the same schedule it optimises with (the head's, under LP-FT).
+
+    LP-FT has two phases, each with the configured schedule over its own length: the probe (the head only, steps
+    0..probe_steps-1) and fine-tuning (every parameter, from step probe_steps to the end), as Kumar et al. start
+    fine-tuning with a new optimizer; the backbone's schedule counts from the switch, not from step 0."""
     opt_config = config.optimizer
-    schedule = _schedule(config)
-    parts = []
-    if opt_config.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
-    if opt_config.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=lambda p: surgery.mask(p, KERNELS)))
-    parts.append(_base_optimizer(opt_config, schedule))
-    tx = protocols.finetune_optimizer(config, optax.chain(*parts), params)  # config.finetune: which blocks, when
+
+    def chain(schedule):
+        parts = []
+        if opt_config.grad_clip_norm > 0:
+            parts.append(optax.clip_by_global_norm(opt_config.grad_clip_norm))
+        if opt_config.weight_decay > 0 and opt_config.name != "adamw":
+            parts.append(optax.add_decayed_weights(opt_config.weight_decay, mask=lambda p: surgery.mask(p, KERNELS)))
+        parts.append(_base_optimizer(opt_config, schedule))
+        return optax.chain(*parts)
+
+    probe_steps = protocols.probe_steps(config)
+    if probe_steps:
+        fine_tune = _schedule(config, config.num_train_steps - probe_steps)
+        schedule = optax.join_schedules([_schedule(config, probe_steps), fine_tune], [probe_steps])
+        tx = protocols.finetune_optimizer(config, chain(schedule), params, backbone_tx=chain(fine_tune))
+    else:
+        schedule = _schedule(config, config.num_train_steps)
+        tx = protocols.finetune_optimizer(config, chain(schedule), params)  # config.finetune: which blocks, when
     return surgery.freeze(tx, params, list(config.freeze)), schedule
 
 

@@ -64,19 +64,20 @@ def make_train_step(
 
 
 def eval_outputs(model, loss_kind, state: TrainState, batch):
-    """Per-example scores and the batch's loss (sum, count) in eval mode: the body of the eval step."""
+    """Per-example logits (float32; metrics rank and calibrate them on the host in float64) and the batch's loss
+    (sum, count) in eval mode: the body of the eval step."""
     logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False)
     loss_sum, loss_count = losses.loss_terms(loss_kind, logits, batch)
-    return {"scores": losses.scores(loss_kind, logits), "loss_sum": loss_sum, "loss_count": loss_count}
+    return {"logits": logits.astype(jnp.float32), "loss_sum": loss_sum, "loss_count": loss_count}
 
 
 def make_eval_step(model, loss_kind: str, mesh):
-    """jit(state, batch) -> per-example scores (kept sharded) and the batch's loss sum and count."""
+    """jit(state, batch) -> per-example logits (kept sharded) and the batch's loss sum and count."""
     rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
     return jax.jit(
         functools.partial(eval_outputs, model, loss_kind),
         in_shardings=(rep, data),
-        out_shardings={"scores": data, "loss_sum": rep, "loss_count": rep},
+        out_shardings={"logits": data, "loss_sum": rep, "loss_count": rep},
     )
 
 

@@ -10,8 +10,8 @@ Selection and reporting: every evaluation scores the validation split (`config.v
 (`config.test_split`), recorded separately ('val' / 'test' in metrics.jsonl). Everything that is *chosen* (the
 selected step and its `best/` checkpoint, early stopping) looks at validation AUC only; the test split is reported
 at the validation-selected step and at the final step, and its curve exists for convergence plots
-(steps-to-threshold), but it never decides anything. Per-example test scores at both steps go to test_scores.npz
-(for DeLong comparisons between runs on the same test examples). Calibration (ECE per output) is recorded for
+(steps-to-threshold), but it never decides anything. Per-example test logits at both steps go to test_scores.npz
+(for DeLong comparisons between runs on the same test examples). Calibration (ECE and ACE) is recorded for
 both splits; summary.json holds the test split's reliability diagrams at the selected and the final step.
 
 Multi-process runs: every decision that leads to a collective (a new best, early stopping, a NaN stop, the resume
@@ -20,7 +20,6 @@ evaluations since) lives in the checkpoint's `loop` dict, which every process re
 """
 
 import functools
-import hashlib
 import itertools
 import logging
 import math
@@ -34,7 +33,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.train import export, multirun, partition, preflight, protocols, steps
+from transfusion_jax.train import batch_stats, export, multirun, partition, preflight, protocols, rundir, steps
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import state as state_lib
 from transfusion_jax.train.checkpoint import Checkpointer, same_on_all_processes
@@ -42,8 +41,6 @@ from transfusion_jax.train.writer import MetricWriter, dumps
 
 # The split roles of a run, as written in metrics.jsonl / TensorBoard and as keys of summary.json.
 VAL, TEST = "val", "test"
-TEST_SCORES = "test_scores.npz"
-_PENDING_SCORES = "test_scores_pending"  # test scores of each new validation best, until the run ends
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -57,37 +54,39 @@ def _to_host(x) -> np.ndarray:
 
 
 def _eval_batches(eval_step, state, dataset, batch_size: int, mesh, stacked: bool = False):
-    """Runs `eval_step` over the whole split: (host arrays {'scores', 'label', 'label_mask', 'valid'} with batches
-    concatenated on the example axis, loss sum, loss count); with `stacked` runs, scores, sums and counts have a
+    """Runs `eval_step` over the whole split: (host arrays {'logits', 'label', 'label_mask', 'valid'} with batches
+    concatenated on the example axis, loss sum, loss count); with `stacked` runs, logits, sums and counts have a
     leading run axis."""
-    parts: dict[str, list[np.ndarray]] = {"scores": [], "label": [], "label_mask": [], "valid": []}
+    parts: dict[str, list[np.ndarray]] = {"logits": [], "label": [], "label_mask": [], "valid": []}
     loss_sum, loss_count = [], []
     for batch in dataset.batches(batch_size, mesh=mesh):
         out = eval_step(state, batch)
         loss_sum.append(np.asarray(jax.device_get(out["loss_sum"]), np.float64))
         loss_count.append(np.asarray(jax.device_get(out["loss_count"]), np.float64))
-        parts["scores"].append(_to_host(out["scores"]))
+        parts["logits"].append(_to_host(out["logits"]))
         for key in ("label", "label_mask", "valid"):
             parts[key].append(_to_host(batch[key]))
-    host = {k: np.concatenate(v, axis=1 if stacked and k == "scores" else 0) for k, v in parts.items()}
+    host = {k: np.concatenate(v, axis=1 if stacked and k == "logits" else 0) for k, v in parts.items()}
     return host, sum(loss_sum), sum(loss_count)
 
 
-def _eval_results(dataset, scores, host, loss_sum: float, loss_count: float, calibration_bins: int):
-    """(metrics, outputs) of one run's scores over the split (see `evaluate`)."""
+def _eval_results(dataset, logits, host, loss_sum: float, loss_count: float, calibration_bins: int):
+    """(metrics, outputs) of one run's logits over the split (see `evaluate`)."""
     task = dataset.task
     valid = host["valid"].astype(bool)
     if not valid.any():
         raise data_lib.TooManyBadImagesError(f"{dataset.name}: none of its {len(dataset)} examples could be read.")
-    scores, labels, mask = scores[valid], host["label"][valid], host["label_mask"][valid]
+    logits, labels, mask = logits[valid], host["label"][valid], host["label_mask"][valid]
     result = {"loss": float(loss_sum) / max(float(loss_count), 1.0), "num_examples": float(valid.sum())}
-    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, scores, labels, mask))
-    diagram = metrics_lib.reliability_diagram(task.loss, task.label_names, scores, labels, mask, calibration_bins)
-    result.update(metrics_lib.ece_metrics(diagram), reliability=diagram)
+    result.update(metrics_lib.auc_metrics(task.loss, task.label_names, logits, labels, mask))
+    calibration, diagram = metrics_lib.calibration_metrics(
+        task.loss, task.label_names, logits, labels, mask, calibration_bins
+    )
+    result.update(calibration, reliability=diagram)
     if task.loss == "softmax":
-        result.update(metrics_lib.accuracy_metrics(scores, labels))
+        result.update(metrics_lib.accuracy_metrics(logits, labels))
     ids = np.asarray(dataset.example_ids())[valid[: len(dataset)]]  # eval order is row order; padding comes last
-    return result, {"scores": scores, "label": labels, "label_mask": mask, "id": ids}
+    return result, {"logits": logits, "label": labels, "label_mask": mask, "id": ids}
 
 
 def evaluate(
@@ -96,20 +95,20 @@ def evaluate(
     """(metrics, outputs) over the whole split, every example exactly once (padding rows are dropped by `valid`).
 
     metrics: loss, AUCs and calibration, every value a float except 'reliability', the reliability diagram per
-    output (a nested dict). outputs: the per-example arrays behind them, {'scores', 'label', 'label_mask', 'id'} of
+    output (a nested dict). outputs: the per-example arrays behind them, {'logits', 'label', 'label_mask', 'id'} of
     the usable examples."""
     host, loss_sum, loss_count = _eval_batches(eval_step, state, dataset, batch_size, mesh)
-    return _eval_results(dataset, host["scores"], host, loss_sum, loss_count, calibration_bins)
+    return _eval_results(dataset, host["logits"], host, loss_sum, loss_count, calibration_bins)
 
 
 def evaluate_runs(
     eval_step, stacked_state, dataset, batch_size: int, mesh, runs, calibration_bins: int
 ) -> dict[int, tuple[dict, dict[str, np.ndarray]]]:
     """`evaluate` for stacked runs in one pass over the split (`multirun.make_multi_eval_step`): run index ->
-    (metrics, outputs), for the indices in `runs` (the others' scores are dropped unread)."""
+    (metrics, outputs), for the indices in `runs` (the others' logits are dropped unread)."""
     host, loss_sum, loss_count = _eval_batches(eval_step, stacked_state, dataset, batch_size, mesh, stacked=True)
     return {
-        i: _eval_results(dataset, host["scores"][i], host, loss_sum[i], loss_count[i], calibration_bins) for i in runs
+        i: _eval_results(dataset, host["logits"][i], host, loss_sum[i], loss_count[i], calibration_bins) for i in runs
     }
 
 
@@ -129,7 +128,7 @@ def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
 
 
 def _write_config(config, workdir: epath.Path) -> None:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    (workdir / rundir.CONFIG).write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def _split_records(records: list[dict], role: str) -> list[dict]:
@@ -196,73 +195,66 @@ def _summary(records: list[dict], config, train_examples: int, final_step: int, 
     return summary
 
 
-def _save_scores(path: epath.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Written whole or not at all (a temporary file renamed), so a kill never leaves a truncated file."""
-    tmp = path.parent / f"{path.name}.tmp"
-    with tmp.open("wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-
-
-def _load_scores(path: epath.Path) -> dict[str, np.ndarray]:
-    with path.open("rb") as f, np.load(f, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def _pending_scores(outputs: dict[str, np.ndarray], full: bool) -> dict[str, np.ndarray]:
-    """What is kept of one test evaluation until the run ends: its scores and a digest of which examples they are;
+    """What is kept of one test evaluation until the run ends: its logits and a digest of which examples they are;
     the final step's file also holds the ids (UTF-8 bytes), labels and masks, which do not change between steps."""
-    ids = np.char.encode(np.asarray(outputs["id"], str), "utf-8")
-    kept = {"scores": outputs["scores"], "id_digest": np.array(hashlib.sha256(ids.tobytes()).hexdigest())}
+    ids = rundir.encode_ids(outputs["id"])
+    kept = {"logits": outputs["logits"], "id_digest": rundir.ids_digest(ids)}
     if full:
         kept.update(id=ids, label=outputs["label"], label_mask=outputs["label_mask"])
     return kept
 
 
-def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> None:
-    """test_scores.npz: per-example test scores at the selected and the final step, with ids, labels and masks,
-    so that runs can be compared on the same examples (DeLong). The scores come from the files written at each new
-    validation best and at the final step or, for a finished run started again, from the test_scores.npz it wrote;
-    the pending files are dropped afterwards."""
-    done, pending = workdir / TEST_SCORES, workdir / _PENDING_SCORES
+def _write_test_scores(workdir: epath.Path, task, selected: int | None, final: int) -> dict[str, np.ndarray]:
+    """test_scores.npz (`rundir.write_test_scores`) at the selected and the final step. The logits come from the
+    files written at each new validation best and at the final step or, for a finished run started again, from the
+    test_scores.npz it wrote; the pending files are dropped afterwards."""
+    pending = workdir / rundir.PENDING_SCORES
     known = {}
-    if done.exists():
-        old = _load_scores(done)
+    old = rundir.load_test_scores(workdir)
+    if old is not None:
+        if "final_logits" not in old:
+            raise RuntimeError(
+                f"{workdir / rundir.TEST_SCORES} holds probabilities from an older version of this toolkit, not "
+                "logits; delete the workdir to train the run again."
+            )
         for when in ("selected", "final"):
             if f"{when}_step" in old:
-                known[int(old[f"{when}_step"])] = {"scores": old[f"{when}_scores"], "id_digest": old["id_digest"]}
+                known[int(old[f"{when}_step"])] = {"logits": old[f"{when}_logits"], "id_digest": old["id_digest"]}
         common = {k: old[k] for k in ("id", "label", "label_mask")}
         known[int(old["final_step"])].update(common)
     for path in pending.glob("step_*.npz"):
-        known[int(path.stem.split("_")[1])] = _load_scores(path)
+        known[int(path.stem.split("_")[1])] = rundir.load_npz(path)
     missing = [step for step in (selected, final) if step is not None and step not in known]
     if missing:
-        raise RuntimeError(f"{workdir} holds no test scores of step(s) {missing}; delete the workdir to start over.")
-    arrays = {
-        **{k: known[final][k] for k in ("id", "id_digest", "label", "label_mask")},
-        "loss": np.array(task.loss),
-        "label_names": np.array(task.label_names),
-        "final_step": np.array(final),
-        "final_scores": known[final]["scores"],
-    }
-    if selected is not None:
-        if known[selected]["id_digest"] != arrays["id_digest"]:
-            raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
-        arrays.update(selected_step=np.array(selected), selected_scores=known[selected]["scores"])
-    _save_scores(done, arrays)
+        raise RuntimeError(f"{workdir} holds no test logits of step(s) {missing}; delete the workdir to start over.")
+    if selected is not None and known[selected]["id_digest"] != known[final]["id_digest"]:
+        raise RuntimeError(f"The test examples scored at steps {selected} and {final} differ (bad images?).")
+    arrays = rundir.write_test_scores(
+        workdir,
+        loss=task.loss,
+        label_names=task.label_names,
+        final_step=final,
+        final_logits=known[final]["logits"],
+        ids=known[final]["id"],
+        label=known[final]["label"],
+        label_mask=known[final]["label_mask"],
+        selected_step=selected,
+        selected_logits=known[selected]["logits"] if selected is not None else None,
+    )
     pending.rmtree(missing_ok=True)
     return arrays
 
 
 def _test_reliability(summary: dict, scores: dict[str, np.ndarray], task, num_bins: int) -> None:
     """Adds the test split's reliability diagram at the selected and the final step to `summary`, computed from
-    test_scores.npz: the same scores, labels and masks the evaluation's ECE came from, so a run resumed after its
+    test_scores.npz: the same logits, labels and masks the evaluation's ECE came from, so a run resumed after its
     last evaluation reports the same diagrams without evaluating again."""
     for when in ("selected", "final"):
         record = summary.get(TEST, {}).get(when)
-        if record is not None and f"{when}_scores" in scores:
+        if record is not None and f"{when}_logits" in scores:
             record["reliability"] = metrics_lib.reliability_diagram(
-                task.loss, task.label_names, scores[f"{when}_scores"], scores["label"], scores["label_mask"], num_bins
+                task.loss, task.label_names, scores[f"{when}_logits"], scores["label"], scores["label_mask"], num_bins
             )
 
 
@@ -306,7 +298,7 @@ class RunRecorder:
             _write_config(config, self.workdir)
             if config.data.subset_size:  # which examples a small-data run trained on
                 subset = {"subset_seed": data_lib.subset_seed(config), "ids": self.train_ds.example_ids()}
-                (self.workdir / "train_subset.json").write_text(dumps(subset, indent=1) + "\n")
+                (self.workdir / rundir.TRAIN_SUBSET).write_text(dumps(subset, indent=1) + "\n")
         self.ckpt = Checkpointer(self.workdir, keep=config.keep_checkpoints, keep_best=1)
         self.start_step = self.ckpt.start_step
         self.writer = None
@@ -333,15 +325,17 @@ class RunRecorder:
         state, tx, self.schedule = state_lib.create_train_state(
             config, model, jax.random.key(config.seed), sample_input
         )
+        if not self.start_step:  # a fresh run starts from its init's statistics as step 1 sees the network
+            state = state.replace(batch_stats=self._initial_batch_stats(model, state))
         if self.lead and not self.start_step:  # what step 1 starts from, as the analyses' "init" (whatever the scheme)
-            _export_variables(config, self.task, state, self.workdir / export.INIT_FILE, f"init:{self.workdir}")
+            _export_variables(config, self.task, state, self.workdir / rundir.INIT, f"init:{self.workdir}")
         state = jax.device_put(state, partition.replicated(self.mesh))
         self.writer = MetricWriter(self.workdir, start_step=self.start_step, enabled=self.lead)
         if self.start_step:
             logging.info("Resuming from the checkpoint at step %d in %s", self.start_step, self.workdir)
             state, saved_loop = self.ckpt.restore(self.start_step, like=state)
             self.loop.update(saved_loop)
-        pending_scores = self.workdir / _PENDING_SCORES
+        pending_scores = self.workdir / rundir.PENDING_SCORES
         if self.lead and TEST in self.eval_sets:
             pending_scores.mkdir(parents=True, exist_ok=True)
             for path in pending_scores.glob("step_*.npz"):  # written after the start by a killed run: recomputed
@@ -353,6 +347,18 @@ class RunRecorder:
         self.stopped = bool(self.patience and self.loop["evals_since_best"] >= self.patience)
         self._tick, self._tick_step = time.perf_counter(), self.start_step
         return state, tx
+
+    def _initial_batch_stats(self, model, state):
+        """batch_stats.initial_batch_stats over the run's first training batches (a second reader of its stream)."""
+        stream = self.train_ds.batches(
+            self.config.batch_size, mesh=self.mesh, seed=data_order_seed(self.config), start_step=0
+        )
+        try:
+            frozen = state_lib.frozen_statistics(self.config, state.params, state.batch_stats)
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            return batch_stats.initial_batch_stats(self.config, model, variables, stream, frozen, self.mesh)
+        finally:
+            stream.close()
 
     def is_eval(self, done: int) -> bool:
         return done in self.eval_at
@@ -402,8 +408,8 @@ class RunRecorder:
         is_last = done == self.config.num_train_steps
         if self.lead and TEST in evaluations and (improved or is_last or self.stopped):
             full = is_last or self.stopped  # the final step's file carries the ids and labels
-            path = self.workdir / _PENDING_SCORES / f"step_{done}.npz"
-            _save_scores(path, _pending_scores(evaluations[TEST][1], full))
+            path = self.workdir / rundir.PENDING_SCORES / f"step_{done}.npz"
+            rundir.save_npz(path, _pending_scores(evaluations[TEST][1], full))
 
     def checkpoint(self, done: int, state) -> None:
         self.ckpt.save(done, state, dict(self.loop))
@@ -423,13 +429,13 @@ class RunRecorder:
         self.close()
         config, lead = self.config, self.lead
         if config.export_pretrained and lead:
-            _export_variables(config, self.task, state, self.workdir / export.FINAL_FILE, f"trained:{self.workdir}")
+            _export_variables(config, self.task, state, self.workdir / rundir.FINAL, f"trained:{self.workdir}")
         summary = _summary(self.records, config, len(self.train_ds), self.final_step, self.loop["best_step"])
         if lead:
             if TEST in self.eval_sets:
                 scores = _write_test_scores(self.workdir, self.task, summary["selected_step"], self.final_step)
                 _test_reliability(summary, scores, self.task, config.calibration_bins)
-            (self.workdir / "summary.json").write_text(dumps(summary, indent=2) + "\n")
+            (self.workdir / rundir.SUMMARY).write_text(dumps(summary, indent=2) + "\n")
         logging.info("Run summary: %s", summary)
         return summary
 

@@ -14,7 +14,8 @@ import re
 import numpy as np
 from etils import epath
 
-TENSORBOARD_DIR = "tensorboard"
+from transfusion_jax.train import rundir
+
 _EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
@@ -61,7 +62,7 @@ class MetricWriter:
 
     def __init__(self, workdir, *, start_step: int, enabled: bool = True):
         self.enabled = enabled
-        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.path = epath.Path(workdir) / rundir.METRICS
         self._tb = None
         if not enabled:
             return
@@ -72,7 +73,7 @@ class MetricWriter:
         staging = self.path.with_name(self.path.name + ".tmp")
         staging.write_text("".join(dumps(r) + "\n" for r in kept))
         staging.replace(self.path)
-        tb_dir = epath.Path(workdir) / TENSORBOARD_DIR
+        tb_dir = epath.Path(workdir) / rundir.TENSORBOARD
         if tb_dir.exists():
             for event_file in tb_dir.glob(_EVENT_FILE_PREFIX + "*"):
                 event_file.unlink()
