@@ -29,7 +29,6 @@ block's score by both routes and their largest difference, the ratio, the machin
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from transfusion_jax import hostinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = {"conv1": "maxpool", "block1": "layer1", "block2": "layer2", "block3": "layer3", "block4": "layer4"}
@@ -143,12 +144,7 @@ def run(argv: list[str], env: dict) -> tuple[str, str, dict]:
 
 
 def _machine() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{hostinfo.cpu_model()}, {os.cpu_count()} cores"
 
 
 def main() -> None:

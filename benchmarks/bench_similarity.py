@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transfusion_jax import hostinfo
+
 LATENT = 32
 POOL = 65_536  # rows of pre-drawn noise, reused at random offsets: drawing fresh noise cost as much as the maths
 _POOLS = {}
@@ -267,13 +269,7 @@ def reference_gb(case: dict) -> float:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}"
+    return f"{hostinfo.cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}"
 
 
 def _row(case, r):
