@@ -129,7 +129,8 @@ def test_output_is_strict_json_and_a_bar_shows_progress(files, capsys):
 def checkpoints(tmp_path_factory):
     """Two CBRs (different seeds) as a converted checkpoint and a training workdir, and uint8 images."""
     from transfusion_jax import models
-    from transfusion_jax.train.export import FINAL_FILE, export_pretrained
+    from transfusion_jax.train import rundir
+    from transfusion_jax.train.export import export_pretrained
 
     tmp = tmp_path_factory.mktemp("compare")
     module = models.get_model("cbr_small", 2, widths=(4, 6))
@@ -137,7 +138,7 @@ def checkpoints(tmp_path_factory):
     init = jax.jit(lambda key: module.init(key, images[:1].astype(np.float32), train=False))
     variables = [jax.tree.map(np.asarray, init(jax.random.key(seed))) for seed in range(2)]
     (tmp / "run").mkdir()
-    paths = [tmp / "a.npz", tmp / "run" / FINAL_FILE]
+    paths = [tmp / "a.npz", tmp / "run" / rundir.FINAL]
     for path, v in zip(paths, variables):
         export_pretrained(
             str(path), v, architecture="cbr_small", model_overrides={"widths": (4, 6)}, num_classes=2,

@@ -24,8 +24,7 @@ import tqdm
 from transfusion_jax import models, pretrained
 from transfusion_jax.analysis import activations, moments, similarity
 from transfusion_jax.data import preprocess
-from transfusion_jax.train import compile_cache
-from transfusion_jax.train.export import FINAL_FILE
+from transfusion_jax.train import compile_cache, rundir
 from transfusion_jax.train.writer import dumps
 
 
@@ -162,7 +161,7 @@ def _apply_on_images(variables, images, *, module, normalization):
 
 def _checkpoint(path: Path, parser) -> tuple[str, tuple, dict, list[str]]:
     """(file read, model as (apply_fn, variables), metadata, its blocks) of a checkpoint or a run's final weights."""
-    file = path / FINAL_FILE if path.is_dir() else path
+    file = path / rundir.FINAL if path.is_dir() else path
     try:
         variables, metadata = pretrained.load(str(file))
         module = pretrained.model_from_metadata(metadata)
