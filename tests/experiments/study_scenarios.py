@@ -1,7 +1,7 @@
 """Constructed studies (study_world) that between them take every branch of the verdicts and gates: the paper's
 world, its opposite, the CPU cut, scattered and never-crossing steps, each gate failing, C6 not assessable. Plain
 data plus `build`, which takes the world module to build them with: the same scenarios were fed to the code before
-the study became a package (tests/experiments/data/study_verdicts_445d066.json) and to today's
+the study became a package (tests/experiments/data/study_verdicts_f097dd2.json) and to today's
 (test_study_regression.py)."""
 
 SCENARIOS = {

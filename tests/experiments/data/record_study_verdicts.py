@@ -1,11 +1,11 @@
-"""How study_verdicts_445d066.json was made: study_scenarios' constructed studies through the study's verdicts as the
-code of commit 445d066 computed them (transfusion_jax/experiments/study_verdicts.py, before the study package), with
+"""How study_verdicts_f097dd2.json was made: study_scenarios' constructed studies through the study's verdicts as the
+code of commit f097dd2 computed them (transfusion_jax/experiments/study_verdicts.py, before the study package), with
 that commit's tests/experiments/study_world.py building the inputs (its per-process string hash replaced by the
 stable one today's study_world uses, so that the inputs are the same in every process).
 
-  git worktree add --detach OLD 445d066
+  git worktree add --detach OLD f097dd2
   PYTHONPATH=OLD python tests/experiments/data/record_study_verdicts.py OLD \
-      tests/experiments/data/study_verdicts_445d066.json
+      tests/experiments/data/study_verdicts_f097dd2.json
 
 Run with today's code on PYTHONPATH (and any OLD) it writes today's numbers instead, for a diff.
 """
@@ -40,4 +40,4 @@ for name, spec in study_scenarios.SCENARIOS.items():
 with open(out_path, "w") as f:
     f.write("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in scenarios.items()))
     f.write("\n}\n")
-print(f"wrote {out_path}: {len(scenarios)} scenarios ({'445d066' if study_verdicts else 'today'}'s code)")
+print(f"wrote {out_path}: {len(scenarios)} scenarios ({'the old' if study_verdicts else 'today'}'s code)")
