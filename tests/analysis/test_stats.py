@@ -415,3 +415,22 @@ def test_robustness_is_the_nearest_end_to_boundary_distance_in_half_widths():
     assert one_seed.verdict == "inconclusive" and one_seed.distance is None
     with pytest.raises(ValueError, match="kind in"):
         stats.Rule("bigger")
+
+
+def test_power_against_the_normal_approximation_and_seeds_for_power():
+    """Directional claim, true effect 2 sd-of-the-mean units at many seeds: power -> Phi(delta sqrt(n) / sd - z);
+    with few seeds the t quantile costs power (below the normal value). Equivalence at effect 0 gains power with
+    seeds. The fewest seeds for 80 % power is where power crosses 0.8."""
+    rule = stats.Rule("directional", 0.01)
+    sd, effect = 1.0, 0.25
+    n = 200
+    want = scipy_stats.norm.cdf(effect * math.sqrt(n) / sd - scipy_stats.norm.ppf(0.975))
+    assert stats.power(sd, effect, rule, n) == pytest.approx(want, abs=0.015)
+    assert stats.power(sd, effect, rule, 5) < scipy_stats.norm.cdf(effect * math.sqrt(5) - 1.96)
+    flipped = stats.Rule("directional", 0.01, -1)
+    assert stats.power(sd, -effect, flipped, n) == pytest.approx(stats.power(sd, effect, rule, n), abs=0.015)
+    eq = stats.Rule("equivalence", 0.5)
+    assert stats.power(1.0, 0.0, eq, 5) < stats.power(1.0, 0.0, eq, 40) < stats.power(1.0, 0.0, eq, 80)
+    needed = stats.seeds_for_power(sd, 0.8, rule)
+    assert stats.power(sd, 0.8, rule, needed) >= 0.8 > stats.power(sd, 0.8, rule, needed - 1)
+    assert stats.seeds_for_power(sd, 0.0, rule, most=20) is None  # no effect: never powered
