@@ -6,13 +6,64 @@ import json
 import os
 import time
 
+import ml_collections
+
 from transfusion_jax import data as data_lib
 from transfusion_jax import ssl
 from transfusion_jax.experiments.ssl_study import design
 from transfusion_jax.experiments.study import execute as study_execute
 from transfusion_jax.experiments.study import recipes
 from transfusion_jax.experiments.study import workdir as workdir_lib
-from transfusion_jax.train import preflight, rundir
+from transfusion_jax.experiments.study.design import StudyConfigError
+from transfusion_jax.train import preflight, rundir, writer
+
+DESIGN_RECORD = "ssl_study_config.json"
+# Fields that may change between invocations on one DIR: how runs are executed, not what they are.
+MAY_CHANGE = ("max_runs_per_program", "study.max_runs_per_program", "study.data_workers")
+
+
+def _design(c) -> dict:
+    flat = json.loads(c.to_json())
+    for field in MAY_CHANGE:
+        *parents, leaf = field.split(".")
+        node = flat
+        for part in parents:
+            node = node[part]
+        node.pop(leaf, None)
+    return flat
+
+
+def check_workdir(workdir: str, c: ml_collections.ConfigDict) -> None:
+    """DIR/ssl_study_config.json records the design DIR was started with; another design in the same DIR would mix
+    runs of two designs, so it is refused naming the fields that differ. A quickstart's DIR is refused too: its
+    runs share this study's paths but not its evaluation grid."""
+    if os.path.exists(os.path.join(workdir, workdir_lib.DESIGN_RECORD)):
+        raise StudyConfigError(f"{workdir} holds the miniature study's runs (quickstart); use a DIR of its own.")
+    path, design_now = os.path.join(workdir, DESIGN_RECORD), _design(c)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        differ = sorted(_differences(design_now, recorded))
+        if differ:
+            raise StudyConfigError(
+                f"{workdir} holds an SSL study with other settings ({', '.join(differ)}); use a new --workdir, or "
+                f"delete {workdir} to start over."
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(writer.dumps(design_now, indent=1))
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in a.keys() | b.keys():
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
 
 
 def make_data(workdir: str, c, log=print) -> dict[str, str]:

@@ -10,8 +10,8 @@
 4. probes every run's init per block and measures its similarity to init beside its nulls;
 5. computes the gates and the verdicts of S0-S2, and writes DIR/report.md, DIR/ssl_study.json and DIR/figures.
 
-Rerunning with the same DIR skips everything finished. DIR records the design (study_config.json) and refuses
-another; use a DIR of its own (the quickstart's DIR records the study's design, which differs).
+Rerunning with the same DIR skips everything finished. DIR records the design (ssl_study_config.json) and refuses
+another, and a quickstart's DIR: use a DIR of its own.
 """
 
 import argparse
@@ -24,7 +24,6 @@ import numpy as np
 
 from transfusion_jax.experiments.ssl_study import design, execute, reuse, verdicts
 from transfusion_jax.experiments.ssl_study import report as report_lib
-from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.measures import measure_runs
 from transfusion_jax.experiments.study.report import Timing
 from transfusion_jax.experiments.study.run import enable_compile_cache
@@ -71,7 +70,7 @@ def run_study(workdir: str, c, log=print) -> str:
     start, cpu, load = time.perf_counter(), os.times(), os.getloadavg()
     workdir = os.path.abspath(workdir)
     design.check_config(c)
-    workdir_lib.check_workdir(workdir, c)
+    execute.check_workdir(workdir, c)
     keys = design.run_keys(c)
     log(f"in-domain SSL study in {workdir}: {len(keys)} fine-tuning runs ({', '.join(c.arms)} x {len(c.study.seeds)} "
         f"seeds) + source and SSL pretraining")  # fmt: skip
