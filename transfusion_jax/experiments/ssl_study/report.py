@@ -9,11 +9,13 @@ import dataclasses
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+import transfusion_jax
 from transfusion_jax.analysis import stats
 from transfusion_jax.analysis.formatting import interval_text, signed
 from transfusion_jax.experiments import figures
@@ -51,6 +53,18 @@ class Findings:
 
 
 # ---------------------------------------------------------------- words and numbers
+
+
+def design_commit() -> str:
+    """The commit that last changed docs/ssl_study.md (the pre-registration), from a git checkout; '' elsewhere."""
+    try:
+        return subprocess.run(
+            ["git", "log", "-1", "--format=%h, %cs", "--", "docs/ssl_study.md"],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__))),
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _decision_text(v: Verdict) -> str:
@@ -144,8 +158,10 @@ def probe_figure(summary: ProbeSummary, path: str) -> str:
 
 def setup_lines(c, f: Findings, timing: Timing) -> list[str]:
     s, sc = c.study, f.ssl_summary
+    commit = design_commit()
     return [
-        f"- Code: {code_version()}.",
+        f"- Code: {code_version()}."
+        + (f" The design (docs/ssl_study.md) was last changed at commit {commit}." if commit else ""),
         f"- Machine: {machine()}; load average {timing.load[0]:.1f} at the start, {timing.load[1]:.1f} at the end.",
         f"- Wall time of the invocation that wrote this report: {timing.wall:.0f} s ({timing.wall / 60:.1f} min; CPU "
         f"{timing.cpu:.0f} s); it trained {timing.trained} of the {timing.runs} runs (pretraining included).",
@@ -302,6 +318,7 @@ def record(c, f: Findings, timing: Timing) -> dict:
     return {
         "design": c.to_dict(),
         "code": code_version(),
+        "design_commit": design_commit(),
         "timing": dataclasses.asdict(timing),
         "gates": [dataclasses.asdict(g) for g in f.checks],
         "verdicts": [
