@@ -6,6 +6,7 @@ verdict logic itself: test_ssl_study_verdicts.py."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -132,3 +133,17 @@ def test_workdir_refuses_another_design_and_a_quickstart_dir(mini, tmp_path):
     (tmp_path / workdir_lib.DESIGN_RECORD).write_text("{}")
     with pytest.raises(StudyConfigError, match="quickstart"):
         execute.check_workdir(str(tmp_path), design.get_config("mini"))
+
+
+def test_unusable_designs_are_refused_before_anything_runs():
+    for override, named in (
+        ("arms=('random', 'ssl')", "arms must be"),
+        ("eval_steps=(1, 10, 100)", "eval_steps must increase from >= 1 to the last step 300"),
+        ("eval_steps=(1, 299, 300)", "eval_steps needs >= 5 steps"),
+        ("ssl.method='mae'", "ssl: method in"),
+        ("noninferiority_margin=0.0", "noninferiority_margin > 0"),
+    ):
+        with pytest.raises(StudyConfigError, match=re.escape(named)):
+            design.check_config(design.load_config("default", [override]))
+    design.check_config(design.get_config("default"))
+    design.check_config(design.get_config("mini"))
