@@ -20,6 +20,7 @@ from transfusion_jax.experiments.ssl_study import design, execute
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import StudyConfigError
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BODY = ("layer1", "layer2", "layer3", "layer4")
 
 
@@ -147,3 +148,27 @@ def test_unusable_designs_are_refused_before_anything_runs():
             design.check_config(design.load_config("default", [override]))
     design.check_config(design.get_config("default"))
     design.check_config(design.get_config("mini"))
+
+
+def test_docs_quote_the_published_report():
+    """README.md, docs/ssl_study.md and docs/ssl.md quote each verdict's interval of the published run
+    (docs/ssl_report/ssl_study.json) as its report writes it; the published files are strict JSON without machine
+    paths, and every figure the report links is there."""
+    published = os.path.join(REPO, "docs", "ssl_report")
+    with open(os.path.join(published, "ssl_study.json")) as f:
+        record = f.read()
+    with open(os.path.join(published, "report.md")) as f:
+        report = f.read()
+    found = _strict(record)
+    assert found["design"]["variant"] == "default"
+    for text in (record, report):
+        assert "/tmp/" not in text and "/work/" not in text and os.path.expanduser("~") + "/" not in text
+    for name in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert os.path.isfile(os.path.join(published, name)), name
+    docs = {name: open(os.path.join(REPO, name)).read() for name in ("README.md", "docs/ssl_study.md", "docs/ssl.md")}
+    for v in found["verdicts"]:
+        i = v["interval"]
+        quoted = f"{i['estimate']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]"
+        assert f"| {v['claim']} |" in report and quoted in report
+        for name, text in docs.items():
+            assert quoted in text, (name, v["claim"], quoted)
