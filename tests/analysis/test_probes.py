@@ -217,6 +217,26 @@ def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
         probes.linear_probe_auc_per_layer({"a": noise_train}, y_train, {"b": noise_eval}, y_eval)
 
 
+def test_probe_decision_values_are_the_log_odds_and_keep_their_ranks():
+    """The decision values `stats.auc_contrast` ranks: the log-odds of class 1 of the probe (standardised by the
+    training features' mean and sd, L2 logistic regression, C = 1), checked against a probe built by hand from its
+    coefficients and against the log of its odds."""
+    rng = np.random.default_rng(2)
+    n = 400
+    y_train, y_eval = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    x_train = np.c_[8 * y_train + rng.normal(size=n), rng.normal(size=(n, 3))]
+    x_eval = np.c_[8 * y_eval + rng.normal(size=n), rng.normal(size=(n, 3))]
+    scores = probes.linear_probe_decision(x_train, y_train, x_eval)
+    mean, sd = x_train.mean(0), x_train.std(0)
+    by_hand = LogisticRegression(C=1.0, max_iter=5000).fit((x_train - mean) / sd, y_train)
+    p = by_hand.predict_proba((x_eval - mean) / sd)[:, 1]
+    odds = (x_eval - mean) / sd @ by_hand.coef_[0] + by_hand.intercept_[0]
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, odds, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(scores, np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+    assert roc_auc_score(y_eval, scores) == probes.linear_probe_auc(x_train, y_train, x_eval, y_eval)
+
+
 def test_cross_validated_probe_scores_every_example_out_of_fold():
     rng = np.random.default_rng(1)
     n = 400

@@ -371,3 +371,66 @@ def test_open_bounds_in_outcomes_and_verdicts():
     assert stats.verdict(below, 0.2, "equivalent") == ("contradicted", "worse")
     assert stats.verdict(straddles, 0.2, "equivalent") == ("inconclusive", "inconclusive")
     assert stats.verdict(nothing, 0.2, "greater") == ("inconclusive", "inconclusive")
+
+
+def _iv(low, high, estimate=None, n=5):
+    return stats.Interval((low + high) / 2 if estimate is None else estimate, low, high, n, "t")
+
+
+@pytest.mark.parametrize(
+    "interval,rule,want",
+    [
+        (_iv(-0.01, 0.015), stats.Rule("equivalence", 0.02), "supported"),
+        (_iv(0.025, 0.05), stats.Rule("equivalence", 0.02), "contradicted"),
+        (_iv(-0.05, -0.021), stats.Rule("equivalence", 0.02), "contradicted"),
+        (_iv(0.01, 0.03), stats.Rule("equivalence", 0.02), "inconclusive"),
+        (_iv(0.001, 0.05), stats.Rule("directional", 0.01), "supported"),  # excludes 0 in the claimed direction
+        (_iv(0.001, 0.005), stats.Rule("directional", 0.01), "supported"),  # ... though below the SESOI: flagged
+        (_iv(-0.02, 0.009), stats.Rule("directional", 0.01), "contradicted"),  # entirely below the SESOI
+        (_iv(-0.02, 0.02), stats.Rule("directional", 0.01), "inconclusive"),
+        (_iv(-0.5, -0.1), stats.Rule("directional", 0.22, -1), "supported"),  # "A needs fewer steps"
+        (_iv(-0.1, 0.3), stats.Rule("directional", 0.22, -1), "contradicted"),  # -0.3..0.1 < 0.22 once flipped
+        (_iv(0.05, math.inf, 0.3), stats.Rule("directional", 0.22), "supported"),  # an open side is any bound
+        (_iv(-math.inf, 0.1, -1.0), stats.Rule("directional", 0.22), "contradicted"),
+        (_iv(0.02, 0.4), stats.Rule("noninferiority"), "supported"),
+        (_iv(-0.3, -0.01), stats.Rule("noninferiority"), "contradicted"),
+        (_iv(-0.1, 0.2), stats.Rule("noninferiority"), "inconclusive"),
+    ],
+)
+def test_decision_rules_of_claims_as_stated(interval, rule, want):
+    decision = stats.decide(interval, rule)
+    assert decision.verdict == want, decision
+    if interval.low > 0 and interval.high < rule.margin and rule.kind == "directional":
+        assert "smallest effect of interest" in decision.why
+
+
+def test_robustness_is_the_nearest_end_to_boundary_distance_in_half_widths():
+    # [0.03, 0.07] against ±0.02 (contradicted): nearest end 0.03 is 0.01 from +0.02; half-width 0.02: 0.5.
+    assert stats.decide(_iv(0.03, 0.07), stats.Rule("equivalence", 0.02)).distance == pytest.approx(0.5)
+    # Directional, [0.05, 0.45] with SESOI 0.1: ends to {0, 0.1}: 0.05 from both; half-width 0.2: 0.25.
+    assert stats.decide(_iv(0.05, 0.45), stats.Rule("directional", 0.1)).distance == pytest.approx(0.25)
+    # An open side: the finite end's distance to the estimate is the half-width.
+    assert stats.decide(_iv(0.3, math.inf, 0.5), stats.Rule("noninferiority")).distance == pytest.approx(1.5)
+    one_seed = stats.decide(_iv(0.1, 0.2, n=1), stats.Rule("noninferiority"))
+    assert one_seed.verdict == "inconclusive" and one_seed.distance is None
+    with pytest.raises(ValueError, match="kind in"):
+        stats.Rule("bigger")
+
+
+def test_power_against_the_normal_approximation_and_seeds_for_power():
+    """Directional claim, true effect 2 sd-of-the-mean units at many seeds: power -> Phi(delta sqrt(n) / sd - z);
+    with few seeds the t quantile costs power (below the normal value). Equivalence at effect 0 gains power with
+    seeds. The fewest seeds for 80 % power is where power crosses 0.8."""
+    rule = stats.Rule("directional", 0.01)
+    sd, effect = 1.0, 0.25
+    n = 200
+    want = scipy_stats.norm.cdf(effect * math.sqrt(n) / sd - scipy_stats.norm.ppf(0.975))
+    assert stats.power(sd, effect, rule, n) == pytest.approx(want, abs=0.015)
+    assert stats.power(sd, effect, rule, 5) < scipy_stats.norm.cdf(effect * math.sqrt(5) - 1.96)
+    flipped = stats.Rule("directional", 0.01, -1)
+    assert stats.power(sd, -effect, flipped, n) == pytest.approx(stats.power(sd, effect, rule, n), abs=0.015)
+    eq = stats.Rule("equivalence", 0.5)
+    assert stats.power(1.0, 0.0, eq, 5) < stats.power(1.0, 0.0, eq, 40) < stats.power(1.0, 0.0, eq, 80)
+    needed = stats.seeds_for_power(sd, 0.8, rule)
+    assert stats.power(sd, 0.8, rule, needed) >= 0.8 > stats.power(sd, 0.8, rule, needed - 1)
+    assert stats.seeds_for_power(sd, 0.0, rule, most=20) is None  # no effect: never powered

@@ -282,11 +282,25 @@ def linear_probe_auc(
     """AUC on the eval set of the linear probe (standardise with the train features' statistics, L2 logistic
     regression with C = `c`) fitted on the train set; binary 0/1 labels. Scored by the decision function, which
     ranks like the probability without saturating to ties."""
-    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
-    _check_binary(train_labels, "train")
+    eval_labels = np.asarray(eval_labels)
     _check_binary(eval_labels, "eval")
+    scores = linear_probe_decision(train_features, train_labels, eval_features, c, max_iter)
+    return float(roc_auc_score(eval_labels, scores))
+
+
+def linear_probe_decision(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    eval_features: np.ndarray,
+    c: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> np.ndarray:
+    """The eval set's decision values (float64 log-odds of class 1) of the probe of `linear_probe_auc`: what an AUC
+    ranks, for intervals that need every example's score (e.g. DeLong's, `analysis.stats.auc_contrast`)."""
+    train_labels = np.asarray(train_labels)
+    _check_binary(train_labels, "train")
     probe = _logistic(c, max_iter).fit(train_features, train_labels)
-    return float(roc_auc_score(eval_labels, probe.decision_function(eval_features)))
+    return np.asarray(probe.decision_function(eval_features), np.float64)
 
 
 def cross_validated_probe_auc(

@@ -412,3 +412,125 @@ def verdict(interval: Interval, margin: float, claim: str) -> tuple[str, str]:
     if found in contrary:
         return "contradicted", found
     return "inconclusive", found
+
+
+# ------------------------------------------------------------------------------ decision rules of claims as stated
+
+
+RULES = ("equivalence", "directional", "noninferiority")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How a claim about a contrast is read from its interval, fixed before the run (docs/study.md).
+
+    equivalence     "A and B are comparable": supported when the interval lies inside [-margin, +margin],
+                    contradicted when it lies entirely outside (beyond +margin or below -margin).
+    directional     "A exceeds B" (direction +1) or "A falls short of B" (-1): supported when the interval excludes
+                    zero in that direction; contradicted when it lies entirely below `margin` (the smallest effect of
+                    interest) in that direction, i.e. the effect is at most trivially small or points the other way.
+                    An interval inside (0, margin) supports the direction and is flagged as below the smallest
+                    effect of interest.
+    noninferiority  "A is at least B" for a contrast built so that 0 is the pre-registered bound (e.g. C6's share):
+                    supported when the interval lies above 0, contradicted when it lies below 0."""
+
+    kind: str
+    margin: float = 0.0
+    direction: int = 1
+
+    def __post_init__(self):
+        if self.kind not in RULES or self.direction not in (1, -1) or self.margin < 0:
+            raise ValueError(f"A rule needs kind in {RULES}, direction +1 or -1 and margin >= 0, got {self}.")
+
+    def boundaries(self) -> tuple[float, ...]:
+        """The values where the verdict changes, on the contrast's own scale."""
+        if self.kind == "equivalence":
+            return (-self.margin, self.margin)
+        if self.kind == "directional":
+            return (0.0, self.direction * self.margin)
+        return (0.0,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    verdict: str  # 'supported' | 'contradicted' | 'inconclusive'
+    why: str
+    distance: float | None  # half-widths between the nearest interval end and the nearest boundary (robustness)
+
+
+def robustness(interval: Interval, boundaries: Sequence[float]) -> float | None:
+    """How far the verdict is from changing: the smallest distance between a finite interval end and a decision
+    boundary, in units of the interval's half-width (an open interval: of the finite end's distance to the
+    estimate). None where no finite width exists. A verdict 0.1 half-widths from a boundary could flip with a small
+    change of the runs (e.g. another float summation order); 2 half-widths could not."""
+    if not interval.defined or interval.estimate is None:
+        return None
+    ends = [e for e in (interval.low, interval.high) if math.isfinite(e)]
+    if math.isfinite(interval.low) and math.isfinite(interval.high):
+        half = (interval.high - interval.low) / 2
+    elif ends and math.isfinite(interval.estimate):
+        half = abs(ends[0] - interval.estimate)
+    else:
+        return None
+    if not ends or half <= 0:
+        return None
+    return min(abs(e - b) for e in ends for b in boundaries) / half
+
+
+def decide(interval: Interval, rule: Rule) -> Decision:
+    """The verdict of a claim from its interval alone (never a point estimate), with its distance to the nearest
+    decision boundary; one seed (or none) decides nothing: training randomness is unknown."""
+    if interval.n < 2 or not interval.defined:
+        return Decision("inconclusive", f"{interval.n} seed(s) with an interval: training variance unknown", None)
+    distance = robustness(interval, rule.boundaries())
+    low, high = (interval.low, interval.high) if rule.direction > 0 else (-interval.high, -interval.low)
+    if rule.kind == "equivalence":
+        if -rule.margin <= interval.low and interval.high <= rule.margin:
+            return Decision("supported", "interval inside ±margin", distance)
+        if interval.low > rule.margin or interval.high < -rule.margin:
+            return Decision("contradicted", "interval outside ±margin", distance)
+        return Decision("inconclusive", "interval crosses a margin", distance)
+    if rule.kind == "directional":
+        if low > 0:
+            small = " (entirely below the smallest effect of interest)" if high < rule.margin else ""
+            return Decision("supported", "interval excludes 0 in the claimed direction" + small, distance)
+        if high < rule.margin:
+            return Decision("contradicted", "interval below the smallest effect of interest", distance)
+        return Decision("inconclusive", "interval includes 0 and the smallest effect of interest", distance)
+    if low > 0:
+        return Decision("supported", "interval above the non-inferiority bound", distance)
+    if high < 0:
+        return Decision("contradicted", "interval below the non-inferiority bound", distance)
+    return Decision("inconclusive", "interval includes the non-inferiority bound", distance)
+
+
+def power(
+    sd: float, effect: float, rule: Rule, seeds: int, confidence: float = CONFIDENCE, studies: int = 20_000, seed=0
+) -> float:
+    """Probability that a claim read by `rule` comes out "supported" when the per-seed contrast is N(effect, sd^2)
+    over `seeds` seeds and its interval is the t interval: simulated (`studies` draws, vectorised), which is exact
+    for that model whatever the rule. A planning number: the study's AUC and steps intervals are close to, not
+    equal to, the t interval of the per-seed values (docs/statistics.md)."""
+    if seeds < 2:
+        return 0.0
+    x = np.random.default_rng(seed).normal(effect, sd, size=(studies, seeds))
+    mean, half = x.mean(axis=1), scipy_stats.t.ppf((1 + confidence) / 2, seeds - 1) * x.std(axis=1, ddof=1)
+    half = half / math.sqrt(seeds)
+    low, high = mean - half, mean + half
+    if rule.direction < 0 and rule.kind != "equivalence":  # read in the claimed direction
+        low, high = -high, -low
+    if rule.kind == "equivalence":
+        hit = (low >= -rule.margin) & (high <= rule.margin)
+    else:
+        hit = low > 0
+    return float(hit.mean())
+
+
+def seeds_for_power(
+    sd: float, effect: float, rule: Rule, target: float = 0.8, confidence: float = CONFIDENCE, most: int = 200
+) -> int | None:
+    """The fewest seeds (>= 2) at which `power` reaches `target`, or None if not within `most`."""
+    for n in range(2, most + 1):
+        if power(sd, effect, rule, n, confidence) >= target:
+            return n
+    return None
