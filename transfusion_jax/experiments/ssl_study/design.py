@@ -18,7 +18,7 @@ from transfusion_jax.experiments.study import recipes
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, StudyConfigError
 from transfusion_jax.ssl.steps import METHODS
-from transfusion_jax.train import config_lib
+from transfusion_jax.train import config_lib, rundir
 
 VARIANTS = ("default", "mini")
 ARMS = ("random", "transfer", "ssl")
@@ -76,7 +76,7 @@ def ssl_dir(workdir: str, model: str) -> str:
 
 
 def ssl_checkpoint(workdir: str, model: str) -> str:
-    return os.path.join(ssl_dir(workdir, model), "pretrained.npz")
+    return os.path.join(ssl_dir(workdir, model), rundir.FINAL)
 
 
 def checkpoint_of(workdir: str, c, arm: str) -> str:
