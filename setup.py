@@ -24,6 +24,7 @@ setuptools.setup(
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
         "tqdm>=4.66",
+        "threadpoolctl>=3.1",  # analysis.similarity pins small float64 finishes to one BLAS thread
         "absl-py>=2.1",
         # tensorflow-datasets and what it needs but does not declare.
         "tensorflow-datasets>=4.9.10",

@@ -22,13 +22,14 @@ host load and this command line.
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from transfusion_jax import hostinfo  # noqa: E402
 
 # --gpu: (model, size, batch) cases. ResNet-50 at 224 (CheXpert) at the paper's batch and a large one, the CBR and
 # ResNet-50 at the Retina resolution.
@@ -298,14 +299,7 @@ def environment(args, torch) -> str:
         else:
             where = f"CPU, {torch.get_num_threads()} threads"
         lines.append(f"torch {torch.__version__}, torchvision {torchvision.__version__}: {where}")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    lines.append(f"host: {cpu}, {os.cpu_count()} cores, load average {load}")
+    lines.append(f"host: {hostinfo.cpu_model()}, {os.cpu_count()} cores, load average {hostinfo.load_average()}")
     lines.append(
         f"{args.dtype}, median of {args.steps} interleaved steps after {args.warmup} warm-up, Adam, BatchNorm (if any) "
         "in train mode, synthetic batch resident on the device"

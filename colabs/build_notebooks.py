@@ -348,6 +348,33 @@ for (name, (g, i)), r in zip(inits.items(), probed["runs"].values()):
 table = report.markdown_table(["init", "test AUC per seed"] + [f"probe at init: {b}" for b in loaded[0].blocks], rows)
 display(Markdown("\\n".join(table)))""",
     ),
+    (
+        "md",
+        """\
+### The pre-registered question: does in-domain SSL reach ImageNet transfer on little data?
+
+`python -m transfusion_jax.experiments.ssl_study --workdir DIR` answers it in the miniature study's world (design
+fixed before the run: docs/ssl_study.md; ~6 min on 2 CPU cores): random init, the source ("ImageNet") checkpoint and
+SimCLR on the target's 2,000 unlabeled training images, each fine-tuned on 200 labelled images with 5 seeds; S1 is
+non-inferiority of SSL against transfer at -0.02 AUC, S0 and S2 ask whether transfer and SSL beat random init; per
+block, probes of each init and similarity to init beside its nulls. The same call from Python, here at the tests'
+size when MINI (its numbers mean nothing; the published run is docs/ssl_report/report.md).""",
+    ),
+    (
+        "code",
+        """\
+from transfusion_jax.experiments.ssl_study import design as ssl_design
+from transfusion_jax.experiments.ssl_study import run as ssl_run
+
+ssl_study_dir = os.path.join(WORKDIR, "ssl_study")  # its own DIR: generated data, CPU, either way
+ssl_run.run_study(ssl_study_dir, ssl_design.get_config("mini" if MINI else "default"))
+verdicts = json.load(open(os.path.join(ssl_study_dir, "ssl_study.json")))["verdicts"]
+rows = [[v["claim"], v["contrast"], f"{v['interval']['estimate']:+.3f} [{v['interval']['low']:+.3f}, "
+         f"{v['interval']['high']:+.3f}]", v["verdict"]] for v in verdicts]  # fmt: skip
+display(Markdown("\\n".join(report.markdown_table(["claim", "contrast", "effect [95 %]", "verdict"], rows))))
+display(Image(os.path.join(ssl_study_dir, "figures", "ssl_forest.png")))
+display(Image(os.path.join(ssl_study_dir, "figures", "ssl_similarity_svcca.png")))""",
+    ),
 ]
 
 BEYOND = [

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_events import CompileEvents
 
 from transfusion_jax.analysis import activations, moments, similarity
 from transfusion_jax.analysis.activations import Reduction
@@ -147,6 +148,20 @@ def test_collected_rows_are_the_streamed_datapoints():
         activations.collect_rows(model_a, batches, ["layer9"])
 
 
+def test_default_pairs_follow_the_models_layer_order():
+    """Not the alphabetical order a plain dict comes out of jit with (ResNet: conv1 before block1)."""
+
+    def apply_fn(variables, x):
+        return None, {"stem": x * variables, "block": jnp.tanh(x)}
+
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((16, 3)).astype(np.float32) for _ in range(2)]
+    assert list(activations.collect_pair_moments((apply_fn, 1.0), (apply_fn, 2.0), batches)) == [
+        ("stem", "stem"),
+        ("block", "block"),
+    ]
+
+
 def test_collector_errors_name_the_culprit():
     model_a, model_b, _ = tiny_models()
     with pytest.raises(ValueError, match="datapoints per batch"):
@@ -174,3 +189,33 @@ def test_collector_with_registry_cbr():
     )
     assert set(out) == {f"{n}/{n}" for n in models.feature_names("cbr_small", widths=(4, 8, 8, 8))}
     assert all(0.0 <= r["score"] <= 1.0 for r in out.values())
+
+
+def test_collection_compiles_once_per_model_and_shape():
+    """Collections over new checkpoints (other variables), a new but equal model (every RunWeights builds its own
+    `partial(module.apply)`), other batches and every kind of collection trace and compile nothing after the first
+    call of each; a new batch shape traces the forward (one program for both models) and the update once each."""
+    _, _, module = tiny_models()
+    init = jax.jit(module.init)
+    variables = [init(jax.random.key(seed), jnp.zeros((1, 8, 8, 3))) for seed in range(4)]
+
+    def model(v):  # a fresh partial of a fresh, equal module each time, as RunWeights does
+        return functools.partial(Tiny().apply, train=False), v
+
+    reduction = Reduction(mode="positions", positions=5, seed=1)
+    layers = ["layer1", "layer2"]
+
+    def collect_all(va, vb, seed):
+        activations.compare_models(model(va), model(vb), images(seed), method="cka", reduction=reduction)
+        activations.collect_rows(model(va), images(seed), layers, reduction)
+        activations.collect_pair_rows(model(va), model(vb), images(seed), layers, reduction)
+
+    collect_all(variables[0], variables[1], 0)  # the first calls compile
+    with CompileEvents() as compiles:
+        for seed, (va, vb) in enumerate([(variables[2], variables[3]), (variables[1], variables[0])], start=1):
+            collect_all(va, vb, seed)
+    assert compiles.events == []
+    with CompileEvents() as compiles:  # two images per batch: one new forward (for both models) and one update
+        activations.collect_pair_moments(model(variables[0]), model(variables[1]), images(5, n=2), reduction=reduction)
+        activations.collect_pair_moments(model(variables[2]), model(variables[3]), images(6, n=2), reduction=reduction)
+    assert sorted(compiles.traces()) == ["_accumulate_pairs", "_rows_step"]

@@ -1,4 +1,4 @@
-"""`python -m transfusion_jax.analysis similarity A.npy B.npy ...`: JSON out, clear errors."""
+"""`python -m transfusion_jax.analysis {similarity,compare} ...`: strict JSON out, progress on stderr, clear errors."""
 
 import json
 import re
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import analysis_reference as ref
+import jax
 import numpy as np
 import pytest
 
@@ -99,3 +100,100 @@ def test_module_entry_point(files):
     )
     out = json.loads(proc.stdout)
     assert out["method"] == "pwcca" and abs(sum(out["weights"]) - 1) < 1e-9
+
+
+def strict_loads(text):
+    """json.loads that rejects the bare NaN / Infinity Python's json writes by default."""
+
+    def reject(constant):
+        raise ValueError(f"not standard JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_output_is_strict_json_and_a_bar_shows_progress(files, capsys):
+    """CKA of a constant layer is 0/0: written as null, never as a bare NaN; a run of several batches shows a
+    progress bar on stderr, and stdout holds the JSON alone."""
+    tmp, x, _ = files
+    np.save(tmp / "constant.npy", np.ones_like(x))
+    code = cli.main(["similarity", str(tmp / "constant.npy"), str(tmp / "b.npy"), "--method", "cka"])
+    captured = capsys.readouterr()
+    assert code == 0 and strict_loads(captured.out)["score"] is None
+    cli.main(["similarity", str(tmp / "a.npy"), str(tmp / "b.npy"), "--method", "cca", "--batch-size", "64"])
+    captured = capsys.readouterr()
+    assert strict_loads(captured.out)["n_examples"] == 300
+    assert "moments" in captured.err and "5/5" in captured.err  # 300 rows in batches of 64
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Two CBRs (different seeds) as a converted checkpoint and a training workdir, and uint8 images."""
+    from transfusion_jax import models
+    from transfusion_jax.train import rundir
+    from transfusion_jax.train.export import export_pretrained
+
+    tmp = tmp_path_factory.mktemp("compare")
+    module = models.get_model("cbr_small", 2, widths=(4, 6))
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    init = jax.jit(lambda key: module.init(key, images[:1].astype(np.float32), train=False))
+    variables = [jax.tree.map(np.asarray, init(jax.random.key(seed))) for seed in range(2)]
+    (tmp / "run").mkdir()
+    paths = [tmp / "a.npz", tmp / "run" / rundir.FINAL]
+    for path, v in zip(paths, variables):
+        export_pretrained(
+            str(path), v, architecture="cbr_small", model_overrides={"widths": (4, 6)}, num_classes=2,
+            normalization="torchvision", source="test",
+        )  # fmt: skip
+    np.save(tmp / "images.npy", images)
+    return tmp, module, variables, images
+
+
+def test_compare_two_checkpoints_block_by_block(checkpoints, capsys):
+    """Every block's score equals linear CKA of the two models' features computed here by hand (torchvision
+    normalisation, every spatial position a datapoint) through n x n Gram matrices; a run's workdir stands for its
+    final weights; the batches show a bar."""
+    from transfusion_jax.data import preprocess
+
+    tmp, module, variables, images = checkpoints
+    args = ["compare", str(tmp / "a.npz"), str(tmp / "run"), "--images", str(tmp / "images.npy"), "--method", "cka"]
+    code = cli.main([*args, "--positions", "all", "--batch-size", "4", "--out", str(tmp / "out" / "cka.json")])
+    captured = capsys.readouterr()
+    out = strict_loads(captured.out)
+    assert code == 0 and out == strict_loads((tmp / "out" / "cka.json").read_text())
+    assert list(out["layers"]) == ["layer1", "layer2"] and out["num_images"] == 10
+    assert "images" in captured.err and "3/3" in captured.err  # 10 images in batches of 4
+    x = preprocess.get_normalization("torchvision")(images)
+    features = [jax.jit(lambda v: module.apply(v, x, train=False)[1])(v) for v in variables]
+    for layer, result in out["layers"].items():
+        a, b = (np.asarray(f[layer]).reshape(-1, f[layer].shape[-1]) for f in features)
+        assert result["n_examples"] == len(a)
+        assert result["score"] == pytest.approx(ref.cka_gram(a, b), abs=1e-5)
+
+
+def test_compare_keeps_every_layer_it_can_measure(checkpoints, capsys):
+    """CCA of a layer with fewer datapoints than features fails for that layer alone: named on stderr, exit 1, the
+    other layers' scores still written."""
+    tmp, _, _, _ = checkpoints
+    code = cli.main(
+        ["compare", str(tmp / "a.npz"), str(tmp / "run"), "--images", str(tmp / "images.npy"), "--method", "cca",
+         "--mode", "mean", "--max-images", "5", "--layers", "layer1,layer2"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    out = strict_loads(captured.out)
+    assert code == 1 and out["num_images"] == 5
+    assert "more examples than features" in out["layers"]["layer2"]["error"]  # 5 images, 6 channels
+    assert 0 <= out["layers"]["layer1"]["score"] <= 1  # 5 images, 4 channels
+    assert "layer layer2" in captured.err
+
+
+def test_compare_bad_input_is_a_clear_error(checkpoints, capsys):
+    tmp, _, _, _ = checkpoints
+    np.save(tmp / "flat.npy", np.zeros((4, 16, 16), np.uint8))
+    for args, message in [
+        ([str(tmp / "missing.npz"), str(tmp / "run"), "--images", str(tmp / "images.npy")], "No such file"),
+        ([str(tmp / "a.npz"), str(tmp / "run"), "--images", str(tmp / "flat.npy")], r"expected images \[N, H, W, 3\]"),
+        ([str(tmp / "a.npz"), str(tmp / "run"), "--images", str(tmp / "images.npy"), "--layers", "x"], "not found"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["compare", *args])
+        assert exc.value.code == 2 and re.search(message, capsys.readouterr().err)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_events import CompileEvents
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -197,6 +198,21 @@ def test_mean_max_pooling_appends_the_spatial_maximum_and_sees_a_patterns_polari
         probes.pooled_features(apply_fn, 1.0, batches, pooling="median")
 
 
+def test_pooled_features_compile_once_per_model():
+    """A second extraction with other weights through a new but equal model (the study builds a fresh
+    `partial(net.apply)` per draw; a run's config.json gives its widths as a list) traces and compiles nothing."""
+    module = get_model("cbr_small", 2, widths=(4, 4))
+    images = [np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)]
+    init = jax.jit(functools.partial(module.init, train=False))
+    variables = [init(jax.random.key(seed), images[0]) for seed in range(2)]
+    first = probes.pooled_features(functools.partial(module.apply, train=False), variables[0], images)
+    with CompileEvents() as compiles:
+        model = get_model("cbr_small", 2, widths=[4, 4])
+        second = probes.pooled_features(functools.partial(model.apply, train=False), variables[1], images)
+    assert compiles.events == []
+    assert not np.allclose(first["layer2"], second["layer2"])  # the new weights were used
+
+
 def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
     rng = np.random.default_rng(0)
     n = 600
@@ -223,6 +239,26 @@ def test_probe_auc_is_one_on_the_label_and_chance_on_noise():
         probes.linear_probe_auc(noise_train, np.zeros(n), noise_eval, y_eval)
     with pytest.raises(ValueError, match="different layers"):
         probes.linear_probe_auc_per_layer({"a": noise_train}, y_train, {"b": noise_eval}, y_eval)
+
+
+def test_probe_decision_values_are_the_log_odds_and_keep_their_ranks():
+    """The decision values `stats.auc_contrast` ranks: the log-odds of class 1 of the probe (standardised by the
+    training features' mean and sd, L2 logistic regression, C = 1), checked against a probe built by hand from its
+    coefficients and against the log of its odds."""
+    rng = np.random.default_rng(2)
+    n = 400
+    y_train, y_eval = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    x_train = np.c_[8 * y_train + rng.normal(size=n), rng.normal(size=(n, 3))]
+    x_eval = np.c_[8 * y_eval + rng.normal(size=n), rng.normal(size=(n, 3))]
+    scores = probes.linear_probe_decision(x_train, y_train, x_eval)
+    mean, sd = x_train.mean(0), x_train.std(0)
+    by_hand = LogisticRegression(C=1.0, max_iter=5000).fit((x_train - mean) / sd, y_train)
+    p = by_hand.predict_proba((x_eval - mean) / sd)[:, 1]
+    odds = (x_eval - mean) / sd @ by_hand.coef_[0] + by_hand.intercept_[0]
+    assert scores.dtype == np.float64
+    np.testing.assert_allclose(scores, odds, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(scores, np.log(p / (1 - p)), rtol=1e-6, atol=1e-6)
+    assert roc_auc_score(y_eval, scores) == probes.linear_probe_auc(x_train, y_train, x_eval, y_eval)
 
 
 def test_cross_validated_probe_scores_every_example_out_of_fold():

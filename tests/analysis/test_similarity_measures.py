@@ -4,7 +4,7 @@ import analysis_reference as ref
 import numpy as np
 import pytest
 
-from transfusion_jax.analysis import moments, similarity
+from transfusion_jax.analysis import moments, nulls, similarity
 
 
 def correlated(seed, n=400, dx=12, dy=16, shared=6, offset=0.0):
@@ -155,6 +155,35 @@ def test_rank_deficient_layer_uses_its_true_rank():
         assert np.all(np.isfinite(result.coefficients))
         assert len(result.coefficients) == x.shape[1]
         np.testing.assert_allclose(result.coefficients, ref.cca_qr(x, y)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "smallest,route",
+    [(0.5, "cholesky, proven by a shifted Cholesky"), (3e-6, "cholesky, proven by eigenvalues"), (1e-8, "eigh")],
+)
+def test_every_whitening_route_matches_the_qr_reference(smallest, route):
+    """Whitening takes a Cholesky factor when every direction is kept, proven cheaply (well-conditioned) or by the
+    eigenvalues (condition number near 1/rtol), and kept eigenvectors otherwise: each route gives the canonical
+    correlations of an SVD of the data's orthonormal bases, and PWCCA's weights (float64 moments: only the route
+    differs)."""
+    rng = np.random.default_rng(14)
+    n, dx = 2000, 12
+    basis = np.linalg.qr(rng.standard_normal((dx, dx)))[0]
+    scales = np.ones(dx)
+    scales[-1] = np.sqrt(smallest)  # the covariance's smallest eigenvalue, relative to the others' 1
+    x = rng.standard_normal((n, dx)) * scales @ basis.T
+    y = x[:, :6] @ rng.standard_normal((6, 16)) + rng.standard_normal((n, 16))
+    stats = nulls.moments_of(x, y)
+    whitener = similarity._Whitener(stats.cxx, 1e-6)
+    kept = x if smallest > 1e-6 else x @ basis[:, :-1]  # the eigh route drops the direction below rtol
+    assert (whitener.lower is not None) == route.startswith("cholesky") and whitener.dims == kept.shape[1]
+    if route.startswith("cholesky"):
+        shifted = stats.cxx - 1e-6 * np.linalg.norm(stats.cxx) * np.eye(dx)
+        assert similarity._positive_definite(shifted) == route.endswith("shifted Cholesky")
+    rho, variates = ref.cca_qr(kept, y)
+    np.testing.assert_allclose(similarity.cca(stats).coefficients, rho, atol=1e-9)
+    alpha = np.abs(variates.T @ ref.centred(x)).sum(axis=1)  # Morcos et al.'s weights over x's own neurons
+    assert similarity.pwcca(stats).score == pytest.approx(alpha @ rho / alpha.sum(), abs=1e-9)
 
 
 def test_too_few_examples_is_a_clear_error():

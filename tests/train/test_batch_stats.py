@@ -160,3 +160,15 @@ def test_no_batches_keeps_the_inits_own_statistics(fake_data, tmp_path):
     trainer.train_and_evaluate(tiny_config(num_train_steps=2, eval_every_steps=2, init_bn_batches=0), str(tmp_path))
     stats = pretrained.load(str(tmp_path / rundir.INIT))[0]["batch_stats"]
     assert all(np.all(s["bn"]["mean"] == 0) and np.all(s["bn"]["var"] == 1) for s in stats.values())
+
+
+def test_the_statistics_pass_leaves_training_unchanged(fake_data, tmp_path):
+    """The statistics are read from a second reader of the training stream: the batches step 1 onwards sees, and so
+    every trained parameter, are the same with or without the pass (only running statistics may differ)."""
+    finals = []
+    for batches in (0, 3):
+        workdir = str(tmp_path / f"bn_{batches}")
+        config = tiny_config(num_train_steps=3, eval_every_steps=3, init_bn_batches=batches, export_pretrained=True)
+        trainer.train_and_evaluate(config, workdir)
+        finals.append(pretrained.load(f"{workdir}/{rundir.FINAL}")[0]["params"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, *finals)

@@ -1,7 +1,7 @@
 """Representation analysis: streaming CCA / SVCCA / PWCCA / CKA over collected activations, and weight change.
 
 Typical use:
-    acc = moments.from_arrays(x, y, batch_size=65536)          # or collect_pair_moments(...) over a model pair
+    acc = moments.from_arrays(x, y)          # streamed in ~16 MB batches; or collect_pair_moments(...) over models
     result = similarity.measure(moments.finalize(acc), "svcca", keep=0.99)
 """
 

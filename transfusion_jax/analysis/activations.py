@@ -5,10 +5,19 @@ A model here is a pair `(apply_fn, variables)` with `apply_fn(variables, images)
 `features` maps block names to arrays (the interface of `transfusion_jax.models`; for those pass
 `functools.partial(model.apply, train=False)`). Both models of a pair see the same batch, and each pair of layers
 gets its own accumulator, so memory stays proportional to channels**2 however many images stream through.
+
+Compiled once: every collection runs a module-level jitted program whose static part is (apply functions,
+reduction, layers), with variables, images and the batch index as arguments. So a second checkpoint, a second run
+of the same architecture or the next analysis of a figure reuses the program of the first instead of tracing and
+compiling the model again (a ResNet-50 forward costs seconds to compile on a CPU); only a new image shape (e.g. a
+last, smaller batch) compiles once more.
 """
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -49,6 +58,8 @@ class Reduction:
     seed: int = 0
 
     def __post_init__(self):
+        if self.grid is not None:  # hashable: the reduction is part of a compiled program's static key
+            object.__setattr__(self, "grid", tuple(self.grid))
         if self.mode not in MODES:
             raise ValueError(f"Reduction mode must be one of {MODES}, got {self.mode!r}")
         if self.positions is not None and (self.mode != "positions" or self.positions < 1):
@@ -115,15 +126,71 @@ def _images(batch):
     return batch["image"] if isinstance(batch, Mapping) else batch
 
 
+def _program_key(fn: Callable) -> Hashable:
+    """What `fn` computes, as a hashable value: a `functools.partial` by its function and arguments, a bound
+    method by its function and its object's value (Flax modules compare by their fields), anything else itself."""
+    if isinstance(fn, functools.partial):
+        return (functools.partial, _program_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
+    if inspect.ismethod(fn):
+        return (fn.__func__, fn.__self__)
+    return fn
+
+
+class StaticApply:
+    """An apply function as a static argument of `jax.jit`, equal to another that computes the same thing: every
+    `RunWeights` (and every notebook cell) builds its own `functools.partial(module.apply, train=False)`, which
+    Python compares by identity; this compares the module instead, so equal architectures share one program.
+    A function whose parts cannot be hashed is compared by identity."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        try:
+            self.key = _program_key(fn)
+            hash(self.key)
+        except TypeError:
+            self.key = None
+
+    def __eq__(self, other):
+        if not isinstance(other, StaticApply):
+            return NotImplemented
+        return self.fn is other.fn if self.key is None or other.key is None else self.key == other.key
+
+    def __hash__(self):
+        return id(self.fn) if self.key is None else hash(self.key)
+
+
 def _layer_rows(model: Model, images, reduction: Reduction, key) -> dict[str, jax.Array]:
+    """{layer: rows} in the model's own layer order (an OrderedDict: jit returns a plain dict sorted by name)."""
     apply_fn, variables = model
     _, features = apply_fn(variables, images)
-    return {name: to_datapoints(f, reduction, key) for name, f in features.items()}
+    return OrderedDict((name, to_datapoints(f, reduction, key)) for name, f in features.items())
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "reduction", "layers"))
+def _rows_step(variables, images, index, *, apply: StaticApply, reduction: Reduction, layers: tuple[str, ...] | None):
+    """One model's rows of one batch: every layer (layers=None) or the named ones; positions drawn from the
+    reduction's seed folded with the batch index, so two models' rows of one batch pair up."""
+    key = jax.random.fold_in(jax.random.key(reduction.seed), index)
+    rows = _layer_rows((apply.fn, variables), images, reduction, key)
+    return rows if layers is None else OrderedDict((name, rows[name]) for name in layers)
+
+
+@functools.partial(jax.jit, static_argnames=("pairs",), donate_argnums=0)
+def _accumulate_pairs(accs, rows_a, rows_b, *, pairs):
+    """Every pair's accumulator update, as one program. Separate from the forwards so that two models of one
+    architecture run one compiled forward (a program holding both would compile the model twice)."""
+    return [moments.accumulate_traced(acc, rows_a[la], rows_b[lb]) for acc, (la, lb) in zip(accs, pairs)]
+
+
+def _row_shapes(model: Model, images, reduction: Reduction) -> dict[str, jax.ShapeDtypeStruct]:
+    """Every layer's row shape for `images` (traced once per program and image shape; nothing runs)."""
+    apply, variables = StaticApply(model[0]), model[1]
+    return jax.eval_shape(_rows_step, variables, images, 0, apply=apply, reduction=reduction, layers=None)
 
 
 def _check_layers(model: Model, images, reduction: Reduction, layers: Sequence[str]) -> None:
     """Raises before any collection if a requested layer is not among the model's (shapes only, nothing runs)."""
-    shapes = jax.eval_shape(lambda im: _layer_rows(model, im, reduction, jax.random.key(reduction.seed)), images)
+    shapes = _row_shapes(model, images, reduction)
     missing = [name for name in layers if name not in shapes]
     if missing:
         raise ValueError(f"layers {missing} not found: the model has {list(shapes)}")
@@ -140,19 +207,19 @@ def collect_pair_moments(
 
     pairs: (layer of a, layer of b) to compare; default every block name the two models share, in a's order.
     Returns one accumulator per pair; finish with `moments.finalize` and `similarity.measure`.
-    The whole step (both forwards, reductions, every accumulator update) is one jitted function.
+    Per batch, each model's forward and reductions run as one compiled program (one for both models when they
+    share an architecture) and every accumulator update as another; the rows stay on the device.
     """
     iterator = iter(batches)
     try:
         first = _images(next(iterator))
     except StopIteration:
         raise ValueError("batches is empty: nothing to compare") from None
-    key0 = jax.random.key(reduction.seed)
-    shapes_a = jax.eval_shape(lambda im: _layer_rows(model_a, im, reduction, key0), first)
-    shapes_b = jax.eval_shape(lambda im: _layer_rows(model_b, im, reduction, key0), first)
+    shapes_a = _row_shapes(model_a, first, reduction)
+    shapes_b = _row_shapes(model_b, first, reduction)
     if pairs is None:
         pairs = [(name, name) for name in shapes_a if name in shapes_b]
-    pairs = [tuple(p) for p in pairs]
+    pairs = tuple(tuple(p) for p in pairs)
     for la, lb in pairs:
         if la not in shapes_a or lb not in shapes_b:
             raise ValueError(f"layer pair {(la, lb)} not found: model a has {list(shapes_a)}, b has {list(shapes_b)}")
@@ -162,17 +229,15 @@ def collect_pair_moments(
                 f"datapoints per batch (different grids?): set Reduction(grid=...) or mode='mean'"
             )
     accs = [moments.init(shapes_a[la].shape[1], shapes_b[lb].shape[1]) for la, lb in pairs]
-
-    @jax.jit
-    def step(accs, variables_a, variables_b, images, index):
-        key = jax.random.fold_in(key0, index)
-        rows_a = _layer_rows((model_a[0], variables_a), images, reduction, key)
-        rows_b = _layer_rows((model_b[0], variables_b), images, reduction, key)
-        return [moments.accumulate_traced(acc, rows_a[la], rows_b[lb]) for acc, (la, lb) in zip(accs, pairs)]
-
+    static_a = {"apply": StaticApply(model_a[0]), "reduction": reduction, "layers": None}  # the shapes' trace
+    static_b = {"apply": StaticApply(model_b[0]), "reduction": reduction, "layers": None}
     images, index = first, 0
     while True:
-        accs = step(accs, model_a[1], model_b[1], images, index)
+        rows_a = _rows_step(model_a[1], images, index, **static_a)
+        rows_b = _rows_step(model_b[1], images, index, **static_b)
+        rows_a = {name: rows_a[name] for name in dict.fromkeys(la for la, _ in pairs)}
+        rows_b = {name: rows_b[name] for name in dict.fromkeys(lb for _, lb in pairs)}
+        accs = _accumulate_pairs(accs, rows_a, rows_b, pairs=pairs)
         batch = next(iterator, None)
         if batch is None:
             return dict(zip(pairs, accs))
@@ -189,21 +254,17 @@ def collect_pair_rows(
     """{layer: (rows of a, rows of b)} as float32 host arrays: the same datapoints `collect_pair_moments` streams
     (same reduction, same positions for both models), kept whole for measures that need the arrays themselves (the
     sanity checks remove principal components). Memory grows with the images: use it on a bounded set."""
-    key0 = jax.random.key(reduction.seed)
-
-    @jax.jit
-    def step(variables_a, variables_b, images, index):
-        key = jax.random.fold_in(key0, index)
-        rows_a = _layer_rows((model_a[0], variables_a), images, reduction, key)
-        rows_b = _layer_rows((model_b[0], variables_b), images, reduction, key)
-        return {name: (rows_a[name], rows_b[name]) for name in layers}
-
+    layers = tuple(layers)
     parts: dict[str, tuple[list, list]] = {name: ([], []) for name in layers}
+    static_a = {"apply": StaticApply(model_a[0]), "reduction": reduction, "layers": layers}
+    static_b = {"apply": StaticApply(model_b[0]), "reduction": reduction, "layers": layers}
     for index, batch in enumerate(batches):
         images = _images(batch)
         if index == 0:
             _check_layers(model_a, images, reduction, layers)
-        for name, (ra, rb) in jax.device_get(step(model_a[1], model_b[1], images, index)).items():
+        rows_a = _rows_step(model_a[1], images, index, **static_a)
+        rows_b = _rows_step(model_b[1], images, index, **static_b)
+        for name, (ra, rb) in jax.device_get({name: (rows_a[name], rows_b[name]) for name in layers}).items():
             parts[name][0].append(np.asarray(ra, np.float32))
             parts[name][1].append(np.asarray(rb, np.float32))
     if not layers or not parts[layers[0]][0]:
@@ -236,20 +297,15 @@ def collect_rows(
     reduction; positions drawn from the same key for the same batch index, so two models' rows of the same batches
     pair up row by row), kept whole for measures that need the arrays, e.g. a null from shuffled images. Rows of
     one image are contiguous, images in batch order. Memory grows with the images: use it on a bounded set."""
-    key0 = jax.random.key(reduction.seed)
+    layers = tuple(layers)
     apply_fn, variables = model
-
-    @jax.jit
-    def step(variables, images, index):
-        rows = _layer_rows((apply_fn, variables), images, reduction, jax.random.fold_in(key0, index))
-        return {name: rows[name] for name in layers}
-
+    static = {"apply": StaticApply(apply_fn), "reduction": reduction, "layers": layers}
     parts: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     for index, batch in enumerate(batches):
         images = _images(batch)
         if index == 0:
             _check_layers(model, images, reduction, layers)
-        for name, rows in jax.device_get(step(variables, images, index)).items():
+        for name, rows in jax.device_get(_rows_step(variables, images, index, **static)).items():
             parts[name].append(np.asarray(rows, np.float32))
     if not layers or not parts[layers[0]]:
         raise ValueError("batches is empty (or no layers given): nothing to collect")

@@ -28,6 +28,7 @@ dropped. Pass finite iterables, e.g. a train split built with train=False (every
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from transfusion_jax.analysis import activations
 from transfusion_jax.train import metrics as metrics_lib
 
 PROBES = ("knn", "linear")
@@ -67,17 +69,23 @@ def _pooled(features: dict[str, jax.Array], pooling: str = "mean") -> OrderedDic
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("apply", "pooling"))
+def _pooled_step(variables, images, *, apply: activations.StaticApply, pooling: str):
+    """Compiled once per model, image shape and pooling, across calls (see `activations.StaticApply`)."""
+    return _pooled(apply.fn(variables, images)[1], pooling)
+
+
 def _pooled_rows(
     apply_fn: Callable, variables: Any, batches: Iterable, layers: Sequence[str] | None, pooling: str = "mean"
 ) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
     """(batch, {layer: float32 [valid rows, C]}) per batch; a batch is an image array or a data-contract dict."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    pooled = jax.jit(lambda v, images: _pooled(apply_fn(v, images)[1], pooling))
+    apply = activations.StaticApply(apply_fn)
     for batch in batches:
         images = batch["image"] if isinstance(batch, Mapping) else batch
         valid = np.asarray(batch["valid"]).astype(bool) if isinstance(batch, Mapping) else slice(None)
-        out = jax.device_get(pooled(variables, images))
+        out = jax.device_get(_pooled_step(variables, images, apply=apply, pooling=pooling))
         names = list(out) if layers is None else list(layers)
         for name in names:
             if name not in out:
@@ -289,11 +297,25 @@ def linear_probe_auc(
     """AUC on the eval set of the linear probe (standardise with the train features' statistics, L2 logistic
     regression with C = `c`) fitted on the train set; binary 0/1 labels. Scored by the decision function, which
     ranks like the probability without saturating to ties."""
-    train_labels, eval_labels = np.asarray(train_labels), np.asarray(eval_labels)
-    _check_binary(train_labels, "train")
+    eval_labels = np.asarray(eval_labels)
     _check_binary(eval_labels, "eval")
+    scores = linear_probe_decision(train_features, train_labels, eval_features, c, max_iter)
+    return float(roc_auc_score(eval_labels, scores))
+
+
+def linear_probe_decision(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    eval_features: np.ndarray,
+    c: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> np.ndarray:
+    """The eval set's decision values (float64 log-odds of class 1) of the probe of `linear_probe_auc`: what an AUC
+    ranks, for intervals that need every example's score (e.g. DeLong's, `analysis.stats.auc_contrast`)."""
+    train_labels = np.asarray(train_labels)
+    _check_binary(train_labels, "train")
     probe = _logistic(c, max_iter).fit(train_features, train_labels)
-    return float(roc_auc_score(eval_labels, probe.decision_function(eval_features)))
+    return np.asarray(probe.decision_function(eval_features), np.float64)
 
 
 def cross_validated_probe_auc(

@@ -74,6 +74,9 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **overrides
     `overrides` go to the module, e.g. `variant='keras'`, `widths=(8, 16)` for a CBR, `aux_logits=True`.
     """
     make, _, _ = _lookup(name)
+    # Lists (configs read back from JSON) as tuples: a module with list fields cannot be hashed, and analyses key
+    # their compiled programs by the module's value (analysis.activations.StaticApply).
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         return make(num_classes, dtype=dtype, **overrides)
     except TypeError as e:

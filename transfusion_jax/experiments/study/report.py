@@ -12,7 +12,6 @@ the docs show it:
 import dataclasses
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import jax
 import numpy as np
 
 import transfusion_jax
-from transfusion_jax import pretrained
+from transfusion_jax import hostinfo, pretrained
 from transfusion_jax.analysis import stats
 from transfusion_jax.analysis.formatting import interval_text as _interval_text
 from transfusion_jax.analysis.formatting import signed
@@ -63,13 +62,7 @@ class Timing:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
+    return f"{hostinfo.cpu_model()}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
 
 
 def code_version() -> str:
@@ -583,8 +576,7 @@ def _model_similarity_lines(c, model: str, s: ModelSimilarity, methods: list[str
         "",
         *markdown_table(["init", "layer", *methods], rows),
         "",
-        "Rand-Rand: random seed i vs random seed j, every i < j; Rand-ImNet: random seed i vs transfer seed j, every "
-        "i != j:",
+        "Rand-Rand: every pair of random-init seeds (i < j); Rand-ImNet: random seed i vs transfer seed j, i != j:",
         "",
         *markdown_table(["pair", "layer", *methods], pair_rows),
         "",
