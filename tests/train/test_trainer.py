@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -131,6 +132,19 @@ def test_selection_uses_validation_only_and_test_is_reported_at_both_steps(fake_
             auc = roc_auc_score(scores["label"], logits[:, 1] - logits[:, 0])
             assert auc == pytest.approx(record["auc"], abs=1e-12)
     assert not os.path.exists(os.path.join(workdir, "test_scores_pending"))
+
+
+def test_without_best_checkpoints_the_run_is_the_same_but_saves_no_best(fake_data, tmp_path):
+    """keep_best_checkpoint=False (the study's many short runs): the same summary, selected step and final weights
+    as with best checkpoints, and checkpoints/best stays empty. Fails if the flag stops selection or is ignored."""
+    with_best, without = str(tmp_path / "with"), str(tmp_path / "without")
+    first = trainer.train_and_evaluate(tiny_config(), with_best)
+    second = trainer.train_and_evaluate(tiny_config(keep_best_checkpoint=False), without)
+    assert second == first and os.listdir(os.path.join(with_best, "checkpoints", "best"))
+    assert os.listdir(os.path.join(without, "checkpoints", "best")) == []
+    final = [ocp.StandardCheckpointer().restore(os.path.join(w, "checkpoints", "latest", "40", "default")) for w in
+             (with_best, without)]  # fmt: skip
+    chex.assert_trees_all_equal(*final)
 
 
 def _flat_keys(tree, prefix=""):

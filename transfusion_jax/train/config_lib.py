@@ -17,6 +17,8 @@ Fields (override any with `--config.<field>=...`):
   train_split, val_split, test_split   training; selection (best checkpoint, early stopping, every "best");
                                 reporting only (test AUC at the validation-selected step and at the final step)
   batch_size, num_train_steps, eval_every_steps, checkpoint_every_steps, keep_checkpoints, log_every_steps
+  keep_best_checkpoint          False: no checkpoints/best (the selected step is still recorded); for many short runs
+                                that only need their final weights, where saving every new best costs more than a step
   eval_steps                    explicit evaluation steps (replace eval_every_steps when given; the last is added)
   num_train_epochs              > 0: training length in passes over the training split (sets num_train_steps)
   early_stopping_evals          > 0: stop after this many evaluations without a better validation AUC
@@ -97,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_steps = ()
     c.checkpoint_every_steps = PAPER_EVAL_EVERY
     c.keep_checkpoints = 3
+    c.keep_best_checkpoint = True
     c.auc_threshold = 0.91  # steps to the first eval with AUC > this (the paper's convergence measure)
     # ... and to AUC > relative_threshold x the run's own final validation AUC: defined even where a setup's final AUC
     # sits near 0.91 (e.g. a constant learning rate on a small training set)

@@ -401,7 +401,8 @@ class RunRecorder:
         if improved:
             self.best_auc = val_auc
             self.loop.update(best_auc=val_auc, best_step=done)
-            self.ckpt.save_best(done, own_state(), val_auc)
+            if self.config.keep_best_checkpoint:
+                self.ckpt.save_best(done, own_state(), val_auc)
         if self.patience and self.loop["evals_since_best"] >= self.patience:
             logging.info("Early stop at step %d: no better validation AUC in %d evaluations.", done, self.patience)
             self.stopped = True

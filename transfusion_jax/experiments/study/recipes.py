@@ -19,6 +19,7 @@ def _common(config, c, widths: Sequence[int], steps: int, seed: int):
     config.log_every_steps = steps
     config.checkpoint_every_steps = steps  # one checkpoint, at the end: runs are short
     config.keep_checkpoints = 1
+    config.keep_best_checkpoint = False  # the analyses read the final weights; the selected step stays in the summary
     config.progress_bar = False  # one line per run instead
     config.export_pretrained = True  # final weights: the checkpoint (pretraining), the analyses' input (fine-tuning)
     config.seed = seed
