@@ -2,11 +2,13 @@
 and the CBR a run trains, from its own first training batches), what a run starts from and its init.npz records, and
 the statistics step 1 keeps fixed (frozen blocks, a linear probe's backbone) left alone."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compile_events import CompileEvents
 from fake_data import FakeDataset, route_build_dataset, tiny_config
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -14,6 +16,7 @@ from transfusion_jax import pretrained
 from transfusion_jax.models import get_model
 from transfusion_jax.surgery import tree
 from transfusion_jax.train import batch_stats, partition, rundir, trainer
+from transfusion_jax.train import state as state_lib
 
 
 class TwoBN(nn.Module):
@@ -172,3 +175,19 @@ def test_the_statistics_pass_leaves_training_unchanged(fake_data, tmp_path):
         trainer.train_and_evaluate(config, workdir)
         finals.append(pretrained.load(f"{workdir}/{rundir.FINAL}")[0]["params"])
     jax.tree_util.tree_map(np.testing.assert_array_equal, *finals)
+
+
+def test_equal_models_of_different_runs_trace_the_statistics_and_init_programs_once():
+    """A study builds each run's own model (widths from a config, a list or a tuple); equal architectures share the
+    init and statistics programs in a process. Fails if either is traced again for the second, equal model."""
+    images = [np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32) for _ in range(2)]
+    first = get_model("cbr_small", 2, widths=(3, 5))
+    variables = state_lib.random_variables(first, jax.random.key(0), images[0][:1])
+    expected = batch_stats.recompute_batch_stats(first, variables, images)
+    with CompileEvents() as compiles:
+        second = get_model("cbr_small", 2, widths=[3, 5])
+        again = state_lib.random_variables(second, jax.random.key(0), images[0][:1])
+        stats = batch_stats.recompute_batch_stats(second, again, images)
+    assert compiles.traces() == []
+    chex.assert_trees_all_equal(again, variables)
+    chex.assert_trees_all_equal(stats, expected)

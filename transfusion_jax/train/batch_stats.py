@@ -34,7 +34,29 @@ DEFAULT_BN_BATCHES = 16
 
 
 def bn_momenta(model: nn.Module, variables: Mapping, images) -> dict[tuple[str, ...], float]:
-    """Momentum of every BatchNorm module, by module path, read while tracing one train-mode call."""
+    """Momentum of every BatchNorm module, by module path, read while tracing one train-mode call (once per
+    architecture and shapes in a process: Flax modules compare and hash by their fields)."""
+    leaves, treedef = jax.tree_util.tree_flatten(dict(variables))
+    key = (model, treedef, tuple(map(_spec, leaves)), _spec(images))
+    return dict(_bn_momenta(*key) if _hashable(key) else _bn_momenta.__wrapped__(*key))
+
+
+def _hashable(key) -> bool:
+    try:
+        hash(key)
+    except TypeError:  # a module with an unhashable field: traced every time
+        return False
+    return True
+
+
+def _spec(x) -> tuple:
+    return tuple(jnp.shape(x)), jnp.result_type(x)
+
+
+@functools.lru_cache(maxsize=64)
+def _bn_momenta(model: nn.Module, treedef, leaf_specs: tuple, image_spec: tuple) -> tuple:
+    variables = treedef.unflatten([jax.ShapeDtypeStruct(*spec) for spec in leaf_specs])
+    images = jax.ShapeDtypeStruct(*image_spec)
     momenta: dict[tuple[str, ...], float] = {}
 
     def record(next_fun, args, kwargs, context):
@@ -45,10 +67,10 @@ def bn_momenta(model: nn.Module, variables: Mapping, images) -> dict[tuple[str, 
     with nn.intercept_methods(record):
         jax.eval_shape(
             lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)}),
-            dict(variables),
+            variables,
             images,
         )
-    return momenta
+    return tuple(momenta.items())
 
 
 def _all_valid(valid) -> bool:
@@ -78,11 +100,22 @@ def _stats_from_zero(model, eval_blocks, params, zeros, images):
     return new["batch_stats"]
 
 
+@functools.lru_cache(maxsize=64)
+def _stats_program(model: nn.Module, eval_blocks: tuple[str, ...], mesh):
+    """The jitted statistics pass of an architecture: one per model (by value), frozen blocks and mesh in a process,
+    so a study's runs of one model trace it once."""
+    step = functools.partial(_stats_from_zero, model, eval_blocks)
+    if mesh is None:
+        return jax.jit(step)
+    # batches split over the mesh's 'data' axis (every process its share): statistics replicated
+    rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, rep, data), out_shardings=rep)
+
+
 class BatchStatsRecomputer:
     """(params, batch_stats like) -> BatchNorm running statistics of `params` over a fixed list of training batches
-    (the module docstring); compiled once per instance and input shape (models built from JSON configs hold lists, so
-    a model cannot be a static jit argument shared between instances; the persistent compilation cache shares the
-    program between runs)."""
+    (the module docstring); traced once per architecture, frozen blocks, mesh and input shape in a process
+    (`_stats_program`)."""
 
     def __init__(self, model: nn.Module, batches: Iterable, eval_blocks: Sequence[str] = (), mesh=None):
         self.model, self.eval_blocks = model, tuple(eval_blocks)
@@ -90,12 +123,8 @@ class BatchStatsRecomputer:
         if not self.batches:
             raise ValueError("no batches to recompute BatchNorm statistics from")
         self._momenta: dict[tuple[str, ...], float] | None = None
-        step = functools.partial(_stats_from_zero, model, self.eval_blocks)
-        if mesh is None:
-            self._stats = jax.jit(step)
-        else:  # batches split over the mesh's 'data' axis (every process its share): statistics replicated
-            rep, data = partition.replicated(mesh), partition.data_sharded(mesh)
-            self._stats = jax.jit(step, in_shardings=(rep, rep, data), out_shardings=rep)
+        key = (model, self.eval_blocks, mesh)
+        self._stats = _stats_program(*key) if _hashable(key) else _stats_program.__wrapped__(*key)
 
     def __call__(self, params: Mapping, like: Mapping) -> dict:
         zeros = jax.tree_util.tree_map(jnp.zeros_like, dict(like))

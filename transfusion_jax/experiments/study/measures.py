@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from transfusion_jax import data as data_lib
-from transfusion_jax.analysis import weights
+from transfusion_jax.analysis import activations, weights
 from transfusion_jax.experiments import run_weights
 from transfusion_jax.experiments.study.design import RunKey
 from transfusion_jax.train import metrics as metrics_lib
@@ -80,9 +80,16 @@ def chunks(images: np.ndarray) -> list[np.ndarray]:
     return [images[i : i + PROBE_BATCH] for i in range(0, len(images), PROBE_BATCH)]
 
 
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _logits_step(variables, images, *, apply: activations.StaticApply):
+    """Traced once per architecture and chunk shape across runs (see `activations.StaticApply`): the study scores 80
+    runs' test images, and tracing a fresh program for each cost more than scoring."""
+    return apply.fn(variables, images)[0].astype(np.float32)
+
+
 def _logits(apply_fn, variables, images: np.ndarray) -> np.ndarray:
-    forward = jax.jit(lambda v, x: apply_fn(v, x)[0].astype(np.float32))
-    return np.concatenate([np.asarray(forward(variables, x)) for x in chunks(images)])
+    apply = activations.StaticApply(apply_fn)
+    return np.concatenate([np.asarray(_logits_step(variables, x, apply=apply)) for x in chunks(images)])
 
 
 def score_test(run_dir: str, final_step: int) -> dict[str, np.ndarray]:
