@@ -15,7 +15,7 @@ from transfusion_jax.experiments.study import execute as study_execute
 from transfusion_jax.experiments.study import recipes
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import StudyConfigError
-from transfusion_jax.train import preflight, rundir, writer
+from transfusion_jax.train import preflight, rundir
 
 DESIGN_RECORD = "ssl_study_config.json"
 # Fields that may change between invocations on one DIR: how runs are executed, not what they are.
@@ -39,31 +39,7 @@ def check_workdir(workdir: str, c: ml_collections.ConfigDict) -> None:
     runs share this study's paths but not its evaluation grid."""
     if os.path.exists(os.path.join(workdir, workdir_lib.DESIGN_RECORD)):
         raise StudyConfigError(f"{workdir} holds the miniature study's runs (quickstart); use a DIR of its own.")
-    path, design_now = os.path.join(workdir, DESIGN_RECORD), _design(c)
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        differ = sorted(_differences(design_now, recorded))
-        if differ:
-            raise StudyConfigError(
-                f"{workdir} holds an SSL study with other settings ({', '.join(differ)}); use a new --workdir, or "
-                f"delete {workdir} to start over."
-            )
-        return
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(writer.dumps(design_now, indent=1))
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in a.keys() | b.keys():
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(prefix + key)
-    return out
+    workdir_lib.check_design_record(workdir, DESIGN_RECORD, _design(c), "an SSL study")
 
 
 def make_data(workdir: str, c, log=print) -> dict[str, str]:

@@ -53,24 +53,46 @@ def analysis_path(workdir: str, analysis: str, model: str) -> str:
 
 
 def check_workdir(workdir: str, c) -> None:
-    """DIR/study_config.json records the design DIR was started with; another design in the same DIR would mix runs
-    of two studies, so it is refused naming the fields that differ."""
-    path = os.path.join(workdir, DESIGN_RECORD)
+    """DIR/study_config.json records the design DIR was started with (`check_design_record`)."""
     design = {k: v for k, v in json.loads(c.to_json()).items() if k not in MAY_CHANGE}
+
+    def as_now(recorded: dict) -> dict:  # a record written before fields were added or removed
+        return {k: v for k, v in {**ADDED_FIELDS, **recorded}.items() if k not in REMOVED_FIELDS}
+
+    check_design_record(workdir, DESIGN_RECORD, design, "a study", as_now)
+
+
+def check_design_record(
+    workdir: str, record: str, design: dict, what: str, upgrade: Callable[[dict], dict] = lambda d: d
+) -> None:
+    """DIR/`record` holds the design DIR was started with; another design in the same DIR would mix runs of two
+    designs, so it is refused naming the fields that differ (dotted within nested fields). A new DIR records
+    `design`. `upgrade` reads an older record as today's fields (the study's and the SSL study's records share this)."""
+    path = os.path.join(workdir, record)
     if os.path.exists(path):
         with open(path) as f:
-            recorded = {**ADDED_FIELDS, **json.load(f)}
-        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS}
-        differ = sorted(k for k in design.keys() | recorded.keys() if design.get(k) != recorded.get(k))
+            recorded = upgrade(json.load(f))
+        differ = sorted(_differences(design, recorded))
         if differ:
             raise StudyConfigError(
-                f"{workdir} holds a study with other settings ({', '.join(differ)}); use a new --workdir, or delete "
+                f"{workdir} holds {what} with other settings ({', '.join(differ)}); use a new --workdir, or delete "
                 f"{workdir} to start over."
             )
         return
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
         f.write(writer.dumps(design, indent=1))
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in a.keys() | b.keys():
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
 
 
 def cached_json(path: str, compute: Callable[[], dict]) -> dict:
