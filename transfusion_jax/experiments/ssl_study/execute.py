@@ -12,7 +12,7 @@ from transfusion_jax import data as data_lib
 from transfusion_jax import ssl
 from transfusion_jax.experiments.ssl_study import design
 from transfusion_jax.experiments.study import execute as study_execute
-from transfusion_jax.experiments.study import recipes
+from transfusion_jax.experiments.study import sources
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import StudyConfigError
 from transfusion_jax.train import preflight, rundir
@@ -47,11 +47,19 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
     return study_execute.make_data(workdir, c.study, log)
 
 
+def source_design(c) -> ml_collections.ConfigDict:
+    """The study's design for this study's one model: whose source checkpoint the transfer arm starts from."""
+    study = c.study.copy_and_resolve_references()
+    with study.unlocked():
+        study.models_run = (c.model,)
+    return study
+
+
 def pretrain_source(workdir: str, c, paths: dict[str, str], log=print) -> dict:
-    """The study's source pretraining of the model (its "ImageNet" checkpoint), the study's recipe."""
-    job = (f"pretrain {c.model} on the source", recipes.pretrain_config(c.study, paths, c.model),
-           workdir_lib.pretrain_dir(workdir, c.model))  # fmt: skip
-    return study_execute.train([job], c.max_runs_per_program, log)[0]
+    """The model's source ("ImageNet") checkpoint as the study's design says (`study.sources`): the one shipped in the
+    package, checked and installed (the default: the same arrays this study pretrained before it was shipped), or
+    pretrained here with the study's recipe (`sources='build'`, as in the mini design)."""
+    return sources.installed_or_pretrained(workdir, source_design(c), paths, log)[c.model]
 
 
 def unlabeled_folder(paths: dict[str, str]) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from transfusion_jax.experiments.ssl_study import design, execute, reuse, verdicts
 from transfusion_jax.experiments.ssl_study import report as report_lib
+from transfusion_jax.experiments.study import sources
 from transfusion_jax.experiments.study.measures import measure_runs
 from transfusion_jax.experiments.study.report import Timing
 from transfusion_jax.experiments.study.run import enable_compile_cache
@@ -71,6 +72,8 @@ def run_study(workdir: str, c, log=print) -> str:
     workdir = os.path.abspath(workdir)
     design.check_config(c)
     execute.check_workdir(workdir, c)
+    if c.study.sources == "shipped":  # before any work: the transfer arm's checkpoint
+        sources.check_shipped(c.study, (c.model,))
     keys = design.run_keys(c)
     log(f"in-domain SSL study in {workdir}: {len(keys)} fine-tuning runs ({', '.join(c.arms)} x {len(c.study.seeds)} "
         f"seeds) + source and SSL pretraining")  # fmt: skip
