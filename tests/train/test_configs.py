@@ -50,7 +50,7 @@ def test_study_config_is_plain_data_with_valid_inits():
     assert "python -m transfusion_jax.experiments.quickstart --workdir" in module.__doc__  # its launch line
     configs = {arg: module.get_config(arg) for arg in module.ARGS}
     assert all(set(c) == set(configs["default"]) for c in configs.values())
-    assert configs["default"].models_run == ("small",) and configs["full"].models_run == ("small", "large")
+    assert set(configs) == {"default", "scale", "mini"} and configs["default"].models_run == ("small", "large")
     for c in configs.values():
         for model, _, inits in c.cells:
             blocks = models.block_names(c.family, widths=tuple(c.widths[model]))
@@ -58,7 +58,7 @@ def test_study_config_is_plain_data_with_valid_inits():
                 surgery.parse_init(init, blocks)
         # Slim: the large model's layers 1-2, the layers above at half width.
         assert tuple(c.slim_widths) == tuple(c.widths.large[:2]) + tuple(w // 2 for w in c.widths.large[2:])
-    with pytest.raises(ValueError, match="default, full, scale, mini"):
+    with pytest.raises(ValueError, match="default, scale, mini"):
         module.get_config("big")
 
 
