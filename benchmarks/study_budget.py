@@ -18,6 +18,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run from a checkout
+
+from transfusion_jax.hostinfo import cpu_model  # noqa: E402
 
 
 def _children(pid: int) -> list[int]:
@@ -41,14 +44,6 @@ def tree_rss(pid: int) -> int:
             continue
         todo += _children(p)
     return total
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> int:

@@ -65,20 +65,27 @@ def machine() -> str:
     return f"{hostinfo.cpu_model()}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
 
 
-def code_version() -> str:
-    """The package version and, from a git checkout, its commit (with "+ local changes" when the tree differs): a
-    report names the code that made it, since a change of float summation order alone moves trained AUCs."""
-    version = f"transfusion_jax {transfusion_jax.__version__}"
+def _git(*args: str) -> str | None:
+    """`git args` run in the package's checkout, its output stripped; None outside a git checkout."""
     try:
-        described = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
-            cwd=os.path.dirname(os.path.abspath(transfusion_jax.__file__)),
+        return subprocess.run(
+            ["git", *args],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__))),
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_version() -> str:
+    """The package version and, from a git checkout, its commit (with "+ local changes" when the tree differs): a
+    report names the code that made it, since a change of float summation order alone moves trained AUCs."""
+    version = f"transfusion_jax {transfusion_jax.__version__}"
+    described = _git("describe", "--always", "--dirty", "--abbrev=7")
+    if described is None:
         return version
     commit, dirty = described.removesuffix("-dirty"), described.endswith("-dirty")
     return f"{version}, commit {commit}" + (" + local changes" if dirty else "")
@@ -88,16 +95,8 @@ def preregistration() -> str:
     """Where the design this report reads was fixed: docs/study.md's round-7 section, and (from a git checkout) the
     last commit that changed that file, which must be an ancestor of the code's commit and predate the run."""
     where = "docs/study.md, section 'Round 7 (study v2): the design, pre-registered'"
-    try:
-        commit = subprocess.run(
-            ["git", "log", "-1", "--format=%h %cs", "--", "docs/study.md"],
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__))),
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    commit = _git("log", "-1", "--format=%h %cs", "--", "docs/study.md")
+    if commit is None:
         return where
     return f"{where}, last changed in commit {commit}" if commit else where
 
