@@ -1,9 +1,11 @@
 """runs.train_many: which runs are stacked into one program, which train alone and why, finished runs read back,
-failures marked without stopping the others. The trainers are fakes here (tests/train/test_group_trainer.py
-checks that a stacked program gives each run what it gets alone)."""
+failures marked without stopping the others, programs trained at once. The trainers are fakes here
+(tests/train/test_group_trainer.py checks that a stacked program gives each run what it gets alone, and the same
+bits beside another program)."""
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -111,3 +113,87 @@ def test_a_failed_run_is_marked_and_the_others_finish(monkeypatch, tmp_path):
     assert fake.groups[1:] == [] and fake.alone[-2:] == ["run_1", "run_2"]
     assert all(not os.path.exists(os.path.join(w, rundir.FAILED)) for _, _, w in jobs)
     assert [s["skipped"] for s in again] == [True, False, False, True, True, True]
+
+
+def test_programs_at_once_train_side_by_side_and_report_on_the_calling_thread(monkeypatch, tmp_path):
+    jobs = [(f"job {k}", _config(k), str(tmp_path / f"run_{k}")) for k in range(4)]
+    fake, done_on = FakeTrainers(monkeypatch), []
+    barrier = threading.Barrier(2, timeout=20)
+    group = fake.train_group
+
+    def meet_then_train(configs, workdirs):  # returns only once both programs are in flight together
+        barrier.wait()
+        return group(configs, workdirs)
+
+    monkeypatch.setattr(trainer, "train_group", meet_then_train)
+    summaries = runs.train_many(
+        jobs,
+        max_runs_per_program=2,
+        programs_at_once=2,
+        on_done=lambda k, _: done_on.append((k, threading.current_thread() is threading.main_thread())),
+        log=lambda _: None,
+    )
+    assert sorted(fake.groups) == [["run_0", "run_1"], ["run_2", "run_3"]]
+    assert [s["seed"] for s in summaries] == [0, 1, 2, 3]  # in job order, whichever program ended first
+    assert sorted(k for k, _ in done_on) == [0, 1, 2, 3] and all(main for _, main in done_on)
+
+
+def test_programs_at_once_keep_failures_to_their_runs(monkeypatch, tmp_path):
+    fake = FakeTrainers(monkeypatch, fail={"run_1", "run_2"})
+    jobs = _jobs(tmp_path)
+    with pytest.raises(runs.RunsFailedError, match="2 of 6 runs failed") as error:
+        runs.train_many(jobs, programs_at_once=3, log=lambda _: None)
+    assert fake.groups == [["run_0", "run_1", "run_4", "run_5"]] and sorted(fake.alone) == ["run_2", "run_3"]
+    assert [isinstance(r, Exception) for r in error.value.results] == [False, True, True, False, False, False]
+    assert "RuntimeError: boom" in open(os.path.join(jobs[1][2], rundir.FAILED)).read()
+
+
+def test_programs_at_once_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="programs_at_once must be >= 1"):
+        runs.train_many(_jobs(tmp_path), programs_at_once=0, log=lambda _: None)
+
+
+def test_map_in_threads_keeps_order_runs_side_by_side_and_raises_the_first_error():
+    barrier = threading.Barrier(2, timeout=20)
+
+    def meet(x):  # both items in flight together, or the barrier times out
+        barrier.wait()
+        return x * x
+
+    assert runs.map_in_threads(meet, [3, 4], threads=2) == [9, 16]
+    here = threading.current_thread().name
+    assert runs.map_in_threads(lambda x: threading.current_thread().name, [1, 2]) == [here, here]  # threads=1
+
+    def fail_on_two(x):
+        if x == 2:
+            raise KeyError(x)
+        return x
+
+    with pytest.raises(KeyError):
+        runs.map_in_threads(fail_on_two, [1, 2, 3], threads=2)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        runs.map_in_threads(meet, [1], threads=0)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/status") or not hasattr(runs._libc(), "malloc_trim"),
+    reason="glibc on Linux only: elsewhere release_freed_memory does nothing by design",
+)
+def test_release_freed_memory_returns_a_fragmented_heap_to_the_os():
+    """Memory freed in the middle of the heap (below the last chunk still in use) stays resident after free(); only
+    a trim returns it. 192 MiB in 64 KiB blocks (under glibc's mmap threshold, so on the heap), all freed but the
+    last."""
+    import numpy as np
+
+    blocks = [np.ones(64 * 1024, np.uint8) for _ in range(3 * 1024)]
+    last = blocks[-1]
+    del blocks
+    before = _resident_bytes()
+    runs.release_freed_memory()
+    assert before - _resident_bytes() > 100 * 2**20, (before, _resident_bytes())
+    assert last.sum() == 64 * 1024

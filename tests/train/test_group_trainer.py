@@ -172,3 +172,27 @@ def test_a_run_whose_loss_turns_nan_fails_alone(monkeypatch, tmp_path):
     assert isinstance(failed, trainer.NonFiniteLossError) and "at step 4" in str(failed)
     assert not os.path.exists(os.path.join(workdirs[1], "summary.json"))
     assert healthy == _summary(workdirs[0]) and healthy["final_step"] == 10
+
+
+def _bits(workdir):
+    """Everything a run computed, as written: its metrics (timing aside), summary and final weights."""
+    records = _without_timing(read_records(os.path.join(workdir, "metrics.jsonl")))
+    return records, _summary(workdir), pretrained.load(os.path.join(workdir, rundir.FINAL))[0]
+
+
+def test_a_program_beside_another_computes_the_same_bits(alone, monkeypatch, tmp_path):
+    """Two programs trained at once (runs.train_many's programs_at_once: one thread each, one XLA:CPU thread pool
+    shared) give every run exactly what it gets with the programs one after another: not to rounding, to the bit."""
+    from transfusion_jax.experiments import runs
+
+    route_build_dataset(monkeypatch, VALIDATION_WANDERS)
+    ends = {}
+    for at_once in (1, 2):
+        workdirs = [str(tmp_path / f"at_once_{at_once}" / f"run_{i}") for i in range(len(RUNS))]
+        runs.train_many(_configs(), workdirs, max_runs_per_program=2, programs_at_once=at_once, log=lambda _: None)
+        ends[at_once] = [_bits(d) for d in workdirs]
+    for (records, summary, weights), (records2, summary2, weights2) in zip(ends[1], ends[2]):
+        assert records == records2 and summary == summary2
+        chex.assert_trees_all_equal(weights, weights2)
+    for workdir, alone_dir in zip([str(tmp_path / "at_once_2" / f"run_{i}") for i in range(len(RUNS))], alone):
+        _assert_same_run(workdir, alone_dir)

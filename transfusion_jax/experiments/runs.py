@@ -8,7 +8,11 @@ are compatible: `transfusion_jax.train.multirun`): each run still gets its own w
 trained alone writes, and the same numbers.
 """
 
+import concurrent.futures
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import importlib.util
 import os
 import time
@@ -150,11 +154,48 @@ def plan_programs(configs: list, max_runs_per_program: int = 0) -> list[tuple[li
     return sorted(programs, key=lambda p: p[0][0])
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Returns the heap memory glibc keeps after frees to the OS (`malloc_trim`; elsewhere nothing). After an XLA
+    program's work, glibc holds ~0.3 GiB of freed buffers in the middle of its heap, which only a trim returns
+    (BENCHMARKS.md, "Programs at once"): called after each program and measurement, it keeps them from adding up."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def map_in_threads(fn: Callable, items, threads: int = 1) -> list:
+    """[fn(x) for x in items], computed `threads` at a time (1: in order on this thread); the first error raised.
+    For work that runs XLA programs, which release the GIL while they compute: the way `train_many` trains
+    programs at once, for the study's per-run and per-model measurements. Freed memory is released after each."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+
+    def compute(x):
+        try:
+            return fn(x)
+        finally:
+            release_freed_memory()
+
+    if threads == 1:
+        return [compute(x) for x in items]
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="measure") as pool:
+        return list(pool.map(compute, items))
+
+
 def train_many(
     jobs,
     workdirs=None,
     *,
     max_runs_per_program: int = 0,
+    programs_at_once: int = 1,
     train_fn: Callable | None = None,
     keep_going: bool = False,
     on_done: Callable[[int, object], None] | None = None,
@@ -166,11 +207,16 @@ def train_many(
 
     jobs: (config, workdir) or (label, config, workdir) tuples, or configs with their `workdirs` beside them.
     max_runs_per_program: 0 = no limit (memory grows with it); 1 = one run at a time, as `run` in a loop.
+    programs_at_once: programs trained at the same time, each in its own thread (memory grows with it). A program's
+    numbers do not depend on what runs beside it; what it buys is cores: XLA:CPU spreads the small convolutions of
+    one program over a second core poorly (BENCHMARKS.md, "Programs at once"), two programs use both.
     `train_fn(config, workdir)`, when given, trains each run alone instead (no stacking).
     A run that fails gets a FAILED marker and the others go on; at the end RunsFailedError is raised, unless
     `keep_going`: then a failed run's entry is the exception. `on_done(index, summary or exception)` is called as
-    each run ends.
+    each run ends, on the calling thread.
     """
+    if programs_at_once < 1:
+        raise ValueError(f"programs_at_once must be >= 1, got {programs_at_once}.")
     configs, dirs = _jobs(jobs, workdirs)
     results: list = [None] * len(configs)
     pending = []
@@ -182,18 +228,20 @@ def train_many(
         else:
             pending.append(k)
     per_program = 1 if train_fn is not None else max_runs_per_program
-    programs = plan_programs([configs[k] for k in pending], per_program)
-    for n, (members, why) in enumerate(programs, 1):
-        members = [pending[m] for m in members]
+    programs = [
+        ([pending[m] for m in members], why)
+        for members, why in plan_programs([configs[k] for k in pending], per_program)
+    ]
+
+    def train_program(n: int, members: list[int], why: str | None) -> tuple[list, float]:
         start = time.perf_counter()
         if len(members) == 1:
             if why:
                 log(f"{dirs[members[0]]}: trains alone: {why}")
-            outcomes = []
             try:
-                outcomes.append(run(configs[members[0]], dirs[members[0]], train_fn))
+                outcomes = [run(configs[members[0]], dirs[members[0]], train_fn)]
             except Exception as e:  # marked FAILED by `run`
-                outcomes.append(e)
+                outcomes = [e]
         else:
             from transfusion_jax.train import trainer  # noqa: PLC0415
 
@@ -202,7 +250,10 @@ def train_many(
                 outcomes = trainer.train_group([configs[k] for k in members], [dirs[k] for k in members])
             except Exception as e:  # the program itself failed: every run of it did
                 outcomes = [e] * len(members)
-        seconds = (time.perf_counter() - start) / len(members)
+        release_freed_memory()
+        return outcomes, (time.perf_counter() - start) / len(members)
+
+    def record(members: list[int], outcomes: list, seconds: float) -> None:
         for k, outcome in zip(members, outcomes):
             if isinstance(outcome, Exception):
                 _mark_failed(dirs[k], outcome)
@@ -213,6 +264,17 @@ def train_many(
                 results[k]["runs_in_program"] = len(members)
             if on_done:
                 on_done(k, results[k])
+
+    if programs_at_once == 1:
+        for n, (members, why) in enumerate(programs, 1):
+            record(members, *train_program(n, members, why))
+    else:
+        with concurrent.futures.ThreadPoolExecutor(programs_at_once, thread_name_prefix="program") as pool:
+            started = {
+                pool.submit(train_program, n, members, why): members for n, (members, why) in enumerate(programs, 1)
+            }
+            for future in concurrent.futures.as_completed(started):
+                record(started[future], *future.result())
     failed = [k for k, r in enumerate(results) if isinstance(r, Exception)]
     if failed and not keep_going:
         raise RunsFailedError(results, failed, dirs) from results[failed[0]]

@@ -19,7 +19,12 @@ from transfusion_jax.train import preflight, rundir
 
 DESIGN_RECORD = "ssl_study_config.json"
 # Fields that may change between invocations on one DIR: how runs are executed, not what they are.
-MAY_CHANGE = ("max_runs_per_program", "study.max_runs_per_program", "study.data_workers")
+MAY_CHANGE = (
+    "max_runs_per_program",
+    "study.max_runs_per_program",
+    "study.programs_at_once",
+    "study.data_workers",
+)
 
 
 def _design(c) -> dict:

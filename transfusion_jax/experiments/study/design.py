@@ -84,6 +84,10 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.max_runs_per_program = 8  # how the runs are executed, not the design (results agree to float32 rounding): at
     # most 8 runs per program keeps peak memory under 2 GB (35 stacked large runs took 2.6 GiB)
+    # Programs trained at once, one thread each (execution, not design: a program's numbers do not depend on it), and
+    # as many runs' test scorings and models' measurements: one XLA:CPU program of these small convolutions keeps a
+    # second core mostly idle (docs/study.md R7.12).
+    c.programs_at_once = 2
     c.cells = _cells(
         ("random", "transfer", "mean_var", "random_scaled", "transfusion:layer1", "transfusion:layer2", "gabor",
          "slim"),
@@ -132,6 +136,7 @@ def _scale(c):
     c.finetune.steps = 1_500
     c.eval_steps = _evaluations(1_500, first=8, points=40, last_evals=3)  # ~14 % apart, as at 300 steps
     c.seeds = tuple(range(10))
+    c.programs_at_once = 1  # one GPU: a program of 10 stacked runs fills it
     return c
 
 
@@ -277,4 +282,6 @@ def _number_errors(c) -> list[str]:
         errors.append(f"data_block={c.data_block} and data_workers={c.data_workers} must be >= 0")
     if c.max_runs_per_program < 0:
         errors.append(f"max_runs_per_program={c.max_runs_per_program}: 0 (no limit) or more")
+    if c.programs_at_once < 1:
+        errors.append(f"programs_at_once={c.programs_at_once}: 1 or more")
     return errors

@@ -63,11 +63,15 @@ def make_data(workdir: str, c, log=print) -> dict[str, str]:
 
 
 def train(
-    jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]], max_runs_per_program: int = 0, log=print
+    jobs: Sequence[tuple[str, ml_collections.ConfigDict, str]],
+    max_runs_per_program: int = 0,
+    log=print,
+    programs_at_once: int = 1,
 ) -> list[dict]:
     """Trains every (label, config, workdir) not finished yet, returns their summaries in order (a finished run's is
     read back). The one place the study trains: compatible runs (one model and training set, different inits and
-    seeds) stacked as one program by `runs.train_many`, each still in its own workdir."""
+    seeds) stacked as one program by `runs.train_many`, each still in its own workdir; `programs_at_once` programs
+    at a time."""
 
     def report(n: int, summary) -> None:
         label, config, _ = jobs[n]
@@ -80,7 +84,13 @@ def train(
         took = "finished before" if summary["skipped"] else f"{summary['seconds']:.0f} s"
         log(f"[{n + 1}/{len(jobs)}] {label}: {shown}, {took}")
 
-    return runs.train_many(list(jobs), max_runs_per_program=max_runs_per_program, on_done=report, log=log)
+    return runs.train_many(
+        list(jobs),
+        max_runs_per_program=max_runs_per_program,
+        programs_at_once=programs_at_once,
+        on_done=report,
+        log=log,
+    )
 
 
 def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str, dict]:
@@ -89,7 +99,7 @@ def pretrain_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[str,
         (f"pretrain {m} on the source", pretrain_config(c, paths, m), workdir_lib.pretrain_dir(workdir, m))
         for m in c.models_run
     ]
-    return dict(zip(c.models_run, train(jobs, c.max_runs_per_program, log)))
+    return dict(zip(c.models_run, train(jobs, c.max_runs_per_program, log, c.programs_at_once)))
 
 
 def check_target_splits(workdir: str, c, paths: dict[str, str]) -> None:
@@ -111,4 +121,4 @@ def finetune_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[RunK
     check_target_splits(workdir, c, paths)
     keys = plan(c)
     jobs = [(f"fine-tune {k.label()}", finetune_config(c, paths, k, workdir), k.workdir(workdir)) for k in keys]
-    return dict(zip(keys, train(jobs, c.max_runs_per_program, log)))
+    return dict(zip(keys, train(jobs, c.max_runs_per_program, log, c.programs_at_once)))

@@ -23,7 +23,7 @@ FIGURES = "figures"
 COMPILE_CACHE = "jax_cache"
 # Fields that may change between invocations on one DIR: which models run (the cut or the whole design), and how
 # many runs share a program or processes write the data (execution, not design).
-MAY_CHANGE = ("models_run", "variant", "max_runs_per_program", "data_workers")
+MAY_CHANGE = ("models_run", "variant", "max_runs_per_program", "programs_at_once", "data_workers")
 # Design fields added after studies were recorded, with the value those studies had: a DIR recorded without one was
 # made with it.
 ADDED_FIELDS = {"data_block": 0}
