@@ -153,28 +153,6 @@ def test_programs_at_once_must_be_positive(tmp_path):
         runs.train_many(_jobs(tmp_path), programs_at_once=0, log=lambda _: None)
 
 
-def test_map_in_threads_keeps_order_runs_side_by_side_and_raises_the_first_error():
-    barrier = threading.Barrier(2, timeout=20)
-
-    def meet(x):  # both items in flight together, or the barrier times out
-        barrier.wait()
-        return x * x
-
-    assert runs.map_in_threads(meet, [3, 4], threads=2) == [9, 16]
-    here = threading.current_thread().name
-    assert runs.map_in_threads(lambda x: threading.current_thread().name, [1, 2]) == [here, here]  # threads=1
-
-    def fail_on_two(x):
-        if x == 2:
-            raise KeyError(x)
-        return x
-
-    with pytest.raises(KeyError):
-        runs.map_in_threads(fail_on_two, [1, 2, 3], threads=2)
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        runs.map_in_threads(meet, [1], threads=0)
-
-
 def _resident_bytes() -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))

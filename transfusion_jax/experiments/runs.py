@@ -165,29 +165,11 @@ def _libc():
 def release_freed_memory() -> None:
     """Returns the heap memory glibc keeps after frees to the OS (`malloc_trim`; elsewhere nothing). After an XLA
     program's work, glibc holds ~0.3 GiB of freed buffers in the middle of its heap, which only a trim returns
-    (BENCHMARKS.md, "Programs at once"): called after each program and measurement, it keeps them from adding up."""
+    (BENCHMARKS.md, "Programs at once"): called after each program and each phase of the study, it keeps them from
+    adding up."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
-
-
-def map_in_threads(fn: Callable, items, threads: int = 1) -> list:
-    """[fn(x) for x in items], computed `threads` at a time (1: in order on this thread); the first error raised.
-    For work that runs XLA programs, which release the GIL while they compute: the way `train_many` trains
-    programs at once, for the study's per-run and per-model measurements. Freed memory is released after each."""
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}.")
-
-    def compute(x):
-        try:
-            return fn(x)
-        finally:
-            release_freed_memory()
-
-    if threads == 1:
-        return [compute(x) for x in items]
-    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="measure") as pool:
-        return list(pool.map(compute, items))
 
 
 def train_many(

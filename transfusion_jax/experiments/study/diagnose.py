@@ -12,7 +12,7 @@ import numpy as np
 
 from transfusion_jax import models, pretrained
 from transfusion_jax.analysis import diagnostics, probes
-from transfusion_jax.experiments import run_weights, runs
+from transfusion_jax.experiments import run_weights
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import blocks, plan
 from transfusion_jax.experiments.study.measures import chunks, split_arrays
@@ -116,16 +116,14 @@ def reference_run(c, model: str):
 
 
 def diagnose(workdir: str, c, pretrain_summaries: dict, log=print) -> dict[str, Diagnostics]:
-    """Each model's diagnostics (computed once, then read back), `c.programs_at_once` models at a time."""
-
-    def measure(model: str) -> Diagnostics:
+    out = {}
+    for model in c.models_run:
         start = time.perf_counter()
         config = run_weights.load_config(reference_run(c, model).workdir(workdir))
         path = workdir_lib.analysis_path(workdir, "diagnostics", model)
         found = workdir_lib.cached_json(
             path, lambda: model_diagnostics(workdir, c, model, pretrain_summaries[model], config)
         )
+        out[model] = Diagnostics.from_json(found)
         log(f"diagnostics of the {model} model (G1, G2): {time.perf_counter() - start:.0f} s")
-        return Diagnostics.from_json(found)
-
-    return dict(zip(c.models_run, runs.map_in_threads(measure, c.models_run, c.programs_at_once)))
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from transfusion_jax import data as data_lib
 from transfusion_jax.analysis import activations, weights
-from transfusion_jax.experiments import run_weights, runs
+from transfusion_jax.experiments import run_weights
 from transfusion_jax.experiments.study.design import RunKey
 from transfusion_jax.train import metrics as metrics_lib
 from transfusion_jax.train import partition, rundir
@@ -140,16 +140,13 @@ def run_measures(run_dir: str, summary: dict, ranks: np.ndarray) -> RunMeasures:
     )
 
 
-def measure_runs(workdir: str, summaries: dict[RunKey, dict], log=print, threads: int = 1) -> tuple[dict, np.ndarray]:
-    """({RunKey: RunMeasures}, test labels); every run scored on the same test images (checked by id), `threads`
-    runs at a time."""
+def measure_runs(workdir: str, summaries: dict[RunKey, dict], log=print) -> tuple[dict, np.ndarray]:
+    """({RunKey: RunMeasures}, test labels); every run scored on the same test images (checked by id)."""
     out, labels, ids = {}, None, None
     start = time.perf_counter()
-    scored = runs.map_in_threads(
-        lambda item: score_test(item[0].workdir(workdir), int(item[1]["final_step"])), summaries.items(), threads
-    )
-    for (key, summary), scores in zip(summaries.items(), scored):
+    for key, summary in summaries.items():
         run_dir = key.workdir(workdir)
+        scores = score_test(run_dir, int(summary["final_step"]))
         targets, ranks = auc_inputs(scores)
         if ids is None:
             labels, ids = targets, scores["id"]

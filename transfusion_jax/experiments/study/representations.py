@@ -15,7 +15,7 @@ import dataclasses
 import time
 
 from transfusion_jax.analysis import activations, nulls
-from transfusion_jax.experiments import run_weights, runs
+from transfusion_jax.experiments import run_weights
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, blocks
 from transfusion_jax.experiments.study.measures import chunks, split_arrays
@@ -125,19 +125,14 @@ def model_similarity(workdir: str, c, model: str) -> dict:
 
 
 def measure_similarity(workdir: str, c, log=print) -> dict[str, ModelSimilarity]:
-    """Each model's similarities (computed once, then read back), `c.programs_at_once` models at a time."""
-    measured = [
-        model
-        for model in c.models_run
-        if any(m == model and d == "full" and {"random", "transfer"} <= set(i) for m, d, i in c.cells)
-    ]
-
-    def measure(model: str) -> ModelSimilarity:
+    out = {}
+    for model in c.models_run:
+        if not any(m == model and d == "full" and {"random", "transfer"} <= set(i) for m, d, i in c.cells):
+            continue
         start = time.perf_counter()
         path = workdir_lib.analysis_path(workdir, "similarity", model)
         found = workdir_lib.cached_json(path, lambda: model_similarity(workdir, c, model))
+        out[model] = ModelSimilarity.from_json(found)
         log(f"similarity of the {model} model (to init, Rand-Rand, Rand-ImNet, with nulls): "
             f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-        return ModelSimilarity.from_json(found)
-
-    return dict(zip(measured, runs.map_in_threads(measure, measured, c.programs_at_once)))
+    return out

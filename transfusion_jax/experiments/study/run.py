@@ -27,8 +27,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+import jax
 import ml_collections
 
+from transfusion_jax.experiments import runs
 from transfusion_jax.experiments.study import design, execute, report, sources
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.cost import describe_cost, design_cost
@@ -54,8 +56,12 @@ def run_study(workdir: str, c, log=print) -> str:
     paths = execute.make_data(workdir, c, log)
     pretrain_summaries = sources.installed_or_pretrained(workdir, c, paths, log)
     summaries = execute.finetune_all(workdir, c, paths, log)
-    measures, labels = measure_runs(workdir, summaries, log, c.programs_at_once)
+    jax.clear_caches()  # the training programs are not run again here: their executables go (memory; R7.12)
+    runs.release_freed_memory()
+    measures, labels = measure_runs(workdir, summaries, log)
+    runs.release_freed_memory()
     diagnosed = diagnose(workdir, c, pretrain_summaries, log)
+    runs.release_freed_memory()
     similarity = measure_similarity(workdir, c, log)
     layers = {m: list(design.blocks(c, m)) for m in c.models_run}
     verdicts = evaluate(c, measures, labels, diagnosed, similarity, layers)
