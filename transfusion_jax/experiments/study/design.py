@@ -85,7 +85,8 @@ def get_config(arg: str = "default") -> ml_collections.ConfigDict:
     c.max_runs_per_program = 8  # how the runs are executed, not the design (results agree to float32 rounding): at
     # most 8 runs per program keeps peak memory under 2 GB (35 stacked large runs took 2.6 GiB)
     # Programs trained at once, one thread each (execution, not design: every number is the same to the bit): one
-    # XLA:CPU program of these small convolutions leaves the second core mostly idle (docs/study.md R7.12).
+    # XLA:CPU program of these small convolutions leaves the second core mostly idle (docs/study.md, "Changes after
+    # the design was fixed").
     c.programs_at_once = 2
     c.cells = _cells(
         ("random", "transfer", "mean_var", "random_scaled", "transfusion:layer1", "transfusion:layer2", "gabor",

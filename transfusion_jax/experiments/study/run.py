@@ -56,7 +56,7 @@ def run_study(workdir: str, c, log=print) -> str:
     paths = execute.make_data(workdir, c, log)
     pretrain_summaries = sources.installed_or_pretrained(workdir, c, paths, log)
     summaries = execute.finetune_all(workdir, c, paths, log)
-    jax.clear_caches()  # the training programs are not run again here: their executables go (memory; R7.12)
+    jax.clear_caches()  # the training programs do not run again here: their executables go (BENCHMARKS.md)
     runs.release_freed_memory()
     measures, labels = measure_runs(workdir, summaries, log)
     runs.release_freed_memory()
