@@ -105,7 +105,7 @@ def main() -> None:
             + ", ".join(
                 f"{mode} {1e3 * t:.1f} ms per program-step ({cores[mode]:.2f} cores busy)"
                 for mode, t in per_step.items()
-            )  # fmt: skip
+            )
             + f"; two at once {per_step['one after another'] / per_step['two at once']:.2f}x"
         )
     print(f"load {os.getloadavg()[0]:.1f} at the end")

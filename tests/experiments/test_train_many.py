@@ -175,3 +175,32 @@ def test_release_freed_memory_returns_a_fragmented_heap_to_the_os():
     runs.release_freed_memory()
     assert before - _resident_bytes() > 100 * 2**20, (before, _resident_bytes())
     assert last.sum() == 64 * 1024
+
+
+class _Interrupt(BaseException):
+    """What Ctrl-C raises on the calling thread (a BaseException, like KeyboardInterrupt)."""
+
+
+def test_an_interrupt_starts_no_further_program(monkeypatch, tmp_path):
+    """Four one-run programs, two at once: the first ends at once, the others wait; the interrupt raised when the
+    first is reported must keep the fourth from ever starting (the third may have started as the first ended)."""
+    fake, release = FakeTrainers(monkeypatch), threading.Event()
+    alone = fake.train_alone
+
+    def train_alone(config, workdir):
+        if not workdir.endswith("run_0"):
+            release.wait(timeout=20)
+        return alone(config, workdir)
+
+    monkeypatch.setattr(trainer, "train_and_evaluate", train_alone)
+
+    def interrupt(k, _):
+        raise _Interrupt
+
+    jobs = [(f"job {k}", _config(k), str(tmp_path / f"run_{k}")) for k in range(4)]
+    with pytest.raises(_Interrupt):
+        runs.train_many(jobs, max_runs_per_program=1, programs_at_once=2, on_done=interrupt, log=lambda _: None)
+    release.set()
+    for thread in [t for t in threading.enumerate() if t.name.startswith("program")]:
+        thread.join(timeout=20)
+    assert {"run_0", "run_1"} <= set(fake.alone) and "run_3" not in fake.alone  # the fourth never started

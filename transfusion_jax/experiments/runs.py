@@ -195,7 +195,9 @@ def train_many(
     `train_fn(config, workdir)`, when given, trains each run alone instead (no stacking).
     A run that fails gets a FAILED marker and the others go on; at the end RunsFailedError is raised, unless
     `keep_going`: then a failed run's entry is the exception. `on_done(index, summary or exception)` is called as
-    each run ends, on the calling thread.
+    each run ends, on the calling thread. An interrupt with programs at once starts no further program and waits for
+    those in flight (Python cannot stop a thread; a second interrupt leaves at once, and every run resumes from its
+    last checkpoint).
     """
     if programs_at_once < 1:
         raise ValueError(f"programs_at_once must be >= 1, got {programs_at_once}.")
@@ -251,12 +253,15 @@ def train_many(
         for n, (members, why) in enumerate(programs, 1):
             record(members, *train_program(n, members, why))
     else:
-        with concurrent.futures.ThreadPoolExecutor(programs_at_once, thread_name_prefix="program") as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(programs_at_once, thread_name_prefix="program")
+        try:
             started = {
                 pool.submit(train_program, n, members, why): members for n, (members, why) in enumerate(programs, 1)
             }
             for future in concurrent.futures.as_completed(started):
                 record(started[future], *future.result())
+        finally:  # after an interrupt no program starts; those in flight end first (their runs resume later anyway)
+            pool.shutdown(wait=False, cancel_futures=True)
     failed = [k for k, r in enumerate(results) if isinstance(r, Exception)]
     if failed and not keep_going:
         raise RunsFailedError(results, failed, dirs) from results[failed[0]]
