@@ -130,7 +130,7 @@ def test_cli_real_tiny_run_then_skip_then_report(tmp_path, capsys):
     assert "| cbr_small | random | 1 |" in capsys.readouterr().out
 
 
-def test_cli_passes_max_runs_per_program(monkeypatch, tmp_path):
+def test_cli_passes_max_runs_per_program_and_programs_at_once(monkeypatch, tmp_path):
     seen = {}
 
     def fake_sweep(*args, **kwargs):
@@ -141,6 +141,17 @@ def test_cli_passes_max_runs_per_program(monkeypatch, tmp_path):
     base = ["sweep", "--config", RETINA, "--models", "cbr_small", "--inits", "random", "--workdir", str(tmp_path)]
     assert cli.main(base) == 0 and seen["max_runs_per_program"] == 0  # default: every compatible run stacked
     assert cli.main([*base, "--max_runs_per_program", "1"]) == 0 and seen["max_runs_per_program"] == 1
+    assert seen["programs_at_once"] == 1  # default: one program at a time
+    assert cli.main([*base, "--programs_at_once", "2"]) == 0 and seen["programs_at_once"] == 2
+
+
+def test_sweep_hands_programs_at_once_to_train_many(monkeypatch, tmp_path):
+    from transfusion_jax.experiments import runs
+
+    seen = {}
+    monkeypatch.setattr(runs, "train_many", lambda *args, **kwargs: seen.update(kwargs))
+    sweep.sweep(RETINA, ["cbr_small"], ["random"], [0], str(tmp_path), programs_at_once=2)
+    assert seen["programs_at_once"] == 2
 
 
 def test_cli_hands_config_flags_to_ml_collections_as_typed(monkeypatch, tmp_path):

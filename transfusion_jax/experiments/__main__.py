@@ -6,9 +6,10 @@ resilience,interpolate,sanity,calibration,reuse}`.
 
   sweep   --config configs/retina.py --models resnet50,cbr_small --inits random,transfer --seeds 0,1,2
           --workdir ROOT [--pretrained PATH | --pretrained resnet50=a.npz,cbr_small=b.npz] [--local]
-          [--config.data.root=/data/kaggle_dr ...] [--max_runs_per_program N]
+          [--config.data.root=/data/kaggle_dr ...] [--max_runs_per_program N] [--programs_at_once P]
           runs every (model, init, seed) under ROOT/<config stem>/<model>/<init>/seed_<k>, skipping finished ones;
-          runs of one model (any init, seed) train stacked as one program, at most N together (0: all; 1: alone)
+          runs of one model (any init, seed) train stacked as one program, at most N together (0: all; 1: alone),
+          P programs side by side (default 1; 2 keeps both cores of a 2-core CPU busy with small models)
   report  ROOT [--out ROOT/report.md]: the paper's tables from every finished run under ROOT
   fig2    --rand RUN [RUN ...] --imnet RUN [RUN ...] [--layers L1,L2] --out DIR   CCA(Rand, ImNet) vs CCA(Rand, Rand)
   fig3    --runs RUN [RUN ...] --out DIR      per-layer similarity of each run to its own initialisation
@@ -150,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
         help="compatible runs (one model and recipe) train stacked as one program, at most this many together "
         "(0 = no limit; 1 = one run at a time); bounds memory",
     )
+    s.add_argument(
+        "--programs_at_once",
+        type=int,
+        default=1,
+        help="programs trained side by side, one thread each (same numbers; uses cores one program leaves idle)",
+    )
     r = sub.add_parser("report", help="aggregate finished runs into the paper's tables")
     r.add_argument("root")
     r.add_argument("--out", default="", help="also write the Markdown here")
@@ -189,6 +196,7 @@ def _sweep(args, config_flags) -> int:
         pretrained=args.pretrained,
         config_flags=config_flags,
         max_runs_per_program=args.max_runs_per_program,
+        programs_at_once=args.programs_at_once,
     )
     failed = [r for r in records if r["status"] == "failed"]
     print(

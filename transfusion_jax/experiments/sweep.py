@@ -41,11 +41,13 @@ def sweep(
     train_fn: Callable | None = None,
     keep_going: bool = True,
     max_runs_per_program: int = 0,
+    programs_at_once: int = 1,
 ) -> list[dict]:
     """Runs every (model, init, seed) not finished yet under ROOT/<config stem>/...; prints a line per run.
 
     Configs are all built (and so validated) before the first run starts, so a typo fails in seconds, not hours.
-    Compatible runs train stacked, at most `max_runs_per_program` per program (0: no limit; 1: one at a time).
+    Compatible runs train stacked, at most `max_runs_per_program` per program (0: no limit; 1: one at a time), and
+    `programs_at_once` programs train side by side (each in its own thread; the numbers do not depend on it).
     Returns one record per run: spec fields, workdir, status ('done' | 'skipped' | 'failed') and the summary.
     A failed run does not stop the others; with `keep_going=False` the sweep raises once they are done.
     """
@@ -77,6 +79,7 @@ def sweep(
         configs,
         workdirs,
         max_runs_per_program=max_runs_per_program,
+        programs_at_once=programs_at_once,
         train_fn=train_fn,
         keep_going=keep_going,
         on_done=done,

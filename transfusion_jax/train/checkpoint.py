@@ -18,6 +18,10 @@ Crash safety, in layers:
 Hashes are SHA-256 from hashlib: orbax/tensorstore keep no content checksum that survives a flipped byte.
 The two managers have distinct orbax barrier prefixes: without them a best and a periodic save at the same step
 of a multi-process job wait on each other's barrier forever.
+Saves start one at a time in a process (`_SAVE_START`), though they finish in the background side by side: orbax
+keys a save's signals by an operation id that is one counter for the whole process, read back while the save sets
+itself up, so two saves starting at once in two threads (programs trained side by side) take each other's id; one
+then waits for a signal sent under the other's (a `TimeoutError` after 300 s) or removes the other's folder.
 """
 
 import hashlib
@@ -35,6 +39,7 @@ from transfusion_jax.train import rundir
 
 CHECKSUM_FILE = "checksums.json"
 _CHUNK = 1 << 20
+_SAVE_START = threading.Lock()
 
 
 class CheckpointError(RuntimeError):
@@ -242,7 +247,8 @@ class Checkpointer:
 
     def _start_save(self, manager, step: int, state, **kwargs) -> None:
         self._join_checksum(manager)
-        saved = manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
+        with _SAVE_START:
+            saved = manager.save(step, args=ocp.args.StandardSave(state), **kwargs)
         if saved and self._lead:
             thread = threading.Thread(target=self._checksum_when_finished, args=(manager, step), daemon=True)
             self._checksum_threads[str(manager.directory)] = thread
