@@ -137,12 +137,10 @@ def test_the_report_names_the_code_that_made_it(written, monkeypatch):
         ["git", "rev-parse", "--short=7", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True, text=True
     ).stdout.strip()
     assert re.search(rf"- Code: transfusion_jax [\d.]+, commit {head}", text), text[:800]
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    docs = subprocess.run(["git", "log", "-1", "--format=%h", "--", "docs/study.md"], cwd=repo, capture_output=True,
-                          text=True).stdout.strip()  # fmt: skip
-    assert (
-        f"- Pre-registration: docs/study.md, section 'Round 7 (study v2): the design, pre-registered', last "
-        f"changed in commit {docs} " in text
+    assert re.search(
+        r"- Pre-registration: docs/study.md, section 'Round 7 \(study v2\): the design, pre-registered', last "
+        r"changed in commit [0-9a-f]{7} \d{4}-\d\d-\d\d",
+        text,
     )
 
     def no_git(*args, **kwargs):
@@ -150,6 +148,35 @@ def test_the_report_names_the_code_that_made_it(written, monkeypatch):
 
     monkeypatch.setattr(study_report.subprocess, "run", no_git)
     assert re.fullmatch(r"transfusion_jax [\d.]+", study_report.code_version())
+
+
+def test_the_preregistration_commit_is_the_design_sections_not_the_change_logs(tmp_path):
+    """The report names the last commit that changed round 7's design section of docs/study.md: an entry in the log
+    of execution changes after it (its own section) moves nothing; an edit of the design does."""
+
+    def git(*args):
+        env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True, env=env)
+
+    def commit(text, message):
+        (tmp_path / "docs" / "study.md").write_text(text)
+        git("add", "-A")
+        git("commit", "-q", "-m", message)
+        return git("rev-parse", "--short=7", "HEAD").stdout.strip()
+
+    (tmp_path / "docs").mkdir()
+    git("init", "-q")
+    before = "# Study\n\n## Round 6\nold\n\n"
+    design = "## Round 7 (study v2): the design, pre-registered\nseeds 0-4\n\n"
+    log = "## Changes after the design was fixed\n"
+    fixed = commit(before + design + log, "design")
+    commit(before + design + log + "- two programs at once\n", "an execution change")
+    assert f"last changed in commit {fixed} " in study_report.preregistration(str(tmp_path))
+    commit("# Study, retitled\n\n## Round 6\nolder\n\n" + design + log + "- two programs at once\n", "elsewhere")
+    assert f"last changed in commit {fixed} " in study_report.preregistration(str(tmp_path))
+    edited = commit(before + design.replace("0-4", "0-5") + log + "- two programs at once\n", "design edit")
+    assert f"last changed in commit {edited} " in study_report.preregistration(str(tmp_path))
 
 
 def test_the_report_carries_no_machine_path(written):

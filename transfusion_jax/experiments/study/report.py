@@ -65,12 +65,15 @@ def machine() -> str:
     return f"{hostinfo.cpu_model()}, {os.cpu_count()} cores visible, JAX {jax.__version__} on {jax.default_backend()}"
 
 
-def _git(*args: str) -> str | None:
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__)))
+
+
+def _git(*args: str, checkout: str = CHECKOUT) -> str | None:
     """`git args` run in the package's checkout, its output stripped; None outside a git checkout."""
     try:
         return subprocess.run(
             ["git", *args],
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(transfusion_jax.__file__))),
+            cwd=checkout,
             capture_output=True,
             text=True,
             timeout=10,
@@ -91,13 +94,17 @@ def code_version() -> str:
     return f"{version}, commit {commit}" + (" + local changes" if dirty else "")
 
 
-def preregistration() -> str:
+PREREGISTERED_SECTION = "## Round 7 (study v2): the design, pre-registered"
+CHANGE_LOG = "## Changes after the design was fixed"
+
+
+def preregistration(checkout: str = CHECKOUT) -> str:
     """Where the design this report reads was fixed: docs/study.md's round-7 section, and (from a git checkout) the
-    last commit that changed that file, which must be an ancestor of the code's commit and predate the run."""
-    where = "docs/study.md, section 'Round 7 (study v2): the design, pre-registered'"
-    commit = _git("log", "-1", "--format=%h %cs", "--", "docs/study.md")
-    if commit is None:
-        return where
+    last commit that changed that section, which must be an ancestor of the code's commit and predate the run. The
+    log of execution changes after it (its own section) is not the design: an entry there moves no commit here."""
+    where = f"docs/study.md, section '{PREREGISTERED_SECTION.removeprefix('## ')}'"
+    lines = f"/^{PREREGISTERED_SECTION.split(' (')[0]}/,/^{CHANGE_LOG}/:docs/study.md"  # plain text: no regex metachars
+    commit = _git("log", "-1", "--format=%h %cs", "--no-patch", "-L", lines, checkout=checkout)
     return f"{where}, last changed in commit {commit}" if commit else where
 
 
