@@ -4,7 +4,9 @@ work, naming what is wrong. Built here at the tests' size (--mini) into a folder
 
 import json
 import os
+import re
 
+import chex
 import pytest
 
 from transfusion_jax import pretrained
@@ -33,9 +35,21 @@ def test_the_command_writes_each_models_checkpoint_with_its_checksum_and_setting
         summary = json.loads((root / "work" / "runs" / "pretrain" / model / "summary.json").read_text())
         assert entry["source_accuracy"] == summary["val"]["final"]["accuracy"]  # what G1 reads, as trained
         trained = workdir_lib.checkpoint_of(str(root / "work"), model)
-        assert path.read_bytes() == open(trained, "rb").read()  # the pretraining's own final weights
         variables, metadata = pretrained.load(str(path))
+        trained_variables, trained_metadata = pretrained.load(trained)
+        chex.assert_trees_all_equal(variables, trained_variables)  # the pretraining's own final weights, to the bit
         assert variables["params"]["layer1"]["conv"]["kernel"].shape[-1] == c.widths[model][0]
+        assert trained_metadata["source"] == f"trained:{os.path.dirname(trained)}"
+        assert metadata == {**trained_metadata, "source": f"trained: {entry['command']} ({model} model)"}
+        assert str(root) not in (out / f"{model}.npz").read_bytes().decode("latin-1")  # no machine path shipped
+
+
+def test_the_shipped_files_name_no_machine_path():
+    """What the package ships names the command that made it, not the directory it was made in."""
+    for model, entry in sources.read_manifest().items():
+        metadata = pretrained.read_metadata(os.path.join(sources.SHIPPED, entry["file"]))
+        assert metadata["source"] == f"trained: {entry['command']} ({model} model)"
+        assert not re.findall(r"(?<![\w.])/(?:tmp|home|root|work|Users|var|private)/", json.dumps(metadata))
 
 
 def test_install_checks_then_copies_and_gives_the_source_accuracy(built, tmp_path):

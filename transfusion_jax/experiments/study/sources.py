@@ -24,6 +24,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
+from transfusion_jax import pretrained
 from transfusion_jax.experiments.study import execute
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import StudyConfigError, load_config
@@ -127,6 +128,14 @@ def install(workdir: str, c, models: Sequence[str], directory: str | None = None
     return out
 
 
+def ship(trained: str, path: str, command: str, model: str) -> None:
+    """Writes the pretraining's final weights `trained` to `path` unchanged, with their metadata's `source` naming
+    the command that made them instead of the machine path of its work directory (a shipped file names no path)."""
+    variables, metadata = pretrained.load(trained)
+    metadata = {k: v for k, v in metadata.items() if k not in ("format", "format_version")}
+    pretrained.save(path, variables, {**metadata, "source": f"trained: {command} ({model} model)"})
+
+
 def build(workdir: str, variant: str = "default", out: str | None = None, log=print) -> dict:
     """Pretrains every model of the design `variant` in DIR with the study's own recipe (sources='build') and writes
     the checkpoints and their manifest to `out`; returns the manifest."""
@@ -138,7 +147,7 @@ def build(workdir: str, variant: str = "default", out: str | None = None, log=pr
     manifest = read_manifest(out)
     for model in c.models_run:
         path = os.path.join(out, f"{model}.npz")
-        shutil.copyfile(workdir_lib.checkpoint_of(workdir, model), path)
+        ship(workdir_lib.checkpoint_of(workdir, model), path, COMMAND.format(variant=variant), model)
         accuracy = summaries[model]["val"]["final"]["accuracy"]
         manifest[model] = {
             "sha256": sha256(path),
