@@ -203,11 +203,14 @@ def test_saves_from_programs_side_by_side_neither_hang_nor_mix(tmp_path):
     assert not any(t.is_alive() for t in threads), "a save hung"
     assert errors == []
     for index in range(programs):
-        latest = tmp_path / str(index) / "checkpoints" / "latest"
-        assert sorted(os.listdir(latest)) == [str(steps - 1), str(steps)]
-        assert verify(latest / str(steps)) is None
-        state, loop = Checkpointer(tmp_path / str(index), keep=2, keep_best=1).restore(
-            steps, {"w": np.zeros(1000, np.float32), "b": {"c": np.zeros((10, 10))}}
-        )
+        checkpoints = tmp_path / str(index) / "checkpoints"
+        assert sorted(os.listdir(checkpoints / "latest")) == [str(steps - 1), str(steps)]
+        assert os.listdir(checkpoints / "best") == [str(steps)]  # the highest 'auc' saved, kept alone
+        for step_dir in (checkpoints / "latest" / str(steps - 1), checkpoints / "latest" / str(steps),
+                         checkpoints / "best" / str(steps)):  # fmt: skip
+            assert verify(step_dir) is None, step_dir
+        reopened = Checkpointer(tmp_path / str(index), keep=2, keep_best=1)
+        state, loop = reopened.restore(steps, {"w": np.zeros(1000, np.float32), "b": {"c": np.zeros((10, 10))}})
+        reopened.close()
         np.testing.assert_array_equal(state["w"], np.full(1000, 100.0 * index + steps, np.float32))
         assert loop == {"step": steps}
