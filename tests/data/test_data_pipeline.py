@@ -147,6 +147,33 @@ def test_train_epochs_are_seeded_permutations():
     assert not np.array_equal(ids, other)
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_batches_without_workers_equal_grains_element_by_element(cached):
+    """With no decoding workers the host batches are built a batch at a time; grain's synchronous path (a dict per
+    element, `grain.MapDataset.batch`) must give the same arrays, key by key and dtype by dtype: a training stream
+    across epoch ends from a resumed step, an evaluation pass with padding rows, and a bad image skipped."""
+
+    def compare(ds, stream, count):
+        ours = ds._host_batches(stream)
+        theirs = ds._grain_batches(stream, threads=0)
+        for _ in range(count):
+            want, got = next(theirs), next(ours)
+            assert sorted(got) == sorted(want)
+            for key in want:
+                assert got[key].dtype == want[key].dtype, key
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        assert next(ours, None) is None or ds.train  # an evaluation pass ends where grain's does
+        assert next(theirs, None) is None or ds.train
+
+    train = index_dataset(13, train=True, bad=(4,), on_bad_image="skip", cache_decoded=cached)
+    compare(train, train._stream(8, seed=3, epoch_start=1, start_step=2), 5)  # 40 rows: 4 epoch ends
+    evaluation = index_dataset(13, train=False, bad=(12,), on_bad_image="skip", cache_decoded=cached)
+    for start in (0, 1):
+        compare(evaluation, evaluation._stream(8, seed=0, epoch_start=0, start_step=start), 2 - start)
+    shuffled = index_dataset(13, train=False, indices=np.array([5, 3, 11, 0]), cache_decoded=cached)
+    compare(shuffled, shuffled._stream(8, seed=0, epoch_start=0, start_step=0), 1)
+
+
 def _augment():
     return preprocess.Augment(
         hflip=True,
