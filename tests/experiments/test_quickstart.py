@@ -151,6 +151,11 @@ def test_the_study_writes_the_trainers_test_score_file(mini, trained):
     assert ours["final_logits"].dtype == np.float32 and str(ours["loss"]) == str(theirs["loss"]) == "softmax"
     assert ours["final_logits"].shape == (design.load_config("mini").target.test, 2)
     assert not list(workdir.rglob("test_final.npz"))
+    # each program's runs are scored as soon as it is done, while the next ones train (execute.finetune_all)
+    scored = [os.stat(p).st_mtime_ns for p in workdir.rglob(rundir.TEST_SCORES)]
+    finished = [os.stat(p).st_mtime_ns for p in (workdir / "runs").rglob(rundir.SUMMARY) if "pretrain" not in str(p)]
+    assert len(scored) == len(finished) == len(design.plan(design.load_config("mini")))
+    assert min(scored) < max(finished)
 
 
 def test_every_similarity_has_its_null_and_size(mini):

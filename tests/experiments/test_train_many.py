@@ -138,6 +138,42 @@ def test_programs_at_once_train_side_by_side_and_report_on_the_calling_thread(mo
     assert sorted(k for k, _ in done_on) == [0, 1, 2, 3] and all(main for _, main in done_on)
 
 
+def test_after_run_follows_each_trained_run_in_its_programs_thread(monkeypatch, tmp_path):
+    """`after_run` runs on the program's own thread once the program is done and before that thread's next program,
+    for the runs it trained (not a failed run, not one finished before); an error in it is logged and the run stays
+    finished."""
+    fake = FakeTrainers(monkeypatch, fail={"run_5"})
+    jobs = [(f"job {k}", _config(k), str(tmp_path / f"run_{k}")) for k in range(6)]
+    _summary(jobs[4][2], jobs[4][1])  # finished before
+    after, messages, group = [], [], fake.train_group
+
+    def train_group(configs, workdirs):
+        after.append(("program", [os.path.basename(w) for w in workdirs], threading.current_thread().name))
+        return group(configs, workdirs)
+
+    def after_run(k, summary):
+        after.append((k, summary["seed"], threading.current_thread().name))
+        if k == 1:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(trainer, "train_group", train_group)
+    results = runs.train_many(
+        jobs, max_runs_per_program=2, programs_at_once=2, after_run=after_run, keep_going=True, log=messages.append
+    )
+    programs = {names[0]: thread for step, names, thread in after if step == "program"}
+    assert sorted(programs) == ["run_0", "run_2"]  # run_5, alone, trains through train_and_evaluate and fails
+    assert all(thread.startswith("program") for thread in programs.values())
+    ran = [(k, seed, thread) for k, seed, thread in after if k != "program"]
+    assert sorted((k, seed) for k, seed, _ in ran) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    for k, _, thread in ran:  # after its own program, on that program's thread
+        first = f"run_{k - k % 2}"
+        assert thread == programs[first]
+        assert after.index(("program", [first, f"run_{k + 1 - k % 2}"], thread)) < after.index((k, k, thread))
+    assert any("run_1: after training: OSError: disk full" in m for m in messages)
+    assert runs.is_finished(jobs[1][2]) and not isinstance(results[1], Exception)
+    assert isinstance(results[5], Exception) and results[4]["skipped"]
+
+
 def test_programs_at_once_keep_failures_to_their_runs(monkeypatch, tmp_path):
     fake = FakeTrainers(monkeypatch, fail={"run_1", "run_2"})
     jobs = _jobs(tmp_path)

@@ -181,6 +181,7 @@ def train_many(
     train_fn: Callable | None = None,
     keep_going: bool = False,
     on_done: Callable[[int, object], None] | None = None,
+    after_run: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> list:
     """Trains every run not finished yet, compatible runs stacked as one program; returns the summaries in job
@@ -195,9 +196,12 @@ def train_many(
     `train_fn(config, workdir)`, when given, trains each run alone instead (no stacking).
     A run that fails gets a FAILED marker and the others go on; at the end RunsFailedError is raised, unless
     `keep_going`: then a failed run's entry is the exception. `on_done(index, summary or exception)` is called as
-    each run ends, on the calling thread. An interrupt with programs at once starts no further program and waits for
-    those in flight (Python cannot stop a thread; a second interrupt leaves at once, and every run resumes from its
-    last checkpoint).
+    each run ends, on the calling thread. `after_run(index, summary)` is called for each run its program trained,
+    in the program's own thread once the program is done, before the next program starts there: work on a finished
+    run that should overlap the programs still training (the study scores each run's test images here). An error
+    in it is logged and leaves the run finished; whoever reads that work later does it again, or raises. An
+    interrupt with programs at once starts no further program and waits for those in flight (Python cannot stop a
+    thread; a second interrupt leaves at once, and every run resumes from its last checkpoint).
     """
     if programs_at_once < 1:
         raise ValueError(f"programs_at_once must be >= 1, got {programs_at_once}.")
@@ -234,6 +238,14 @@ def train_many(
                 outcomes = trainer.train_group([configs[k] for k in members], [dirs[k] for k in members])
             except Exception as e:  # the program itself failed: every run of it did
                 outcomes = [e] * len(members)
+        if after_run is not None:
+            for k, outcome in zip(members, outcomes):
+                if isinstance(outcome, Exception) or outcome.get("skipped"):
+                    continue
+                try:
+                    after_run(k, outcome)
+                except Exception as e:  # noqa: BLE001 - the run itself is trained and finished
+                    log(f"{dirs[k]}: after training: {type(e).__name__}: {e}")
         release_freed_memory()
         return outcomes, (time.perf_counter() - start) / len(members)
 

@@ -11,6 +11,7 @@ import ml_collections
 from transfusion_jax import data as data_lib
 from transfusion_jax.data import generate
 from transfusion_jax.experiments import runs
+from transfusion_jax.experiments.study import measures
 from transfusion_jax.experiments.study import workdir as workdir_lib
 from transfusion_jax.experiments.study.design import RunKey, plan
 from transfusion_jax.experiments.study.recipes import finetune_config, pretrain_config
@@ -67,11 +68,12 @@ def train(
     max_runs_per_program: int = 0,
     log=print,
     programs_at_once: int = 1,
+    after_run=None,
 ) -> list[dict]:
     """Trains every (label, config, workdir) not finished yet, returns their summaries in order (a finished run's is
     read back). The one place the study trains: compatible runs (one model and training set, different inits and
     seeds) stacked as one program by `runs.train_many`, each still in its own workdir; `programs_at_once` programs
-    at a time."""
+    at a time; `after_run(index, summary)` in a program's thread after it (`runs.train_many`)."""
 
     def report(n: int, summary) -> None:
         label, config, _ = jobs[n]
@@ -89,6 +91,7 @@ def train(
         max_runs_per_program=max_runs_per_program,
         programs_at_once=programs_at_once,
         on_done=report,
+        after_run=after_run,
         log=log,
     )
 
@@ -121,4 +124,8 @@ def finetune_all(workdir: str, c, paths: dict[str, str], log=print) -> dict[RunK
     check_target_splits(workdir, c, paths)
     keys = plan(c)
     jobs = [(f"fine-tune {k.label()}", finetune_config(c, paths, k, workdir), k.workdir(workdir)) for k in keys]
-    return dict(zip(keys, train(jobs, c.max_runs_per_program, log, c.programs_at_once)))
+
+    def score_test(index: int, summary: dict) -> None:  # while the other program trains (measure_runs reads it)
+        measures.score_test(jobs[index][2], int(summary["final_step"]))
+
+    return dict(zip(keys, train(jobs, c.max_runs_per_program, log, c.programs_at_once, score_test)))

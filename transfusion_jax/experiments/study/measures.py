@@ -2,9 +2,10 @@
 its final validation AUC, its test scores, its weight change), and the images the study's analyses see.
 
 The test split is scored once per run, after training, by the study's own forward pass over every test image at the
-final weights (`score_test`), and written as the run's test_scores.npz by the trainer's one writer
-(`train.rundir.write_test_scores`): the same file, keys and ranking (`train.metrics.auc_inputs`, logits' log-odds)
-as a run that evaluated its test split itself.
+final weights (`score_test`: `execute.finetune_all` calls it in each program's thread as soon as the program is done,
+so that it overlaps the programs still training; `measure_runs` reads the file, or scores a run it lacks), and
+written as the run's test_scores.npz by the trainer's one writer (`train.rundir.write_test_scores`): the same file,
+keys and ranking (`train.metrics.auc_inputs`, logits' log-odds) as a run that evaluated its test split itself.
 """
 
 import dataclasses
