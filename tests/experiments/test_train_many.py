@@ -6,6 +6,7 @@ bits beside another program)."""
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -54,7 +55,9 @@ class FakeTrainers:
             raise outcome
         return outcome
 
-    def train_group(self, configs, workdirs):
+    def train_group(self, configs, workdirs, on_started=None):
+        if on_started is not None:  # as the real one does once its first step is compiled
+            on_started()
         self.groups.append([os.path.basename(w) for w in workdirs])
         return [self._outcome(c, w) for c, w in zip(configs, workdirs)]
 
@@ -121,7 +124,8 @@ def test_programs_at_once_train_side_by_side_and_report_on_the_calling_thread(mo
     barrier = threading.Barrier(2, timeout=20)
     group = fake.train_group
 
-    def meet_then_train(configs, workdirs):  # returns only once both programs are in flight together
+    def meet_then_train(configs, workdirs, on_started):  # returns only once both programs are in flight together
+        on_started()
         barrier.wait()
         return group(configs, workdirs)
 
@@ -147,9 +151,9 @@ def test_after_run_follows_each_trained_run_in_its_programs_thread(monkeypatch, 
     _summary(jobs[4][2], jobs[4][1])  # finished before
     after, messages, group = [], [], fake.train_group
 
-    def train_group(configs, workdirs):
+    def train_group(configs, workdirs, on_started):
         after.append(("program", [os.path.basename(w) for w in workdirs], threading.current_thread().name))
-        return group(configs, workdirs)
+        return group(configs, workdirs, on_started)
 
     def after_run(k, summary):
         after.append((k, summary["seed"], threading.current_thread().name))
@@ -172,6 +176,77 @@ def test_after_run_follows_each_trained_run_in_its_programs_thread(monkeypatch, 
     assert any("run_1: after training: OSError: disk full" in m for m in messages)
     assert runs.is_finished(jobs[1][2]) and not isinstance(results[1], Exception)
     assert isinstance(results[5], Exception) and results[4]["skipped"]
+
+
+def test_programs_side_by_side_start_one_at_a_time(monkeypatch, tmp_path):
+    """With programs at once, a program starts (sets up, compiles) only once the one starting before it has said its
+    first step is compiled (`on_started`) or has ended without saying so; then both train side by side."""
+    jobs = [(f"job {k}", _config(k), str(tmp_path / f"run_{k}")) for k in range(6)]
+    fake, events, lock = FakeTrainers(monkeypatch), [], threading.Lock()
+    both_training = threading.Barrier(2, timeout=20)
+
+    def train_group(configs, workdirs, on_started):
+        name = os.path.basename(workdirs[0])
+        with lock:
+            events.append(("start", name))
+        time.sleep(0.2)  # setting up and compiling: the other program must not start meanwhile
+        with lock:
+            events.append(("compiled", name))
+        if name == "run_2":  # this one fails before compiling: it must not keep the next one waiting
+            raise RuntimeError("no memory")
+        on_started()
+        both_training.wait()  # the next program starts while this one trains
+        return fake.train_group(configs, workdirs)
+
+    monkeypatch.setattr(trainer, "train_group", train_group)
+    out = []
+    caller = threading.Thread(
+        target=lambda: out.append(
+            runs.train_many(jobs, max_runs_per_program=2, programs_at_once=2, keep_going=True, log=lambda _: None)
+        ),
+        daemon=True,
+    )
+    caller.start()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), f"a program waits for a gate nobody releases: {events}"
+    (results,) = out
+    starts = [k for k, (what, _) in enumerate(events) if what == "start"]
+    for k in starts[1:]:  # every start follows the compile of the program that started before it
+        assert events[k - 1][0] == "compiled", events
+    assert [name for what, name in events if what == "start"] == ["run_0", "run_2", "run_4"]
+    assert [isinstance(r, Exception) for r in results] == [False, False, True, True, False, False]
+
+
+def test_after_run_never_works_beside_another_programs_start(monkeypatch, tmp_path):
+    """after_run holds the start gate too: no program sets up and compiles while another's runs are being scored."""
+    jobs = [(f"job {k}", _config(k), str(tmp_path / f"run_{k}")) for k in range(8)]
+    fake, events, lock = FakeTrainers(monkeypatch), [], threading.Lock()
+
+    def note(what):
+        with lock:
+            events.append(what)
+
+    def train_group(configs, workdirs, on_started):
+        note("start")
+        time.sleep(0.05)
+        note("compiled")
+        on_started()
+        time.sleep(0.05 * int(os.path.basename(workdirs[0])[4:]))  # programs end at different times
+        return fake.train_group(configs, workdirs)
+
+    def after_run(k, summary):
+        note("scoring")
+        time.sleep(0.05)
+        note("scored")
+
+    monkeypatch.setattr(trainer, "train_group", train_group)
+    runs.train_many(jobs, max_runs_per_program=2, programs_at_once=2, after_run=after_run, log=lambda _: None)
+    assert events.count("start") == 4 and events.count("scoring") == 8
+    for k, what in enumerate(events):
+        if what == "start":
+            assert events[k + 1] == "compiled", events
+        if what == "scoring":
+            assert events[k + 1] == "scored", events
 
 
 def test_programs_at_once_keep_failures_to_their_runs(monkeypatch, tmp_path):

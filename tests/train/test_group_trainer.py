@@ -152,8 +152,16 @@ def test_group_killed_after_a_checkpoint_resumes_to_the_same_end(alone, monkeypa
     monkeypatch.setattr(
         trainer.RunRecorder, "begin", lambda self, *a: started.append(self.start_step) or begin(self, *a)
     )
-    summaries = trainer.train_group(_configs(), grouped)
+    finished_when_compiled = []  # on_started: once, as the first program's first step is compiled, not at the end
+    summaries = trainer.train_group(
+        _configs(),
+        grouped,
+        on_started=lambda: finished_when_compiled.append(
+            sum(os.path.exists(os.path.join(d, rundir.SUMMARY)) for d in grouped)
+        ),
+    )
     assert started == [10, 0, 0]
+    assert finished_when_compiled == [0]  # two programs here (resumed at 10, and at 0): one call
     for group_dir, alone_dir, summary in zip(grouped, alone, summaries):
         assert summary == _summary(group_dir)
         _assert_same_run(group_dir, alone_dir)

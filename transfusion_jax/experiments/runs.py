@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import importlib.util
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -172,6 +173,29 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+class _StartGate:
+    """Programs trained side by side start one at a time: each holds `lock` from its start until its first step is
+    compiled (`release`, once), and again while `after_run` works on its runs. A program's setup and compile are its
+    memory peak, and the study's peaks of 1.88-1.89 GiB came from one beside another's start or test scoring
+    (BENCHMARKS.md); the wait costs the program that is training nothing. `lock=None`: no gate."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        if lock is not None:
+            lock.acquire()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def train_many(
     jobs,
     workdirs=None,
@@ -221,31 +245,40 @@ def train_many(
         for members, why in plan_programs([configs[k] for k in pending], per_program)
     ]
 
+    starting = threading.Lock()  # held by a program from its start until its first step is compiled
+
     def train_program(n: int, members: list[int], why: str | None) -> tuple[list, float]:
         start = time.perf_counter()
-        if len(members) == 1:
-            if why:
-                log(f"{dirs[members[0]]}: trains alone: {why}")
-            try:
-                outcomes = [run(configs[members[0]], dirs[members[0]], train_fn)]
-            except Exception as e:  # marked FAILED by `run`
-                outcomes = [e]
-        else:
-            from transfusion_jax.train import trainer  # noqa: PLC0415
-
-            log(f"program {n} of {len(programs)}: {len(members)} runs stacked")
-            try:
-                outcomes = trainer.train_group([configs[k] for k in members], [dirs[k] for k in members])
-            except Exception as e:  # the program itself failed: every run of it did
-                outcomes = [e] * len(members)
-        if after_run is not None:
-            for k, outcome in zip(members, outcomes):
-                if isinstance(outcome, Exception) or outcome.get("skipped"):
-                    continue
+        gate = _StartGate(starting if programs_at_once > 1 else None)
+        try:
+            if len(members) == 1:
+                gate.release()  # a lone run does not say when it has compiled
+                if why:
+                    log(f"{dirs[members[0]]}: trains alone: {why}")
                 try:
-                    after_run(k, outcome)
-                except Exception as e:  # noqa: BLE001 - the run itself is trained and finished
-                    log(f"{dirs[k]}: after training: {type(e).__name__}: {e}")
+                    outcomes = [run(configs[members[0]], dirs[members[0]], train_fn)]
+                except Exception as e:  # marked FAILED by `run`
+                    outcomes = [e]
+            else:
+                from transfusion_jax.train import trainer  # noqa: PLC0415
+
+                log(f"program {n} of {len(programs)}: {len(members)} runs stacked")
+                try:
+                    configs_here, dirs_here = [configs[k] for k in members], [dirs[k] for k in members]
+                    outcomes = trainer.train_group(configs_here, dirs_here, on_started=gate.release)
+                except Exception as e:  # the program itself failed: every run of it did
+                    outcomes = [e] * len(members)
+        finally:
+            gate.release()
+        if after_run is not None:
+            with _StartGate(starting if programs_at_once > 1 else None):  # not beside another's compile
+                for k, outcome in zip(members, outcomes):
+                    if isinstance(outcome, Exception) or outcome.get("skipped"):
+                        continue
+                    try:
+                        after_run(k, outcome)
+                    except Exception as e:  # noqa: BLE001 - the run itself is trained and finished
+                        log(f"{dirs[k]}: after training: {type(e).__name__}: {e}")
         release_freed_memory()
         return outcomes, (time.perf_counter() - start) / len(members)
 

@@ -24,6 +24,7 @@ import itertools
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -525,7 +526,7 @@ class _OwnStates:
         return self._own[position]
 
 
-def train_group(configs, workdirs) -> list:
+def train_group(configs, workdirs, on_started: Callable[[], None] | None = None) -> list:
     """Trains runs that may share a program (`multirun.group_runs`) as one jitted program over their stacked
     states; each run gets what `train_and_evaluate` gives it alone, in its own workdir, equal to float32 rounding
     (see the `transfusion_jax.train.multirun` docstring for what may differ between runs, and for the outputs).
@@ -536,7 +537,26 @@ def train_group(configs, workdirs) -> list:
     regrouped after their preflight (by their resolved configs, e.g. the input normalisation a checkpoint
     implies) and after opening their checkpoints (by the step each resumes from): runs killed at different steps
     train as separate programs, each from its own checkpoint, so every run's steps are exactly as when alone.
+
+    `on_started()` is called once, as soon as the first training step is compiled and dispatched (or when nothing is
+    left to train): a caller training programs side by side starts the next one's setup and compile only then, so
+    that two programs' compile-time memory peaks never add up (`experiments.runs.train_many`).
     """
+    signalled = False
+
+    def started() -> None:
+        nonlocal signalled
+        if on_started is not None and not signalled:
+            signalled = True
+            on_started()
+
+    try:
+        return _train_group(configs, workdirs, started)
+    finally:
+        started()
+
+
+def _train_group(configs, workdirs, started: Callable[[], None]) -> list:
     if len(configs) != len(workdirs):
         raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs.")
     if jax.process_count() > 1:
@@ -554,7 +574,7 @@ def train_group(configs, workdirs) -> list:
         subgroups.setdefault((multirun.program_key(run.config), run.start_step), {})[i] = run
     for runs in subgroups.values():
         try:
-            _train_stacked(runs, mesh, results)
+            _train_stacked(runs, mesh, results, started)
         except Exception as e:  # the program itself failed: each of its unfinished runs did (the others go on)
             for i in runs:
                 if results[i] is None:
@@ -570,8 +590,9 @@ def _finish(run: RunRecorder, state):
         return e
 
 
-def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
-    """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`."""
+def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list, started: Callable[[], None]) -> None:
+    """The group loop over `runs` (input index -> recorder, all resuming from one step); fills `results`; calls
+    `started()` once its first step is compiled."""
     first = next(iter(runs.values()))
     config = first.config
     for i, run in runs.items():
@@ -630,6 +651,7 @@ def _train_stacked(runs: dict[int, RunRecorder], mesh, results: list) -> None:
             batch = {key: next(stream) for key, stream in streams.items()}
             batches = batch[keys[0]] if shared else [batch[key] for key in keys]
             stacked, train_metrics = train_step_at(step)(stacked, batches, group.per_run)
+            started()  # compiled (jit compiles before it dispatches)
             done = step + 1
             pending.append((done, train_metrics))
             own = _OwnStates(group, stacked, mesh)
