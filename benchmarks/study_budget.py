@@ -6,7 +6,8 @@ wall time and its peak memory, on this machine, with the load average beside the
 Runs `python -m transfusion_jax.experiments.quickstart --workdir DIR/study` as a child process in a fresh DIR (so the
 compilation cache DIR/study/jax_cache starts cold) and samples, every 0.2 s, the summed resident memory of the child
 and all its descendants from /proc (the data generators' worker processes included): an independent check of the
-peak the report's header gives from `resource.getrusage`. Prints one table row for BENCHMARKS.md / docs/study.md.
+peak the report's header gives from `resource.getrusage`. Prints one table row for BENCHMARKS.md / docs/study.md;
+`--timeline FILE` keeps every sample, with how far the log had got, to place the peak.
 The budget the issue sets: <= 10 min wall and <= 2 GB peak on an idle 2-core CPU.
 """
 
@@ -50,6 +51,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a new folder: the study runs in DIR/study")
     parser.add_argument("--variant", default="default", choices=("default", "scale", "mini"))
+    parser.add_argument(
+        "--timeline",
+        default="",
+        help="also write every sample to this CSV: seconds, resident bytes of the tree, and the log's line count then "
+        "(which line of quickstart.log the run had reached: where a peak falls)",
+    )
     args, extra = parser.parse_known_args()
     study_dir = os.path.join(os.path.abspath(args.workdir), "study")
     if os.path.exists(study_dir):
@@ -64,10 +71,18 @@ def main() -> int:
     log_path = os.path.join(os.path.abspath(args.workdir), "quickstart.log")
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        peak = 0
+        peak, samples = 0, []
         while child.poll() is None:
-            peak = max(peak, tree_rss(child.pid))
+            rss = tree_rss(child.pid)
+            peak = max(peak, rss)
+            if args.timeline:
+                with open(log_path) as f:
+                    samples.append((time.perf_counter() - start, rss, sum(1 for _ in f)))
             time.sleep(0.2)
+    if args.timeline:
+        with open(args.timeline, "w") as f:
+            f.write("seconds,resident_bytes,log_lines\n")
+            f.writelines(f"{t:.2f},{rss},{lines}\n" for t, rss, lines in samples)
     wall, load_end = time.perf_counter() - start, os.getloadavg()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"command: {' '.join(command[1:])} (exit {child.returncode}; log {log_path})")
